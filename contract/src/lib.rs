@@ -1,0 +1,21 @@
+//! The contracts that more than one tidecache binary must agree on, owned in exactly one place.
+//!
+//! # Layout
+//! - [`schedule`]: contract 1, the expiry schedule. A Kubernetes CronJob schedule (5-field cron
+//!   expression plus optional IANA time zone) with the semantics of the CronJob controller's
+//!   parser. Every entry expiring at `t` belongs to the bucket of the first fire time `>= t`.
+//!   cache-node evicts buckets from memory and the janitor deletes bucket directories from the
+//!   shared volume using this module alone, so that both always agree on what is expired.
+//! - [`bucket`]: a bucket's identity (its fire time), its directory name on the shared volume
+//!   (text order = time order) and the expiry test with a clock-skew grace.
+//!
+//! The operator validates `spec.expiry` with the same code, so a schedule it accepts is one
+//! the nodes and the janitor can run.
+
+#![deny(clippy::unwrap_used)]
+
+pub mod bucket;
+pub mod schedule;
+
+pub use bucket::{Bucket, is_bucket_expired};
+pub use schedule::{Schedule, ScheduleError};
