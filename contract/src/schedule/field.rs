@@ -234,10 +234,11 @@ fn parse_value(kind: FieldKind, text: &str) -> Result<u32, String> {
 
 fn parse_number(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix('+').unwrap_or(text);
-    if let Some(negative) = digits.strip_prefix('-') {
-        if !negative.is_empty() && negative.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("negative number \"{text}\" is not allowed"));
-        }
+    if let Some(negative) = digits.strip_prefix('-')
+        && !negative.is_empty()
+        && negative.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("negative number \"{text}\" is not allowed"));
     }
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("\"{text}\" is not a number"));
