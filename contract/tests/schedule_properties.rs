@@ -11,7 +11,13 @@ use chrono_tz::Tz;
 use proptest::prelude::*;
 use tidecache_contract::{Bucket, Schedule, is_bucket_expired};
 
-const ZONES: [&str; 5] = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"];
+const ZONES: [&str; 5] = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+];
 
 /// A field written as text plus the values it allows, generated together so the oracle does
 /// not reuse the parser under test.
@@ -24,7 +30,11 @@ struct FieldSpec {
 
 fn field(min: u32, max: u32) -> impl Strategy<Value = FieldSpec> {
     let all: Vec<u32> = (min..=max).collect();
-    let star = Just(FieldSpec { text: "*".into(), values: all, unrestricted: true });
+    let star = Just(FieldSpec {
+        text: "*".into(),
+        values: all,
+        unrestricted: true,
+    });
     let step = (min..=max, 2..=(max - min + 1).max(2)).prop_map(move |(start, step)| FieldSpec {
         text: format!("{start}/{step}"),
         values: (start..=max).step_by(step as usize).collect(),
@@ -32,7 +42,11 @@ fn field(min: u32, max: u32) -> impl Strategy<Value = FieldSpec> {
     });
     let range = (min..=max, min..=max).prop_map(|(a, b)| {
         let (low, high) = (a.min(b), a.max(b));
-        FieldSpec { text: format!("{low}-{high}"), values: (low..=high).collect(), unrestricted: false }
+        FieldSpec {
+            text: format!("{low}-{high}"),
+            values: (low..=high).collect(),
+            unrestricted: false,
+        }
     });
     let list = proptest::collection::btree_set(min..=max, 1..4).prop_map(|set| FieldSpec {
         text: set.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
@@ -53,15 +67,25 @@ struct Case {
 
 impl Case {
     fn expression(&self) -> String {
-        format!("{} {} {} * {}", self.minute.text, self.hour.text, self.dom.text, self.dow.text)
+        format!(
+            "{} {} {} * {}",
+            self.minute.text, self.hour.text, self.dom.text, self.dow.text
+        )
     }
 
     fn oracle_fires(&self, instant: DateTime<Utc>) -> bool {
         let tz: Tz = self.zone.parse().expect("zone in the list");
         let local = instant.with_timezone(&tz);
         let dom = self.dom.values.contains(&local.day());
-        let dow = self.dow.values.contains(&local.weekday().num_days_from_sunday());
-        let day = if self.dom.unrestricted || self.dow.unrestricted { dom && dow } else { dom || dow };
+        let dow = self
+            .dow
+            .values
+            .contains(&local.weekday().num_days_from_sunday());
+        let day = if self.dom.unrestricted || self.dow.unrestricted {
+            dom && dow
+        } else {
+            dom || dow
+        };
         instant.second() == 0
             && instant.nanosecond() == 0
             && day
@@ -71,8 +95,20 @@ impl Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (field(0, 59), field(0, 23), field(1, 31), field(0, 6), proptest::sample::select(&ZONES[..]))
-        .prop_map(|(minute, hour, dom, dow, zone)| Case { minute, hour, dom, dow, zone })
+    (
+        field(0, 59),
+        field(0, 23),
+        field(1, 31),
+        field(0, 6),
+        proptest::sample::select(&ZONES[..]),
+    )
+        .prop_map(|(minute, hour, dom, dow, zone)| Case {
+            minute,
+            hour,
+            dom,
+            dow,
+            zone,
+        })
 }
 
 /// Instants from 2020 to 2035, with sub-minute parts, biased towards the 2026 DST changes.
@@ -154,7 +190,10 @@ proptest! {
 
 #[test]
 fn bucket_names_examples() {
-    let t = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 0).single().expect("valid");
+    let t = Utc
+        .with_ymd_and_hms(2026, 11, 23, 14, 5, 0)
+        .single()
+        .expect("valid");
     let bucket = Bucket::new(t).expect("in range");
     assert_eq!(bucket.dir_name(), "20261123T140500Z");
     assert_eq!(Bucket::from_dir_name("20261123T140500Z"), Some(bucket));
@@ -170,7 +209,11 @@ fn bucket_names_examples() {
         "../20261123T140500Z",
         "lost+found",
     ] {
-        assert_eq!(Bucket::from_dir_name(foreign), None, "{foreign:?} must not be a bucket");
+        assert_eq!(
+            Bucket::from_dir_name(foreign),
+            None,
+            "{foreign:?} must not be a bucket"
+        );
     }
     assert_eq!(Bucket::new(t + Duration::milliseconds(1)), None);
 }
