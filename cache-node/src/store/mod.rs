@@ -1,0 +1,558 @@
+//! The in-memory store: a sharded hash map of `Bytes` values with versions, exact expiry,
+//! schedule-driven bucket eviction and a memory capacity.
+//!
+//! # Layout
+//! - [`Store`] (this file): picks the shard by key hash, keeps the global counters (entries,
+//!   bytes used, evictions) and runs the write protocol: check preconditions, reserve memory,
+//!   evict if needed, store.
+//! - `shard`: one lock's worth of state: the table, its expiry index and its CLOCK queue.
+//! - `expiry_index`: bucket fire time to entry hashes (contract 1).
+//! - `entry`: the entry and its memory charge.
+//! - `version`, `precondition`: ETags and `If-Match`/`If-None-Match`.
+//!
+//! # Guarantees
+//! - No global lock: a request locks one shard for a hash lookup; only the byte and entry
+//!   counters are shared atomics.
+//! - An expired entry is never returned, whether or not it has been swept.
+//! - A refused write (failed precondition, no room under `noeviction`) changes nothing.
+//! - Memory in use stays within the capacity: a write reserves its bytes atomically before it
+//!   stores, evicting first if it must.
+//! - [`Store::evict_expired`] costs what expires, independent of how much is stored.
+
+mod entry;
+mod expiry_index;
+mod precondition;
+mod shard;
+mod version;
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use hashbrown::DefaultHashBuilder;
+use tidecache_contract::Schedule;
+
+pub use entry::{ENTRY_OVERHEAD, entry_charge};
+pub use precondition::{EtagMatch, Preconditions};
+pub use version::{ParseVersionError, Version};
+
+use crate::clock::{Clock, Timestamp};
+use entry::Entry;
+use shard::{NewEntry, Shard};
+use version::VersionClock;
+
+/// How many shards a store has unless configured: enough that two requests rarely meet on
+/// one lock even on machines with many more cores than threads serving requests.
+pub const DEFAULT_SHARDS: usize = 64;
+
+/// How hash-index lookups of one sweep are batched: the shard lock is released between
+/// batches so that a large bucket does not stall requests to that shard.
+const SWEEP_BATCH: usize = 1024;
+
+/// What to do when a write does not fit in the capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// Evict by CLOCK (second chance), an LRU approximation: expired entries go first, then
+    /// entries not read since the hand last passed them.
+    Clock,
+    /// Evict nothing; refuse the write (HTTP 507).
+    NoEviction,
+}
+
+impl fmt::Display for EvictionPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EvictionPolicy::Clock => "clock",
+            EvictionPolicy::NoEviction => "noeviction",
+        })
+    }
+}
+
+/// Why an entry left the store without being deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EvictionReason {
+    /// Its bucket's fire time passed (or it was expired when space was needed).
+    Expired,
+    /// Space was needed for a write.
+    Capacity,
+}
+
+/// How a store is set up.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The expiry schedule whose fire times are the bucket boundaries.
+    pub schedule: Schedule,
+    /// The most bytes entries may be charged in total (see [`entry_charge`]).
+    pub capacity_bytes: u64,
+    /// What happens when a write does not fit.
+    pub eviction_policy: EvictionPolicy,
+    /// The number of shards; rounded up to a power of two.
+    pub shards: usize,
+}
+
+impl StoreConfig {
+    /// Unlimited capacity, CLOCK eviction, default shards, on `schedule`.
+    pub fn new(schedule: Schedule) -> StoreConfig {
+        StoreConfig {
+            schedule,
+            capacity_bytes: u64::MAX,
+            eviction_policy: EvictionPolicy::Clock,
+            shards: DEFAULT_SHARDS,
+        }
+    }
+}
+
+/// A live entry as returned by a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The value (shares the stored bytes).
+    pub value: Bytes,
+    /// The version of the write that stored it.
+    pub version: Version,
+    /// When it expires, if ever.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The result of a successful write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// Whether the key had no live entry before.
+    pub created: bool,
+    /// The new entry's version.
+    pub version: Version,
+    /// The bucket (fire time) the entry was filed under, if it expires.
+    pub bucket: Option<Timestamp>,
+    /// Keys evicted to make room for this write.
+    pub evicted: Vec<Bytes>,
+}
+
+/// Why a write was refused. A refused write changes nothing stored (capacity evictions made
+/// while trying to fit it excepted: they are what the eviction policy is for).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PutError {
+    /// `If-Match`/`If-None-Match` did not hold.
+    #[error("precondition failed: the key's current version is {}", describe(*current))]
+    PreconditionFailed {
+        /// The live entry's version, if any.
+        current: Option<Version>,
+    },
+    /// The expiry is not after now.
+    #[error("the expiry {expires_at} is not in the future")]
+    AlreadyExpired {
+        /// The expiry asked for.
+        expires_at: Timestamp,
+    },
+    /// The schedule does not fire after the expiry, so no bucket could ever evict the entry.
+    #[error("the expiry schedule has no fire time after {expires_at}; choose a shorter lifetime")]
+    NoBucket {
+        /// The expiry asked for.
+        expires_at: Timestamp,
+    },
+    /// The entry alone is larger than the whole capacity.
+    #[error("the entry needs {charge} bytes but the capacity is {capacity} bytes")]
+    EntryTooLarge {
+        /// Bytes the entry would be charged.
+        charge: u64,
+        /// The store's capacity.
+        capacity: u64,
+    },
+    /// No room and the policy forbids eviction (or nothing is left to evict).
+    #[error(
+        "out of memory: the entry needs {charge} bytes, {used} of {capacity} bytes are in use \
+         and the eviction policy is {policy}"
+    )]
+    InsufficientStorage {
+        /// Bytes the entry would be charged.
+        charge: u64,
+        /// Bytes in use.
+        used: u64,
+        /// The store's capacity.
+        capacity: u64,
+        /// The policy in force.
+        policy: EvictionPolicy,
+    },
+}
+
+/// Why a delete was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeleteError {
+    /// The key has no live entry.
+    #[error("the key does not exist")]
+    NotFound,
+    /// `If-Match`/`If-None-Match` did not hold.
+    #[error("precondition failed: the key's current version is {}", describe(*current))]
+    PreconditionFailed {
+        /// The live entry's version, if any.
+        current: Option<Version>,
+    },
+}
+
+fn describe(version: Option<Version>) -> String {
+    version.map_or_else(|| "none (absent)".to_string(), |v| v.to_string())
+}
+
+/// A snapshot of the store's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Entries held, including expired ones not yet swept.
+    pub entries: u64,
+    /// Bytes charged by those entries.
+    pub used_bytes: u64,
+    /// The capacity in bytes (`u64::MAX` when unlimited).
+    pub capacity_bytes: u64,
+    /// Entries removed because they expired.
+    pub evicted_expired: u64,
+    /// Entries removed to make room.
+    pub evicted_capacity: u64,
+}
+
+/// The result of one sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Buckets taken out of the index (summed over shards).
+    pub buckets: usize,
+    /// Entries evicted.
+    pub evicted: u64,
+}
+
+/// The store. Share it behind an `Arc`; every method takes `&self`.
+pub struct Store {
+    /// The shards, a power of two of them.
+    shards: Box<[Mutex<Shard>]>,
+    /// Hashes keys for shard choice and table lookups (one hash serves both).
+    hasher: DefaultHashBuilder,
+    /// The source of now for expiry and versions.
+    clock: Arc<dyn Clock>,
+    /// Issues versions.
+    versions: VersionClock,
+    /// Bucket boundaries.
+    schedule: Schedule,
+    /// Capacity in bytes.
+    capacity: u64,
+    /// What to do when full.
+    policy: EvictionPolicy,
+    /// Bytes charged by all entries; a write reserves its bytes here before storing.
+    used: AtomicU64,
+    /// Entries in all shards.
+    entries: AtomicU64,
+    /// Evictions by reason.
+    evicted_expired: AtomicU64,
+    evicted_capacity: AtomicU64,
+    /// Where the next search for a capacity victim outside the writer's shard starts, so
+    /// that such evictions spread over the shards.
+    eviction_cursor: AtomicUsize,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("shards", &self.shards.len())
+            .field("schedule", &self.schedule)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// An empty store reading time from `clock`.
+    pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
+        let shard_count = config.shards.max(1).next_power_of_two();
+        Store {
+            shards: (0..shard_count).map(|_| Mutex::default()).collect(),
+            hasher: DefaultHashBuilder::default(),
+            clock,
+            versions: VersionClock::default(),
+            schedule: config.schedule,
+            capacity: config.capacity_bytes,
+            policy: config.eviction_policy,
+            used: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            evicted_expired: AtomicU64::new(0),
+            evicted_capacity: AtomicU64::new(0),
+            eviction_cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The schedule whose fire times bound the buckets.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The store's clock (the sweeper and the HTTP layer read time from it too).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The key's live entry, or `None` if absent or expired (even if not yet swept).
+    pub fn get(&self, key: &[u8]) -> Option<Hit> {
+        let hash = self.hasher.hash_one(key);
+        let now = self.clock.now();
+        let mut shard = self.lock(self.shard_of(hash));
+        let entry = shard.get(hash, key, now)?;
+        Some(Hit {
+            value: entry.value.clone(),
+            version: entry.version,
+            expires_at: entry.expires_at,
+        })
+    }
+
+    /// Stores `value` under `key`, expiring at `expires_at`, if `preconditions` hold.
+    ///
+    /// `value` is stored as given: a caller holding a slice of a larger buffer should copy
+    /// it first, or the whole buffer stays alive (and uncounted) as long as the entry.
+    ///
+    /// # Errors
+    /// [`PutError`]: a failed precondition, an expiry not in the future or beyond the
+    /// schedule, or no room for the entry.
+    pub fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        expires_at: Option<Timestamp>,
+        preconditions: &Preconditions,
+    ) -> Result<PutOutcome, PutError> {
+        let now = self.clock.now();
+        if let Some(expiry) = expires_at
+            && expiry <= now
+        {
+            return Err(PutError::AlreadyExpired { expires_at: expiry });
+        }
+        let charge = entry_charge(key.len(), value.len());
+        if charge > self.capacity {
+            return Err(PutError::EntryTooLarge {
+                charge,
+                capacity: self.capacity,
+            });
+        }
+        let hash = self.hasher.hash_one(&key[..]);
+        let index = self.shard_of(hash);
+        let mut evicted = Vec::new();
+        // Each round either stores, fails, or evicts one entry elsewhere; there are at most
+        // as many rounds as entries, and the bound only guards against a racing refill.
+        for _ in 0..=self.shards.len() * 4 {
+            let mut shard = self.lock(index);
+            let bucket = match expires_at {
+                Some(expiry) => Some(
+                    shard
+                        .expiry
+                        .bucket_for(&self.schedule, expiry)
+                        .ok_or(PutError::NoBucket { expires_at: expiry })?,
+                ),
+                None => None,
+            };
+            let existing = shard.existing(hash, &key, now);
+            let current = existing.and_then(|e| e.live_version);
+            if !preconditions.hold(current) {
+                return Err(PutError::PreconditionFailed { current });
+            }
+            let old_charge = existing.map_or(0, |e| e.charge);
+            loop {
+                if self.try_reserve(charge, old_charge) {
+                    let version = self.versions.next(now);
+                    let replaced = shard.upsert(NewEntry {
+                        key,
+                        value,
+                        hash,
+                        version,
+                        expires_at,
+                        bucket,
+                    });
+                    if replaced.is_none() {
+                        self.entries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(PutOutcome {
+                        created: current.is_none(),
+                        version,
+                        bucket,
+                        evicted,
+                    });
+                }
+                if self.policy == EvictionPolicy::NoEviction {
+                    return Err(self.insufficient(charge));
+                }
+                match shard.evict_one(now, Some((hash, &key))) {
+                    Some((entry, reason)) => evicted.push(self.account_removed(entry, reason)),
+                    None => break,
+                }
+            }
+            drop(shard);
+            match self.evict_elsewhere(index, now) {
+                Some(key) => evicted.push(key),
+                None => break,
+            }
+        }
+        Err(self.insufficient(charge))
+    }
+
+    /// Deletes the key's live entry if `preconditions` hold; returns the deleted version.
+    ///
+    /// # Errors
+    /// [`DeleteError::PreconditionFailed`] (checked first, as RFC 9110 orders it) or
+    /// [`DeleteError::NotFound`].
+    pub fn delete(
+        &self,
+        key: &[u8],
+        preconditions: &Preconditions,
+    ) -> Result<Version, DeleteError> {
+        let hash = self.hasher.hash_one(key);
+        let now = self.clock.now();
+        let mut shard = self.lock(self.shard_of(hash));
+        let current = shard.existing(hash, key, now).and_then(|e| e.live_version);
+        if !preconditions.hold(current) {
+            return Err(DeleteError::PreconditionFailed { current });
+        }
+        let removed = shard.remove(hash, key).ok_or(DeleteError::NotFound)?;
+        drop(shard);
+        match current {
+            Some(version) => {
+                self.release(&removed);
+                Ok(version)
+            }
+            None => {
+                // Present but expired: gone now, as an expiry, and absent to the caller.
+                self.account_removed(removed, EvictionReason::Expired);
+                Err(DeleteError::NotFound)
+            }
+        }
+    }
+
+    /// Evicts every bucket whose fire time is at or before now. Called by the sweeper at
+    /// each fire time; the work is proportional to the entries filed in those buckets.
+    pub fn evict_expired(&self) -> SweepReport {
+        let now = self.clock.now();
+        let mut report = SweepReport::default();
+        for shard in self.shards.iter() {
+            let due = lock(shard).expiry.take_due(now);
+            for (bucket, hashes) in due {
+                report.buckets += 1;
+                for batch in hashes.chunks(SWEEP_BATCH) {
+                    let mut removed = Vec::new();
+                    {
+                        let mut guard = lock(shard);
+                        for &hash in batch {
+                            guard.remove_filed(hash, bucket, |entry| removed.push(entry));
+                        }
+                    }
+                    report.evicted += self.account_removed_all(removed);
+                }
+            }
+        }
+        report
+    }
+
+    /// Evicts every expired entry by visiting every entry: the pre-bucket approach, whose
+    /// cost grows with the size of the cache. Kept as the baseline the sweep benchmark
+    /// compares [`Store::evict_expired`] with, and as the oracle tests check it against.
+    pub fn evict_expired_by_scan(&self) -> u64 {
+        let now = self.clock.now();
+        let mut evicted = 0;
+        for shard in self.shards.iter() {
+            let mut removed = Vec::new();
+            lock(shard).remove_expired_by_scan(now, |entry| removed.push(entry));
+            evicted += self.account_removed_all(removed);
+        }
+        evicted
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            entries: self.entries.load(Ordering::Relaxed),
+            used_bytes: self.used.load(Ordering::Relaxed),
+            capacity_bytes: self.capacity,
+            evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
+            evicted_capacity: self.evicted_capacity.load(Ordering::Relaxed),
+        }
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // Bits 32.. pick the shard: the table uses the low bits for the slot and the top 7
+        // for its tag, so these leave both intact within a shard.
+        (hash >> 32) as usize & (self.shards.len() - 1)
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[index])
+    }
+
+    /// Atomically takes `charge - old_charge` more bytes if they fit in the capacity.
+    fn try_reserve(&self, charge: u64, old_charge: u64) -> bool {
+        if charge <= old_charge {
+            self.used.fetch_sub(old_charge - charge, Ordering::Relaxed);
+            return true;
+        }
+        let more = charge - old_charge;
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(more)
+                    .filter(|total| *total <= self.capacity)
+            })
+            .is_ok()
+    }
+
+    /// Evicts one entry from some shard other than `skip`; returns its key.
+    fn evict_elsewhere(&self, skip: usize, now: Timestamp) -> Option<Bytes> {
+        let count = self.shards.len();
+        let start = self.eviction_cursor.fetch_add(1, Ordering::Relaxed);
+        (0..count)
+            .map(|offset| (start + offset) & (count - 1))
+            .filter(|index| *index != skip)
+            .find_map(|index| {
+                let victim = self.lock(index).evict_one(now, None);
+                victim.map(|(entry, reason)| self.account_removed(entry, reason))
+            })
+    }
+
+    fn insufficient(&self, charge: u64) -> PutError {
+        PutError::InsufficientStorage {
+            charge,
+            used: self.used.load(Ordering::Relaxed),
+            capacity: self.capacity,
+            policy: self.policy,
+        }
+    }
+
+    /// Gives back the bytes and the entry count of a removed entry.
+    fn release(&self, entry: &Entry) {
+        self.used.fetch_sub(entry.charge(), Ordering::Relaxed);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Accounts an eviction; returns the evicted key.
+    fn account_removed(&self, entry: Entry, reason: EvictionReason) -> Bytes {
+        self.release(&entry);
+        let counter = match reason {
+            EvictionReason::Expired => &self.evicted_expired,
+            EvictionReason::Capacity => &self.evicted_capacity,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        entry.key
+    }
+
+    /// Accounts expiries in one go (a sweep removes many); returns how many. The entries are
+    /// dropped here, outside any shard lock.
+    fn account_removed_all(&self, removed: Vec<Entry>) -> u64 {
+        let count = removed.len() as u64;
+        let bytes: u64 = removed.iter().map(Entry::charge).sum();
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.entries.fetch_sub(count, Ordering::Relaxed);
+        self.evicted_expired.fetch_add(count, Ordering::Relaxed);
+        count
+    }
+}
+
+/// Locks a shard. A panic while holding a shard lock cannot leave the shard half-updated in
+/// a way later operations trip over (every update is a single table operation), so a
+/// poisoned lock is taken over rather than turned into a panic on every later request.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;

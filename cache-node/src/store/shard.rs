@@ -1,0 +1,201 @@
+//! One shard of the store: a hash table of entries, its expiry index and its CLOCK queue, all
+//! behind one short-held lock taken by [`super::Store`].
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use hashbrown::HashTable;
+
+use super::entry::{Entry, MAX_REFERENCED};
+use super::expiry_index::ExpiryIndex;
+use super::{EvictionReason, Version};
+use crate::clock::Timestamp;
+
+/// A shard. Every method runs under the shard's lock and does no I/O and no allocation
+/// proportional to the shard's size, so the lock is held for microseconds.
+#[derive(Debug, Default)]
+pub(super) struct Shard {
+    /// The entries, found by key hash and key.
+    table: HashTable<Entry>,
+    /// Bucket fire time to entry hashes, for the sweeper.
+    pub(super) expiry: ExpiryIndex,
+    /// The CLOCK queue in insertion order: `(hash, ticket)` of each entry. Deleted entries
+    /// leave stale slots that the hand skips and compaction drops.
+    queue: VecDeque<(u64, u64)>,
+    /// The ticket the next inserted entry gets.
+    next_ticket: u64,
+}
+
+/// A new value for a key, ready to be stored.
+#[derive(Debug)]
+pub(super) struct NewEntry {
+    pub(super) key: Bytes,
+    pub(super) value: Bytes,
+    pub(super) hash: u64,
+    pub(super) version: Version,
+    pub(super) expires_at: Option<Timestamp>,
+    pub(super) bucket: Option<Timestamp>,
+}
+
+/// What a key currently holds, as a write sees it before deciding.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Existing {
+    /// The version, if the entry is live (not expired).
+    pub(super) live_version: Option<Version>,
+    /// The bytes the entry (live or expired) is charged.
+    pub(super) charge: u64,
+}
+
+impl Shard {
+    /// The key's live entry: value, version and expiry. Counts as a reference for CLOCK.
+    pub(super) fn get(&mut self, hash: u64, key: &[u8], now: Timestamp) -> Option<&Entry> {
+        let entry = self.table.find_mut(hash, |e| e.key == key)?;
+        if entry.is_expired(now) {
+            return None;
+        }
+        entry.referenced = (entry.referenced + 1).min(MAX_REFERENCED);
+        Some(entry)
+    }
+
+    /// What the key holds now, for a write's preconditions and memory accounting.
+    pub(super) fn existing(&self, hash: u64, key: &[u8], now: Timestamp) -> Option<Existing> {
+        let entry = self.table.find(hash, |e| e.key == key)?;
+        Some(Existing {
+            live_version: (!entry.is_expired(now)).then_some(entry.version),
+            charge: entry.charge(),
+        })
+    }
+
+    /// Stores `new`, replacing the key's entry if it has one; returns the replaced entry.
+    pub(super) fn upsert(&mut self, new: NewEntry) -> Option<Entry> {
+        if let Some(entry) = self.table.find_mut(new.hash, |e| e.key == new.key) {
+            if let Some(bucket) = new.bucket
+                && entry.bucket != new.bucket
+            {
+                self.expiry.file(bucket, new.hash);
+            }
+            let replaced = Entry {
+                key: std::mem::replace(&mut entry.key, new.key),
+                value: std::mem::replace(&mut entry.value, new.value),
+                hash: entry.hash,
+                version: std::mem::replace(&mut entry.version, new.version),
+                expires_at: std::mem::replace(&mut entry.expires_at, new.expires_at),
+                bucket: std::mem::replace(&mut entry.bucket, new.bucket),
+                ticket: entry.ticket,
+                referenced: entry.referenced,
+            };
+            entry.referenced = (entry.referenced + 1).min(MAX_REFERENCED);
+            return Some(replaced);
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        if let Some(bucket) = new.bucket {
+            self.expiry.file(bucket, new.hash);
+        }
+        self.queue.push_back((new.hash, ticket));
+        self.table.insert_unique(
+            new.hash,
+            Entry {
+                key: new.key,
+                value: new.value,
+                hash: new.hash,
+                version: new.version,
+                expires_at: new.expires_at,
+                bucket: new.bucket,
+                ticket,
+                referenced: 0,
+            },
+            |e| e.hash,
+        );
+        self.compact_if_stale();
+        None
+    }
+
+    /// Removes the key's entry, live or expired.
+    pub(super) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
+        let removed = self
+            .table
+            .find_entry(hash, |e| e.key == key)
+            .ok()
+            .map(|occupied| occupied.remove().0);
+        self.compact_if_stale();
+        removed
+    }
+
+    /// Removes the entries with `hash` still filed under `bucket` (normally one; more only on
+    /// a full 64-bit hash collision), passing each to `removed`.
+    pub(super) fn remove_filed(
+        &mut self,
+        hash: u64,
+        bucket: Timestamp,
+        mut removed: impl FnMut(Entry),
+    ) {
+        while let Ok(occupied) = self.table.find_entry(hash, |e| e.bucket == Some(bucket)) {
+            removed(occupied.remove().0);
+        }
+    }
+
+    /// Removes every entry expired at `now` by visiting all of them: the full scan the
+    /// expiry index exists to avoid, kept as the benchmark's baseline and a test oracle.
+    pub(super) fn remove_expired_by_scan(
+        &mut self,
+        now: Timestamp,
+        mut removed: impl FnMut(Entry),
+    ) {
+        for entry in self.table.extract_if(|entry| entry.is_expired(now)) {
+            removed(entry);
+        }
+    }
+
+    /// Evicts one entry to make room, never the one keyed `protected`: the CLOCK hand moves
+    /// over the queue, evicting the first expired entry or the first whose reference count
+    /// is zero, decrementing the others. `None` if nothing else is stored.
+    pub(super) fn evict_one(
+        &mut self,
+        now: Timestamp,
+        protected: Option<(u64, &[u8])>,
+    ) -> Option<(Entry, EvictionReason)> {
+        // Each live slot is passed at most MAX_REFERENCED + 1 times before it is evicted.
+        let mut budget = self.queue.len() * (usize::from(MAX_REFERENCED) + 1) + 1;
+        while budget > 0 {
+            budget -= 1;
+            let (hash, ticket) = self.queue.pop_front()?;
+            let Ok(occupied) = self.table.find_entry(hash, |e| e.ticket == ticket) else {
+                continue; // stale slot of a removed entry
+            };
+            let entry = occupied.get();
+            let is_protected = protected.is_some_and(|(h, key)| h == hash && entry.key == key);
+            if is_protected {
+                self.queue.push_back((hash, ticket));
+                continue;
+            }
+            if entry.is_expired(now) {
+                return Some((occupied.remove().0, EvictionReason::Expired));
+            }
+            if entry.referenced == 0 {
+                return Some((occupied.remove().0, EvictionReason::Capacity));
+            }
+            let mut occupied = occupied;
+            occupied.get_mut().referenced -= 1;
+            self.queue.push_back((hash, ticket));
+        }
+        None
+    }
+
+    /// Drops stale queue slots and index hashes once they outnumber the live entries, so
+    /// churn (delete and re-insert, overwrites into other buckets) cannot grow them without
+    /// bound. Amortised O(1) per write.
+    fn compact_if_stale(&mut self) {
+        let live = self.table.len();
+        if self.queue.len() > 2 * live + 1024 {
+            let table = &self.table;
+            self.queue
+                .retain(|(hash, ticket)| table.find(*hash, |e| e.ticket == *ticket).is_some());
+        }
+        if self.expiry.needs_compaction(live) {
+            let table = &self.table;
+            self.expiry
+                .compact(|bucket, hash| table.find(hash, |e| e.bucket == Some(bucket)).is_some());
+        }
+    }
+}
