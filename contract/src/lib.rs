@@ -8,6 +8,9 @@
 //!   shared volume using this module alone, so that both always agree on what is expired.
 //! - [`bucket`]: a bucket's identity (its fire time), its directory name on the shared volume
 //!   (text order = time order) and the expiry test with a clock-skew grace.
+//! - [`disk`]: contract 2, the shared volume's layout and segment format (checksummed records,
+//!   torn-tail detection, the segment writer and reader). cache-node persists and loads with
+//!   it; the janitor deletes bucket directories by its names.
 //!
 //! The operator validates `spec.expiry` with the same code, so a schedule it accepts is one
 //! the nodes and the janitor can run.
@@ -15,6 +18,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod bucket;
+pub mod disk;
 pub mod schedule;
 
 pub use bucket::{Bucket, is_bucket_expired};

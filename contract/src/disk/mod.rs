@@ -1,0 +1,79 @@
+//! Contract 2: the on-disk format of the shared volume, the one definition cache-node writes
+//! and loads and the janitor deletes by.
+//!
+//! # Layout
+//! ```text
+//! <data-dir>/<namespace>/<cluster>/          ClusterRoot
+//!     20261123T140500Z/                      one directory per expiry bucket (Bucket::dir_name)
+//!         <node>/                            one per writing node: a single writer per file
+//!             00000000000000000000.seg       append-only segments, numbered in write order
+//!     persistent/                            entries without expiry, compacted by cache-node
+//! ```
+//! Every path component is a validated name ([`ObjectName`], [`Area`], [`SegmentId`]). Keys
+//! and values are data inside records and never reach a path.
+//!
+//! # Modules
+//! - `names`: the names above, parsed strictly ("ours" or foreign);
+//! - `layout`: [`ClusterRoot`], the paths and listings;
+//! - `record`: one checksummed record and its encoding;
+//! - `segment`: the segment header and [`SegmentDecoder`], which tells intact records, damage
+//!   in the middle and a torn tail apart;
+//! - `writer` / `reader`: [`SegmentWriter`] and [`SegmentReader`] on real files.
+
+mod layout;
+mod names;
+mod reader;
+mod record;
+mod segment;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+pub use layout::{ClusterRoot, Listing, SegmentFile};
+pub use names::{Area, NameError, ObjectName, PERSISTENT_DIR, SegmentId};
+pub use reader::SegmentReader;
+pub use record::{
+    MAX_KEY_LEN, MAX_VALUE_LEN, RECORD_HEADER_LEN, Record, RecordError, RecordRef, Version,
+};
+use segment::segment_header;
+pub use segment::{Decoded, FORMAT_VERSION, SEGMENT_HEADER_LEN, SegmentDecoder, SegmentError};
+pub use writer::{SegmentWriter, WriterOptions};
+
+/// A failure reading or writing the shared volume, with the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A file-system call failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("create segment", "sync", ...).
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The error from the OS.
+        source: std::io::Error,
+    },
+    /// A record the format cannot hold.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A file that is not a readable segment.
+    #[error("cannot read segment {}: {source}", path.display())]
+    Segment {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: SegmentError,
+    },
+}
+
+impl DiskError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> DiskError {
+        DiskError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
