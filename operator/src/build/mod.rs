@@ -1,0 +1,121 @@
+//! The build step: pure functions from a [`ValidatedCluster`] to the objects the operator
+//! applies, one file per child. No API access, no clock, no randomness: the same input always
+//! yields the same objects (maps are `BTreeMap`s), so applying an unchanged cluster changes
+//! nothing and the output can be checked against golden files.
+
+mod cronjob;
+mod pdb;
+mod pvc;
+mod rbac;
+mod service;
+mod statefulset;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{
+    Capabilities, PersistentVolumeClaim, PodSecurityContext, SeccompProfile, SecurityContext,
+    Service, ServiceAccount,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::labels;
+use crate::validate::ValidatedCluster;
+
+pub use rbac::CACHE_NODE_CLUSTER_ROLE;
+
+/// Where the shared volume is mounted in cache and janitor containers.
+pub const DATA_DIR: &str = "/data";
+/// The cache-node HTTP port inside the pod.
+pub const HTTP_PORT: i32 = 8080;
+/// Name of the cache-node container port, used by probes and Services.
+pub const HTTP_PORT_NAME: &str = "http";
+/// The unprivileged user and group the containers run as (the distroless `nonroot` user).
+pub const RUN_AS_USER: i64 = 65532;
+/// Name of the shared-volume entry in the pod specs.
+const DATA_VOLUME: &str = "data";
+
+/// Every object one CacheCluster owns, as built from its spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    /// Identity of the cache pods, used for peer discovery.
+    pub service_account: ServiceAccount,
+    /// Grants the cache pods read access to EndpointSlices.
+    pub role_binding: RoleBinding,
+    /// The shared volume.
+    pub volume_claim: PersistentVolumeClaim,
+    /// Headless Service through which pods find their peers.
+    pub peers_service: Service,
+    /// Service that clients connect to.
+    pub client_service: Service,
+    /// The cache pods.
+    pub stateful_set: StatefulSet,
+    /// The janitor.
+    pub janitor: CronJob,
+    /// `None` when `spec.podDisruptionBudget.enabled` is false (an existing one is then deleted).
+    pub disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// Builds every child of `cluster`.
+pub fn build(cluster: &ValidatedCluster) -> Children {
+    Children {
+        service_account: rbac::service_account(cluster),
+        role_binding: rbac::role_binding(cluster),
+        volume_claim: pvc::volume_claim(cluster),
+        peers_service: service::peers(cluster),
+        client_service: service::client(cluster),
+        stateful_set: statefulset::stateful_set(cluster),
+        janitor: cronjob::janitor(cluster),
+        disruption_budget: pdb::disruption_budget(cluster),
+    }
+}
+
+/// Metadata of a child named `name`: namespace, the common labels of `component` and the
+/// controller ownerReference to the CacheCluster.
+fn child_meta(cluster: &ValidatedCluster, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(cluster.namespace.clone()),
+        labels: Some(labels::common(&cluster.name, component)),
+        owner_references: Some(vec![cluster.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The restricted Pod Security Standard at pod level: non-root with a fixed uid, the
+/// runtime's default seccomp profile, and the volume group-owned by that uid.
+fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The restricted Pod Security Standard at container level, plus a read-only root file system.
+fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! The tidecache operator as a library, so that the binaries stay thin and every step is
+//! testable without an API server.
+//!
+//! # Layout
+//! The reconcile pipeline follows the data: [`crd`] (what the admin writes) →
+//! [`validate`] (one [`validate::ValidatedCluster`] or a message saying what to fix) →
+//! [`build`] (pure functions from the validated cluster to the child objects) →
+//! [`controller`] (server-side apply of what differs, then status) → [`status`] (pure
+//! computation of the status and its conditions). [`labels`] owns every label key and child
+//! name; [`crdgen`] renders the CRD YAML checked into `crds/`. The process around it —
+//! leader election ([`leader`]), metrics and health ([`telemetry`]) — is wired in `main.rs`.
+
+pub mod build;
+pub mod crd;
+pub mod crdgen;
+pub mod labels;
+pub mod validate;
+
+#[cfg(test)]
+mod fixtures;

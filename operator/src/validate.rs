@@ -1,0 +1,310 @@
+//! The validate step: turns a stored `CacheCluster` into the one input of the pure builders, or
+//! says what the admin has to fix.
+//!
+//! The schema already refuses most bad resources at `kubectl apply`; this step re-checks what
+//! the builders rely on (a CRD older than the operator may have let something through) and adds
+//! what only Rust can check: the schedule and time zone, by the shared contract crate, so that
+//! the operator, the cache nodes and the janitor agree on them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use tidecache_contract::{Schedule, ScheduleError};
+
+use crate::crd::{CacheCluster, CacheClusterSpec};
+
+/// Longest CacheCluster name: the janitor CronJob is named `<name>-janitor` and a CronJob name
+/// may have at most 52 characters.
+pub const MAX_NAME_LEN: usize = 44;
+
+/// Why a CacheCluster cannot be built. [`ValidationError::InvalidSpec`] waits for the admin to
+/// change the resource; the others mean the object did not come from the API server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// A field has a value the operator cannot act on; the message says what to fix.
+    #[error("{field}: {message}")]
+    InvalidSpec {
+        /// The field path, e.g. `spec.expiry.schedule`.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The object lacks metadata the API server always sets.
+    #[error("the CacheCluster has no metadata.{0}")]
+    MissingMetadata(&'static str),
+}
+
+impl ValidationError {
+    fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
+        ValidationError::InvalidSpec {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A CacheCluster whose spec the builders can turn into children without further checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCluster {
+    /// The CacheCluster's name, the prefix of every child's name.
+    pub name: String,
+    /// The namespace of the CacheCluster and all its children.
+    pub namespace: String,
+    /// The ownerReference every child carries, so that garbage collection removes them.
+    pub owner: OwnerReference,
+    /// The spec as stored (with schema defaults applied).
+    pub spec: CacheClusterSpec,
+    /// The parsed expiry schedule.
+    pub schedule: Schedule,
+    /// `spec.memory.capacity` in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Checks `cluster` and returns the builders' input.
+///
+/// # Errors
+/// [`ValidationError::InvalidSpec`] naming the first field to fix, or
+/// [`ValidationError::MissingMetadata`].
+pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationError> {
+    let name = cluster
+        .metadata
+        .name
+        .clone()
+        .ok_or(ValidationError::MissingMetadata("name"))?;
+    let namespace = cluster
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(ValidationError::MissingMetadata("namespace"))?;
+    let owner = cluster
+        .controller_owner_ref(&())
+        .ok_or(ValidationError::MissingMetadata("uid"))?;
+    if name.len() > MAX_NAME_LEN {
+        return Err(ValidationError::invalid(
+            "metadata.name",
+            format!(
+                "the name \"{name}\" has {} characters; use at most {MAX_NAME_LEN} so that \
+                 the names of its children stay within Kubernetes limits",
+                name.len()
+            ),
+        ));
+    }
+    let spec = &cluster.spec;
+    let schedule = Schedule::new(&spec.expiry.schedule, spec.expiry.time_zone.as_deref())
+        .map_err(|error| schedule_error(&error))?;
+    let default_ttl = parse_duration(&spec.expiry.default_ttl)
+        .map_err(|message| ValidationError::invalid("spec.expiry.defaultTTL", message))?;
+    let max_ttl = parse_duration(&spec.expiry.max_ttl)
+        .map_err(|message| ValidationError::invalid("spec.expiry.maxTTL", message))?;
+    parse_duration(&spec.expiry.grace)
+        .map_err(|message| ValidationError::invalid("spec.expiry.grace", message))?;
+    if default_ttl == 0 || max_ttl == 0 {
+        return Err(ValidationError::invalid(
+            "spec.expiry",
+            "defaultTTL and maxTTL must be longer than 0s",
+        ));
+    }
+    if default_ttl > max_ttl {
+        return Err(ValidationError::invalid(
+            "spec.expiry.defaultTTL",
+            "expiry.defaultTTL must not be longer than expiry.maxTTL",
+        ));
+    }
+    let memory_bytes = parse_bytes(&spec.memory.capacity)
+        .map_err(|message| ValidationError::invalid("spec.memory.capacity", message))?;
+    parse_bytes(&spec.persistence.size)
+        .map_err(|message| ValidationError::invalid("spec.persistence.size", message))?;
+    let pdb = &spec.pod_disruption_budget;
+    if pdb.min_available.is_some() && pdb.max_unavailable.is_some() {
+        return Err(ValidationError::invalid(
+            "spec.podDisruptionBudget",
+            "set at most one of podDisruptionBudget.minAvailable and \
+             podDisruptionBudget.maxUnavailable",
+        ));
+    }
+    Ok(ValidatedCluster {
+        name,
+        namespace,
+        owner,
+        spec: spec.clone(),
+        schedule,
+        memory_bytes,
+    })
+}
+
+/// Which field a schedule error is about: the time zone or the expression.
+fn schedule_error(error: &ScheduleError) -> ValidationError {
+    let field = match error {
+        ScheduleError::UnknownTimeZone(_) => "spec.expiry.timeZone",
+        _ => "spec.expiry.schedule",
+    };
+    ValidationError::invalid(field, error.to_string())
+}
+
+/// Seconds in a duration written as `<digits><s|m|h>`, the form cache-node and the janitor
+/// accept.
+///
+/// # Errors
+/// A message saying which form is expected.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("\"{text}\" is not a duration; write a number and a unit, e.g. 90s, 15m or 2h");
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let value: u64 = digits.parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(bad()),
+    };
+    value.checked_mul(factor).ok_or_else(bad)
+}
+
+/// Bytes in a Kubernetes quantity written as an integer with an optional binary (Ki…Ei) or
+/// decimal (k…E) suffix.
+///
+/// # Errors
+/// A message saying which form is expected.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("\"{text}\" is not a whole number of bytes; write e.g. 536870912, 512Mi or 2Gi");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    let value: u64 = digits.parse().map_err(|_| bad())?;
+    let factor: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return Err(bad()),
+    };
+    let bytes = value.checked_mul(factor).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(format!("\"{text}\" is zero; a capacity must be positive"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn invalid_message(cluster: &CacheCluster) -> String {
+        match validate(cluster) {
+            Err(ValidationError::InvalidSpec { field, message }) => format!("{field}: {message}"),
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_cluster_is_valid() {
+        let validated = validate(&fixtures::minimal()).expect("valid");
+        assert_eq!(validated.name, "demo");
+        assert_eq!(validated.memory_bytes, 256 << 20);
+        assert_eq!(validated.schedule.expression(), "* * * * *");
+        assert_eq!(validated.owner.controller, Some(true));
+    }
+
+    #[test]
+    fn invalid_schedule_carries_the_contract_message() {
+        let mut cluster = fixtures::minimal();
+        cluster.spec.expiry.schedule = "*/5 * * *".into();
+        assert_eq!(
+            invalid_message(&cluster),
+            "spec.expiry.schedule: the schedule \"*/5 * * *\" has 4 fields; write exactly 5 \
+             (minute hour day-of-month month day-of-week), e.g. \"*/5 * * * *\""
+        );
+    }
+
+    #[test]
+    fn every_schedule_error_is_reported_with_its_field() {
+        let cases = [
+            ("", None, "spec.expiry.schedule", "the schedule is empty"),
+            (
+                "61 * * * *",
+                None,
+                "spec.expiry.schedule",
+                "the minute field \"61\"",
+            ),
+            (
+                "@every 5m",
+                None,
+                "spec.expiry.schedule",
+                "is not a supported macro",
+            ),
+            (
+                "TZ=UTC * * * * *",
+                None,
+                "spec.expiry.schedule",
+                "must not contain TZ=",
+            ),
+            ("0 0 30 2 *", None, "spec.expiry.schedule", "never fires"),
+            (
+                "* * * * *",
+                Some("Mars/Olympus"),
+                "spec.expiry.timeZone",
+                "unknown time zone",
+            ),
+        ];
+        for (schedule, zone, field, fragment) in cases {
+            let mut cluster = fixtures::minimal();
+            cluster.spec.expiry.schedule = schedule.into();
+            cluster.spec.expiry.time_zone = zone.map(str::to_string);
+            let message = invalid_message(&cluster);
+            assert!(message.starts_with(field), "{schedule}: {message}");
+            assert!(message.contains(fragment), "{schedule}: {message}");
+        }
+    }
+
+    #[test]
+    fn ttl_order_and_forms_are_checked() {
+        let mut cluster = fixtures::minimal();
+        cluster.spec.expiry.default_ttl = "2h".into();
+        cluster.spec.expiry.max_ttl = "90m".into();
+        assert!(invalid_message(&cluster).contains("must not be longer than expiry.maxTTL"));
+        cluster.spec.expiry.max_ttl = "1d".into();
+        assert!(invalid_message(&cluster).starts_with("spec.expiry.maxTTL: \"1d\""));
+    }
+
+    #[test]
+    fn capacities_and_names_are_checked() {
+        let mut cluster = fixtures::minimal();
+        cluster.spec.memory.capacity = "1.5Gi".into();
+        assert!(invalid_message(&cluster).starts_with("spec.memory.capacity"));
+        let mut cluster = fixtures::minimal();
+        cluster.metadata.name = Some("x".repeat(MAX_NAME_LEN + 1));
+        assert!(invalid_message(&cluster).starts_with("metadata.name"));
+    }
+
+    #[test]
+    fn quantities_and_durations_parse() {
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("Gi").is_err());
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
