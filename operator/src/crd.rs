@@ -733,7 +733,7 @@ pub struct ZoneStatus {
 }
 
 /// The janitor's most recent run, from its CronJob and Jobs.
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct JanitorStatus {
     /// When the janitor was last scheduled.

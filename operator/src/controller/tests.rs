@@ -1,0 +1,426 @@
+//! Reconcile scenarios against an in-memory fake of the API server behind a `tower_test` mock
+//! service: it stores what is applied, answers reads from the store, and records every write
+//! and Event, so that each test states exactly which writes a reconcile makes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::fixtures;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// What the fake API server holds and saw.
+#[derive(Default)]
+struct State {
+    /// Objects by their API path (without query).
+    objects: BTreeMap<String, Value>,
+    /// `METHOD path` of every write except Events.
+    writes: Vec<String>,
+    /// `type reason: note` of every Event.
+    events: Vec<String>,
+    /// Requests of any kind.
+    requests: usize,
+}
+
+struct FakeApi {
+    state: Arc<Mutex<State>>,
+    server: JoinHandle<()>,
+    context: Arc<Context>,
+}
+
+const CLUSTER_PATH: &str = "/apis/tidecache.io/v1alpha1/namespaces/apps/cacheclusters/demo";
+const STS_PATH: &str = "/apis/apps/v1/namespaces/apps/statefulsets/demo";
+const CRON_PATH: &str = "/apis/batch/v1/namespaces/apps/cronjobs/demo-janitor";
+const PDB_PATH: &str = "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/demo";
+
+impl FakeApi {
+    fn start() -> FakeApi {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let state = Arc::new(Mutex::new(State::default()));
+        let server = tokio::spawn(serve(handle, state.clone()));
+        let mut context = Context::new(client, Arc::new(Metrics::default()), None);
+        context.now = Box::new(|| Timestamp::from_second(1_800_000_000).expect("timestamp"));
+        FakeApi {
+            state,
+            server,
+            context: Arc::new(context),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("state lock")
+    }
+
+    /// Stores `cluster` as the API server would and returns it.
+    fn put_cluster(&self, cluster: &CacheCluster) {
+        let value = serde_json::to_value(cluster).expect("json");
+        self.lock().objects.insert(CLUSTER_PATH.into(), value);
+    }
+
+    /// The stored CacheCluster, as the controller's watch would deliver it.
+    fn cluster(&self) -> CacheCluster {
+        serde_json::from_value(self.lock().objects[CLUSTER_PATH].clone()).expect("cluster")
+    }
+
+    async fn reconcile(&self) -> Action {
+        let cluster = Arc::new(self.cluster());
+        reconcile(cluster, self.context.clone())
+            .await
+            .expect("reconcile")
+    }
+
+    /// Takes the writes and Events recorded so far.
+    fn take(&self) -> (Vec<String>, Vec<String>) {
+        let mut state = self.lock();
+        (
+            std::mem::take(&mut state.writes),
+            std::mem::take(&mut state.events),
+        )
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn serve(mut handle: Handle, state: Arc<Mutex<State>>) {
+    while let Some((request, send)) = handle.next_request().await {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let body = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).expect("json body")
+        };
+        let (code, response) = answer(&mut state.lock().expect("state lock"), &method, &path, body);
+        let response = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&response).expect("json")))
+            .expect("response");
+        send.send_response(response);
+    }
+}
+
+fn not_found() -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+fn answer(state: &mut State, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
+    state.requests += 1;
+    if path.contains("/events") {
+        let event = format!(
+            "{} {}: {}",
+            body["type"].as_str().unwrap_or_default(),
+            body["reason"].as_str().unwrap_or_default(),
+            body["note"].as_str().unwrap_or_default()
+        );
+        state.events.push(event);
+        return (StatusCode::CREATED, body);
+    }
+    match *method {
+        Method::GET => {
+            if let Some(object) = state.objects.get(path) {
+                return (StatusCode::OK, object.clone());
+            }
+            let kind = if path.ends_with("/pods") {
+                "PodList"
+            } else if path.ends_with("/jobs") {
+                "JobList"
+            } else {
+                return not_found();
+            };
+            let prefix = format!("{path}/");
+            let items: Vec<Value> = state
+                .objects
+                .iter()
+                .filter(|(key, _)| key.starts_with(&prefix))
+                .map(|(_, value)| value.clone())
+                .collect();
+            (
+                StatusCode::OK,
+                json!({"kind": kind, "apiVersion": "v1", "metadata": {}, "items": items}),
+            )
+        }
+        Method::PATCH => {
+            state.writes.push(format!("PATCH {path}"));
+            if let Some(object_path) = path.strip_suffix("/status") {
+                let Some(object) = state.objects.get_mut(object_path) else {
+                    return not_found();
+                };
+                object["status"] = body["status"].clone();
+                return (StatusCode::OK, object.clone());
+            }
+            let mut object = body;
+            if let Some(status) = state
+                .objects
+                .get(path)
+                .and_then(|existing| existing.get("status"))
+            {
+                object["status"] = status.clone();
+            }
+            object["metadata"]["generation"] = json!(1);
+            state.objects.insert(path.to_string(), object.clone());
+            (StatusCode::OK, object)
+        }
+        Method::DELETE => {
+            state.writes.push(format!("DELETE {path}"));
+            match state.objects.remove(path) {
+                Some(_) => (
+                    StatusCode::OK,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                           "status": "Success"}),
+                ),
+                None => not_found(),
+            }
+        }
+        _ => (StatusCode::METHOD_NOT_ALLOWED, json!({})),
+    }
+}
+
+fn condition(cluster: &CacheCluster, type_: &str) -> (String, String, String) {
+    let condition = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .expect("condition");
+    (
+        condition.status.clone(),
+        condition.reason.clone(),
+        condition.message.clone(),
+    )
+}
+
+const CHILD_PATHS: [&str; 8] = [
+    "/api/v1/namespaces/apps/serviceaccounts/demo-cache",
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/demo-cache",
+    "/api/v1/namespaces/apps/persistentvolumeclaims/demo-data",
+    "/api/v1/namespaces/apps/services/demo-peers",
+    "/api/v1/namespaces/apps/services/demo",
+    STS_PATH,
+    CRON_PATH,
+    PDB_PATH,
+];
+
+#[tokio::test]
+async fn create_applies_every_child_then_status() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    let action = api.reconcile().await;
+    assert_eq!(action, Action::requeue(RESYNC));
+    let (writes, events) = api.take();
+    let mut expected: Vec<String> = CHILD_PATHS.iter().map(|p| format!("PATCH {p}")).collect();
+    expected.push(format!("PATCH {CLUSTER_PATH}/status"));
+    assert_eq!(writes, expected);
+    assert_eq!(events.len(), 8);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.starts_with("Normal Created: created "))
+    );
+    let cluster = api.cluster();
+    let status = cluster.status.clone().expect("status");
+    assert_eq!(status.schedule.as_deref(), Some("* * * * * (UTC)"));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(condition(&cluster, status::READY).0, "False");
+    assert_eq!(condition(&cluster, status::PROGRESSING).0, "True");
+    let sts = &api.lock().objects[STS_PATH];
+    assert!(sts["metadata"]["annotations"][APPLIED_HASH_ANNOTATION].is_string());
+    assert_eq!(
+        sts["metadata"]["ownerReferences"][0]["kind"],
+        "CacheCluster"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_cluster_makes_no_writes() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.reconcile().await;
+    api.take();
+    api.reconcile().await;
+    assert_eq!(api.take(), (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn drift_is_undone_with_one_write() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.reconcile().await;
+    api.take();
+    api.lock().objects.get_mut(STS_PATH).expect("sts")["spec"]["replicas"] = json!(1);
+    api.lock().objects.remove(CRON_PATH);
+    api.reconcile().await;
+    let (writes, events) = api.take();
+    assert_eq!(
+        writes,
+        [format!("PATCH {STS_PATH}"), format!("PATCH {CRON_PATH}")]
+    );
+    assert_eq!(
+        events,
+        [
+            "Normal Updated: updated StatefulSet demo",
+            "Normal Created: created CronJob demo-janitor"
+        ]
+    );
+    assert_eq!(api.lock().objects[STS_PATH]["spec"]["replicas"], json!(3));
+}
+
+#[tokio::test]
+async fn spec_change_is_applied() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.reconcile().await;
+    api.take();
+    let mut cluster = api.cluster();
+    cluster.spec.expiry.schedule = "*/5 * * * *".into();
+    cluster.metadata.generation = Some(2);
+    api.put_cluster(&cluster);
+    api.reconcile().await;
+    let (writes, _) = api.take();
+    assert_eq!(
+        writes,
+        [
+            format!("PATCH {STS_PATH}"),
+            format!("PATCH {CRON_PATH}"),
+            format!("PATCH {CLUSTER_PATH}/status")
+        ]
+    );
+    assert_eq!(
+        api.lock().objects[CRON_PATH]["spec"]["schedule"],
+        "*/5 * * * *"
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_reports_and_waits() {
+    let api = FakeApi::start();
+    let mut cluster = fixtures::minimal();
+    cluster.spec.expiry.time_zone = Some("Mars/Olympus".into());
+    api.put_cluster(&cluster);
+    let action = api.reconcile().await;
+    assert_eq!(action, Action::await_change());
+    let (writes, events) = api.take();
+    assert_eq!(writes, [format!("PATCH {CLUSTER_PATH}/status")]);
+    let message = "spec.expiry.timeZone: unknown time zone \"Mars/Olympus\"; use an IANA name \
+                   such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\"";
+    assert_eq!(events, [format!("Warning InvalidSpec: {message}")]);
+    let stored = api.cluster();
+    assert_eq!(
+        condition(&stored, status::READY),
+        ("False".into(), status::INVALID_SPEC.into(), message.into())
+    );
+    // Nothing was created, and a second look at the same resource neither writes nor repeats
+    // the Event.
+    assert!(!api.lock().objects.contains_key(STS_PATH));
+    api.reconcile().await;
+    assert_eq!(api.take(), (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn deleted_cluster_is_left_to_garbage_collection() {
+    let api = FakeApi::start();
+    let mut cluster = fixtures::minimal();
+    cluster.metadata.deletion_timestamp = Some(Time(
+        Timestamp::from_second(1_800_000_000).expect("timestamp"),
+    ));
+    api.put_cluster(&cluster);
+    let action = api.reconcile().await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(api.lock().requests, 0);
+}
+
+#[tokio::test]
+async fn disabling_the_budget_deletes_it() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.reconcile().await;
+    api.take();
+    let mut cluster = api.cluster();
+    cluster.spec.pod_disruption_budget.enabled = false;
+    api.put_cluster(&cluster);
+    api.reconcile().await;
+    let (writes, events) = api.take();
+    assert_eq!(writes, [format!("DELETE {PDB_PATH}")]);
+    assert_eq!(events, ["Normal Deleted: deleted PodDisruptionBudget demo"]);
+}
+
+#[tokio::test]
+async fn ready_pods_are_counted_per_zone() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    {
+        let mut state = api.lock();
+        for (pod, node, ready) in [
+            ("demo-0", "n1", true),
+            ("demo-1", "n2", true),
+            ("demo-2", "n3", false),
+        ] {
+            state.objects.insert(
+                format!("/api/v1/namespaces/apps/pods/{pod}"),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+                       "spec": {"nodeName": node, "containers": []},
+                       "status": {"conditions": [{"type": "Ready",
+                                                   "status": if ready { "True" } else { "False" }}]}}),
+            );
+        }
+        for (node, zone) in [("n1", "zone-a"), ("n2", "zone-b"), ("n3", "zone-b")] {
+            state.objects.insert(
+                format!("/api/v1/nodes/{node}"),
+                json!({"apiVersion": "v1", "kind": "Node",
+                       "metadata": {"name": node,
+                                    "labels": {"topology.kubernetes.io/zone": zone}}}),
+            );
+        }
+    }
+    api.reconcile().await;
+    let status = api.cluster().status.expect("status");
+    assert_eq!(status.ready_zones, 2);
+    let zones: Vec<(String, i32)> = status
+        .zones
+        .into_iter()
+        .map(|z| (z.zone, z.ready_replicas))
+        .collect();
+    assert_eq!(zones, [("zone-a".into(), 1), ("zone-b".into(), 1)]);
+}
+
+#[test]
+fn subset_ignores_extra_fields_but_not_changed_ones() {
+    let desired = json!({"a": 1, "b": {"c": [1, {"d": 2}]}});
+    assert!(is_subset(
+        &desired,
+        &json!({"a": 1, "x": 0, "b": {"c": [1, {"d": 2, "e": 3}]}})
+    ));
+    assert!(!is_subset(
+        &desired,
+        &json!({"a": 2, "b": {"c": [1, {"d": 2}]}})
+    ));
+    assert!(!is_subset(&desired, &json!({"a": 1, "b": {"c": [1]}})));
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    assert_eq!(backoff(1), Duration::from_secs(2));
+    assert_eq!(backoff(2), Duration::from_secs(4));
+    assert_eq!(backoff(5), Duration::from_secs(32));
+    assert_eq!(backoff(40), BACKOFF_MAX);
+}
