@@ -8,7 +8,7 @@
 //! [`controller`] (server-side apply of what differs, then status) → [`status`] (pure
 //! computation of the status and its conditions). [`labels`] owns every label key and child
 //! name; [`crdgen`] renders the CRD YAML checked into `crds/`. The process around it —
-//! leader election (`leader.rs` of the binary), metrics and health ([`telemetry`]) — is
+//! leader election ([`leader`]), metrics and health ([`telemetry`]) — is
 //! wired in `main.rs`.
 
 pub mod build;
@@ -16,6 +16,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod labels;
+pub mod leader;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
