@@ -2,9 +2,23 @@
 //!
 //! # Layout
 //! - [`store`]: the sharded in-memory store (values, versions, expiry buckets, capacity).
-//! - [`clock`]: the injectable clock everything time-dependent reads.
+//! - [`sweeper`]: the task that evicts due buckets at each fire time of the schedule.
+//! - [`http`]: the HTTP API (routes, errors, headers) and the server loop.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`config`]: flags and `TIDECACHE_*` variables, validated into [`config::Settings`].
+//! - [`node`]: wires the pieces together and runs them until a shutdown signal.
+//! - [`clock`], [`units`]: injectable time; duration and size parsing.
+//!
+//! Persistence and replication plug in at the [`store`] boundary: the store owns versions
+//! and expiry, the HTTP layer only translates requests.
 
 #![deny(clippy::unwrap_used)]
 
 pub mod clock;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod node;
 pub mod store;
+pub mod sweeper;
+pub mod units;

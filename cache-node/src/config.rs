@@ -1,0 +1,349 @@
+//! Configuration: command-line flags, each also readable from a `TIDECACHE_*` environment
+//! variable (flags win), validated into [`Settings`] before anything starts, so that a bad
+//! value stops the node with a message instead of surfacing as odd behaviour later.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tidecache_contract::{Schedule, ScheduleError};
+
+use crate::http::Limits;
+use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
+use crate::units::{parse_duration, parse_size};
+
+/// The share of a container's memory limit given to entries when `--max-memory` is unset;
+/// the rest covers connection buffers, allocator fragmentation and the runtime.
+const CGROUP_SHARE_PERCENT: u64 = 75;
+
+/// cgroup limits at or above this mean "no limit" (v1 reports a huge page-rounded number).
+const UNLIMITED_THRESHOLD: u64 = 1 << 60;
+
+/// The tidecache cache node: an in-memory cache with schedule-driven expiry, over HTTP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cache-node", version, about)]
+pub struct Config {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "TIDECACHE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Expiry schedule: a 5-field cron expression (or @hourly etc.); entries are evicted in
+    /// buckets at its fire times.
+    #[arg(long, env = "TIDECACHE_SCHEDULE", default_value = "* * * * *")]
+    pub schedule: String,
+
+    /// IANA time zone the schedule is read in.
+    #[arg(long, env = "TIDECACHE_TIME_ZONE", default_value = "UTC")]
+    pub time_zone: String,
+
+    /// Lifetime of entries written without ttl or Expires (90s, 15m, 2h, seconds); unset
+    /// means no expiry.
+    #[arg(long, env = "TIDECACHE_DEFAULT_TTL", value_parser = parse_duration)]
+    pub default_ttl: Option<Duration>,
+
+    /// Longest lifetime a write may ask for; unset means unbounded.
+    #[arg(long, env = "TIDECACHE_MAX_TTL", value_parser = parse_duration)]
+    pub max_ttl: Option<Duration>,
+
+    /// Longest key in bytes (after percent-decoding).
+    #[arg(long, env = "TIDECACHE_MAX_KEY_BYTES", default_value = "1KiB", value_parser = parse_size)]
+    pub max_key_bytes: u64,
+
+    /// Largest value in bytes.
+    #[arg(long, env = "TIDECACHE_MAX_VALUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_value_bytes: u64,
+
+    /// Most entries in one batch request.
+    #[arg(long, env = "TIDECACHE_MAX_BATCH_ENTRIES", default_value_t = 1000)]
+    pub max_batch_entries: usize,
+
+    /// Largest batch request body in bytes.
+    #[arg(long, env = "TIDECACHE_MAX_BATCH_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    pub max_batch_bytes: u64,
+
+    /// Memory for entries (e.g. 512MiB, 2GiB). Unset: 75% of the container's cgroup memory
+    /// limit if there is one, else unlimited.
+    #[arg(long, env = "TIDECACHE_MAX_MEMORY", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+
+    /// What to do when memory is full: evict (clock, an LRU approximation) or refuse writes
+    /// with 507 (noeviction).
+    #[arg(long, env = "TIDECACHE_EVICTION_POLICY", value_enum, default_value_t = PolicyArg::Clock)]
+    pub eviction_policy: PolicyArg,
+
+    /// Log format.
+    #[arg(long, env = "TIDECACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "TIDECACHE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Store shards (rounded up to a power of two); more shards, less lock contention.
+    #[arg(long, env = "TIDECACHE_SHARDS", default_value_t = DEFAULT_SHARDS)]
+    pub shards: usize,
+}
+
+/// `--eviction-policy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// CLOCK (second chance): expired entries first, then those not read recently.
+    Clock,
+    /// Refuse writes that do not fit (HTTP 507).
+    Noeviction,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--schedule` / `--time-zone`.
+    #[error("invalid --schedule/--time-zone: {0}")]
+    Schedule(#[from] ScheduleError),
+    /// A limit that must be positive is zero.
+    #[error("--{flag} must be at least 1")]
+    Zero {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// A limit that does not fit in memory addresses.
+    #[error("--{flag} is too large for this machine")]
+    TooLarge {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// `--default-ttl` above `--max-ttl`, or zero.
+    #[error("--default-ttl ({default}s) must be between 1s and --max-ttl ({max}s)")]
+    DefaultTtl {
+        /// The default.
+        default: u64,
+        /// The maximum.
+        max: u64,
+    },
+}
+
+/// Where the memory capacity came from, for the startup log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacitySource {
+    /// `--max-memory`.
+    Flag,
+    /// A share of the cgroup memory limit.
+    Cgroup {
+        /// The limit found.
+        limit: u64,
+    },
+    /// No flag, no limit: unlimited.
+    Unlimited,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The store's setup (schedule, capacity, policy, shards).
+    pub store: StoreConfig,
+    /// Where the capacity came from.
+    pub capacity_source: CapacitySource,
+    /// Request limits.
+    pub limits: Limits,
+    /// The log format.
+    pub log_format: LogFormat,
+    /// The drain timeout.
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// Validates the configuration, reading the cgroup memory limit from the standard
+    /// mount point when `--max-memory` is unset.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the flag to fix.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        self.validate_with_cgroup_root(Path::new("/sys/fs/cgroup"))
+    }
+
+    /// [`Config::validate`] with the cgroup file system rooted at `cgroup_root` (tests).
+    ///
+    /// # Errors
+    /// As [`Config::validate`].
+    pub fn validate_with_cgroup_root(self, cgroup_root: &Path) -> Result<Settings, ConfigError> {
+        let schedule = Schedule::new(&self.schedule, Some(&self.time_zone))?;
+        let usize_of = |value: u64, flag| {
+            if value == 0 {
+                return Err(ConfigError::Zero { flag });
+            }
+            usize::try_from(value).map_err(|_| ConfigError::TooLarge { flag })
+        };
+        let max_key_bytes = usize_of(self.max_key_bytes, "max-key-bytes")?;
+        let max_value_bytes = usize_of(self.max_value_bytes, "max-value-bytes")?;
+        let max_batch_bytes = usize_of(self.max_batch_bytes, "max-batch-bytes")?;
+        if self.max_batch_entries == 0 {
+            return Err(ConfigError::Zero {
+                flag: "max-batch-entries",
+            });
+        }
+        if self.max_ttl.is_some_and(|max| max.is_zero()) {
+            return Err(ConfigError::Zero { flag: "max-ttl" });
+        }
+        if let Some(default) = self.default_ttl {
+            let max = self.max_ttl.unwrap_or(Duration::MAX);
+            if default.is_zero() || default > max {
+                return Err(ConfigError::DefaultTtl {
+                    default: default.as_secs(),
+                    max: max.as_secs(),
+                });
+            }
+        }
+        let (capacity_bytes, capacity_source) = match self.max_memory {
+            Some(0) => return Err(ConfigError::Zero { flag: "max-memory" }),
+            Some(bytes) => (bytes, CapacitySource::Flag),
+            None => match cgroup_memory_limit(cgroup_root) {
+                Some(limit) => (
+                    limit / 100 * CGROUP_SHARE_PERCENT,
+                    CapacitySource::Cgroup { limit },
+                ),
+                None => (u64::MAX, CapacitySource::Unlimited),
+            },
+        };
+        Ok(Settings {
+            listen: self.listen,
+            store: StoreConfig {
+                schedule,
+                capacity_bytes,
+                eviction_policy: match self.eviction_policy {
+                    PolicyArg::Clock => EvictionPolicy::Clock,
+                    PolicyArg::Noeviction => EvictionPolicy::NoEviction,
+                },
+                shards: self.shards,
+            },
+            capacity_source,
+            limits: Limits {
+                max_key_bytes,
+                max_value_bytes,
+                max_batch_entries: self.max_batch_entries,
+                max_batch_bytes,
+                default_ttl: self.default_ttl,
+                max_ttl: self.max_ttl,
+            },
+            log_format: self.log_format,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+/// The memory limit of this process's cgroup: v2 `memory.max`, else v1
+/// `memory/memory.limit_in_bytes`; `None` when unlimited or not in a limited cgroup.
+pub fn cgroup_memory_limit(root: &Path) -> Option<u64> {
+    [
+        root.join("memory.max"),
+        root.join("memory/memory.limit_in_bytes"),
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .find_map(|text| {
+        let text = text.trim();
+        (text != "max").then(|| text.parse::<u64>().ok()).flatten()
+    })
+    .filter(|limit| *limit < UNLIMITED_THRESHOLD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("cache-node").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    fn empty_cgroup() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
+    }
+
+    #[test]
+    fn defaults_are_a_local_memory_only_node_on_the_every_minute_schedule() {
+        let cgroup = empty_cgroup();
+        let settings = parse(&[])
+            .validate_with_cgroup_root(cgroup.path())
+            .expect("valid");
+        assert_eq!(settings.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(settings.store.schedule, Schedule::every_minute());
+        assert_eq!(settings.store.capacity_bytes, u64::MAX);
+        assert_eq!(settings.capacity_source, CapacitySource::Unlimited);
+        assert_eq!(settings.store.eviction_policy, EvictionPolicy::Clock);
+        assert_eq!(settings.limits, Limits::default());
+        assert_eq!(settings.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn flags_are_parsed_and_checked() {
+        let cgroup = empty_cgroup();
+        let settings = parse(&[
+            "--listen=0.0.0.0:9000",
+            "--schedule=*/5 * * * *",
+            "--time-zone=Europe/Berlin",
+            "--default-ttl=15m",
+            "--max-ttl=2h",
+            "--max-key-bytes=256",
+            "--max-value-bytes=4MiB",
+            "--max-memory=1GiB",
+            "--eviction-policy=noeviction",
+            "--log-format=json",
+        ])
+        .validate_with_cgroup_root(cgroup.path())
+        .expect("valid");
+        assert_eq!(settings.store.schedule.time_zone(), "Europe/Berlin");
+        assert_eq!(settings.limits.default_ttl, Some(Duration::from_secs(900)));
+        assert_eq!(settings.limits.max_value_bytes, 4 << 20);
+        assert_eq!(settings.store.capacity_bytes, 1 << 30);
+        assert_eq!(settings.store.eviction_policy, EvictionPolicy::NoEviction);
+        let refused = |args: &[&str]| {
+            parse(args)
+                .validate_with_cgroup_root(cgroup.path())
+                .is_err()
+        };
+        assert!(refused(&["--schedule=61 * * * *"]));
+        assert!(refused(&["--time-zone=Mars/Olympus"]));
+        assert!(refused(&["--default-ttl=3h", "--max-ttl=2h"]));
+        assert!(refused(&["--max-key-bytes=0"]));
+        assert!(refused(&["--max-memory=0"]));
+        assert!(Config::try_parse_from(["cache-node", "--max-memory=lots"]).is_err());
+        assert!(Config::try_parse_from(["cache-node", "--eviction-policy=random"]).is_err());
+    }
+
+    #[test]
+    fn capacity_defaults_to_a_share_of_the_cgroup_limit() {
+        let v2 = empty_cgroup();
+        std::fs::write(v2.path().join("memory.max"), "1073741824\n").expect("write");
+        let settings = parse(&[])
+            .validate_with_cgroup_root(v2.path())
+            .expect("valid");
+        assert_eq!(
+            settings.capacity_source,
+            CapacitySource::Cgroup { limit: 1 << 30 }
+        );
+        assert_eq!(settings.store.capacity_bytes, (1 << 30) / 100 * 75);
+
+        let unlimited = empty_cgroup();
+        std::fs::write(unlimited.path().join("memory.max"), "max\n").expect("write");
+        assert_eq!(cgroup_memory_limit(unlimited.path()), None);
+
+        let v1 = empty_cgroup();
+        std::fs::create_dir(v1.path().join("memory")).expect("mkdir");
+        let path = v1.path().join("memory/memory.limit_in_bytes");
+        std::fs::write(&path, "9223372036854771712\n").expect("write");
+        assert_eq!(cgroup_memory_limit(v1.path()), None);
+        std::fs::write(&path, "536870912\n").expect("write");
+        assert_eq!(cgroup_memory_limit(v1.path()), Some(512 << 20));
+    }
+}

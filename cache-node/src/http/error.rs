@@ -1,0 +1,284 @@
+//! Every way a request can be refused, as one enum whose variants know their HTTP status, a
+//! stable machine-readable code and a message saying what to fix. Clients get
+//! `{"error": "<code>", "message": "<what to fix>"}`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use super::headers::etag;
+use crate::store::{DeleteError, PutError, Version};
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// `/v1/keys/` with nothing after it.
+    #[error("the key is empty; put 1 to {max} bytes after /v1/keys/ (percent-encoded)")]
+    EmptyKey {
+        /// The maximum key length.
+        max: usize,
+    },
+    /// The decoded key is longer than allowed.
+    #[error("the key is {len} bytes after percent-decoding; the maximum is {max} bytes")]
+    KeyTooLong {
+        /// The decoded key length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A `%` not followed by two hex digits.
+    #[error(
+        "the key's percent-encoding is malformed at byte {at}: '%' must be followed by two hex \
+         digits (send '/' as %2F and '%' as %25)"
+    )]
+    KeyEncoding {
+        /// The offset of the bad `%` in the encoded key.
+        at: usize,
+    },
+    /// A batch key that is not valid (empty or too long).
+    #[error("batch entry {index}: {problem}")]
+    BatchEntry {
+        /// The entry's position in the request.
+        index: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The body is larger than the value limit.
+    #[error("the value is larger than the maximum of {max} bytes")]
+    ValueTooLarge {
+        /// The maximum value size.
+        max: usize,
+    },
+    /// A batch body larger than the batch limit.
+    #[error("the batch request body is larger than the maximum of {max} bytes; split it")]
+    BatchTooLarge {
+        /// The maximum batch body size.
+        max: usize,
+    },
+    /// Too many keys in one batch.
+    #[error("the batch has {count} entries; the maximum is {max}, split it")]
+    TooManyEntries {
+        /// Entries in the request.
+        count: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The `ttl` parameter is not a duration or is zero.
+    #[error(
+        "ttl \"{value}\" is invalid: write a positive whole number of seconds or a number with \
+         s, m or h (e.g. ttl=90s, ttl=15m, ttl=2h)"
+    )]
+    BadTtl {
+        /// The parameter as sent.
+        value: String,
+    },
+    /// The lifetime asked for (by `ttl` or `Expires`) exceeds the maximum TTL.
+    #[error("the lifetime of {}s exceeds the maximum TTL of {}s; ask for less", asked.as_secs(), max.as_secs())]
+    TtlOverMax {
+        /// The lifetime asked for.
+        asked: Duration,
+        /// The configured maximum.
+        max: Duration,
+    },
+    /// No lifetime given, no default configured, but a maximum is: an entry without expiry
+    /// would exceed it.
+    #[error(
+        "a lifetime is required (the maximum TTL is {}s and there is no default): add ?ttl= or \
+         an Expires header", max.as_secs()
+    )]
+    TtlRequired {
+        /// The configured maximum.
+        max: Duration,
+    },
+    /// `Expires` is not an HTTP date.
+    #[error(
+        "the Expires header \"{value}\" is not an HTTP date; write e.g. \
+         \"Sun, 06 Nov 1994 08:49:37 GMT\", or use ?ttl="
+    )]
+    BadExpires {
+        /// The header as sent (lossy).
+        value: String,
+    },
+    /// `Expires` is not in the future.
+    #[error("the Expires header is not in the future; the entry would never be readable")]
+    ExpiresInPast,
+    /// Both `ttl` and `Expires`.
+    #[error("give either ?ttl= or an Expires header, not both")]
+    TtlAndExpires,
+    /// A malformed `If-Match` / `If-None-Match`.
+    #[error(
+        "the {header} header \"{value}\" is invalid: {problem}; send * or ETags exactly as this \
+         server returned them, e.g. \"1795046420000123\""
+    )]
+    BadPrecondition {
+        /// Which header.
+        header: &'static str,
+        /// The header as sent (lossy).
+        value: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// A precondition did not hold.
+    #[error("precondition failed: {}", match .current {
+        Some(version) => format!("the current ETag is \"{version}\""),
+        None => "the key does not exist".to_string(),
+    })]
+    PreconditionFailed {
+        /// The live entry's version, sent back as `ETag`.
+        current: Option<Version>,
+    },
+    /// The key has no live entry.
+    #[error("the key does not exist or has expired")]
+    KeyNotFound,
+    /// A batch body that is not the documented JSON.
+    #[error("the request body is not valid JSON of the documented shape: {reason}")]
+    BadJson {
+        /// serde_json's description.
+        reason: String,
+    },
+    /// A batch body with another content type.
+    #[error("send the batch body as Content-Type: application/json")]
+    NotJson,
+    /// The body could not be read (client went away, malformed chunking).
+    #[error("the request body could not be read: {reason}")]
+    BodyRead {
+        /// What hyper said.
+        reason: String,
+    },
+    /// No room and eviction is off (or the entry is larger than the capacity).
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// The schedule cannot place the expiry in a bucket.
+    #[error("{0}")]
+    Unschedulable(String),
+    /// No such route.
+    #[error("no route {path}; see /openapi.json for the API")]
+    RouteNotFound {
+        /// The path asked for.
+        path: String,
+    },
+    /// The route exists but not with this method.
+    #[error("method {method} is not allowed here; see /openapi.json for the API")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+    },
+    /// The node is not ready (starting or draining).
+    #[error("the node is not ready: {0}")]
+    NotReady(&'static str),
+    /// The metrics could not be encoded.
+    #[error("the metrics could not be encoded")]
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::EmptyKey { .. }
+            | ApiError::KeyEncoding { .. }
+            | ApiError::BatchEntry { .. }
+            | ApiError::TooManyEntries { .. }
+            | ApiError::BadTtl { .. }
+            | ApiError::TtlOverMax { .. }
+            | ApiError::TtlRequired { .. }
+            | ApiError::BadExpires { .. }
+            | ApiError::ExpiresInPast
+            | ApiError::TtlAndExpires
+            | ApiError::BadPrecondition { .. }
+            | ApiError::BadJson { .. }
+            | ApiError::BodyRead { .. }
+            | ApiError::Unschedulable(_) => StatusCode::BAD_REQUEST,
+            ApiError::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::ValueTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::KeyNotFound | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code clients can switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::EmptyKey { .. } => "empty_key",
+            ApiError::KeyTooLong { .. } => "key_too_long",
+            ApiError::KeyEncoding { .. } => "bad_key_encoding",
+            ApiError::BatchEntry { .. } => "bad_batch_entry",
+            ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::TooManyEntries { .. } => "too_many_entries",
+            ApiError::BadTtl { .. } => "bad_ttl",
+            ApiError::TtlOverMax { .. } => "ttl_over_max",
+            ApiError::TtlRequired { .. } => "ttl_required",
+            ApiError::BadExpires { .. } => "bad_expires",
+            ApiError::ExpiresInPast => "expires_in_past",
+            ApiError::TtlAndExpires => "ttl_and_expires",
+            ApiError::BadPrecondition { .. } => "bad_precondition",
+            ApiError::PreconditionFailed { .. } => "precondition_failed",
+            ApiError::KeyNotFound => "not_found",
+            ApiError::BadJson { .. } => "bad_json",
+            ApiError::NotJson => "unsupported_media_type",
+            ApiError::BodyRead { .. } => "bad_body",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
+            ApiError::Unschedulable(_) => "unschedulable_expiry",
+            ApiError::RouteNotFound { .. } => "no_route",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.code(), "message": self.to_string() })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if let ApiError::PreconditionFailed {
+            current: Some(version),
+        } = self
+        {
+            response.headers_mut().insert(header::ETAG, etag(version));
+        }
+        if let ApiError::MethodNotAllowed { .. } = self {
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, PUT, DELETE, POST"),
+            );
+        }
+        response
+    }
+}
+
+impl From<PutError> for ApiError {
+    fn from(error: PutError) -> ApiError {
+        match error {
+            PutError::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
+            PutError::AlreadyExpired { .. } => ApiError::ExpiresInPast,
+            PutError::NoBucket { .. } => ApiError::Unschedulable(error.to_string()),
+            PutError::EntryTooLarge { .. } | PutError::InsufficientStorage { .. } => {
+                ApiError::InsufficientStorage(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<DeleteError> for ApiError {
+    fn from(error: DeleteError) -> ApiError {
+        match error {
+            DeleteError::NotFound => ApiError::KeyNotFound,
+            DeleteError::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
+        }
+    }
+}

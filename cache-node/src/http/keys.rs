@@ -1,0 +1,144 @@
+//! `PUT`, `GET`, `HEAD` and `DELETE` on `/v1/keys/{key}`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+
+use super::error::ApiError;
+use super::headers::{self, BUCKET, etag, insert_expiry};
+use super::{AppState, body, key, lifetime};
+use crate::store::{EtagMatch, Hit};
+
+/// `GET`: the value with `ETag`, `Expires` and `Tidecache-Ttl`; 304 if `If-None-Match`
+/// lists the current ETag; 404 when absent or expired.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    read(&state, &uri, &request_headers, true)
+}
+
+/// `HEAD`: as `GET` without the body (`Content-Length` still says how long it is).
+pub async fn head(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    read(&state, &uri, &request_headers, false)
+}
+
+fn read(
+    state: &AppState,
+    uri: &Uri,
+    request_headers: &HeaderMap,
+    with_body: bool,
+) -> Result<Response, ApiError> {
+    let key = key::from_path(uri.path(), state.limits.max_key_bytes)?;
+    let conditions = headers::preconditions(request_headers)?;
+    let Hit {
+        value,
+        version,
+        expires_at,
+    } = state.store.get(&key).ok_or(ApiError::KeyNotFound)?;
+    let now = state.store.clock().now();
+    let not_modified = conditions
+        .if_none_match
+        .as_ref()
+        .is_some_and(|tags| match tags {
+            EtagMatch::Any => true,
+            EtagMatch::Versions(versions) => versions.contains(&version),
+        });
+    let (status, length, body) = if not_modified {
+        (StatusCode::NOT_MODIFIED, None, Body::empty())
+    } else if with_body {
+        (StatusCode::OK, Some(value.len()), Body::from(value))
+    } else {
+        (StatusCode::OK, Some(value.len()), Body::empty())
+    };
+    let mut response = (status, body).into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::ETAG, etag(version));
+    insert_expiry(response_headers, expires_at, now);
+    if let Some(length) = length {
+        response_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Ok(response)
+}
+
+/// `PUT`: stores the body. 201 when the key had no live entry, 204 when replaced; `ETag`,
+/// `Expires`, `Tidecache-Ttl` and `Tidecache-Bucket` describe the stored entry.
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    request_headers: HeaderMap,
+    request_body: Body,
+) -> Result<Response, ApiError> {
+    let limits = &state.limits;
+    // Everything about the request is checked before the body is read, so a bad request
+    // costs no body transfer.
+    let key = key::from_path(uri.path(), limits.max_key_bytes)?;
+    let conditions = headers::preconditions(&request_headers)?;
+    let now = state.store.clock().now();
+    let ttl = lifetime::ttl_param(uri.query())?;
+    let expires_at = lifetime::expiry(ttl, &request_headers, now, limits)?;
+    let value = body::read_limited(
+        request_body,
+        &request_headers,
+        limits.max_value_bytes,
+        ApiError::ValueTooLarge {
+            max: limits.max_value_bytes,
+        },
+    )
+    .await?;
+    let outcome = state.store.put(key, value, expires_at, &conditions)?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    };
+    let mut response = status.into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::ETAG, etag(outcome.version));
+    insert_expiry(response_headers, expires_at, state.store.clock().now());
+    if let Some(bucket) = outcome
+        .bucket
+        .and_then(|fire| fire.to_datetime())
+        .and_then(tidecache_contract::Bucket::new)
+        && let Ok(name) = HeaderValue::from_str(&bucket.dir_name())
+    {
+        response_headers.insert(BUCKET, name);
+    }
+    Ok(response)
+}
+
+/// `DELETE`: 204, or 404 when absent, or 412 when a precondition fails.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key::from_path(uri.path(), state.limits.max_key_bytes)?;
+    let conditions = headers::preconditions(&request_headers)?;
+    state.store.delete(&key, &conditions)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `/v1/keys/` and `/v1/keys` with any method: the key is missing.
+pub async fn empty(State(state): State<Arc<AppState>>, method: Method) -> ApiError {
+    match method {
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE => ApiError::EmptyKey {
+            max: state.limits.max_key_bytes,
+        },
+        other => ApiError::MethodNotAllowed {
+            method: other.to_string(),
+        },
+    }
+}

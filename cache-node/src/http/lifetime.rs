@@ -1,0 +1,167 @@
+//! An entry's lifetime from a write request: `?ttl=` or `Expires`, else the default TTL,
+//! never above the maximum TTL.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, header};
+
+use super::Limits;
+use super::error::ApiError;
+use crate::clock::Timestamp;
+use crate::units::parse_duration;
+
+/// The expiry a write asks for, resolved against the limits; `None` means no expiry.
+///
+/// # Errors
+/// A bad or zero `ttl`, a bad or past `Expires`, both at once, or a lifetime above the maximum
+/// (including "forever" when a maximum is set and there is no default).
+pub fn expiry(
+    ttl: Option<&str>,
+    headers: &HeaderMap,
+    now: Timestamp,
+    limits: &Limits,
+) -> Result<Option<Timestamp>, ApiError> {
+    let expires = headers.get(header::EXPIRES);
+    let asked = match (ttl, expires) {
+        (Some(_), Some(_)) => return Err(ApiError::TtlAndExpires),
+        (Some(text), None) => Some(ttl_from_text(text)?),
+        (None, Some(value)) => {
+            let bad = || ApiError::BadExpires {
+                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            };
+            let text = value.to_str().map_err(|_| bad())?;
+            let at: SystemTime = httpdate::parse_http_date(text).map_err(|_| bad())?;
+            let at = Timestamp::from_system_time(at).ok_or_else(bad)?;
+            if at <= now {
+                return Err(ApiError::ExpiresInPast);
+            }
+            Some(now.until(at))
+        }
+        (None, None) => limits.default_ttl,
+    };
+    match (asked, limits.max_ttl) {
+        (Some(asked), Some(max)) if asked > max => Err(ApiError::TtlOverMax { asked, max }),
+        (None, Some(max)) => Err(ApiError::TtlRequired { max }),
+        (Some(asked), _) => Ok(Some(now.checked_add(asked).ok_or(
+            ApiError::TtlOverMax {
+                asked,
+                max: Duration::from_secs(u64::MAX),
+            },
+        )?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A `ttl` as sent: a positive duration.
+///
+/// # Errors
+/// [`ApiError::BadTtl`].
+pub fn ttl_from_text(text: &str) -> Result<Duration, ApiError> {
+    parse_duration(text)
+        .ok()
+        .filter(|ttl| !ttl.is_zero())
+        .ok_or_else(|| ApiError::BadTtl {
+            value: text.to_string(),
+        })
+}
+
+/// The value of the `ttl` parameter in a query string, if present.
+///
+/// # Errors
+/// [`ApiError::BadTtl`] if `ttl` appears more than once.
+pub fn ttl_param(query: Option<&str>) -> Result<Option<&str>, ApiError> {
+    let mut values = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .filter(|(name, _)| *name == "ttl")
+        .map(|(_, value)| value);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::BadTtl {
+            value: "given more than once".to_string(),
+        });
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_millis(784_111_777_000); // Sun, 06 Nov 1994 08:49:37 GMT
+
+    fn limits(default: Option<u64>, max: Option<u64>) -> Limits {
+        Limits {
+            default_ttl: default.map(Duration::from_secs),
+            max_ttl: max.map(Duration::from_secs),
+            ..Limits::default()
+        }
+    }
+
+    fn expires(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::EXPIRES, HeaderValue::from_static(value));
+        headers
+    }
+
+    fn secs(s: i64) -> Option<Timestamp> {
+        Some(Timestamp::from_millis(NOW.as_millis() + s * 1_000))
+    }
+
+    #[test]
+    fn ttl_expires_default_and_max() {
+        let none = HeaderMap::new();
+        let open = limits(None, None);
+        assert_eq!(expiry(Some("90s"), &none, NOW, &open), Ok(secs(90)));
+        assert_eq!(expiry(Some("2h"), &none, NOW, &open), Ok(secs(7_200)));
+        assert_eq!(expiry(None, &none, NOW, &open), Ok(None));
+        assert_eq!(
+            expiry(None, &none, NOW, &limits(Some(60), None)),
+            Ok(secs(60))
+        );
+        let later = expires("Sun, 06 Nov 1994 08:50:37 GMT");
+        assert_eq!(expiry(None, &later, NOW, &open), Ok(secs(60)));
+        let capped = limits(None, Some(300));
+        assert_eq!(expiry(Some("5m"), &none, NOW, &capped), Ok(secs(300)));
+        assert_eq!(
+            expiry(Some("301"), &none, NOW, &capped).map_err(|e| e.code()),
+            Err("ttl_over_max")
+        );
+        assert_eq!(
+            expiry(None, &none, NOW, &capped).map_err(|e| e.code()),
+            Err("ttl_required")
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let open = limits(None, None);
+        let none = HeaderMap::new();
+        for bad in ["0", "", "1.5s", "-3", "3d"] {
+            let error = expiry(Some(bad), &none, NOW, &open).expect_err(bad);
+            assert_eq!(error.code(), "bad_ttl");
+        }
+        let code =
+            |headers: &HeaderMap, ttl| expiry(ttl, headers, NOW, &open).map_err(|e| e.code());
+        assert_eq!(code(&expires("tomorrow"), None), Err("bad_expires"));
+        assert_eq!(
+            code(&expires("Sun, 06 Nov 1994 08:49:37 GMT"), None),
+            Err("expires_in_past")
+        );
+        assert_eq!(
+            code(&expires("Sun, 06 Nov 1994 08:50:37 GMT"), Some("5s")),
+            Err("ttl_and_expires")
+        );
+    }
+
+    #[test]
+    fn finds_the_ttl_parameter() {
+        assert_eq!(ttl_param(None), Ok(None));
+        assert_eq!(ttl_param(Some("a=1&ttl=90s")), Ok(Some("90s")));
+        assert_eq!(ttl_param(Some("ttl")), Ok(Some("")));
+        assert!(ttl_param(Some("ttl=1&ttl=2")).is_err());
+    }
+}

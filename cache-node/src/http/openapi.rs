@@ -1,0 +1,249 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, written by hand next to the handlers
+//! it describes; a test checks that every route of [`super::app`] is in it.
+
+use serde_json::{Value, json};
+
+use super::Limits;
+
+/// The document, with the configured limits filled in.
+pub fn document(limits: &Limits) -> Value {
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+        })
+    };
+    let key_param = json!({
+        "name": "key", "in": "path", "required": true,
+        "description": format!(
+            "The key: 1 to {} bytes after percent-decoding; any bytes (send '/' as %2F, '%' as %25).",
+            limits.max_key_bytes
+        ),
+        "schema": { "type": "string" }
+    });
+    let etag_header = json!({
+        "description": "The entry's version as a strong ETag, e.g. \"1795046420000123\".",
+        "schema": { "type": "string" }
+    });
+    let expires_header = json!({
+        "description": "When the entry expires (HTTP date, rounded down); absent without expiry.",
+        "schema": { "type": "string" }
+    });
+    let ttl_header = json!({
+        "description": "Remaining lifetime in whole seconds; absent without expiry.",
+        "schema": { "type": "integer" }
+    });
+    let read_headers = json!({
+        "ETag": etag_header, "Expires": expires_header, "Tidecache-Ttl": ttl_header,
+        "Content-Length": { "description": "The value's length.", "schema": { "type": "integer" } }
+    });
+    let write_headers = json!({
+        "ETag": etag_header, "Expires": expires_header, "Tidecache-Ttl": ttl_header,
+        "Tidecache-Bucket": {
+            "description": "The expiry bucket (fire time of the schedule, UTC, e.g. 20261123T140500Z) the entry is filed under.",
+            "schema": { "type": "string" }
+        }
+    });
+    let if_match = json!({
+        "name": "If-Match", "in": "header", "required": false,
+        "description": "Write only if the current entry's ETag is listed (compare-and-set), or exists (*). 412 otherwise.",
+        "schema": { "type": "string" }
+    });
+    let if_none_match_write = json!({
+        "name": "If-None-Match", "in": "header", "required": false,
+        "description": "Write only if the key has no live entry (*: create only) or its ETag is not listed. 412 otherwise.",
+        "schema": { "type": "string" }
+    });
+    let if_none_match_read = json!({
+        "name": "If-None-Match", "in": "header", "required": false,
+        "description": "304 Not Modified if the current ETag is listed (or * and the key exists).",
+        "schema": { "type": "string" }
+    });
+    let ttl_rule = format!(
+        "Lifetime from ?ttl= (90s, 15m, 2h or plain seconds, > 0) or an Expires header (not both); \
+         otherwise the default TTL ({}); at most the maximum TTL ({}).",
+        limits
+            .default_ttl
+            .map_or("none: no expiry".to_string(), |ttl| format!(
+                "{}s",
+                ttl.as_secs()
+            )),
+        limits
+            .max_ttl
+            .map_or("unbounded".to_string(), |ttl| format!("{}s", ttl.as_secs())),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tidecache cache-node",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "A cache node: values are opaque bytes under byte-string keys, with \
+                versions (ETags), conditional writes and schedule-bucketed expiry. Every refusal \
+                is a JSON Error with a stable code."
+        },
+        "paths": {
+            "/v1/keys/{key}": {
+                "parameters": [key_param],
+                "get": {
+                    "summary": "Read a value",
+                    "parameters": [if_none_match_read],
+                    "responses": {
+                        "200": { "description": "The value.", "headers": read_headers,
+                                 "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                        "304": { "description": "The ETag given in If-None-Match is current." },
+                        "400": error("Malformed key encoding or If-None-Match."),
+                        "404": error("The key does not exist or has expired."),
+                        "414": error("The key is longer than the maximum.")
+                    }
+                },
+                "head": {
+                    "summary": "Read a value's metadata (as GET, without the body)",
+                    "parameters": [if_none_match_read],
+                    "responses": {
+                        "200": { "description": "The entry exists.", "headers": read_headers },
+                        "304": { "description": "The ETag given in If-None-Match is current." },
+                        "404": { "description": "The key does not exist or has expired." }
+                    }
+                },
+                "put": {
+                    "summary": "Store a value",
+                    "description": ttl_rule,
+                    "parameters": [
+                        { "name": "ttl", "in": "query", "required": false,
+                          "description": "Lifetime: 90s, 15m, 2h or plain seconds.",
+                          "schema": { "type": "string", "pattern": "^[0-9]+[smh]?$" } },
+                        { "name": "Expires", "in": "header", "required": false,
+                          "description": "Absolute expiry as an HTTP date.", "schema": { "type": "string" } },
+                        if_match, if_none_match_write
+                    ],
+                    "requestBody": {
+                        "required": true,
+                        "description": format!("The value: any bytes, at most {} bytes.", limits.max_value_bytes),
+                        "content": { "*/*": { "schema": { "type": "string", "format": "binary" } } }
+                    },
+                    "responses": {
+                        "201": { "description": "Created (the key had no live entry).", "headers": write_headers },
+                        "204": { "description": "Replaced.", "headers": write_headers },
+                        "400": error("Bad ttl or Expires, both given, lifetime over the maximum or required, malformed key encoding or precondition header."),
+                        "412": error("If-Match or If-None-Match did not hold; ETag carries the current version."),
+                        "413": error("The value is larger than the maximum (refused before reading it)."),
+                        "414": error("The key is longer than the maximum."),
+                        "507": error("Out of memory and the eviction policy is noeviction, or the entry exceeds the capacity.")
+                    }
+                },
+                "delete": {
+                    "summary": "Delete a value",
+                    "parameters": [if_match, if_none_match_write],
+                    "responses": {
+                        "204": { "description": "Deleted." },
+                        "400": error("Malformed key encoding or precondition header."),
+                        "404": error("The key does not exist or has expired."),
+                        "412": error("If-Match or If-None-Match did not hold."),
+                        "414": error("The key is longer than the maximum.")
+                    }
+                }
+            },
+            "/v1/batch/get": {
+                "post": {
+                    "summary": "Read many keys",
+                    "description": format!("At most {} keys; body at most {} bytes.", limits.max_batch_entries, limits.max_batch_bytes),
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchGetRequest" } } } },
+                    "responses": {
+                        "200": { "description": "One result per key, in request order.",
+                                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchGetResponse" } } } },
+                        "400": error("Malformed JSON, an invalid key, or too many keys."),
+                        "413": error("The body is larger than the maximum."),
+                        "415": error("The body is not application/json.")
+                    }
+                }
+            },
+            "/v1/batch/put": {
+                "post": {
+                    "summary": "Write many keys",
+                    "description": format!(
+                        "At most {} entries; body at most {} bytes. The batch is validated as a whole first \
+                         (any malformed entry rejects it and nothing is written); then every entry is \
+                         written on its own and its status reported. {}",
+                        limits.max_batch_entries, limits.max_batch_bytes, ttl_rule
+                    ),
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchPutRequest" } } } },
+                    "responses": {
+                        "200": { "description": "One result per entry, in request order.",
+                                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchPutResponse" } } } },
+                        "400": error("Malformed JSON, an invalid entry (key, base64 value, ttl, precondition), or too many entries."),
+                        "413": error("The body is larger than the maximum."),
+                        "415": error("The body is not application/json.")
+                    }
+                }
+            },
+            "/healthz": { "get": { "summary": "Liveness", "responses": {
+                "200": { "description": "Alive.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } } } } },
+            "/readyz": { "get": { "summary": "Readiness", "responses": {
+                "200": { "description": "Ready to serve.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Status" } } } },
+                "503": error("Not ready (draining for shutdown).") } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "responses": {
+                "200": { "description": "OpenMetrics text: tidecache_http_requests_total{route,method,status}, \
+                    tidecache_http_request_duration_seconds{route,method}, tidecache_entries, \
+                    tidecache_memory_used_bytes, tidecache_memory_capacity_bytes, \
+                    tidecache_evictions_total{reason}, tidecache_sweep_duration_seconds.",
+                    "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } } } } },
+            "/openapi.json": { "get": { "summary": "This document", "responses": {
+                "200": { "description": "OpenAPI 3.1.", "content": { "application/json": { "schema": { "type": "object" } } } } } } }
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error", "message"],
+                    "properties": {
+                        "error": { "type": "string", "description": "Stable code, e.g. bad_ttl, value_too_large, precondition_failed." },
+                        "message": { "type": "string", "description": "What was wrong and what to fix." }
+                    }
+                },
+                "Status": { "type": "object", "properties": { "status": { "type": "string" } } },
+                "BatchGetRequest": {
+                    "type": "object", "required": ["keys"], "additionalProperties": false,
+                    "properties": { "keys": { "type": "array", "maxItems": limits.max_batch_entries,
+                        "items": { "type": "string", "description": "A UTF-8 key (binary keys: use /v1/keys/{key})." } } }
+                },
+                "BatchGetResponse": {
+                    "type": "object", "required": ["entries"],
+                    "properties": { "entries": { "type": "array", "items": {
+                        "type": "object", "required": ["key", "found"],
+                        "properties": {
+                            "key": { "type": "string" },
+                            "found": { "type": "boolean" },
+                            "value": { "type": "string", "contentEncoding": "base64" },
+                            "etag": { "type": "string" },
+                            "expires": { "type": "string", "description": "HTTP date." },
+                            "ttl_seconds": { "type": "integer" }
+                        } } } }
+                },
+                "BatchPutRequest": {
+                    "type": "object", "required": ["entries"], "additionalProperties": false,
+                    "properties": { "entries": { "type": "array", "maxItems": limits.max_batch_entries, "items": {
+                        "type": "object", "required": ["key", "value"], "additionalProperties": false,
+                        "properties": {
+                            "key": { "type": "string" },
+                            "value": { "type": "string", "contentEncoding": "base64" },
+                            "ttl": { "type": "string", "description": "As ?ttl=." },
+                            "if_match": { "type": "string", "description": "As the If-Match header." },
+                            "if_none_match": { "type": "string", "description": "As the If-None-Match header." }
+                        } } } }
+                },
+                "BatchPutResponse": {
+                    "type": "object", "required": ["results"],
+                    "properties": { "results": { "type": "array", "items": {
+                        "type": "object", "required": ["key", "status"],
+                        "properties": {
+                            "key": { "type": "string" },
+                            "status": { "type": "integer", "description": "As the single-key PUT: 201, 204, 412, 507." },
+                            "etag": { "type": "string" },
+                            "expires": { "type": "string" },
+                            "error": { "type": "string" },
+                            "message": { "type": "string" }
+                        } } } }
+                }
+            }
+        }
+    })
+}
