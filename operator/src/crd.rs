@@ -843,4 +843,20 @@ mod tests {
         grown.spec.persistence.size = "100Gi".into();
         assert!(broken_rules(&grown, Some(&old)).is_empty());
     }
+
+    #[test]
+    fn samples_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/samples");
+        for sample in ["minimal.yaml", "full.yaml"] {
+            let text = std::fs::read_to_string(dir.join(sample)).expect("read sample");
+            let mut cluster: CacheCluster = serde_yaml::from_str(&text).expect("parse sample");
+            assert_eq!(
+                broken_rules(&cluster, None),
+                Vec::<String>::new(),
+                "{sample}"
+            );
+            cluster.metadata.uid = Some("uid".into());
+            crate::validate::validate(&cluster).expect("sample validates");
+        }
+    }
 }
