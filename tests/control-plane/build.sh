@@ -57,10 +57,10 @@ fi
 export CGO_ENABLED=0
 start=$SECONDS
 
-# Ask the proxy for the release's publication time, used as the build date so that the
-# binaries report the same metadata on every machine.
-build_date=$(cd "$here/kubernetes" && go mod download -json "k8s.io/kubernetes@$k8s_version" |
-  sed -n 's/.*"Time": *"\([^"]*\)".*/\1/p')
+# The release's publication time (from the module proxy) is the build date, so that the
+# binaries report the same metadata on every machine. The module carries no git commit.
+build_date=$(cd "$here/kubernetes" &&
+  go list -m -f '{{if .Time}}{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' k8s.io/kubernetes)
 [[ -n $build_date ]] || build_date=1970-01-01T00:00:00Z
 
 minor=${k8s_version#v*.}
@@ -74,6 +74,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   version_ldflags+=" -X $pkg.gitVersion=$k8s_version"
   version_ldflags+=" -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
   version_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+  version_ldflags+=" -X $pkg.gitCommit=unknown"
 done
 
 # Build into a scratch name and rename, so an interrupted build never leaves a

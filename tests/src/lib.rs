@@ -1,1 +1,5 @@
-//! End-to-end harness (see the local-cluster issue).
+//! End-to-end harness for tidecache: a real Kubernetes control plane built from its Go
+//! modules, started on loopback with zone-labelled fake nodes, against which the
+//! operator, the cache nodes and the janitor are tested (see `tests/README.md`).
+
+pub mod control_plane;

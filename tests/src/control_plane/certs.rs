@@ -1,0 +1,174 @@
+//! The cluster's PKI, generated fresh for every control plane: a CA, the apiserver's
+//! serving certificate, client certificates for the admin and for the controller
+//! manager and scheduler (whose user names the bootstrap RBAC policy already grants
+//! what they need, so RBAC is exercised for real), and the service-account signing key
+//! pair.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+use super::error::{Error, Result};
+
+/// The service ClusterIP range handed to kube-apiserver; its first address is the
+/// `kubernetes` Service, which therefore belongs in the serving certificate.
+pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
+const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+
+/// A certificate and its private key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    /// PEM certificate.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8).
+    pub key: PathBuf,
+}
+
+/// All the files of the cluster's PKI.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The CA that signed everything, also used as kube-controller-manager's cluster
+    /// signer so that CSRs and the root CA published to pods agree.
+    pub ca: CertFiles,
+    /// kube-apiserver's serving certificate.
+    pub apiserver: CertFiles,
+    /// `kubernetes-admin`, group `system:masters`.
+    pub admin: CertFiles,
+    /// `system:kube-controller-manager`.
+    pub controller_manager: CertFiles,
+    /// `system:kube-scheduler`.
+    pub scheduler: CertFiles,
+    /// Private key that signs service-account tokens.
+    pub service_account_key: PathBuf,
+    /// Its public key, with which the apiserver verifies those tokens.
+    pub service_account_pub: PathBuf,
+}
+
+impl Pki {
+    /// Generates the PKI into `dir` (created if missing).
+    pub fn generate(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let write = |name: &str, contents: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, contents)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            Ok(path)
+        };
+
+        let ca_key = new_key("CA key")?;
+        let mut ca_params = CertificateParams::default();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "tidecache-e2e-ca");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params
+            .self_signed(&ca_key)
+            .map_err(|source| Error::Certificate {
+                what: "CA certificate",
+                source,
+            })?;
+        let ca = CertFiles {
+            cert: write("ca.crt", &ca_cert.pem())?,
+            key: write("ca.key", &ca_key.serialize_pem())?,
+        };
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let serving_names = [
+            "localhost",
+            "127.0.0.1",
+            KUBERNETES_SERVICE_IP,
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ];
+        let (cert, key) = leaf(
+            &issuer,
+            "kube-apiserver",
+            &[],
+            &serving_names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        let apiserver = CertFiles {
+            cert: write("apiserver.crt", &cert)?,
+            key: write("apiserver.key", &key)?,
+        };
+
+        let client = |file: &str, cn: &str, org: &[&str]| -> Result<CertFiles> {
+            let (cert, key) = leaf(&issuer, cn, org, &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+            Ok(CertFiles {
+                cert: write(&format!("{file}.crt"), &cert)?,
+                key: write(&format!("{file}.key"), &key)?,
+            })
+        };
+        let admin = client("admin", "kubernetes-admin", &["system:masters"])?;
+        let controller_manager =
+            client("controller-manager", "system:kube-controller-manager", &[])?;
+        let scheduler = client("scheduler", "system:kube-scheduler", &[])?;
+
+        let sa = new_key("service-account signing key")?;
+        Ok(Self {
+            ca,
+            apiserver,
+            admin,
+            controller_manager,
+            scheduler,
+            service_account_key: write("sa.key", &sa.serialize_pem())?,
+            service_account_pub: write("sa.pub", &sa.public_key_pem())?,
+        })
+    }
+}
+
+/// An ECDSA P-256 key: accepted by Go's TLS stack, by the service-account token signer
+/// (ES256) and by rustls, and fast to generate.
+fn new_key(what: &'static str) -> Result<KeyPair> {
+    KeyPair::generate().map_err(|source| Error::Certificate { what, source })
+}
+
+/// Issues a certificate signed by the CA; returns (certificate PEM, key PEM).
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    organizations: &[&str],
+    subject_alt_names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String)> {
+    let what = match usage {
+        ExtendedKeyUsagePurpose::ServerAuth => "serving certificate",
+        _ => "client certificate",
+    };
+    let mut params = CertificateParams::new(
+        subject_alt_names
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|source| Error::Certificate { what, source })?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    for org in organizations {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, *org);
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![usage];
+    let key = new_key(what)?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(|source| Error::Certificate { what, source })?;
+    Ok((cert.pem(), key.serialize_pem()))
+}

@@ -1,0 +1,212 @@
+//! Supervised child processes. Each component runs in its own process group, so that
+//! stopping it also stops anything it forked, and so that a Ctrl-C in the terminal
+//! reaches only the test process, which then tears the components down in order
+//! instead of leaving orphans holding ports and temp dirs.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use super::error::{Error, Result};
+
+/// How long a component gets to exit after SIGTERM before it is killed.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// A running component whose output goes to a log file.
+#[derive(Debug)]
+pub(crate) struct Process {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` in a new process group with stdout and stderr appended to `log`.
+    pub(crate) fn spawn(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Self> {
+        install_signal_handler();
+        let file = File::create(&log)
+            .map_err(|e| Error::io(format!("creating log {}", log.display()), e))?;
+        let stderr = file
+            .try_clone()
+            .map_err(|e| Error::io(format!("duplicating log {}", log.display()), e))?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
+        registry().groups.insert(child.id());
+        Ok(Self {
+            name,
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// The component's name, as used in messages.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its log file.
+    pub(crate) fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Fails if the component has exited, with the end of its log: a component dying
+    /// during startup must surface as its own error, not as a later timeout.
+    pub(crate) fn check_running(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                registry().groups.remove(&child.id());
+                self.child = None;
+                Err(Error::Exited {
+                    component: self.name,
+                    status,
+                    log_tail: log_tail(&self.log, 40),
+                })
+            }
+            Err(e) => Err(Error::io(format!("checking on {}", self.name), e)),
+        }
+    }
+
+    /// SIGTERM to the process group, SIGKILL after the grace period, then reap.
+    pub(crate) fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let id = child.id();
+        signal_group(id, Signal::TERM);
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Also catches grandchildren that outlived the leader.
+        signal_group(id, Signal::KILL);
+        // Reaping cannot fail in a way we could act on while tearing down.
+        let _reaped = child.wait();
+        registry().groups.remove(&id);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The last `lines` lines of a log file (at most the last 64 KiB of it).
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    const MAX: u64 = 64 * 1024;
+    let read = || -> std::io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(MAX)))?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+fn signal_group(id: u32, signal: Signal) {
+    let pid = i32::try_from(id).ok().and_then(Pid::from_raw);
+    if let Some(pid) = pid {
+        // ESRCH (already gone) is the expected outcome for the SIGKILL after a clean exit.
+        let _gone = kill_process_group(pid, signal);
+    }
+}
+
+/// What must be cleaned up if the test process is interrupted.
+struct Registry {
+    groups: BTreeSet<u32>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+        groups: BTreeSet::new(),
+        dirs: BTreeSet::new(),
+    });
+    // A panic while holding the lock leaves consistent sets behind, so poisoning is moot.
+    REGISTRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Registers a directory to delete if the process is interrupted (the owner deletes it
+/// itself on a normal drop and then calls [`forget_dir`]).
+pub(crate) fn register_dir(dir: &Path) {
+    install_signal_handler();
+    registry().dirs.insert(dir.to_owned());
+}
+
+/// Undoes [`register_dir`].
+pub(crate) fn forget_dir(dir: &Path) {
+    registry().dirs.remove(dir);
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: stop every registered process group, delete the
+/// registered directories and exit, since Drop never runs when a signal kills the test
+/// process.
+fn install_signal_handler() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("control plane: cannot install the signal handler ({e}); an interrupted test may leave processes behind");
+                return;
+            }
+        };
+        std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                eprintln!("control plane: signal {signal}, stopping all components");
+                let (groups, dirs) = {
+                    let r = registry();
+                    (r.groups.clone(), r.dirs.clone())
+                };
+                for &id in &groups {
+                    signal_group(id, Signal::TERM);
+                }
+                std::thread::sleep(Duration::from_secs(3));
+                for &id in &groups {
+                    signal_group(id, Signal::KILL);
+                }
+                for dir in &dirs {
+                    // Best effort: the process is exiting either way.
+                    let _removed = std::fs::remove_dir_all(dir);
+                }
+                std::process::exit(128 + signal);
+            }
+        });
+    });
+}
