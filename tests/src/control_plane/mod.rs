@@ -385,7 +385,7 @@ impl Drop for ControlPlane {
         for p in self.processes.iter_mut().rev() {
             p.stop();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() && !process::interrupted() {
             self.print_log_tails(60);
         }
         // The TempDir field deletes the directory right after this.

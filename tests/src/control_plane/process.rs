@@ -9,6 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -173,6 +174,15 @@ pub(crate) fn forget_dir(dir: &Path) {
     registry().dirs.remove(dir);
 }
 
+/// Set once a terminating signal arrived: the failures that the teardown causes in the
+/// running test are then expected, and their log tails are noise.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the test process is being torn down by a signal.
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// On SIGINT, SIGTERM or SIGHUP: stop every registered process group, delete the
 /// registered directories and exit, since Drop never runs when a signal kills the test
 /// process.
@@ -189,6 +199,7 @@ fn install_signal_handler() {
         };
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
+                INTERRUPTED.store(true, Ordering::SeqCst);
                 eprintln!("control plane: signal {signal}, stopping all components");
                 let (groups, dirs) = {
                     let r = registry();
@@ -197,7 +208,12 @@ fn install_signal_handler() {
                 for &id in &groups {
                     signal_group(id, Signal::TERM);
                 }
-                std::thread::sleep(Duration::from_secs(3));
+                // Until every group is gone (or only zombies are left, which the
+                // exit reaps), at most a few seconds.
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline && !registry().groups.is_empty() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 for &id in &groups {
                     signal_group(id, Signal::KILL);
                 }
