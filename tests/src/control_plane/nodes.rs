@@ -325,3 +325,77 @@ async fn heartbeat(nodes: Api<Node>, leases: Api<Lease>, mut fake: Vec<(String, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::NodeSpec;
+
+    use super::*;
+
+    fn node(ready: Option<&str>, taints: &[&str]) -> Node {
+        Node {
+            spec: Some(NodeSpec {
+                taints: Some(
+                    taints
+                        .iter()
+                        .map(|k| Taint {
+                            key: (*k).into(),
+                            effect: "NoSchedule".into(),
+                            ..Taint::default()
+                        })
+                        .collect(),
+                ),
+                ..NodeSpec::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: ready.map(|s| {
+                    vec![NodeCondition {
+                        type_: "Ready".into(),
+                        status: s.into(),
+                        ..NodeCondition::default()
+                    }]
+                }),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn ready_and_untainted_is_healthy() {
+        assert_eq!(unhealthy(&node(Some("True"), &[])), None);
+        // Taints other than the health ones do not matter.
+        assert_eq!(unhealthy(&node(Some("True"), &["dedicated"])), None);
+    }
+
+    #[test]
+    fn not_ready_or_health_tainted_is_unhealthy() {
+        assert_eq!(
+            unhealthy(&node(None, &[])).as_deref(),
+            Some("Ready=missing")
+        );
+        assert_eq!(
+            unhealthy(&node(Some("Unknown"), &[])).as_deref(),
+            Some("Ready=Unknown")
+        );
+        assert_eq!(
+            unhealthy(&node(Some("True"), &["node.kubernetes.io/not-ready"])).as_deref(),
+            Some("tainted node.kubernetes.io/not-ready:NoSchedule")
+        );
+    }
+
+    #[test]
+    fn status_reports_capacity_and_ready() {
+        let status = node_status("n1", &NodeTemplate::default(), "v1.37.2");
+        let allocatable = status.allocatable.expect("allocatable");
+        assert_eq!(allocatable["pods"].0, "110");
+        assert_eq!(allocatable["cpu"].0, "4");
+        let ready = status
+            .conditions
+            .expect("conditions")
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready condition");
+        assert_eq!(ready.status, "True");
+    }
+}

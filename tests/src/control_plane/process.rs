@@ -226,3 +226,42 @@ fn install_signal_handler() {
         });
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.log");
+        let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).expect("write");
+        assert_eq!(log_tail(&path, 2), "line 99\nline 100");
+        assert!(log_tail(&dir.path().join("missing"), 2).starts_with("(cannot read"));
+    }
+
+    #[test]
+    fn stop_ends_the_whole_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A shell whose child would outlive it if only the leader were signalled.
+        let mut p = Process::spawn(
+            "sh",
+            Path::new("/bin/sh"),
+            &["-c".into(), "sleep 600 & echo started; wait".into()],
+            dir.path().join("sh.log"),
+        )
+        .expect("spawn");
+        let group = p.child.as_ref().map(Child::id).expect("running");
+        p.check_running().expect("still running");
+        p.stop();
+        let pid = i32::try_from(group)
+            .ok()
+            .and_then(Pid::from_raw)
+            .expect("pid");
+        assert!(
+            rustix::process::test_kill_process_group(pid).is_err(),
+            "no process of the group is left"
+        );
+    }
+}
