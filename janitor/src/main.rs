@@ -2,6 +2,7 @@
 //! happen, one JSON summary line to stdout at the end; the exit code is non-zero on any error
 //! so that the Job fails and the CacheCluster shows it.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,7 +16,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let summary = sweep(&config, &mut |event| eprintln!("janitor: {event}"));
+    let mut stderr = std::io::stderr();
+    // One `write` per line: stderr is unbuffered and lines must not interleave with another
+    // process's on a shared log stream. A log line that cannot be written is dropped.
+    let summary = sweep(&config, &mut |event| {
+        let _ = stderr.write_all(format!("janitor: {event}\n").as_bytes());
+    });
     match serde_json::to_string(&summary) {
         Ok(line) => println!("{line}"),
         Err(error) => {
