@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use tidecache_contract::Bucket;
 use tidecache_contract::disk::{
-    Area, ClusterRoot, Decoded, ObjectName, Record, RecordRef, SegmentId, SegmentReader,
-    SegmentWriter, Version, WriterOptions,
+    Area, AreaReader, ClusterRoot, Decoded, ObjectName, Record, RecordRef, SegmentId,
+    SegmentReader, SegmentWriter, Version, WriterOptions,
 };
 
 fn name(text: &str) -> ObjectName {
@@ -32,14 +32,12 @@ fn put<'a>(key: &'a [u8], value: &'a [u8], hlc: u64) -> RecordRef<'a> {
 }
 
 fn read_all(root: &ClusterRoot, area: Area) -> Vec<Record> {
+    let mut reader = AreaReader::open(root, area).expect("list");
     let mut records = Vec::new();
-    for segment in root.list_segments(area).expect("list").items {
-        let reader = SegmentReader::open(&segment.path).expect("readable segment");
-        for item in reader.records().expect("header") {
-            match item {
-                Decoded::Record { record, .. } => records.push(record),
-                other => panic!("unexpected {other:?} in {}", segment.path.display()),
-            }
+    while let Some(item) = reader.next() {
+        match item.expect("readable segment") {
+            Decoded::Record { record, .. } => records.push(record),
+            other => panic!("unexpected {other:?} in {:?}", reader.segment()),
         }
     }
     records
@@ -130,6 +128,43 @@ fn listings_report_foreign_names_and_never_follow_links() {
     let segments = root.list_segments(area).expect("segments");
     assert_eq!(segments.items.len(), 1);
     assert_eq!(segments.foreign, [root.area_dir(area).join("README")]);
+}
+
+#[test]
+fn area_reader_reports_a_bad_segment_and_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = root_in(tmp.path());
+    let area = bucket("20261123T140500Z");
+    for node in ["cache-0", "cache-1"] {
+        let mut writer =
+            SegmentWriter::open(&root, area, &name(node), Default::default()).expect("open");
+        writer
+            .append(put(node.as_bytes(), b"v", 1))
+            .expect("append");
+    }
+    let bad = root
+        .node_dir(area, &name("cache-0"))
+        .join(SegmentId(5).file_name());
+    std::fs::write(&bad, b"definitely not a segment header").expect("write");
+    let mut torn = std::fs::read(
+        root.node_dir(area, &name("cache-1"))
+            .join(SegmentId(0).file_name()),
+    )
+    .expect("read");
+    torn.truncate(torn.len() - 1);
+    std::fs::write(
+        root.node_dir(area, &name("cache-1"))
+            .join(SegmentId(1).file_name()),
+        &torn,
+    )
+    .expect("write");
+    let items: Vec<_> = AreaReader::open(&root, area).expect("open").collect();
+    assert_eq!(items.len(), 4, "{items:?}");
+    assert!(matches!(&items[0], Ok(Decoded::Record { record, .. }) if record.key == b"cache-0"));
+    assert!(items[1].is_err(), "the bad segment is reported");
+    assert!(matches!(&items[2], Ok(Decoded::Record { record, .. }) if record.key == b"cache-1"));
+    assert!(matches!(items[3], Ok(Decoded::TornTail { offset: 16, .. })));
+    assert!(SegmentReader::open(&bad).is_err());
 }
 
 proptest! {

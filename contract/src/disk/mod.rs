@@ -18,7 +18,8 @@
 //! - `record`: one checksummed record and its encoding;
 //! - `segment`: the segment header and [`SegmentDecoder`], which tells intact records, damage
 //!   in the middle and a torn tail apart;
-//! - `writer` / `reader`: [`SegmentWriter`] and [`SegmentReader`] on real files.
+//! - `writer` / `reader`: [`SegmentWriter`], [`SegmentReader`] and [`AreaReader`] (a whole
+//!   area, streamed) on real files.
 
 mod layout;
 mod names;
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 pub use layout::{ClusterRoot, Listing, SegmentFile};
 pub use names::{Area, NameError, ObjectName, PERSISTENT_DIR, SegmentId};
-pub use reader::SegmentReader;
+pub use reader::{AreaReader, SegmentReader};
 pub use record::{
     MAX_KEY_LEN, MAX_VALUE_LEN, RECORD_HEADER_LEN, Record, RecordError, RecordRef, Version,
 };

@@ -1,10 +1,11 @@
-//! Reading a segment file back. A segment is bounded by the writer's rotation size, so it is
-//! read whole and decoded record by record; a loader holds one segment at a time.
+//! Reading segments back. A segment is bounded by the writer's rotation size, so it is read
+//! whole and decoded record by record; [`AreaReader`] streams a whole area (every node's
+//! segments) holding one segment in memory at a time.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{DiskError, SegmentDecoder};
+use super::{Area, ClusterRoot, Decoded, DiskError, SegmentDecoder, SegmentFile};
 
 /// The contents of one segment file, ready to decode.
 #[derive(Debug, Clone)]
@@ -55,5 +56,61 @@ impl SegmentReader {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// Streams every record of one area: each node's segments in the order it wrote them. Errors
+/// (an unreadable file, a segment with a bad header) are yielded and the stream goes on with
+/// the next segment, so one damaged file never hides the others.
+#[derive(Debug)]
+pub struct AreaReader {
+    /// Segments not opened yet, in order.
+    pending: std::vec::IntoIter<SegmentFile>,
+    /// The segment being decoded, its contents and the offset of its next item.
+    current: Option<(SegmentFile, SegmentReader, usize)>,
+}
+
+impl AreaReader {
+    /// Lists the segments of `area` under `root`.
+    ///
+    /// # Errors
+    /// [`DiskError::Io`] if a directory cannot be listed.
+    pub fn open(root: &ClusterRoot, area: Area) -> Result<AreaReader, DiskError> {
+        Ok(AreaReader {
+            pending: root.list_segments(area)?.items.into_iter(),
+            current: None,
+        })
+    }
+
+    /// The segment the last item came from.
+    pub fn segment(&self) -> Option<&SegmentFile> {
+        self.current.as_ref().map(|(segment, _, _)| segment)
+    }
+}
+
+impl Iterator for AreaReader {
+    type Item = Result<Decoded, DiskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((_, reader, pos)) = &mut self.current {
+                let mut decoder = match reader.records() {
+                    Ok(decoder) => decoder.resume_at(*pos),
+                    Err(error) => return Some(Err(error)),
+                };
+                if let Some(item) = decoder.next() {
+                    *pos = decoder.position();
+                    return Some(Ok(item));
+                }
+            }
+            let segment = self.pending.next()?;
+            match SegmentReader::open(&segment.path) {
+                Ok(reader) => self.current = Some((segment, reader, 0)),
+                Err(error) => {
+                    self.current = None;
+                    return Some(Err(error));
+                }
+            }
+        }
     }
 }

@@ -110,6 +110,20 @@ impl<'a> SegmentDecoder<'a> {
         })
     }
 
+    /// The decoder positioned at `pos` (where an earlier decoder of the same bytes stopped, see
+    /// [`SegmentDecoder::position`]); positions inside the header start after it.
+    pub fn resume_at(self, pos: usize) -> SegmentDecoder<'a> {
+        SegmentDecoder {
+            pos: pos.max(self.pos),
+            ..self
+        }
+    }
+
+    /// The offset of the next item, to resume from later.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// The intact record at `at` and its encoded length. `Err` carries where to start looking
     /// for the next intact record: after this one if its header is intact, else one byte on.
     fn record_at(&self, at: usize) -> Result<(Record, usize), usize> {
