@@ -187,7 +187,7 @@ pub struct MemorySpec {
     #[schemars(regex(pattern = BYTES_PATTERN))]
     pub capacity: String,
 
-    /// What a full pod does: SampledLRU evicts approximately least recently used entries,
+    /// What a full pod does: ApproximateLRU evicts expired and then least recently read entries,
     /// NoEviction refuses new writes with HTTP 507 until entries expire.
     #[serde(default)]
     pub eviction_policy: EvictionPolicy,
@@ -229,9 +229,10 @@ fn default_max_value_bytes() -> i64 {
 /// What a cache pod does when its memory capacity is reached.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EvictionPolicy {
-    /// Evict approximately least recently used entries, chosen from a random sample.
+    /// Evict expired entries first, then entries not read recently (CLOCK, an approximation of
+    /// least-recently-used).
     #[default]
-    SampledLRU,
+    ApproximateLRU,
     /// Evict nothing; refuse writes until expiry frees memory.
     NoEviction,
 }
@@ -240,7 +241,7 @@ impl EvictionPolicy {
     /// The value of cache-node's `--eviction-policy` flag.
     pub fn flag_value(self) -> &'static str {
         match self {
-            EvictionPolicy::SampledLRU => "sampled-lru",
+            EvictionPolicy::ApproximateLRU => "clock",
             EvictionPolicy::NoEviction => "noeviction",
         }
     }
