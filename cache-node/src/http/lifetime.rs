@@ -39,18 +39,28 @@ pub fn expiry(
         }
         (None, None) => limits.default_ttl,
     };
+    // HTTP dates end with year 9999; a later expiry could not be told to the client.
+    let horizon = now.until(LAST_HTTP_DATE);
     match (asked, limits.max_ttl) {
         (Some(asked), Some(max)) if asked > max => Err(ApiError::TtlOverMax { asked, max }),
+        (Some(asked), _) if asked > horizon => Err(ApiError::TtlOverMax {
+            asked,
+            max: horizon,
+        }),
         (None, Some(max)) => Err(ApiError::TtlRequired { max }),
-        (Some(asked), _) => Ok(Some(now.checked_add(asked).ok_or(
-            ApiError::TtlOverMax {
+        (Some(asked), _) => now
+            .checked_add(asked)
+            .map(Some)
+            .ok_or(ApiError::TtlOverMax {
                 asked,
-                max: Duration::from_secs(u64::MAX),
-            },
-        )?)),
+                max: horizon,
+            }),
         (None, None) => Ok(None),
     }
 }
+
+/// 9999-12-31T23:59:59Z, the last instant an HTTP date can express.
+const LAST_HTTP_DATE: Timestamp = Timestamp::from_millis(253_402_300_799_000);
 
 /// A `ttl` as sent: a positive duration.
 ///
@@ -133,6 +143,11 @@ mod tests {
         assert_eq!(
             expiry(None, &none, NOW, &capped).map_err(|e| e.code()),
             Err("ttl_required")
+        );
+        assert_eq!(
+            expiry(Some("999999999999"), &none, NOW, &open).map_err(|e| e.code()),
+            Err("ttl_over_max"),
+            "beyond year 9999"
         );
     }
 

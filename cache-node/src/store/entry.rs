@@ -12,33 +12,86 @@ use crate::clock::Timestamp;
 /// CLOCK bookkeeping for capacity eviction.
 #[derive(Debug)]
 pub(super) struct Entry {
-    /// The key, owned by the entry so the table needs no separate key storage.
-    pub(super) key: Bytes,
+    /// The key, owned by the entry so the table needs no separate key storage. A boxed slice
+    /// (16 bytes) rather than `Bytes` (32): keys are compared, never handed out.
+    pub(super) key: Box<[u8]>,
     /// The value; handed out by cloning the `Bytes` (a reference count, never a copy).
     pub(super) value: Bytes,
-    /// The hash of `key`, kept so that resizing the table and the index lookups (which carry
-    /// only hashes) never rehash the key.
-    pub(super) hash: u64,
     /// The version of the write that produced this entry.
     pub(super) version: Version,
-    /// The exact expiry; `None` lives until deleted or evicted for capacity.
-    pub(super) expires_at: Option<Timestamp>,
-    /// The fire time of the schedule bucket the entry is filed under (`None` without expiry).
-    pub(super) bucket: Option<Timestamp>,
-    /// The entry's slot in its shard's CLOCK queue; unique within the shard.
-    pub(super) ticket: u64,
+    /// The exact expiry, [`NEVER`] for an entry that lives until deleted or evicted.
+    expires_at: Timestamp,
+    /// The fire time of the schedule bucket the entry is filed under, [`NEVER`] if none.
+    bucket: Timestamp,
+    /// The entry's slot in its shard's CLOCK queue; unique within the shard among the slots
+    /// in the queue (it wraps after 2^32 inserts into one shard, long after the slot is gone).
+    pub(super) ticket: u32,
     /// CLOCK reference count: bumped by reads and writes, decremented as the hand passes.
     pub(super) referenced: u8,
 }
+
+/// "No expiry" inside an entry: a sentinel rather than an `Option` saves 16 bytes per entry.
+const NEVER: Timestamp = Timestamp::from_millis(i64::MAX);
 
 /// The most reads a CLOCK hand forgives: an entry read at least this often survives this many
 /// passes of the hand before it can be evicted.
 pub(super) const MAX_REFERENCED: u8 = 3;
 
 impl Entry {
+    /// A new entry; `ticket` is its CLOCK slot.
+    pub(super) fn new(
+        key: Box<[u8]>,
+        value: Bytes,
+        version: Version,
+        expires_at: Option<Timestamp>,
+        bucket: Option<Timestamp>,
+        ticket: u32,
+    ) -> Entry {
+        Entry {
+            key,
+            value,
+            version,
+            expires_at: expires_at.unwrap_or(NEVER),
+            bucket: bucket.unwrap_or(NEVER),
+            ticket,
+            referenced: 0,
+        }
+    }
+
+    /// When the entry expires, if ever.
+    pub(super) fn expires_at(&self) -> Option<Timestamp> {
+        (self.expires_at != NEVER).then_some(self.expires_at)
+    }
+
+    /// The bucket the entry is filed under, if it expires.
+    pub(super) fn bucket(&self) -> Option<Timestamp> {
+        (self.bucket != NEVER).then_some(self.bucket)
+    }
+
+    /// Whether the entry is filed under `bucket`.
+    pub(super) fn is_in_bucket(&self, bucket: Timestamp) -> bool {
+        self.bucket == bucket && bucket != NEVER
+    }
+
+    /// Replaces value, version and expiry, counting the write as a reference; returns the
+    /// previous value so the caller can drop it outside the shard lock.
+    pub(super) fn replace(
+        &mut self,
+        value: Bytes,
+        version: Version,
+        expires_at: Option<Timestamp>,
+        bucket: Option<Timestamp>,
+    ) -> Bytes {
+        self.version = version;
+        self.expires_at = expires_at.unwrap_or(NEVER);
+        self.bucket = bucket.unwrap_or(NEVER);
+        self.referenced = (self.referenced + 1).min(MAX_REFERENCED);
+        std::mem::replace(&mut self.value, value)
+    }
+
     /// Whether the entry is expired at `now`: reads never return it from that instant on.
     pub(super) fn is_expired(&self, now: Timestamp) -> bool {
-        self.expires_at.is_some_and(|expiry| expiry <= now)
+        self.expires_at <= now
     }
 
     /// The bytes this entry is charged against the capacity.

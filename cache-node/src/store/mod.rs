@@ -259,9 +259,12 @@ impl Store {
     /// An empty store reading time from `clock`.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
         let shard_count = config.shards.max(1).next_power_of_two();
+        let hasher = DefaultHashBuilder::default();
         Store {
-            shards: (0..shard_count).map(|_| Mutex::default()).collect(),
-            hasher: DefaultHashBuilder::default(),
+            shards: (0..shard_count)
+                .map(|_| Mutex::new(Shard::new(hasher.clone())))
+                .collect(),
+            hasher,
             clock,
             versions: VersionClock::default(),
             schedule: config.schedule,
@@ -294,7 +297,7 @@ impl Store {
         Some(Hit {
             value: entry.value.clone(),
             version: entry.version,
-            expires_at: entry.expires_at,
+            expires_at: entry.expires_at(),
         })
     }
 
@@ -327,6 +330,8 @@ impl Store {
             });
         }
         let hash = self.hasher.hash_one(&key[..]);
+        // Reuses the allocation when the caller's `Bytes` owns it alone.
+        let key: Box<[u8]> = Vec::from(key).into_boxed_slice();
         let index = self.shard_of(hash);
         let mut evicted = Vec::new();
         // Each round either stores, fails, or evicts one entry elsewhere; there are at most
@@ -359,6 +364,7 @@ impl Store {
                         expires_at,
                         bucket,
                     });
+                    drop(shard);
                     if replaced.is_none() {
                         self.entries.fetch_add(1, Ordering::Relaxed);
                     }
@@ -424,11 +430,18 @@ impl Store {
         let now = self.clock.now();
         let mut report = SweepReport::default();
         for shard in self.shards.iter() {
-            let due = lock(shard).expiry.take_due(now);
-            for (bucket, hashes) in due {
+            let (due, slot_mask) = {
+                let mut guard = lock(shard);
+                (guard.expiry.take_due(now), guard.slot_mask())
+            };
+            for (bucket, mut hashes) in due {
                 report.buckets += 1;
+                // Visit the table in slot order: neighbouring removals then share pages and
+                // page-table entries, which keeps the cost per evicted entry from growing
+                // with the size of the table.
+                hashes.sort_unstable_by_key(|hash| hash & slot_mask);
                 for batch in hashes.chunks(SWEEP_BATCH) {
-                    let mut removed = Vec::new();
+                    let mut removed = Vec::with_capacity(batch.len());
                     {
                         let mut guard = lock(shard);
                         for &hash in batch {
@@ -528,7 +541,7 @@ impl Store {
             EvictionReason::Capacity => &self.evicted_capacity,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        entry.key
+        Bytes::from(entry.key)
     }
 
     /// Accounts expiries in one go (a sweep removes many); returns how many. The entries are

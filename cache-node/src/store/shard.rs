@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 
+use std::hash::BuildHasher;
+
 use bytes::Bytes;
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::entry::{Entry, MAX_REFERENCED};
 use super::expiry_index::ExpiryIndex;
@@ -13,23 +15,25 @@ use crate::clock::Timestamp;
 
 /// A shard. Every method runs under the shard's lock and does no I/O and no allocation
 /// proportional to the shard's size, so the lock is held for microseconds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Shard {
     /// The entries, found by key hash and key.
     table: HashTable<Entry>,
+    /// The store's key hasher, to rehash keys when the table grows.
+    hasher: DefaultHashBuilder,
     /// Bucket fire time to entry hashes, for the sweeper.
     pub(super) expiry: ExpiryIndex,
     /// The CLOCK queue in insertion order: `(hash, ticket)` of each entry. Deleted entries
     /// leave stale slots that the hand skips and compaction drops.
-    queue: VecDeque<(u64, u64)>,
+    queue: VecDeque<(u64, u32)>,
     /// The ticket the next inserted entry gets.
-    next_ticket: u64,
+    next_ticket: u32,
 }
 
 /// A new value for a key, ready to be stored.
 #[derive(Debug)]
 pub(super) struct NewEntry {
-    pub(super) key: Bytes,
+    pub(super) key: Box<[u8]>,
     pub(super) value: Bytes,
     pub(super) hash: u64,
     pub(super) version: Version,
@@ -47,9 +51,20 @@ pub(super) struct Existing {
 }
 
 impl Shard {
+    /// An empty shard hashing keys with `hasher` (the store's, shared by all shards).
+    pub(super) fn new(hasher: DefaultHashBuilder) -> Shard {
+        Shard {
+            table: HashTable::new(),
+            hasher,
+            expiry: ExpiryIndex::default(),
+            queue: VecDeque::new(),
+            next_ticket: 0,
+        }
+    }
+
     /// The key's live entry: value, version and expiry. Counts as a reference for CLOCK.
     pub(super) fn get(&mut self, hash: u64, key: &[u8], now: Timestamp) -> Option<&Entry> {
-        let entry = self.table.find_mut(hash, |e| e.key == key)?;
+        let entry = self.table.find_mut(hash, |e| *e.key == *key)?;
         if entry.is_expired(now) {
             return None;
         }
@@ -59,53 +74,41 @@ impl Shard {
 
     /// What the key holds now, for a write's preconditions and memory accounting.
     pub(super) fn existing(&self, hash: u64, key: &[u8], now: Timestamp) -> Option<Existing> {
-        let entry = self.table.find(hash, |e| e.key == key)?;
+        let entry = self.table.find(hash, |e| *e.key == *key)?;
         Some(Existing {
             live_version: (!entry.is_expired(now)).then_some(entry.version),
             charge: entry.charge(),
         })
     }
 
-    /// Stores `new`, replacing the key's entry if it has one; returns the replaced entry.
-    pub(super) fn upsert(&mut self, new: NewEntry) -> Option<Entry> {
+    /// Stores `new`, replacing the key's entry if it has one; returns the replaced value.
+    pub(super) fn upsert(&mut self, new: NewEntry) -> Option<Bytes> {
         if let Some(entry) = self.table.find_mut(new.hash, |e| e.key == new.key) {
             if let Some(bucket) = new.bucket
-                && entry.bucket != new.bucket
+                && entry.bucket() != new.bucket
             {
                 self.expiry.file(bucket, new.hash);
             }
-            let replaced = Entry {
-                key: std::mem::replace(&mut entry.key, new.key),
-                value: std::mem::replace(&mut entry.value, new.value),
-                hash: entry.hash,
-                version: std::mem::replace(&mut entry.version, new.version),
-                expires_at: std::mem::replace(&mut entry.expires_at, new.expires_at),
-                bucket: std::mem::replace(&mut entry.bucket, new.bucket),
-                ticket: entry.ticket,
-                referenced: entry.referenced,
-            };
-            entry.referenced = (entry.referenced + 1).min(MAX_REFERENCED);
-            return Some(replaced);
+            return Some(entry.replace(new.value, new.version, new.expires_at, new.bucket));
         }
         let ticket = self.next_ticket;
-        self.next_ticket += 1;
+        self.next_ticket = self.next_ticket.wrapping_add(1);
         if let Some(bucket) = new.bucket {
             self.expiry.file(bucket, new.hash);
         }
         self.queue.push_back((new.hash, ticket));
+        let hasher = &self.hasher;
         self.table.insert_unique(
             new.hash,
-            Entry {
-                key: new.key,
-                value: new.value,
-                hash: new.hash,
-                version: new.version,
-                expires_at: new.expires_at,
-                bucket: new.bucket,
+            Entry::new(
+                new.key,
+                new.value,
+                new.version,
+                new.expires_at,
+                new.bucket,
                 ticket,
-                referenced: 0,
-            },
-            |e| e.hash,
+            ),
+            |e| hasher.hash_one(&*e.key),
         );
         self.compact_if_stale();
         None
@@ -115,11 +118,16 @@ impl Shard {
     pub(super) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
         let removed = self
             .table
-            .find_entry(hash, |e| e.key == key)
+            .find_entry(hash, |e| *e.key == *key)
             .ok()
             .map(|occupied| occupied.remove().0);
         self.compact_if_stale();
         removed
+    }
+
+    /// The mask that turns a hash into the table slot where its probe starts.
+    pub(super) fn slot_mask(&self) -> u64 {
+        (self.table.num_buckets() as u64).saturating_sub(1)
     }
 
     /// Removes the entries with `hash` still filed under `bucket` (normally one; more only on
@@ -130,7 +138,7 @@ impl Shard {
         bucket: Timestamp,
         mut removed: impl FnMut(Entry),
     ) {
-        while let Ok(occupied) = self.table.find_entry(hash, |e| e.bucket == Some(bucket)) {
+        while let Ok(occupied) = self.table.find_entry(hash, |e| e.is_in_bucket(bucket)) {
             removed(occupied.remove().0);
         }
     }
@@ -164,7 +172,7 @@ impl Shard {
                 continue; // stale slot of a removed entry
             };
             let entry = occupied.get();
-            let is_protected = protected.is_some_and(|(h, key)| h == hash && entry.key == key);
+            let is_protected = protected.is_some_and(|(h, key)| h == hash && *entry.key == *key);
             if is_protected {
                 self.queue.push_back((hash, ticket));
                 continue;
@@ -195,7 +203,7 @@ impl Shard {
         if self.expiry.needs_compaction(live) {
             let table = &self.table;
             self.expiry
-                .compact(|bucket, hash| table.find(hash, |e| e.bucket == Some(bucket)).is_some());
+                .compact(|bucket, hash| table.find(hash, |e| e.is_in_bucket(bucket)).is_some());
         }
     }
 }

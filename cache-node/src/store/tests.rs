@@ -252,11 +252,13 @@ fn noeviction_refuses_writes_that_do_not_fit_and_keeps_what_is_stored() {
 #[test]
 fn clock_eviction_spares_recently_read_entries() {
     let capacity = entry_charge(1, 10) * 3;
-    let (store, clock) = store_with(capacity, EvictionPolicy::Clock);
-    let store = Store {
-        shards: vec![Mutex::default()].into_boxed_slice(),
-        ..store
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START)));
+    let config = StoreConfig {
+        capacity_bytes: capacity,
+        shards: 1, // one CLOCK queue, so the order of victims is known
+        ..StoreConfig::new(Schedule::every_minute())
     };
+    let store = Store::new(config, clock.clone());
     put(&store, "a", "0123456789", None);
     put(&store, "b", "0123456789", Some(at(5)));
     put(&store, "c", "0123456789", None);
