@@ -289,11 +289,48 @@ pub async fn reconcile(cluster: Arc<CacheCluster>, context: Arc<Context>) -> Res
     let started = Instant::now();
     context.metrics.reconciles.inc();
     let result = reconcile_inner(&cluster, &context).await;
-    context.metrics.observe(started.elapsed());
-    if result.is_ok() {
-        context.record_outcome(&cluster, false);
+    match &result {
+        Ok(_) => {
+            context.record_outcome(&cluster, false);
+        }
+        Err(error) => report_failure(&cluster, &context, error).await,
     }
+    context.metrics.observe(started.elapsed());
     result
+}
+
+/// Makes a failed reconcile visible where on-call looks: `Degraded=True` with reason
+/// `ReconcileFailed` and the error with its causes, and a Warning Event when that message is new.
+/// Best effort: if the API is what failed, these writes fail too and only the log remains.
+async fn report_failure(cluster: &CacheCluster, context: &Context, error: &Error) {
+    if matches!(error, Error::Status { .. } | Error::Metadata(_)) {
+        return;
+    }
+    let message = crate::error_chain(error);
+    let namespace = cluster.namespace().unwrap_or_default();
+    let status = status::failed(
+        cluster.metadata.generation,
+        &message,
+        cluster.status.as_ref(),
+        &context.now(),
+    );
+    match write_status(cluster, &namespace, status, context).await {
+        Ok(true) => {
+            context
+                .publish(
+                    cluster,
+                    EventType::Warning,
+                    status::RECONCILE_FAILED,
+                    message,
+                    None,
+                )
+                .await;
+        }
+        Ok(false) => {}
+        Err(write_error) => {
+            warn!(error = %crate::error_chain(&write_error), "cannot report a failure")
+        }
+    }
 }
 
 async fn reconcile_inner(cluster: &CacheCluster, context: &Context) -> Result<Action, Error> {

@@ -316,6 +316,10 @@ fn default_grace() -> String {
 /// janitor.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[x_kube(validation = Rule::new(
+    "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0"
+).message("persistence.size cannot shrink: a volume can only be expanded")
+    .field_path(".size"))]
+#[x_kube(validation = Rule::new(
     "has(self.storageClassName) == has(oldSelf.storageClassName) && \
      (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)"
 ).message("persistence.storageClassName is immutable; create a new CacheCluster to change it")
@@ -843,6 +847,12 @@ mod tests {
         let mut grown = old.clone();
         grown.spec.persistence.size = "100Gi".into();
         assert!(broken_rules(&grown, Some(&old)).is_empty());
+        let mut shrunk = old.clone();
+        shrunk.spec.persistence.size = "50000M".into();
+        assert_eq!(
+            broken_rules(&shrunk, Some(&old)),
+            ["persistence.size cannot shrink: a volume can only be expanded"]
+        );
     }
 
     #[test]

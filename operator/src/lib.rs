@@ -23,3 +23,19 @@ pub mod validate;
 
 #[cfg(test)]
 mod fixtures;
+
+/// An error and its causes on one line, for logs, Events and conditions. Causes that the error's
+/// own message already contains (kube's errors print theirs) are not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

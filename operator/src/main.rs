@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use kube::Client;
 use operator::controller::{self, Context};
+use operator::error_chain;
 use operator::leader::Candidacy;
 use operator::telemetry::{self, Health, Metrics};
 use tokio::sync::watch;
@@ -81,27 +82,11 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// An error with its causes as one line, for the single log line the process ends with.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // Some errors (kube's) already print their causes; do not repeat them.
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 async fn run(args: Args) -> Result<ExitCode, String> {
     let client = Client::try_default().await.map_err(|e| {
         format!(
             "no Kubernetes configuration (kubeconfig or in-cluster): {}",
-            chain(&e)
+            error_chain(&e)
         )
     })?;
     let metrics = Arc::new(Metrics::default());
@@ -174,12 +159,12 @@ async fn lead_and_run(
 ) -> Result<ExitCode, String> {
     let mut candidacy = Candidacy::start(client, namespace, lease, identity)
         .await
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     info!(lease, namespace, identity, "waiting for leadership");
     tokio::select! {
-        acquired = candidacy.acquired() => acquired.map_err(|e| chain(&e))?,
+        acquired = candidacy.acquired() => acquired.map_err(|e| error_chain(&e))?,
         () = wait_stop(stopped.clone()) => {
-            candidacy.release().await.map_err(|e| chain(&e))?;
+            candidacy.release().await.map_err(|e| error_chain(&e))?;
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -210,7 +195,7 @@ async fn lead_and_run(
         warn!(error = %e, "controller task failed");
     }
     context.metrics.leader.set(0);
-    candidacy.release().await.map_err(|e| chain(&e))?;
+    candidacy.release().await.map_err(|e| error_chain(&e))?;
     Ok(if lost {
         ExitCode::FAILURE
     } else {

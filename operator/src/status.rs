@@ -24,6 +24,8 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// Reason of all three conditions when the spec is invalid.
 pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Reason of `Degraded` when a reconcile failed (the API refused a child, or was unreachable).
+pub const RECONCILE_FAILED: &str = "ReconcileFailed";
 
 /// Everything [`observed`] needs besides the previous status.
 #[derive(Debug, Clone, Default)]
@@ -191,6 +193,31 @@ pub fn invalid(
     status
 }
 
+/// The status after a failed reconcile: as before, but `Degraded=True` with reason
+/// [`RECONCILE_FAILED`] and `message` (Ready and Progressing still describe the last observation).
+pub fn failed(
+    generation: Option<i64>,
+    message: &str,
+    previous: Option<&CacheClusterStatus>,
+    now: &Time,
+) -> CacheClusterStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let degraded = condition(
+        DEGRADED,
+        true,
+        RECONCILE_FAILED,
+        message.to_string(),
+        generation,
+        &status.conditions,
+        now,
+    );
+    match status.conditions.iter_mut().find(|c| c.type_ == DEGRADED) {
+        Some(existing) => *existing = degraded,
+        None => status.conditions.push(degraded),
+    }
+    status
+}
+
 /// One condition, keeping the previous `lastTransitionTime` when `status` is unchanged.
 fn condition(
     type_: &str,
@@ -349,6 +376,25 @@ mod tests {
         let janitor = status.janitor.expect("janitor status");
         assert_eq!(janitor.last_result.as_deref(), Some("Failed"));
         assert_eq!(janitor.last_job.as_deref(), Some("demo-janitor-1"));
+    }
+
+    #[test]
+    fn a_failure_degrades_and_keeps_the_rest() {
+        let before = observed(&rolled_out(3), None, &at(1));
+        let after = failed(
+            Some(2),
+            "failed to apply StatefulSet demo",
+            Some(&before),
+            &at(9),
+        );
+        assert_eq!(find(&after, READY), find(&before, READY));
+        let degraded = find(&after, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", RECONCILE_FAILED)
+        );
+        assert_eq!(degraded.last_transition_time, at(9));
+        assert_eq!(after.ready_replicas, before.ready_replicas);
     }
 
     #[test]

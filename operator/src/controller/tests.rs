@@ -27,6 +27,8 @@ struct State {
     events: Vec<String>,
     /// Requests of any kind.
     requests: usize,
+    /// A path whose apply the fake refuses, as an admission webhook or validation would.
+    refuse: Option<String>,
 }
 
 struct FakeApi {
@@ -163,6 +165,14 @@ fn answer(state: &mut State, method: &Method, path: &str, body: Value) -> (Statu
         }
         Method::PATCH => {
             state.writes.push(format!("PATCH {path}"));
+            if state.refuse.as_deref() == Some(path) {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                           "status": "Failure", "reason": "Invalid", "code": 422,
+                           "message": "spec: Forbidden: refused by the test"}),
+                );
+            }
             if let Some(object_path) = path.strip_suffix("/status") {
                 let Some(object) = state.objects.get_mut(object_path) else {
                     return not_found();
@@ -334,6 +344,36 @@ async fn invalid_spec_reports_and_waits() {
     assert!(!api.lock().objects.contains_key(STS_PATH));
     api.reconcile().await;
     assert_eq!(api.take(), (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn a_refused_child_degrades_and_warns() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.lock().refuse = Some(CRON_PATH.to_string());
+    let error = reconcile(Arc::new(api.cluster()), api.context.clone())
+        .await
+        .expect_err("the CronJob is refused");
+    assert!(matches!(error, Error::Apply { .. }), "{error:?}");
+    let (_, events) = api.take();
+    let warning = events.last().expect("an Event");
+    assert!(
+        warning.starts_with("Warning ReconcileFailed: failed to apply CronJob demo-janitor: "),
+        "{warning}"
+    );
+    assert!(warning.contains("refused by the test"), "{warning}");
+    let stored = api.cluster();
+    let (status, reason, _) = condition(&stored, status::DEGRADED);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", status::RECONCILE_FAILED)
+    );
+    // The same failure again neither rewrites the status nor repeats the Event.
+    let again = reconcile(Arc::new(api.cluster()), api.context.clone()).await;
+    assert!(again.is_err());
+    let (writes, events) = api.take();
+    assert_eq!(writes, [format!("PATCH {CRON_PATH}")]);
+    assert!(events.is_empty());
 }
 
 #[tokio::test]
