@@ -7,19 +7,35 @@ use std::path::{Path, PathBuf};
 use super::certs::CertFiles;
 use super::error::{Error, Result};
 
+/// How the kubeconfig's user authenticates.
+pub(crate) enum Credentials<'a> {
+    /// A client certificate: the components and the admin.
+    Certificate(&'a CertFiles),
+    /// A bearer token, e.g. a ServiceAccount's from the TokenRequest API.
+    Token(&'a str),
+}
+
 /// Writes a kubeconfig with one cluster, user and context to `path`; `user` is a plain
-/// identifier used for the entry names (the identity itself is the client certificate).
+/// identifier used for the entry names (the identity itself is in the credentials).
 pub(crate) fn write(
     path: &Path,
     server: &str,
     ca: &Path,
-    user: &'static str,
-    client: &CertFiles,
+    user: &str,
+    credentials: Credentials<'_>,
 ) -> Result<PathBuf> {
     // JSON strings are valid YAML scalars, and serde_json escapes whatever a temp path
     // may contain.
     let quote = |s: &str| serde_json::Value::from(s).to_string();
     let path_str = |p: &Path| quote(&p.to_string_lossy());
+    let user_fields = match credentials {
+        Credentials::Certificate(client) => format!(
+            "client-certificate: {}\n    client-key: {}",
+            path_str(&client.cert),
+            path_str(&client.key)
+        ),
+        Credentials::Token(token) => format!("token: {}", quote(token)),
+    };
     let contents = format!(
         "apiVersion: v1
 kind: Config
@@ -31,8 +47,7 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate: {cert}
-    client-key: {key}
+    {user_fields}
 contexts:
 - name: {user}@tidecache-e2e
   context:
@@ -42,8 +57,6 @@ current-context: {user}@tidecache-e2e
 ",
         server = quote(server),
         ca = path_str(ca),
-        cert = path_str(&client.cert),
-        key = path_str(&client.key),
     );
     std::fs::write(path, contents)
         .map_err(|e| Error::io(format!("writing kubeconfig {}", path.display()), e))?;

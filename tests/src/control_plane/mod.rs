@@ -20,15 +20,17 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub use binaries::{BIN_DIR_ENV, Binaries};
 pub use certs::{CertFiles, Pki, SERVICE_CLUSTER_IP_RANGE};
 pub use error::{Error, Result};
+use kubeconfig::Credentials;
 pub use nodes::{FakeNodes, HOSTNAME_LABEL, NodeTemplate, ZONE_LABEL};
 use process::Process;
 
@@ -72,22 +74,18 @@ impl ControlPlane {
 
         let apiserver_port = free_port()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
-        let kubeconfig = |name: &str, user: &'static str, client: &CertFiles| {
+        let kubeconfig = |name: &str, client: &CertFiles| {
             kubeconfig::write(
                 &dir.path().join(format!("{name}.kubeconfig")),
                 &server,
                 &pki.ca.cert,
-                user,
-                client,
+                name,
+                Credentials::Certificate(client),
             )
         };
-        let admin_kubeconfig = kubeconfig("admin", "admin", &pki.admin)?;
-        let kcm_kubeconfig = kubeconfig(
-            "controller-manager",
-            "controller-manager",
-            &pki.controller_manager,
-        )?;
-        let scheduler_kubeconfig = kubeconfig("scheduler", "scheduler", &pki.scheduler)?;
+        let admin_kubeconfig = kubeconfig("admin", &pki.admin)?;
+        let kcm_kubeconfig = kubeconfig("controller-manager", &pki.controller_manager)?;
+        let scheduler_kubeconfig = kubeconfig("scheduler", &pki.scheduler)?;
 
         let mut plane = Self {
             processes: Vec::new(),
@@ -135,27 +133,61 @@ impl ControlPlane {
 
     /// An admin client.
     pub async fn client(&self) -> Result<Client> {
-        let path = &self.admin_kubeconfig;
-        let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-            path: path.clone(),
-            source,
-        })?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        client_from(&self.admin_kubeconfig).await
+    }
+
+    /// Mints a token for ServiceAccount `namespace/name` with the TokenRequest API
+    /// (valid `expiration_seconds`) and writes a kubeconfig that uses it, so that a
+    /// component under test (the operator) runs with exactly the permissions its RBAC
+    /// grants. The ServiceAccount must exist.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        expiration_seconds: i64,
+    ) -> Result<PathBuf> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(expiration_seconds),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
             .await
-            .map_err(|source| Error::Kubeconfig {
-                path: path.clone(),
-                source,
-            })?;
-        Client::try_from(config).map_err(|e| Error::api("creating the admin client", e))
+            .map_err(|e| Error::api(format!("requesting a token for {namespace}/{name}"), e))?
+            .status
+            .map(|s| s.token)
+            .unwrap_or_default();
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        kubeconfig::write(
+            &self
+                .dir
+                .path()
+                .join(format!("sa-{namespace}-{name}.kubeconfig")),
+            &self.server,
+            &self.pki.ca.cert,
+            &user,
+            Credentials::Token(&token),
+        )
     }
 
     /// Runs the built kubectl with the admin kubeconfig and returns its stdout; a
     /// non-zero exit is an error carrying kubectl's stderr.
     pub async fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kubectl_as(&self.admin_kubeconfig, args).await
+    }
+
+    /// Runs the built kubectl with the given kubeconfig (e.g. from
+    /// [`Self::service_account_kubeconfig`]) and returns its stdout; a non-zero exit is
+    /// an error carrying kubectl's stderr.
+    pub async fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Result<String> {
         let kubectl = self.binaries.path("kubectl");
         let output = tokio::process::Command::new(&kubectl)
             .arg("--kubeconfig")
-            .arg(&self.admin_kubeconfig)
+            .arg(kubeconfig)
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
@@ -391,6 +423,23 @@ impl Drop for ControlPlane {
         // The TempDir field deletes the directory right after this.
         process::forget_dir(self.dir.path());
     }
+}
+
+/// A client for any kubeconfig, e.g. one from
+/// [`ControlPlane::service_account_kubeconfig`].
+pub async fn client_from(kubeconfig: &Path) -> Result<Client> {
+    let parsed = Kubeconfig::read_from(kubeconfig).map_err(|source| Error::Kubeconfig {
+        path: kubeconfig.to_owned(),
+        source,
+    })?;
+    let config = Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
+        .await
+        .map_err(|source| Error::Kubeconfig {
+            path: kubeconfig.to_owned(),
+            source,
+        })?;
+    Client::try_from(config)
+        .map_err(|e| Error::api(format!("creating a client for {}", kubeconfig.display()), e))
 }
 
 /// A port that was free a moment ago. Another process could take it before the
