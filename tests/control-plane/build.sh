@@ -19,15 +19,16 @@ binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 
-command -v go >/dev/null || { log "go is not on PATH"; exit 1; }
-
+# Read from go.mod directly: the up-to-date check must not need the network or a
+# populated module cache.
 module_version() { # <module dir> <module path>
-  (cd "$here/$1" && go list -m -f '{{.Version}}' "$2")
+  awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$here/$1/go.mod"
 }
 k8s_version=$(module_version kubernetes k8s.io/kubernetes)
 etcd_version=$(module_version etcd go.etcd.io/etcd/server/v3)
+[[ -n $k8s_version && -n $etcd_version ]] || { log "cannot read the versions from the go.mod files"; exit 1; }
 
-cache_root=${TIDECACHE_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tidecache/control-plane}
+cache_root=${TIDECACHE_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-${HOME:?set HOME, XDG_CACHE_HOME or TIDECACHE_CONTROL_PLANE_CACHE}/.cache}/tidecache/control-plane}
 out="$cache_root/$k8s_version-$etcd_version"
 
 all_present() {
@@ -41,6 +42,8 @@ if all_present; then
   echo "$out"
   exit 0
 fi
+
+command -v go >/dev/null || { log "go is not on PATH: it is needed to build $out"; exit 1; }
 
 # Several test processes may ask for the binaries at once: one builds, the others wait.
 exec 9>"$out/.lock"
