@@ -16,7 +16,9 @@ const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_runs_zoned_ready_nodes() {
-    let plane = ControlPlane::start().await.expect("control plane starts");
+    let plane = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("control plane starts: {e}"));
     let client = plane.client().await.expect("admin client");
 
     let nodes = FakeNodes::create(&client, &ZONES, 2, &NodeTemplate::default())
@@ -147,7 +149,9 @@ async fn control_plane_runs_zoned_ready_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_tokens_are_subject_to_rbac() {
     const NS: &str = "e2e-rbac";
-    let plane = ControlPlane::start().await.expect("control plane starts");
+    let plane = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("control plane starts: {e}"));
     let admin = plane.client().await.expect("admin client");
     let namespace = Namespace {
         metadata: ObjectMeta {

@@ -96,14 +96,40 @@ impl ControlPlane {
             dir,
         };
 
-        let etcd_url = plane.start_etcd()?;
-        plane.start_apiserver(apiserver_port, &etcd_url)?;
-        let client = plane.client().await?;
-        plane.wait_apiserver_ready(&client).await?;
-        plane.start_controller_manager(&kcm_kubeconfig)?;
-        plane.start_scheduler(&scheduler_kubeconfig)?;
-        plane.wait_controllers(&client).await?;
+        let booted = plane
+            .boot(apiserver_port, &kcm_kubeconfig, &scheduler_kubeconfig)
+            .await;
+        if let Err(e) = booted {
+            // The caller only sees the error; the logs say why.
+            plane.stop_all();
+            if !process::interrupted() {
+                plane.print_log_tails(60);
+            }
+            return Err(e);
+        }
         Ok(plane)
+    }
+
+    async fn boot(
+        &mut self,
+        apiserver_port: u16,
+        kcm_kubeconfig: &Path,
+        scheduler_kubeconfig: &Path,
+    ) -> Result<()> {
+        let etcd_url = self.start_etcd()?;
+        self.start_apiserver(apiserver_port, &etcd_url)?;
+        let client = self.client().await?;
+        self.wait_apiserver_ready(&client).await?;
+        self.start_controller_manager(kcm_kubeconfig)?;
+        self.start_scheduler(scheduler_kubeconfig)?;
+        self.wait_controllers(&client).await
+    }
+
+    /// Stops the components in reverse start order (idempotent).
+    fn stop_all(&mut self) {
+        for p in self.processes.iter_mut().rev() {
+            p.stop();
+        }
     }
 
     /// The apiserver's URL (`https://127.0.0.1:<port>`).
@@ -414,9 +440,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        for p in self.processes.iter_mut().rev() {
-            p.stop();
-        }
+        self.stop_all();
         if std::thread::panicking() && !process::interrupted() {
             self.print_log_tails(60);
         }
