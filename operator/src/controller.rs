@@ -34,9 +34,9 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -58,6 +58,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 const BACKOFF_START: Duration = Duration::from_secs(2);
 /// Longest retry delay after failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Event reason for a stored CacheCluster that does not match the operator's types.
+const UNREADABLE: &str = "Unreadable";
 /// The zone shown for ready pods whose node has no zone label.
 const UNKNOWN_ZONE: &str = "unknown";
 
@@ -148,6 +150,9 @@ impl Error {
     }
 }
 
+/// A CacheCluster's namespace and name, the key of the failure counts.
+type ClusterKey = (Option<String>, Option<String>);
+
 /// What the reconciler shares between reconciles.
 pub struct Context {
     /// The API client.
@@ -159,7 +164,7 @@ pub struct Context {
     /// The clock, injectable so that tests get stable condition times.
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
     /// Consecutive failures per CacheCluster, for the retry backoff.
-    failures: Mutex<HashMap<ObjectRef<CacheCluster>, u32>>,
+    failures: Mutex<HashMap<ClusterKey, u32>>,
 }
 
 impl Context {
@@ -183,8 +188,11 @@ impl Context {
     }
 
     /// Records the outcome of a reconcile and returns how many failures in a row preceded it.
-    fn record_outcome(&self, cluster: &CacheCluster, failed: bool) -> u32 {
-        let key = ObjectRef::from_obj(cluster);
+    fn record_outcome(&self, cluster: &impl Resource, failed: bool) -> u32 {
+        let key = (
+            cluster.meta().namespace.clone(),
+            cluster.meta().name.clone(),
+        );
         let mut failures = self
             .failures
             .lock()
@@ -205,7 +213,7 @@ impl Context {
     /// children from being merged into one series.
     async fn publish(
         &self,
-        cluster: &CacheCluster,
+        cluster: &impl Resource<DynamicType = ()>,
         type_: EventType,
         reason: &str,
         note: String,
@@ -238,7 +246,7 @@ pub async fn run(
         labels::MANAGER
     ));
     Controller::new(
-        Api::<CacheCluster>::all(client.clone()),
+        Api::<DeserializeGuard<CacheCluster>>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
@@ -255,7 +263,7 @@ pub async fn run(
     .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
     .owns(Api::<RoleBinding>::all(client), owned)
     .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
+    .run(reconcile_guarded, error_policy, context)
     .for_each(|result| async move {
         match result {
             Ok((object, _)) => info!(cluster = %object, "reconciled"),
@@ -266,10 +274,14 @@ pub async fn run(
 }
 
 /// After a failure: count it and retry with exponential backoff.
-pub fn error_policy(cluster: Arc<CacheCluster>, error: &Error, context: Arc<Context>) -> Action {
+pub fn error_policy(
+    cluster: Arc<DeserializeGuard<CacheCluster>>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
     warn!(error = %error, source = ?std::error::Error::source(error), "reconcile failed");
     context.metrics.failed(error.kind());
-    Action::requeue(backoff(context.record_outcome(&cluster, true)))
+    Action::requeue(backoff(context.record_outcome(cluster.as_ref(), true)))
 }
 
 /// The retry delay after `failures` consecutive failures: doubling from [`BACKOFF_START`],
@@ -277,6 +289,37 @@ pub fn error_policy(cluster: Arc<CacheCluster>, error: &Error, context: Arc<Cont
 fn backoff(failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
     BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// Reconciles a CacheCluster that could be read; one that cannot (stored under an older schema,
+/// e.g. with an enum value this operator does not know) gets a Warning Event and waits for a
+/// change, instead of stopping the watch for every cluster as a failed list would.
+///
+/// # Errors
+/// As [`reconcile`].
+pub async fn reconcile_guarded(
+    guard: Arc<DeserializeGuard<CacheCluster>>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    match &guard.0 {
+        Ok(cluster) => reconcile(Arc::new(cluster.clone()), context).await,
+        Err(invalid) => {
+            warn!(cluster = %guard.name_any(), error = %invalid, "cannot read CacheCluster");
+            context
+                .publish(
+                    guard.as_ref(),
+                    EventType::Warning,
+                    UNREADABLE,
+                    format!(
+                        "the operator cannot read this CacheCluster ({invalid}); apply the \
+                         current CRD and correct the resource"
+                    ),
+                    None,
+                )
+                .await;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 /// Brings one CacheCluster's children and status in line with its spec.
@@ -291,7 +334,7 @@ pub async fn reconcile(cluster: Arc<CacheCluster>, context: Arc<Context>) -> Res
     let result = reconcile_inner(&cluster, &context).await;
     match &result {
         Ok(_) => {
-            context.record_outcome(&cluster, false);
+            context.record_outcome(cluster.as_ref(), false);
         }
         Err(error) => report_failure(&cluster, &context, error).await,
     }
@@ -306,7 +349,7 @@ async fn report_failure(cluster: &CacheCluster, context: &Context, error: &Error
     if matches!(error, Error::Status { .. } | Error::Metadata(_)) {
         return;
     }
-    let message = crate::error_chain(error);
+    let message = summary(error);
     let namespace = cluster.namespace().unwrap_or_default();
     let status = status::failed(
         cluster.metadata.generation,
@@ -659,6 +702,32 @@ async fn write_status(
     .await
     .map_err(|source| Error::Status { name, source })?;
     Ok(true)
+}
+
+/// Longest failure message put in a condition or Event (an Event's note may have at most 1 kB).
+const MAX_MESSAGE_BYTES: usize = 1000;
+
+/// A failure as one line for a condition and an Event: the step that failed and the API
+/// server's own message (its first line: later lines are a diff of the object), without the
+/// debug dump that kube's error text carries.
+fn summary(error: &Error) -> String {
+    let cause = match std::error::Error::source(error) {
+        Some(source) => match source.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(status)) => status.message.clone(),
+            _ => source.to_string(),
+        },
+        None => return error.to_string(),
+    };
+    let cause = cause.lines().next().unwrap_or_default().trim_end();
+    let mut text = format!("{error}: {cause}");
+    if text.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Whether every field of `desired` has the same value in `current` (which may have more:

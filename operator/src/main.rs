@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
 use kube::Client;
@@ -14,6 +15,10 @@ use operator::leader::Candidacy;
 use operator::telemetry::{self, Health, Metrics};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+
+/// How long running reconciles may take to finish after SIGTERM; below the Deployment's
+/// 30 s termination grace period, so that the Lease is released before the kubelet kills us.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs the tidecache operator.
 #[derive(Debug, Parser)]
@@ -133,7 +138,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         )
         .await?
     } else {
-        controller::run(context, wait_stop(stopped)).await;
+        let mut controller = tokio::spawn(controller::run(context, wait_stop(stopped.clone())));
+        tokio::select! {
+            _ = &mut controller => {}
+            () = wait_stop(stopped) => drain(controller).await,
+        }
         ExitCode::SUCCESS
     };
     serving.store(false, Ordering::Relaxed);
@@ -191,9 +200,7 @@ async fn lead_and_run(
         }
         () = wait_stop(stopped) => false,
     };
-    if let Err(e) = controller.await {
-        warn!(error = %e, "controller task failed");
-    }
+    drain(controller).await;
     context.metrics.leader.set(0);
     candidacy.release().await.map_err(|e| error_chain(&e))?;
     Ok(if lost {
@@ -201,6 +208,20 @@ async fn lead_and_run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Waits for the stopping controller to finish its running reconciles, at most
+/// [`DRAIN_TIMEOUT`]; then it is aborted so that the Lease is released within the pod's
+/// termination grace period (kube's graceful shutdown can wait on a watch that keeps failing).
+async fn drain(mut controller: tokio::task::JoinHandle<()>) {
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut controller).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "controller task failed"),
+        Err(_) => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "controller did not stop in time; aborting it");
+            controller.abort();
+        }
+    }
 }
 
 /// Sets `stop` on SIGTERM or Ctrl-C.

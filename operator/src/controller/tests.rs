@@ -170,7 +170,7 @@ fn answer(state: &mut State, method: &Method, path: &str, body: Value) -> (Statu
                     StatusCode::UNPROCESSABLE_ENTITY,
                     json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                            "status": "Failure", "reason": "Invalid", "code": 422,
-                           "message": "spec: Forbidden: refused by the test"}),
+                           "message": "spec: Forbidden: refused by the test\n@@ -1 +1 @@\n-a\n+b"}),
                 );
             }
             if let Some(object_path) = path.strip_suffix("/status") {
@@ -361,7 +361,11 @@ async fn a_refused_child_degrades_and_warns() {
         warning.starts_with("Warning ReconcileFailed: failed to apply CronJob demo-janitor: "),
         "{warning}"
     );
-    assert!(warning.contains("refused by the test"), "{warning}");
+    assert_eq!(
+        warning,
+        "Warning ReconcileFailed: failed to apply CronJob demo-janitor: spec: Forbidden: refused \
+         by the test"
+    );
     let stored = api.cluster();
     let (status, reason, _) = condition(&stored, status::DEGRADED);
     assert_eq!(
@@ -374,6 +378,26 @@ async fn a_refused_child_degrades_and_warns() {
     let (writes, events) = api.take();
     assert_eq!(writes, [format!("PATCH {CRON_PATH}")]);
     assert!(events.is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_cluster_is_reported_alone() {
+    let api = FakeApi::start();
+    let mut value = serde_json::to_value(fixtures::minimal()).expect("json");
+    value["spec"]["memory"]["evictionPolicy"] = json!("SampledLRU");
+    let guard: DeserializeGuard<CacheCluster> = serde_json::from_value(value).expect("guard");
+    assert!(guard.0.is_err());
+    let action = reconcile_guarded(Arc::new(guard), api.context.clone())
+        .await
+        .expect("not an error");
+    assert_eq!(action, Action::await_change());
+    let (writes, events) = api.take();
+    assert!(writes.is_empty());
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].starts_with("Warning Unreadable: the operator cannot read"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
