@@ -91,6 +91,9 @@ fn restricted_pod_security() -> PodSecurityContext {
         run_as_user: Some(RUN_AS_USER),
         run_as_group: Some(RUN_AS_USER),
         fs_group: Some(RUN_AS_USER),
+        // A shared volume can hold millions of files: change their group only when the volume
+        // root does not match, not on every pod start.
+        fs_group_change_policy: Some("OnRootMismatch".into()),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             ..SeccompProfile::default()
