@@ -16,7 +16,10 @@
 //!
 //! # Assumptions
 //! cache-node never writes into a bucket after its fire time plus the grace (its clock is
-//! within the grace of ours). A bucket that keeps refilling is reported as an error.
+//! within the grace of ours). A bucket that keeps refilling is reported as an error. A bucket
+//! directory that someone renames away after the janitor opened it is still emptied where it
+//! now is: those are the expired bucket's own files, and whoever can rename it could delete
+//! them anyway.
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
