@@ -125,6 +125,14 @@ impl Shard {
         removed
     }
 
+    /// Entries held and the bytes they are charged, counted the slow way (tests check the
+    /// store's running counters against it).
+    #[cfg(test)]
+    pub(super) fn totals(&self) -> (u64, u64) {
+        let charged = self.table.iter().map(Entry::charge).sum();
+        (self.table.len() as u64, charged)
+    }
+
     /// The mask that turns a hash into the table slot where its probe starts.
     pub(super) fn slot_mask(&self) -> u64 {
         (self.table.num_buckets() as u64).saturating_sub(1)

@@ -295,3 +295,56 @@ fn versions_survive_a_clock_step_backwards() {
     let second = put(&store, "k", "v", None);
     assert!(second.version > first.version);
 }
+
+#[test]
+fn counters_stay_exact_under_concurrent_writers() {
+    let capacity = entry_charge(8, 32) * 50;
+    let (store, clock) = store_with(capacity, EvictionPolicy::Clock);
+    let store = Arc::new(store);
+    let threads: Vec<_> = (0..4_u64)
+        .map(|thread| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut seed = thread + 1;
+                for _ in 0..5_000 {
+                    // xorshift: a cheap, deterministic spread of keys and operations.
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let key = Bytes::from(format!("key-{:04}", seed % 200));
+                    match seed % 5 {
+                        0 => {
+                            let _ = store.delete(&key, &Preconditions::none());
+                        }
+                        1 => {
+                            let _ = store.get(&key);
+                        }
+                        _ => {
+                            let value = Bytes::from(vec![0; (seed % 32) as usize]);
+                            let expiry = at(1 + (seed % 100) as i64);
+                            store
+                                .put(key, value, Some(expiry), &Preconditions::none())
+                                .expect("CLOCK always makes room");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("no panic");
+    }
+    let totals = |store: &Store| {
+        store.shards.iter().fold((0, 0), |(entries, bytes), shard| {
+            let (e, b) = lock(shard).totals();
+            (entries + e, bytes + b)
+        })
+    };
+    let stats = store.stats();
+    assert_eq!((stats.entries, stats.used_bytes), totals(&store));
+    assert!(stats.used_bytes <= capacity);
+    clock.set(at(200));
+    store.evict_expired();
+    assert_eq!(store.stats().entries, 0);
+    assert_eq!(totals(&store), (0, 0));
+}

@@ -1,0 +1,188 @@
+//! Membership: the other nodes of the cluster, as a live list.
+//!
+//! Two sources, behind one [`Discovery`] trait so that the transport and anti-entropy never
+//! know which is in use:
+//! - [`StaticPeers`]: `--peers host:port,...` (local runs and tests). The list may include
+//!   this node's own address, so every node of a cluster can be given the same list.
+//! - [`DnsPeers`]: `--peers-service` names a Kubernetes headless Service; its DNS name
+//!   resolves to the address of every ready pod behind it, re-resolved every few seconds.
+//!   This needs no API access (no RBAC) and follows pods as they come and go at the pace of
+//!   the cluster DNS.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Another node, by the address its HTTP API listens on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Peer {
+    /// `host:port`, as given or resolved.
+    address: String,
+}
+
+impl Peer {
+    /// The peer at `address` (`host:port`).
+    pub fn new(address: impl Into<String>) -> Peer {
+        Peer {
+            address: address.into(),
+        }
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.address)
+    }
+}
+
+/// The peers known now; replaced wholesale on every change.
+pub type PeerList = Arc<[Peer]>;
+
+/// A source of peers. `run` keeps `tx` up to date until the node stops.
+pub trait Discovery: Send + 'static {
+    /// Publishes the current peers on `tx`, and every change after, until dropped.
+    fn run(self: Box<Self>, tx: watch::Sender<PeerList>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// A fixed list of peers (`--peers`).
+#[derive(Debug, Clone)]
+pub struct StaticPeers {
+    /// The peers, without this node.
+    peers: PeerList,
+}
+
+impl StaticPeers {
+    /// The peers in `list` other than `own` (this node's advertised `host:port`), without
+    /// duplicates, in a stable order.
+    pub fn new<'a>(list: impl IntoIterator<Item = &'a str>, own: &str) -> StaticPeers {
+        let unique: BTreeSet<&str> = list
+            .into_iter()
+            .map(str::trim)
+            .filter(|address| !address.is_empty() && *address != own)
+            .collect();
+        StaticPeers {
+            peers: unique.into_iter().map(Peer::new).collect(),
+        }
+    }
+
+    /// The peers.
+    pub fn peers(&self) -> PeerList {
+        self.peers.clone()
+    }
+}
+
+impl Discovery for StaticPeers {
+    fn run(self: Box<Self>, tx: watch::Sender<PeerList>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            tx.send_replace(self.peers);
+            tx.closed().await;
+        })
+    }
+}
+
+/// The pods behind a headless Service, found by resolving its DNS name (`--peers-service`).
+#[derive(Debug, Clone)]
+pub struct DnsPeers {
+    /// `name.namespace.svc:port`: resolves to one address per ready pod.
+    service: String,
+    /// This node's address, left out of the list.
+    own: SocketAddr,
+    /// How often the name is resolved again.
+    interval: Duration,
+}
+
+impl DnsPeers {
+    /// Peers from resolving `service` (`host:port`) every `interval`, without `own`.
+    pub fn new(service: String, own: SocketAddr, interval: Duration) -> DnsPeers {
+        DnsPeers {
+            service,
+            own,
+            interval,
+        }
+    }
+}
+
+impl Discovery for DnsPeers {
+    fn run(self: Box<Self>, tx: watch::Sender<PeerList>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut ticker = tokio::time::interval(self.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = tx.closed() => return,
+                }
+                match tokio::net::lookup_host(self.service.as_str()).await {
+                    Ok(addresses) => {
+                        let found: BTreeSet<SocketAddr> =
+                            addresses.filter(|address| *address != self.own).collect();
+                        let peers: PeerList =
+                            found.iter().map(|a| Peer::new(a.to_string())).collect();
+                        tx.send_if_modified(|current| {
+                            let changed = *current != peers;
+                            if changed {
+                                tracing::info!(
+                                    service = %self.service,
+                                    peers = ?peers.iter().map(Peer::address).collect::<Vec<_>>(),
+                                    "peers changed"
+                                );
+                                *current = peers;
+                            }
+                            changed
+                        });
+                    }
+                    Err(error) => {
+                        // Keep the last list: a DNS hiccup must not make the node forget its
+                        // peers (and fail every quorum write).
+                        tracing::warn!(service = %self.service, %error, "cannot resolve peers");
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_static_list_leaves_out_this_node_and_duplicates() {
+        let peers = StaticPeers::new(
+            "127.0.0.1:2, 127.0.0.1:1,127.0.0.1:3,,127.0.0.1:2".split(','),
+            "127.0.0.1:1",
+        );
+        let addresses: Vec<_> = peers.peers().iter().map(|p| p.to_string()).collect();
+        assert_eq!(addresses, ["127.0.0.1:2", "127.0.0.1:3"]);
+    }
+
+    #[tokio::test]
+    async fn dns_discovery_publishes_resolved_addresses_without_this_node() {
+        let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let (tx, mut rx) = watch::channel(PeerList::from(Vec::new()));
+        let discovery = Box::new(DnsPeers::new(
+            "localhost:7000".to_string(),
+            own,
+            Duration::from_millis(10),
+        ));
+        let task = tokio::spawn(discovery.run(tx));
+        // localhost resolves to 127.0.0.1 (this node, left out) and maybe ::1.
+        tokio::time::timeout(Duration::from_secs(2), rx.changed())
+            .await
+            .ok();
+        let peers = rx.borrow().clone();
+        assert!(peers.iter().all(|p| p.address() != "127.0.0.1:7000"), "{peers:?}");
+        task.abort();
+    }
+}

@@ -1,0 +1,520 @@
+//! The transport: one link per peer, each a bounded queue drained by one task that sends
+//! batches of records over a persistent HTTP/1.1 connection (`POST /internal/v1/replicate`).
+//!
+//! # Guarantees
+//! - Order: a link sends batches one at a time, in queue order, so a peer applies one node's
+//!   writes in the order they were made (last-writer-wins makes order irrelevant for the
+//!   result, but it keeps replication lag honest).
+//! - Bounded memory: each queue holds at most `queue_capacity` records. A full queue pushes
+//!   back on writers that wait for acknowledgements (they wait up to their deadline for room)
+//!   and drops records for `ack=one` writers (counted in `replication_dropped`); anti-entropy
+//!   repairs what was dropped.
+//! - Retries: a failed batch is retried with exponential backoff up to `max_retries` times;
+//!   then the link is marked down, its queue is dropped (waiters hear at once that the peer
+//!   will not acknowledge) and it probes the peer until it answers again. Anti-entropy repairs
+//!   the gap, so nothing is retried forever and a dead peer costs writers nothing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{mpsc, watch};
+
+use super::ack::{AckError, AckLevel, AckWaiter};
+use super::membership::{Peer, PeerList};
+use super::metrics::ReplicationMetrics;
+use super::placement::Placement;
+use super::wire::{self, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
+
+/// The HTTP client every link and anti-entropy share: pooled keep-alive connections.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A client with keep-alive connections and `TCP_NODELAY` (batches are small and latency
+/// bound; Nagle's algorithm would add up to 40 ms to every acknowledgement).
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(4)
+        .build(connector)
+}
+
+/// How links behave.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    /// Records a peer's queue holds.
+    pub queue_capacity: usize,
+    /// Most records in one batch.
+    pub max_batch_records: usize,
+    /// Most bytes in one batch (a single larger record is sent alone).
+    pub max_batch_bytes: usize,
+    /// How long one batch request may take before it counts as failed.
+    pub request_timeout: Duration,
+    /// Retries of a failed batch before the peer is marked down.
+    pub max_retries: u32,
+    /// The first retry's delay; doubled for each further retry.
+    pub retry_backoff: Duration,
+    /// How often a down peer is probed.
+    pub probe_interval: Duration,
+}
+
+impl Default for TransportSettings {
+    fn default() -> TransportSettings {
+        TransportSettings {
+            queue_capacity: 16_384,
+            max_batch_records: 512,
+            max_batch_bytes: 4 << 20,
+            request_timeout: Duration::from_secs(2),
+            max_retries: 3,
+            retry_backoff: Duration::from_millis(50),
+            probe_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One record on its way to one peer.
+#[derive(Debug)]
+struct Outgoing {
+    /// The encoded record (shared by every peer's queue).
+    record: Bytes,
+    /// When it was queued, for the lag histogram.
+    queued_at: Instant,
+    /// Who waits for the peer's acknowledgement, if anyone.
+    waiter: Option<Arc<AckWaiter>>,
+}
+
+impl Outgoing {
+    fn give_up(self) {
+        if let Some(waiter) = self.waiter {
+            waiter.fail();
+        }
+    }
+}
+
+/// The sending side of one peer's link.
+#[derive(Debug, Clone)]
+struct Link {
+    /// The peer's queue.
+    queue: mpsc::Sender<Outgoing>,
+    /// Set while the peer does not answer: writes skip it instead of queueing.
+    down: Arc<AtomicBool>,
+}
+
+/// The result of replicating one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicated {
+    /// Replicas that acknowledged (this node included).
+    pub acked: usize,
+    /// Replicas of the key (the cluster size under full placement).
+    pub replicas: usize,
+}
+
+/// Sends this node's writes to its peers.
+#[derive(Debug)]
+pub struct Transport {
+    /// The links by peer; replaced as membership changes.
+    links: Mutex<HashMap<Peer, Link>>,
+    /// The peers in order, as the placement sees them.
+    peers: watch::Receiver<PeerList>,
+    /// Which peers hold which key.
+    placement: Placement,
+    /// Queue and batch sizes, timeouts.
+    settings: TransportSettings,
+    /// Shared HTTP client.
+    client: HttpClient,
+    /// Counters and gauges.
+    metrics: Arc<ReplicationMetrics>,
+}
+
+impl Transport {
+    /// A transport following the membership in `peers`. Spawns one task per peer (and a task
+    /// that adds and removes them as membership changes), so it must be created inside a
+    /// tokio runtime.
+    pub fn start(
+        peers: watch::Receiver<PeerList>,
+        placement: Placement,
+        settings: TransportSettings,
+        client: HttpClient,
+        metrics: Arc<ReplicationMetrics>,
+    ) -> Arc<Transport> {
+        let transport = Arc::new(Transport {
+            links: Mutex::new(HashMap::new()),
+            peers: peers.clone(),
+            placement,
+            settings,
+            client,
+            metrics,
+        });
+        transport.sync_links(&peers.borrow());
+        let weak = Arc::downgrade(&transport);
+        let mut changes = peers;
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(transport) = weak.upgrade() else {
+                    return;
+                };
+                let current = changes.borrow_and_update().clone();
+                transport.sync_links(&current);
+            }
+        });
+        transport
+    }
+
+    /// The peers known now.
+    pub fn peers(&self) -> PeerList {
+        self.peers.borrow().clone()
+    }
+
+    /// Sends `record` (encoded, for `key`) to the key's peers and waits until `level` is
+    /// reached or `timeout` passes.
+    ///
+    /// # Errors
+    /// [`AckError`] when fewer replicas than `level` needs acknowledged in time.
+    pub async fn replicate(
+        &self,
+        key: &[u8],
+        record: Bytes,
+        level: AckLevel,
+        timeout: Duration,
+    ) -> Result<Replicated, AckError> {
+        let peers = self.peers();
+        let targets = self.placement.peers_for(key, &peers);
+        let replicas = targets.len() + 1;
+        let links: Vec<(Peer, Option<Link>)> = {
+            let links = lock(&self.links);
+            targets
+                .iter()
+                .map(|peer| (peer.clone(), links.get(peer).cloned()))
+                .collect()
+        };
+        let waiter = (level != AckLevel::One).then(|| Arc::new(AckWaiter::new(links.len())));
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (peer, link) in links {
+            let outgoing = Outgoing {
+                record: record.clone(),
+                queued_at: Instant::now(),
+                waiter: waiter.clone(),
+            };
+            let Some(link) = link.filter(|l| !l.down.load(Ordering::Acquire)) else {
+                self.metrics.dropped(peer.address(), 1);
+                outgoing.give_up();
+                continue;
+            };
+            let sent = match link.queue.try_send(outgoing) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(outgoing)) if outgoing.waiter.is_some() => {
+                    // Backpressure: a writer that waits for acknowledgements waits for room.
+                    match tokio::time::timeout_at(deadline, link.queue.reserve()).await {
+                        Ok(Ok(permit)) => {
+                            permit.send(outgoing);
+                            Ok(())
+                        }
+                        _ => Err(outgoing),
+                    }
+                }
+                Err(
+                    mpsc::error::TrySendError::Full(outgoing)
+                    | mpsc::error::TrySendError::Closed(outgoing),
+                ) => Err(outgoing),
+            };
+            match sent {
+                Ok(()) => self.metrics.queued(peer.address(), 1),
+                Err(outgoing) => {
+                    self.metrics.dropped(peer.address(), 1);
+                    outgoing.give_up();
+                }
+            }
+        }
+        let acked = match waiter {
+            None => 1,
+            Some(waiter) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                waiter.wait(level, replicas, left).await?
+            }
+        };
+        Ok(Replicated { acked, replicas })
+    }
+
+    /// Starts links to new peers and stops links to peers that left.
+    fn sync_links(&self, peers: &[Peer]) {
+        let mut links = lock(&self.links);
+        links.retain(|peer, _| peers.contains(peer));
+        for peer in peers {
+            if links.contains_key(peer) {
+                continue;
+            }
+            let (queue, receiver) = mpsc::channel(self.settings.queue_capacity.max(1));
+            let down = Arc::new(AtomicBool::new(false));
+            links.insert(
+                peer.clone(),
+                Link {
+                    queue,
+                    down: down.clone(),
+                },
+            );
+            let sender = LinkTask {
+                peer: peer.clone(),
+                receiver,
+                down,
+                settings: self.settings.clone(),
+                client: self.client.clone(),
+                metrics: self.metrics.clone(),
+            };
+            tokio::spawn(sender.run());
+        }
+    }
+}
+
+/// The task that drains one peer's queue.
+struct LinkTask {
+    peer: Peer,
+    receiver: mpsc::Receiver<Outgoing>,
+    down: Arc<AtomicBool>,
+    settings: TransportSettings,
+    client: HttpClient,
+    metrics: Arc<ReplicationMetrics>,
+}
+
+impl LinkTask {
+    /// Sends batches until the link is removed (its sender dropped) and drained.
+    async fn run(mut self) {
+        let address = self.peer.address().to_string();
+        while let Some(first) = self.receiver.recv().await {
+            let batch = self.collect(first);
+            self.metrics.dequeued(&address, batch.len());
+            let body = wire::batch(batch.iter().map(|o| &o.record));
+            if self.send_with_retries(body).await {
+                for outgoing in batch {
+                    self.metrics.observe_lag(&address, outgoing.queued_at.elapsed());
+                    if let Some(waiter) = outgoing.waiter {
+                        waiter.ack();
+                    }
+                }
+                continue;
+            }
+            tracing::warn!(peer = %address, "peer unreachable: marked down, anti-entropy will repair");
+            self.metrics.dropped(&address, batch.len());
+            batch.into_iter().for_each(Outgoing::give_up);
+            self.down.store(true, Ordering::Release);
+            self.wait_until_up().await;
+            tracing::info!(peer = %address, "peer answers again");
+            self.down.store(false, Ordering::Release);
+        }
+    }
+
+    /// `first` and whatever else is queued, up to the batch limits.
+    fn collect(&mut self, first: Outgoing) -> Vec<Outgoing> {
+        let mut bytes = first.record.len();
+        let mut batch = vec![first];
+        while batch.len() < self.settings.max_batch_records
+            && bytes < self.settings.max_batch_bytes
+        {
+            match self.receiver.try_recv() {
+                Ok(next) => {
+                    bytes += next.record.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Posts `body`, retrying with backoff; whether the peer applied it.
+    async fn send_with_retries(&self, body: Bytes) -> bool {
+        let mut backoff = self.settings.retry_backoff;
+        for attempt in 0..=self.settings.max_retries {
+            if attempt > 0 {
+                self.metrics.retried(self.peer.address());
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
+            }
+            match post(
+                &self.client,
+                &self.peer,
+                REPLICATE_PATH,
+                body.clone(),
+                self.settings.request_timeout,
+            )
+            .await
+            {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::debug!(peer = %self.peer, attempt, %error, "replication batch failed");
+                }
+            }
+        }
+        false
+    }
+
+    /// Drops everything queued while the peer is down and probes it until it answers.
+    async fn wait_until_up(&mut self) {
+        let address = self.peer.address().to_string();
+        loop {
+            let mut dropped = 0;
+            while let Ok(outgoing) = self.receiver.try_recv() {
+                dropped += 1;
+                outgoing.give_up();
+            }
+            if dropped > 0 {
+                self.metrics.dequeued(&address, dropped);
+                self.metrics.dropped(&address, dropped);
+            }
+            let probe = wire::batch(std::iter::empty());
+            if post(
+                &self.client,
+                &self.peer,
+                REPLICATE_PATH,
+                probe,
+                self.settings.request_timeout,
+            )
+            .await
+            .is_ok()
+            {
+                return;
+            }
+            if self.receiver.is_closed() && self.receiver.is_empty() {
+                return;
+            }
+            tokio::time::sleep(self.settings.probe_interval).await;
+        }
+    }
+}
+
+/// Why a request to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The URI could not be built from the peer's address.
+    #[error("bad peer address {peer}: {source}")]
+    Address {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: http::Error,
+    },
+    /// Connecting, sending or receiving failed.
+    #[error("request to {peer} failed: {source}")]
+    Request {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// Reading the response body failed.
+    #[error("reading the response of {peer} failed: {source}")]
+    Body {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: hyper::Error,
+    },
+    /// No answer in time.
+    #[error("{peer} did not answer within {} ms", timeout.as_millis())]
+    Timeout {
+        /// The peer.
+        peer: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// An answer other than success.
+    #[error("{peer} answered {status}: {body}")]
+    Status {
+        /// The peer.
+        peer: String,
+        /// The status.
+        status: http::StatusCode,
+        /// The start of the body (its error message).
+        body: String,
+    },
+}
+
+/// `POST`s a segment to `path` on `peer`; `Ok` on a 2xx answer.
+pub async fn post(
+    client: &HttpClient,
+    peer: &Peer,
+    path: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(), PeerError> {
+    let request = http::Request::post(format!("http://{}{path}", peer.address()))
+        .header(http::header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE)
+        .body(Full::new(body))
+        .map_err(|source| PeerError::Address {
+            peer: peer.to_string(),
+            source,
+        })?;
+    send(client, peer, request, timeout).await.map(drop)
+}
+
+/// `GET`s `path` from `peer`; the body of a 2xx answer.
+pub async fn get(
+    client: &HttpClient,
+    peer: &Peer,
+    path: &str,
+    timeout: Duration,
+) -> Result<Bytes, PeerError> {
+    let request = http::Request::get(format!("http://{}{path}", peer.address()))
+        .body(Full::new(Bytes::new()))
+        .map_err(|source| PeerError::Address {
+            peer: peer.to_string(),
+            source,
+        })?;
+    send(client, peer, request, timeout).await
+}
+
+async fn send(
+    client: &HttpClient,
+    peer: &Peer,
+    request: http::Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Bytes, PeerError> {
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|source| PeerError::Request {
+                peer: peer.to_string(),
+                source,
+            })?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| PeerError::Body {
+                peer: peer.to_string(),
+                source,
+            })?
+            .to_bytes();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            Err(PeerError::Status {
+                peer: peer.to_string(),
+                status,
+                body: text,
+            })
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| PeerError::Timeout {
+            peer: peer.to_string(),
+            timeout,
+        })?
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
