@@ -5,6 +5,7 @@ use std::mem::size_of;
 use bytes::Bytes;
 
 use super::Version;
+use super::key::{INLINE_KEY_BYTES, StoredKey};
 use crate::clock::Timestamp;
 
 /// A key's current value and the metadata every path needs: the version for conditional
@@ -12,9 +13,9 @@ use crate::clock::Timestamp;
 /// CLOCK bookkeeping for capacity eviction.
 #[derive(Debug)]
 pub(super) struct Entry {
-    /// The key, owned by the entry so the table needs no separate key storage. A boxed slice
-    /// (16 bytes) rather than `Bytes` (32): keys are compared, never handed out.
-    pub(super) key: Box<[u8]>,
+    /// The key, owned by the entry so the table needs no separate key storage; short keys
+    /// inline.
+    pub(super) key: StoredKey,
     /// The value; handed out by cloning the `Bytes` (a reference count, never a copy).
     pub(super) value: Bytes,
     /// The version of the write that produced this entry.
@@ -40,7 +41,7 @@ pub(super) const MAX_REFERENCED: u8 = 3;
 impl Entry {
     /// A new entry; `ticket` is its CLOCK slot.
     pub(super) fn new(
-        key: Box<[u8]>,
+        key: StoredKey,
         value: Bytes,
         version: Version,
         expires_at: Option<Timestamp>,
@@ -102,19 +103,30 @@ impl Entry {
 
 /// Bytes charged per entry besides its key and value, so that the capacity bounds resident
 /// memory rather than payload:
-/// - the table slot (the entry plus one control byte) over the table's average load: a
-///   table that doubles when 7/8 full is between 7/16 and 7/8 full, about 2/3 on average;
+/// - the table slot (the entry plus one control byte, inline keys included) over the
+///   table's average load: a table that doubles when 7/8 full is between 7/16 and 7/8 full,
+///   about 2/3 on average;
 /// - the CLOCK queue slot (hash and ticket, 16 bytes) and the expiry-index slot (a hash,
 ///   8 bytes), each over the average fill of a doubling buffer (3/4);
-/// - the allocator's header and rounding for the key and the value (about 16 bytes each).
+/// - the allocator's header and rounding for the value (about 16 bytes).
 ///
 /// The `memory` benchmark compares the resulting charge with measured resident memory.
 pub const ENTRY_OVERHEAD: u64 =
-    ((size_of::<Entry>() + 1) * 3 / 2 + (16 + 8) * 4 / 3 + 2 * 16) as u64;
+    ((size_of::<Entry>() + 1) * 3 / 2 + (16 + 8) * 4 / 3 + ALLOCATION) as u64;
 
-/// The bytes an entry with a key of `key_len` and a value of `value_len` bytes is charged.
+/// The allocator's header and rounding of one allocation, about.
+const ALLOCATION: usize = 16;
+
+/// The bytes an entry with a key of `key_len` and a value of `value_len` bytes is charged:
+/// the overhead, the value, and the key if it is too long to be inline (plus its
+/// allocation).
 pub fn entry_charge(key_len: usize, value_len: usize) -> u64 {
-    (key_len as u64)
+    let key_heap = if key_len > INLINE_KEY_BYTES {
+        key_len + ALLOCATION
+    } else {
+        0
+    };
+    (key_heap as u64)
         .saturating_add(value_len as u64)
         .saturating_add(ENTRY_OVERHEAD)
 }

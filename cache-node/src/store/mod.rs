@@ -7,7 +7,7 @@
 //!   evict if needed, store.
 //! - `shard`: one lock's worth of state: the table, its expiry index and its CLOCK queue.
 //! - `expiry_index`: bucket fire time to entry hashes (contract 1).
-//! - `entry`: the entry and its memory charge.
+//! - `entry`: the entry and its memory charge; `key`: short keys inline.
 //! - `version`, `precondition`: ETags and `If-Match`/`If-None-Match`.
 //!
 //! # Guarantees
@@ -21,6 +21,7 @@
 
 mod entry;
 mod expiry_index;
+mod key;
 mod precondition;
 mod shard;
 mod version;
@@ -35,11 +36,13 @@ use hashbrown::DefaultHashBuilder;
 use tidecache_contract::Schedule;
 
 pub use entry::{ENTRY_OVERHEAD, entry_charge};
+pub use key::INLINE_KEY_BYTES;
 pub use precondition::{EtagMatch, Preconditions};
 pub use version::{ParseVersionError, Version};
 
 use crate::clock::{Clock, Timestamp};
 use entry::Entry;
+use key::StoredKey;
 use shard::{NewEntry, Shard};
 use version::VersionClock;
 
@@ -330,8 +333,7 @@ impl Store {
             });
         }
         let hash = self.hasher.hash_one(&key[..]);
-        // Reuses the allocation when the caller's `Bytes` owns it alone.
-        let key: Box<[u8]> = Vec::from(key).into_boxed_slice();
+        let key = StoredKey::from_bytes(key);
         let index = self.shard_of(hash);
         let mut evicted = Vec::new();
         // Each round either stores, fails, or evicts one entry elsewhere; there are at most
@@ -541,7 +543,7 @@ impl Store {
             EvictionReason::Capacity => &self.evicted_capacity,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Bytes::from(entry.key)
+        entry.key.into_bytes()
     }
 
     /// Accounts expiries in one go (a sweep removes many); returns how many. The entries are

@@ -10,6 +10,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::entry::{Entry, MAX_REFERENCED};
 use super::expiry_index::ExpiryIndex;
+use super::key::StoredKey;
 use super::{EvictionReason, Version};
 use crate::clock::Timestamp;
 
@@ -33,7 +34,7 @@ pub(super) struct Shard {
 /// A new value for a key, ready to be stored.
 #[derive(Debug)]
 pub(super) struct NewEntry {
-    pub(super) key: Box<[u8]>,
+    pub(super) key: StoredKey,
     pub(super) value: Bytes,
     pub(super) hash: u64,
     pub(super) version: Version,
