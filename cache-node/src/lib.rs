@@ -6,6 +6,8 @@
 //! - [`http`]: the HTTP API (routes, errors, headers) and the server loop.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`config`]: flags and `TIDECACHE_*` variables, validated into [`config::Settings`].
+//! - [`replication`]: multi-pod synchronisation (HLC versions, transport, acknowledgements,
+//!   discovery, anti-entropy).
 //! - [`node`]: wires the pieces together and runs them until a shutdown signal.
 //! - [`clock`], [`units`]: injectable time; duration and size parsing.
 //!
@@ -19,6 +21,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod store;
 pub mod sweeper;
 pub mod units;

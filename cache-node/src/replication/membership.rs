@@ -51,8 +51,17 @@ pub type PeerList = Arc<[Peer]>;
 
 /// A source of peers. `run` keeps `tx` up to date until the node stops.
 pub trait Discovery: Send + 'static {
+    /// The peers known before [`Discovery::run`] starts (a static list knows them all), so
+    /// that the first writes already reach them.
+    fn initial(&self) -> PeerList {
+        PeerList::from(Vec::new())
+    }
+
     /// Publishes the current peers on `tx`, and every change after, until dropped.
-    fn run(self: Box<Self>, tx: watch::Sender<PeerList>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn run(
+        self: Box<Self>,
+        tx: watch::Sender<PeerList>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// A fixed list of peers (`--peers`).
@@ -83,7 +92,14 @@ impl StaticPeers {
 }
 
 impl Discovery for StaticPeers {
-    fn run(self: Box<Self>, tx: watch::Sender<PeerList>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn initial(&self) -> PeerList {
+        self.peers.clone()
+    }
+
+    fn run(
+        self: Box<Self>,
+        tx: watch::Sender<PeerList>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             tx.send_replace(self.peers);
             tx.closed().await;
@@ -114,7 +130,10 @@ impl DnsPeers {
 }
 
 impl Discovery for DnsPeers {
-    fn run(self: Box<Self>, tx: watch::Sender<PeerList>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn run(
+        self: Box<Self>,
+        tx: watch::Sender<PeerList>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let mut ticker = tokio::time::interval(self.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,11 +197,14 @@ mod tests {
         ));
         let task = tokio::spawn(discovery.run(tx));
         // localhost resolves to 127.0.0.1 (this node, left out) and maybe ::1.
-        tokio::time::timeout(Duration::from_secs(2), rx.changed())
+        tokio::time::timeout(Duration::from_millis(300), rx.changed())
             .await
             .ok();
         let peers = rx.borrow().clone();
-        assert!(peers.iter().all(|p| p.address() != "127.0.0.1:7000"), "{peers:?}");
+        assert!(
+            peers.iter().all(|p| p.address() != "127.0.0.1:7000"),
+            "{peers:?}"
+        );
         task.abort();
     }
 }

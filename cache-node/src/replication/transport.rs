@@ -293,7 +293,8 @@ impl LinkTask {
             let body = wire::batch(batch.iter().map(|o| &o.record));
             if self.send_with_retries(body).await {
                 for outgoing in batch {
-                    self.metrics.observe_lag(&address, outgoing.queued_at.elapsed());
+                    self.metrics
+                        .observe_lag(&address, outgoing.queued_at.elapsed());
                     if let Some(waiter) = outgoing.waiter {
                         waiter.ack();
                     }
@@ -314,8 +315,7 @@ impl LinkTask {
     fn collect(&mut self, first: Outgoing) -> Vec<Outgoing> {
         let mut bytes = first.record.len();
         let mut batch = vec![first];
-        while batch.len() < self.settings.max_batch_records
-            && bytes < self.settings.max_batch_bytes
+        while batch.len() < self.settings.max_batch_records && bytes < self.settings.max_batch_bytes
         {
             match self.receiver.try_recv() {
                 Ok(next) => {

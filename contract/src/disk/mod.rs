@@ -36,8 +36,9 @@ pub use reader::{AreaReader, SegmentReader};
 pub use record::{
     MAX_KEY_LEN, MAX_VALUE_LEN, RECORD_HEADER_LEN, Record, RecordError, RecordRef, Version,
 };
-use segment::segment_header;
-pub use segment::{Decoded, FORMAT_VERSION, SEGMENT_HEADER_LEN, SegmentDecoder, SegmentError};
+pub use segment::{
+    Decoded, FORMAT_VERSION, SEGMENT_HEADER_LEN, SegmentDecoder, SegmentError, segment_header,
+};
 pub use writer::{SegmentWriter, WriterOptions};
 
 /// A failure reading or writing the shared volume, with the path involved.

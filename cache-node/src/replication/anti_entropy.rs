@@ -1,0 +1,170 @@
+//! Anti-entropy: compare per-bucket digests with every peer and pull the buckets that differ.
+//!
+//! Each node only pulls; since every node runs the same pass against every other, a bucket
+//! that differs is repaired in both directions within one interval. Records are applied by
+//! last-writer-wins, so pulling a whole bucket is idempotent and never undoes a newer write;
+//! tombstones travel like values, so a delete is never undone by a peer that missed it.
+//!
+//! The same pass, run once before a starting node reports ready, is the join catch-up: the
+//! node has loaded the shared volume, and fetches from its peers what is not there yet
+//! (writes of the last moments before a crash that were not yet synced, and everything made
+//! while it was away).
+//!
+//! # Cost
+//! A pass costs one small digest request per peer plus, per differing bucket, a transfer of
+//! that bucket. Buckets are one schedule period wide (a minute by default), so after a
+//! partition only the buckets written during it move. Buckets that have expired are skipped:
+//! the sweep removes them anyway.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::hlc::HybridClock;
+use super::membership::Peer;
+use super::metrics::ReplicationMetrics;
+use super::transport::{self, HttpClient, PeerError};
+use super::wire::{self, BUCKETS_PATH, BucketDigest, DIGESTS_PATH, NO_EXPIRY_BUCKET};
+use super::{Applied, Replica};
+use crate::clock::Clock;
+
+/// Why one peer could not be synchronised with.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The request failed.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The digest list was not valid JSON.
+    #[error("the digests of {peer} are not valid: {source}")]
+    Digests {
+        /// The peer.
+        peer: Peer,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A bucket's records were damaged.
+    #[error("bucket {bucket} from {peer} is damaged: {source}")]
+    Bucket {
+        /// The peer.
+        peer: Peer,
+        /// The bucket.
+        bucket: i64,
+        /// Why.
+        source: wire::BatchError,
+    },
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Peers synchronised with.
+    pub peers_ok: usize,
+    /// Peers that could not be reached or answered badly.
+    pub peers_failed: usize,
+    /// Buckets fetched because they differed.
+    pub buckets_fetched: usize,
+    /// Records that changed this node's store.
+    pub repaired: u64,
+}
+
+/// Runs anti-entropy passes against peers.
+#[derive(Debug, Clone)]
+pub struct AntiEntropy {
+    /// The local store.
+    pub(super) replica: Arc<dyn Replica>,
+    /// The node's clock, moved past every version received.
+    pub(super) hlc: Arc<HybridClock>,
+    /// Wall clock, to skip expired buckets.
+    pub(super) clock: Arc<dyn Clock>,
+    /// Shared HTTP client.
+    pub(super) client: HttpClient,
+    /// Counters.
+    pub(super) metrics: Arc<ReplicationMetrics>,
+    /// Per request limit.
+    pub(super) timeout: Duration,
+}
+
+impl AntiEntropy {
+    /// One pass over `peers`: a failing peer is logged and skipped.
+    pub async fn pass(&self, peers: &[Peer]) -> PassReport {
+        let started = Instant::now();
+        let mut report = PassReport::default();
+        for peer in peers {
+            match self.sync_with(peer, &mut report).await {
+                Ok(()) => report.peers_ok += 1,
+                Err(error) => {
+                    report.peers_failed += 1;
+                    tracing::debug!(%peer, %error, "anti-entropy skipped a peer");
+                }
+            }
+        }
+        self.metrics.observe_anti_entropy(started.elapsed());
+        if report.repaired > 0 {
+            tracing::info!(
+                repaired = report.repaired,
+                buckets = report.buckets_fetched,
+                "anti-entropy repaired records"
+            );
+        }
+        report
+    }
+
+    async fn sync_with(&self, peer: &Peer, report: &mut PassReport) -> Result<(), SyncError> {
+        let body = transport::get(&self.client, peer, DIGESTS_PATH, self.timeout).await?;
+        let theirs: Vec<BucketDigest> =
+            serde_json::from_slice(&body).map_err(|source| SyncError::Digests {
+                peer: peer.clone(),
+                source,
+            })?;
+        let ours: HashMap<i64, BucketDigest> = self
+            .replica
+            .digests()
+            .into_iter()
+            .map(|digest| (digest.bucket, digest))
+            .collect();
+        let now = self.clock.now().as_millis();
+        for digest in theirs {
+            let expired = digest.bucket != NO_EXPIRY_BUCKET && digest.bucket <= now;
+            if expired || ours.get(&digest.bucket) == Some(&digest) {
+                continue;
+            }
+            let path = format!("{BUCKETS_PATH}/{}", digest.bucket);
+            let bytes = transport::get(&self.client, peer, &path, self.timeout).await?;
+            let records = wire::decode_batch(&bytes).map_err(|source| SyncError::Bucket {
+                peer: peer.clone(),
+                bucket: digest.bucket,
+                source,
+            })?;
+            report.buckets_fetched += 1;
+            let (changed, _) = apply_all(&*self.replica, &self.hlc, &*self.clock, records);
+            report.repaired += changed;
+            self.metrics.repaired(changed);
+        }
+        Ok(())
+    }
+}
+
+/// Applies records received from a peer, moving the clock past their versions; returns how
+/// many changed the store and how many lost to newer local versions.
+pub(super) fn apply_all(
+    replica: &dyn Replica,
+    hlc: &HybridClock,
+    clock: &dyn Clock,
+    records: Vec<tidecache_contract::disk::Record>,
+) -> (u64, u64) {
+    let now = clock.now();
+    let (mut changed, mut stale) = (0, 0);
+    for record in records {
+        if !hlc.observe(record.version, now) {
+            tracing::warn!(
+                node = record.version.node,
+                "a peer's clock is more than a minute ahead of ours"
+            );
+        }
+        match replica.apply(record) {
+            Applied::Changed => changed += 1,
+            Applied::Stale => stale += 1,
+        }
+    }
+    (changed, stale)
+}

@@ -1,0 +1,259 @@
+//! Multi-pod synchronisation (contract 4): every write accepted by one node reaches every
+//! other node, versions order writes the same way everywhere, and nodes that missed writes
+//! repair themselves.
+//!
+//! # Layout
+//! - `hlc`: the hybrid logical clock; a version is (clock value, node tag), last writer wins.
+//! - `membership`: the peers, from `--peers` or the headless Service's DNS name.
+//! - `placement`: which nodes hold a key (all of them, for now).
+//! - `transport`: per-peer queues and batching over keep-alive HTTP connections.
+//! - `ack`: `Tidecache-Ack: one|quorum|all` and the waiting for acknowledgements.
+//! - `anti_entropy`: per-bucket digests compared with peers; the join catch-up.
+//! - `wire`: batches in the disk contract's segment format; digests.
+//! - `routes`: the internal routes peers call; `metrics`: lag, queues, retries, drops.
+//!
+//! # Guarantees
+//! - Convergence: once writes stop and the network heals, every node holds the same version
+//!   of every unexpired key within one anti-entropy interval (plus one pass's duration).
+//! - Last writer wins everywhere: a record is applied only if its version is larger than the
+//!   key's current one, tombstones included, so nodes that apply the same records in any
+//!   order end in the same state, and a late or repeated record never undoes a newer write.
+//! - An acknowledged write with `quorum` is in memory on a majority of nodes before the
+//!   client hears success; see `docs/replication.md` for what that means with the shared
+//!   volume and each fsync policy.
+//!
+//! # Assumptions
+//! - Wall clocks are roughly synchronised (NTP): last-writer-wins orders concurrent writes
+//!   by clock, so a node whose clock is ahead wins ties it should not. A peer more than a
+//!   minute ahead is logged and does not move this node's clock.
+
+pub mod ack;
+pub mod anti_entropy;
+pub mod hlc;
+pub mod membership;
+pub mod metrics;
+pub mod placement;
+pub mod routes;
+pub mod transport;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidecache_contract::disk::{Record, RecordError, RecordRef};
+use tokio::sync::watch;
+
+pub use ack::{AckError, AckLevel};
+pub use hlc::HybridClock;
+pub use membership::{Discovery, DnsPeers, Peer, PeerList, StaticPeers};
+pub use metrics::ReplicationMetrics;
+pub use placement::Placement;
+pub use transport::{Replicated, Transport, TransportSettings};
+pub use wire::BucketDigest;
+
+use crate::clock::Clock;
+use anti_entropy::{AntiEntropy, PassReport};
+
+/// What replication needs from the local store.
+pub trait Replica: std::fmt::Debug + Send + Sync + 'static {
+    /// Applies a record from a peer if its version is larger than the key's current one
+    /// (value or tombstone); an expired record changes nothing.
+    fn apply(&self, record: Record) -> Applied;
+    /// The digest of every bucket holding entries or tombstones.
+    fn digests(&self) -> Vec<BucketDigest>;
+    /// Every entry and tombstone filed in `bucket` (see [`wire::NO_EXPIRY_BUCKET`]).
+    fn bucket_records(&self, bucket: i64) -> Vec<Record>;
+}
+
+/// What applying a received record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The record was newer and is now the key's state.
+    Changed,
+    /// The key already holds this version or a newer one (or the record is expired).
+    Stale,
+}
+
+/// How replication behaves.
+#[derive(Debug, Clone)]
+pub struct ReplicationSettings {
+    /// The acknowledgement level of writes that do not ask for one.
+    pub default_ack: AckLevel,
+    /// How long a write waits for its acknowledgements.
+    pub ack_timeout: Duration,
+    /// Time between anti-entropy passes.
+    pub anti_entropy_interval: Duration,
+    /// How long the join catch-up may take before the node reports ready anyway.
+    pub catch_up_timeout: Duration,
+    /// Queues, batches and retries.
+    pub transport: TransportSettings,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> ReplicationSettings {
+        ReplicationSettings {
+            default_ack: AckLevel::One,
+            ack_timeout: Duration::from_secs(2),
+            anti_entropy_interval: Duration::from_secs(10),
+            catch_up_timeout: Duration::from_secs(30),
+            transport: TransportSettings::default(),
+        }
+    }
+}
+
+/// Why a write could not be replicated as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    /// The record could not be encoded (a request the HTTP layer should have refused).
+    #[error("cannot encode the record: {0}")]
+    Encode(#[from] RecordError),
+    /// Too few acknowledgements.
+    #[error(transparent)]
+    Ack(#[from] AckError),
+}
+
+/// A node's replication: its clock, transport, anti-entropy and the local store.
+#[derive(Debug)]
+pub struct Replication {
+    /// Versions of local writes.
+    pub hlc: Arc<HybridClock>,
+    /// The local store.
+    replica: Arc<dyn Replica>,
+    /// The wall clock.
+    clock: Arc<dyn Clock>,
+    /// Sends writes to peers.
+    transport: Arc<Transport>,
+    /// Repairs from peers.
+    anti_entropy: AntiEntropy,
+    /// Levels, timeouts, intervals.
+    settings: ReplicationSettings,
+    /// Counters.
+    metrics: Arc<ReplicationMetrics>,
+}
+
+impl Replication {
+    /// Starts replication of `replica` for the node whose clock is `hlc`, following the
+    /// peers `discovery` finds. Must be called inside a tokio runtime (it spawns the
+    /// discovery and per-peer tasks).
+    pub fn start(
+        replica: Arc<dyn Replica>,
+        hlc: Arc<HybridClock>,
+        clock: Arc<dyn Clock>,
+        discovery: Box<dyn Discovery>,
+        settings: ReplicationSettings,
+        metrics: Arc<ReplicationMetrics>,
+    ) -> Arc<Replication> {
+        let (peers_tx, peers_rx) = watch::channel(discovery.initial());
+        tokio::spawn(discovery.run(peers_tx));
+        let client = transport::http_client();
+        let transport = Transport::start(
+            peers_rx,
+            Placement::Full,
+            settings.transport.clone(),
+            client.clone(),
+            metrics.clone(),
+        );
+        let anti_entropy = AntiEntropy {
+            replica: replica.clone(),
+            hlc: hlc.clone(),
+            clock: clock.clone(),
+            client,
+            metrics: metrics.clone(),
+            timeout: settings
+                .transport
+                .request_timeout
+                .max(Duration::from_secs(5)),
+        };
+        Arc::new(Replication {
+            hlc,
+            replica,
+            clock,
+            transport,
+            anti_entropy,
+            settings,
+            metrics,
+        })
+    }
+
+    /// The acknowledgement level of writes that do not ask for one.
+    pub fn default_ack(&self) -> AckLevel {
+        self.settings.default_ack
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<ReplicationMetrics> {
+        &self.metrics
+    }
+
+    /// The peers known now.
+    pub fn peers(&self) -> PeerList {
+        self.transport.peers()
+    }
+
+    /// Sends a write (or, with no value, a delete) that the local store has applied to the
+    /// key's other replicas and waits for `level` (the default if `None`).
+    ///
+    /// # Errors
+    /// [`ReplicateError::Ack`] when `level` was not reached in time: the write stays applied
+    /// locally and spreads by anti-entropy, but the client must not be told it is
+    /// acknowledged.
+    pub async fn replicate(
+        &self,
+        record: RecordRef<'_>,
+        level: Option<AckLevel>,
+    ) -> Result<Replicated, ReplicateError> {
+        let encoded: Bytes = wire::encode_record(record)?;
+        let level = level.unwrap_or(self.settings.default_ack);
+        Ok(self
+            .transport
+            .replicate(record.key, encoded, level, self.settings.ack_timeout)
+            .await?)
+    }
+
+    /// The join catch-up: waits briefly for discovery to find peers, then runs one
+    /// anti-entropy pass, bounded by the catch-up timeout.
+    pub async fn catch_up(&self) -> PassReport {
+        let catch_up = async {
+            let mut peers = self.transport.peers();
+            for _ in 0..20 {
+                if !peers.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                peers = self.transport.peers();
+            }
+            self.anti_entropy.pass(&peers).await
+        };
+        tokio::time::timeout(self.settings.catch_up_timeout, catch_up)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!("catch-up from peers timed out; serving what is loaded");
+                PassReport::default()
+            })
+    }
+
+    /// Runs anti-entropy passes every interval until `shutdown` completes.
+    pub async fn run_anti_entropy(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.settings.anti_entropy_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticker.tick() => {}
+            }
+            let peers = self.transport.peers();
+            self.anti_entropy.pass(&peers).await;
+        }
+    }
+
+    /// The wall clock replication reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! The internal routes peers call: receive a batch, list digests, fetch one bucket. They are
+//! merged into the node's router under `/internal/v1/`; in Kubernetes a NetworkPolicy (or the
+//! auth layer) keeps clients off them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{StatusCode, header};
+use serde_json::json;
+
+use super::Replication;
+use super::anti_entropy::apply_all;
+use super::wire::{self, BUCKETS_PATH, DIGESTS_PATH, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
+
+/// The internal routes over `replication`, accepting batches up to `max_body` bytes.
+pub fn routes<S>(replication: Arc<Replication>, max_body: usize) -> Router<S> {
+    Router::new()
+        .route(
+            REPLICATE_PATH,
+            post(replicate).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route(DIGESTS_PATH, get(digests))
+        .route(&format!("{BUCKETS_PATH}/{{bucket}}"), get(bucket))
+        .with_state(replication)
+}
+
+/// Applies a batch. 200 with how many records changed the store; 400 if the batch is
+/// damaged (nothing applied; the sender retries).
+async fn replicate(State(replication): State<Arc<Replication>>, body: Bytes) -> Response {
+    let records = match wire::decode_batch(&body) {
+        Ok(records) => records,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({ "error": "bad_batch", "message": error.to_string() })),
+            )
+                .into_response();
+        }
+    };
+    let (applied, stale) = apply_all(
+        &*replication.replica,
+        &replication.hlc,
+        &*replication.clock,
+        records,
+    );
+    replication.metrics.applied(applied, stale);
+    axum::Json(json!({ "applied": applied, "stale": stale })).into_response()
+}
+
+/// This node's bucket digests.
+async fn digests(State(replication): State<Arc<Replication>>) -> Response {
+    axum::Json(replication.replica.digests()).into_response()
+}
+
+/// Every record (values and tombstones) of one bucket, as a segment.
+async fn bucket(State(replication): State<Arc<Replication>>, Path(bucket): Path<i64>) -> Response {
+    let mut encoded = Vec::new();
+    for record in replication.replica.bucket_records(bucket) {
+        match wire::encode_record(record.borrowed()) {
+            Ok(bytes) => encoded.push(bytes),
+            Err(error) => tracing::error!(%error, "a stored record cannot be encoded"),
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE)],
+        wire::batch(&encoded),
+    )
+        .into_response()
+}

@@ -1,0 +1,228 @@
+//! Replication between in-process nodes on real sockets, each with a small last-writer-wins
+//! map as its store: the transport, acknowledgements and anti-entropy without the cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidecache_contract::disk::{Record, RecordRef, Version};
+use tokio::net::TcpListener;
+
+use super::wire::{BucketDigest, NO_EXPIRY_BUCKET, fingerprint};
+use super::*;
+use crate::clock::SystemClock;
+
+/// A map from key to its newest record.
+#[derive(Debug, Default)]
+struct MapReplica {
+    records: Mutex<HashMap<Vec<u8>, Record>>,
+}
+
+impl MapReplica {
+    fn get(&self, key: &[u8]) -> Option<Record> {
+        self.records.lock().expect("lock").get(key).cloned()
+    }
+
+    fn put(&self, record: Record) {
+        self.records
+            .lock()
+            .expect("lock")
+            .insert(record.key.clone(), record);
+    }
+}
+
+impl Replica for MapReplica {
+    fn apply(&self, record: Record) -> Applied {
+        let mut records = self.records.lock().expect("lock");
+        match records.get(&record.key) {
+            Some(current) if current.version >= record.version => Applied::Stale,
+            _ => {
+                records.insert(record.key.clone(), record);
+                Applied::Changed
+            }
+        }
+    }
+
+    fn digests(&self) -> Vec<BucketDigest> {
+        let mut digest = BucketDigest {
+            bucket: NO_EXPIRY_BUCKET,
+            count: 0,
+            xor: 0,
+        };
+        for record in self.records.lock().expect("lock").values() {
+            digest.count += 1;
+            digest.xor ^= fingerprint(&record.key, record.version);
+        }
+        if digest.count == 0 {
+            vec![]
+        } else {
+            vec![digest]
+        }
+    }
+
+    fn bucket_records(&self, _bucket: i64) -> Vec<Record> {
+        self.records
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+struct TestNode {
+    replica: Arc<MapReplica>,
+    replication: Arc<Replication>,
+}
+
+async fn listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    (listener, address)
+}
+
+/// A node listening on `listener`, with `peers` as its static peer list.
+fn node(listener: TcpListener, own: &str, peers: &[String], node_tag: u64) -> TestNode {
+    let replica = Arc::new(MapReplica::default());
+    let settings = ReplicationSettings {
+        ack_timeout: Duration::from_millis(500),
+        transport: TransportSettings {
+            request_timeout: Duration::from_millis(300),
+            max_retries: 1,
+            retry_backoff: Duration::from_millis(10),
+            probe_interval: Duration::from_millis(20),
+            ..TransportSettings::default()
+        },
+        ..ReplicationSettings::default()
+    };
+    let replication = Replication::start(
+        replica.clone(),
+        Arc::new(HybridClock::new(node_tag)),
+        Arc::new(SystemClock),
+        Box::new(StaticPeers::new(peers.iter().map(String::as_str), own)),
+        settings,
+        Arc::new(ReplicationMetrics::default()),
+    );
+    let app: axum::Router = routes::routes(replication.clone(), 8 << 20);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TestNode {
+        replica,
+        replication,
+    }
+}
+
+fn record(key: &[u8], value: Option<&[u8]>, version: Version) -> Record {
+    Record {
+        key: key.to_vec(),
+        version,
+        expiry_unix_nanos: None,
+        value: value.map(<[u8]>::to_vec),
+    }
+}
+
+/// Writes locally and replicates, as the HTTP layer does.
+async fn write(
+    node: &TestNode,
+    key: &[u8],
+    value: Option<&[u8]>,
+    level: AckLevel,
+) -> Result<Replicated, ReplicateError> {
+    let version = node.replication.hlc.next(SystemClock.now());
+    let record = record(key, value, version);
+    node.replica.put(record.clone());
+    node.replication
+        .replicate(
+            RecordRef {
+                key,
+                version,
+                expiry_unix_nanos: None,
+                value,
+            },
+            Some(level),
+        )
+        .await
+}
+
+async fn cluster(size: usize) -> Vec<TestNode> {
+    let mut bound = Vec::new();
+    for _ in 0..size {
+        bound.push(listener().await);
+    }
+    let addresses: Vec<String> = bound.iter().map(|(_, a)| a.clone()).collect();
+    bound
+        .into_iter()
+        .enumerate()
+        .map(|(i, (listener, own))| node(listener, &own, &addresses, i as u64 + 1))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_write_with_ack_all_is_on_every_node_when_acknowledged() {
+    let nodes = cluster(3).await;
+    let replicated = write(&nodes[0], b"k", Some(b"v"), AckLevel::All)
+        .await
+        .expect("all acknowledge");
+    assert_eq!(
+        replicated,
+        Replicated {
+            acked: 3,
+            replicas: 3
+        }
+    );
+    for node in &nodes[1..] {
+        assert_eq!(
+            node.replica.get(b"k").and_then(|r| r.value),
+            Some(b"v".to_vec())
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_peer_fails_all_but_not_quorum() {
+    let (a_listener, a) = listener().await;
+    let (b_listener, b) = listener().await;
+    // A port nobody listens on: connections are refused.
+    let dead = {
+        let (probe, address) = listener().await;
+        drop(probe);
+        address
+    };
+    let peers = vec![a.clone(), b.clone(), dead];
+    let node_a = node(a_listener, &a, &peers, 1);
+    let _node_b = node(b_listener, &b, &peers, 2);
+    let quorum = write(&node_a, b"q", Some(b"1"), AckLevel::Quorum)
+        .await
+        .expect("a and b are a majority of 3");
+    assert_eq!(quorum.acked, 2);
+    let error = write(&node_a, b"q", Some(b"2"), AckLevel::All)
+        .await
+        .expect_err("the dead peer never acknowledges");
+    let ReplicateError::Ack(error) = error else {
+        panic!("expected an acknowledgement error, got {error}");
+    };
+    assert_eq!((error.acked, error.required, error.replicas), (2, 3, 3));
+}
+
+#[tokio::test]
+async fn anti_entropy_pulls_what_a_node_missed_and_keeps_newer_tombstones() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Written on b behind replication's back: only anti-entropy can carry them.
+    let old = Version { hlc: 10, node: 2 };
+    let new = Version { hlc: 20, node: 2 };
+    b.replica.put(record(b"missed", Some(b"x"), old));
+    b.replica.put(record(b"deleted", None, new));
+    a.replica.put(record(b"deleted", Some(b"stale"), old));
+    let report = a.replication.catch_up().await;
+    assert_eq!(report.peers_ok, 1);
+    assert_eq!(report.repaired, 2);
+    assert_eq!(
+        a.replica.get(b"missed").and_then(|r| r.value),
+        Some(b"x".to_vec())
+    );
+    assert_eq!(a.replica.get(b"deleted").map(|r| r.value), Some(None));
+    // b pulls from a: nothing newer there, nothing changes.
+    let report = b.replication.catch_up().await;
+    assert_eq!(report.repaired, 0);
+    assert!(a.replication.hlc.next(SystemClock.now()) > new);
+}
