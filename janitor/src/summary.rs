@@ -70,10 +70,12 @@ pub enum Event {
         /// Whether this was a dry run.
         dry_run: bool,
     },
-    /// A symbolic link was removed as a link.
+    /// A symbolic link was removed as a link (or would be, in a dry run).
     LinkRemoved {
         /// Its path relative to the root.
         path: String,
+        /// Whether this was a dry run.
+        dry_run: bool,
     },
     /// A name was left alone.
     Skipped {
@@ -112,8 +114,9 @@ impl fmt::Display for Event {
                     "{verb} expired bucket {bucket}: {files} files, {bytes} bytes"
                 )
             }
-            Event::LinkRemoved { path } => {
-                write!(f, "removed symbolic link {path} (not followed)")
+            Event::LinkRemoved { path, dry_run } => {
+                let verb = if *dry_run { "would remove" } else { "removed" };
+                write!(f, "{verb} symbolic link {path} (not followed)")
             }
             Event::Skipped { name, reason } => write!(f, "left {name:?} alone: {reason}"),
             Event::Error { path, message } => write!(f, "error at {path}: {message}"),

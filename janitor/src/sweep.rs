@@ -327,6 +327,7 @@ impl Run<'_> {
             self.summary.links_removed += 1;
             (self.on_event)(&Event::LinkRemoved {
                 path: join(parent_path, name),
+                dry_run: self.config.dry_run,
             });
             Outcome::LinkRemoved
         } else {

@@ -87,6 +87,8 @@ fn summary_line_events_and_exit_code() {
 fn dry_run_deletes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     populate(tmp.path());
+    let link = root(tmp.path()).path().join("20261123T120000Z");
+    std::os::unix::fs::symlink(tmp.path(), &link).expect("link");
     let before = load(&root(tmp.path()));
     let output = janitor(tmp.path(), &["--dry-run"]).output().expect("runs");
     assert!(output.status.success(), "{output:?}");
@@ -98,8 +100,45 @@ fn dry_run_deletes_nothing() {
         ),
         (true.into(), 12.into())
     );
+    assert_eq!(summary["links_removed"], 1);
     assert_eq!(load(&root(tmp.path())), before);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("would delete expired bucket"));
+    assert!(
+        fs::symlink_metadata(&link).is_ok(),
+        "the link is still there"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("would delete expired bucket"), "{stderr}");
+    assert!(stderr.contains("would remove symbolic link"), "{stderr}");
+}
+
+/// Peak memory of a run over a bucket of `files` files.
+fn peak_memory_kib(files: usize) -> u64 {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = root(tmp.path())
+        .path()
+        .join("20261123T140000Z")
+        .join("cache-0");
+    fs::create_dir_all(&node).expect("mkdir");
+    for i in 0..files {
+        fs::write(node.join(format!("{i:020}.seg")), b"").expect("write");
+    }
+    let output = janitor(tmp.path(), &[]).output().expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let summary = summary(&output);
+    assert_eq!(summary["files_removed"], files);
+    summary["peak_rss_kib"]
+        .as_u64()
+        .expect("peak memory reported on Linux")
+}
+
+#[test]
+fn memory_does_not_grow_with_the_number_of_files() {
+    let small = peak_memory_kib(10);
+    let large = peak_memory_kib(20_000);
+    assert!(
+        large < small + 1024,
+        "10 files: {small} KiB, 20000 files: {large} KiB"
+    );
 }
 
 #[test]

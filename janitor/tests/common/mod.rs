@@ -12,7 +12,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, Utc};
 use janitor::{Config, Summary, sweep};
 use tidecache_contract::disk::{
-    Area, ClusterRoot, Decoded, ObjectName, RecordRef, SegmentReader, SegmentWriter, Version,
+    Area, AreaReader, ClusterRoot, Decoded, ObjectName, RecordRef, SegmentWriter, Version,
     WriterOptions,
 };
 use tidecache_contract::{Bucket, Schedule};
@@ -110,12 +110,9 @@ pub fn buckets_on_disk(root: &ClusterRoot) -> Vec<Bucket> {
 pub fn load(root: &ClusterRoot) -> Vec<(Vec<u8>, i64)> {
     let mut loaded = Vec::new();
     for area in root.list_areas().expect("list").items {
-        for segment in root.list_segments(area).expect("segments").items {
-            let reader = SegmentReader::open(&segment.path).expect("segment");
-            for item in reader.records().expect("header") {
-                if let Decoded::Record { record, .. } = item {
-                    loaded.push((record.key, record.expiry_unix_nanos.unwrap_or(i64::MAX)));
-                }
+        for item in AreaReader::open(root, area).expect("segments") {
+            if let Decoded::Record { record, .. } = item.expect("readable segment") {
+                loaded.push((record.key, record.expiry_unix_nanos.unwrap_or(i64::MAX)));
             }
         }
     }
