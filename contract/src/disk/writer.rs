@@ -139,12 +139,10 @@ impl SegmentWriter {
             .map_err(|source| DiskError::io("sync", &self.segment_path(), source))
     }
 
-    /// Closes the current segment (durably: records appended before the rotation must stay
-    /// covered by the caller's next `sync_data`) and starts the next one.
+    /// Closes the current segment (durably, also after a failed write: the records before the
+    /// partial one must stay covered by the caller's next `sync_data`) and starts the next one.
     fn rotate(&mut self) -> Result<(), DiskError> {
-        if !self.damaged {
-            self.sync_data()?;
-        }
+        self.sync_data()?;
         let id = self.id.next();
         self.file = create_segment(&self.dir, id)?;
         self.id = id;
