@@ -213,7 +213,7 @@ impl Run<'_> {
                 Ok(dir) => dir,
                 Err(Errno::NOENT) => return Outcome::Gone,
                 Err(Errno::LOOP | Errno::NOTDIR) => {
-                    return self.remove_non_dir(parent, name, parent_path, depth);
+                    return self.remove_non_dir(parent, name, parent_path, depth, false);
                 }
                 Err(errno) => {
                     self.error(join(parent_path, name), failed("open")(errno));
@@ -278,7 +278,7 @@ impl Run<'_> {
             let outcome = if entry.file_type() == FileType::Directory {
                 self.remove_dir(dir, name, path, depth + 1)
             } else {
-                self.remove_non_dir(dir, name, path, depth + 1)
+                self.remove_non_dir(dir, name, path, depth + 1, true)
             };
             ok &= outcome != Outcome::Failed;
         }
@@ -286,14 +286,17 @@ impl Run<'_> {
     }
 
     /// Removes `name` in `parent` without following it: a link is removed as a link, a file
-    /// inside a bucket is removed, and a directory (the entry changed type) is removed as one.
-    /// Anything that is not a directory where a bucket should be is left alone.
+    /// inside a bucket is removed. Anything that is not a directory where a bucket should be is
+    /// left alone. A directory (the listing did not know the type) is removed as one if
+    /// `may_descend`; it is false when [`Run::remove_dir`] just found a non-directory there, so
+    /// that a name flipping between a link and a directory cannot make the two recurse.
     fn remove_non_dir(
         &mut self,
         parent: BorrowedFd<'_>,
         name: &CStr,
         parent_path: &str,
         depth: usize,
+        may_descend: bool,
     ) -> Outcome {
         let stat = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
@@ -305,7 +308,7 @@ impl Run<'_> {
         };
         let file_type = FileType::from_raw_mode(stat.st_mode);
         if file_type == FileType::Directory {
-            return self.remove_dir(parent, name, parent_path, depth);
+            return self.remove_changed_dir(parent, name, parent_path, depth, may_descend);
         }
         let is_link = file_type == FileType::Symlink;
         if !is_link && depth == 0 {
@@ -316,7 +319,9 @@ impl Run<'_> {
                 Ok(()) => {}
                 Err(Errno::NOENT) => return Outcome::Gone,
                 // Replaced by a directory since the stat.
-                Err(Errno::ISDIR) => return self.remove_dir(parent, name, parent_path, depth),
+                Err(Errno::ISDIR) => {
+                    return self.remove_changed_dir(parent, name, parent_path, depth, may_descend);
+                }
                 Err(errno) => {
                     self.error(join(parent_path, name), failed("remove")(errno));
                     return Outcome::Failed;
@@ -335,6 +340,26 @@ impl Run<'_> {
             self.summary.bytes_freed += u64::try_from(stat.st_size).unwrap_or(0);
             Outcome::Removed
         }
+    }
+
+    /// A name that turned out to be a directory after all: removed as one if `may_descend`,
+    /// else reported and left for the next run.
+    fn remove_changed_dir(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        parent_path: &str,
+        depth: usize,
+        may_descend: bool,
+    ) -> Outcome {
+        if may_descend {
+            return self.remove_dir(parent, name, parent_path, depth);
+        }
+        self.error(
+            join(parent_path, name),
+            failed("remove (it changed between a directory and something else while being removed; left for the next run)")(Errno::AGAIN),
+        );
+        Outcome::Failed
     }
 
     fn skip(&mut self, name: &CStr, reason: &'static str) {
