@@ -3,13 +3,15 @@
 //! value stops the node with a message instead of surfacing as odd behaviour later.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use tidecache_contract::disk::{NameError, ObjectName};
 use tidecache_contract::{Schedule, ScheduleError};
 
 use crate::http::Limits;
+use crate::persist::{FsyncPolicy, PersistSettings};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
 use crate::units::{parse_duration, parse_size};
 
@@ -83,6 +85,38 @@ pub struct Config {
     /// Store shards (rounded up to a power of two); more shards, less lock contention.
     #[arg(long, env = "TIDECACHE_SHARDS", default_value_t = DEFAULT_SHARDS)]
     pub shards: usize,
+
+    /// The shared volume's mount point. When given, every acknowledged write and delete is
+    /// persisted under DIR/<namespace>/<cluster>/ and loaded again at start-up.
+    #[arg(long, env = "TIDECACHE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// This node's name, the subdirectory it writes (the pod name in Kubernetes). Default:
+    /// the hostname, lowercased.
+    #[arg(long, env = "TIDECACHE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// The CacheCluster's namespace (a path component on the volume).
+    #[arg(long, env = "TIDECACHE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// The CacheCluster's name (a path component on the volume).
+    #[arg(long, env = "TIDECACHE_CLUSTER", default_value = "tidecache")]
+    pub cluster: String,
+
+    /// When persisted writes reach stable storage: always (fsync before acknowledging),
+    /// everysec (fsync each second), never (the kernel decides).
+    #[arg(long, env = "TIDECACHE_FSYNC", value_enum, default_value_t = FsyncPolicy::Everysec)]
+    pub fsync: FsyncPolicy,
+
+    /// Segment files are rotated at this size.
+    #[arg(long, env = "TIDECACHE_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub segment_bytes: u64,
+
+    /// The persistent area (entries without expiry) is compacted once it is over this size
+    /// and has doubled since its last compaction.
+    #[arg(long, env = "TIDECACHE_COMPACT_MIN_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub compact_min_bytes: u64,
 }
 
 /// `--eviction-policy` values.
@@ -106,6 +140,17 @@ pub enum LogFormat {
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--node-id`, `--namespace` or `--cluster` is not a Kubernetes object name.
+    #[error("invalid --{flag}: {source}")]
+    Name {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong with the name.
+        source: NameError,
+    },
+    /// No `--node-id` and no usable hostname.
+    #[error("--node-id is required: the hostname cannot be read")]
+    NoNodeId,
     /// `--schedule` / `--time-zone`.
     #[error("invalid --schedule/--time-zone: {0}")]
     Schedule(#[from] ScheduleError),
@@ -160,6 +205,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The drain timeout.
     pub drain_timeout: Duration,
+    /// Persistence to the shared volume; `None` without `--data-dir` (memory only).
+    pub persistence: Option<PersistSettings>,
 }
 
 impl Config {
@@ -215,7 +262,12 @@ impl Config {
                 None => (u64::MAX, CapacitySource::Unlimited),
             },
         };
+        let persistence = match &self.data_dir {
+            Some(data_dir) => Some(self.persistence(data_dir.clone())?),
+            None => None,
+        };
         Ok(Settings {
+            persistence,
             listen: self.listen,
             store: StoreConfig {
                 schedule,
@@ -239,6 +291,43 @@ impl Config {
             drain_timeout: self.drain_timeout,
         })
     }
+}
+
+impl Config {
+    /// The persistence settings for `--data-dir`.
+    fn persistence(&self, data_dir: PathBuf) -> Result<PersistSettings, ConfigError> {
+        let name = |flag, value: &str| {
+            ObjectName::new(value).map_err(|source| ConfigError::Name { flag, source })
+        };
+        let node = match &self.node_id {
+            Some(id) => name("node-id", id)?,
+            None => name("node-id", &hostname().ok_or(ConfigError::NoNodeId)?)?,
+        };
+        if self.segment_bytes == 0 {
+            return Err(ConfigError::Zero {
+                flag: "segment-bytes",
+            });
+        }
+        Ok(PersistSettings {
+            data_dir,
+            namespace: name("namespace", &self.namespace)?,
+            cluster: name("cluster", &self.cluster)?,
+            node,
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+            compact_min_bytes: self.compact_min_bytes,
+        })
+    }
+}
+
+/// The hostname, lowercased (Kubernetes sets it to the pod name): the kernel's, else
+/// `$HOSTNAME`.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
 }
 
 /// The memory limit of this process's cgroup: v2 `memory.max`, else v1
@@ -319,6 +408,47 @@ mod tests {
         assert!(refused(&["--max-memory=0"]));
         assert!(Config::try_parse_from(["cache-node", "--max-memory=lots"]).is_err());
         assert!(Config::try_parse_from(["cache-node", "--eviction-policy=random"]).is_err());
+    }
+
+    #[test]
+    fn persistence_is_on_with_a_data_dir_and_names_are_checked() {
+        let cgroup = empty_cgroup();
+        let settings = |args: &[&str]| parse(args).validate_with_cgroup_root(cgroup.path());
+        assert_eq!(settings(&[]).expect("valid").persistence, None);
+        let persistence = settings(&[
+            "--data-dir=/data",
+            "--node-id=cache-0",
+            "--namespace=team-a",
+            "--cluster=sessions",
+            "--fsync=always",
+        ])
+        .expect("valid")
+        .persistence
+        .expect("on");
+        assert_eq!(persistence.node.as_str(), "cache-0");
+        assert_eq!(persistence.fsync, FsyncPolicy::Always);
+        assert_eq!(
+            persistence.root().path(),
+            Path::new("/data/team-a/sessions")
+        );
+        assert_eq!(
+            settings(&["--data-dir=/data", "--node-id=x"])
+                .expect("valid")
+                .persistence
+                .expect("on")
+                .fsync,
+            FsyncPolicy::Everysec
+        );
+        for bad in [
+            ["--node-id=../x", "--cluster=ok"],
+            ["--node-id=A", "--cluster=ok"],
+            ["--node-id=ok", "--namespace=a/b"],
+            ["--node-id=ok", "--cluster=.."],
+        ] {
+            let args = ["--data-dir=/data", bad[0], bad[1]];
+            assert!(settings(&args).is_err(), "{bad:?} accepted");
+        }
+        assert!(Config::try_parse_from(["cache-node", "--fsync=sometimes"]).is_err());
     }
 
     #[test]

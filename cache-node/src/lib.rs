@@ -8,6 +8,8 @@
 //! - [`config`]: flags and `TIDECACHE_*` variables, validated into [`config::Settings`].
 //! - [`replication`]: multi-pod synchronisation (HLC versions, transport, acknowledgements,
 //!   discovery, anti-entropy).
+//! - [`persist`]: persistence on the shared volume (segment log with group commit and fsync
+//!   policies, warm start, compaction of the persistent area).
 //! - [`node`]: wires the pieces together and runs them until a shutdown signal.
 //! - [`clock`], [`units`]: injectable time; duration and size parsing.
 //!
@@ -21,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod persist;
 pub mod replication;
 pub mod store;
 pub mod sweeper;

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::persist::PersistMetrics;
 use crate::store::Store;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -46,6 +47,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     sweep_duration: Histogram,
+    /// The persistence log's and warm start's metrics (zero on a memory-only node).
+    persistence: PersistMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,7 +81,10 @@ impl Metrics {
             sweep_duration.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store)));
+        let persistence = PersistMetrics::default();
+        persistence.register(&mut registry);
         Metrics {
+            persistence,
             registry,
             requests,
             latency,
@@ -109,6 +115,11 @@ impl Metrics {
     /// Records one sweep.
     pub fn observe_sweep(&self, elapsed: Duration) {
         self.sweep_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The persistence metrics, for the log and the warm start to update.
+    pub fn persistence(&self) -> &PersistMetrics {
+        &self.persistence
     }
 
     /// The OpenMetrics text exposition of everything.

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 
@@ -12,14 +13,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{CapacitySource, Settings};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::persist::{self, Log, PersistSettings};
 use crate::store::Store;
 use crate::sweeper;
 
 /// Serves on `listener` with the wall clock until `shutdown` completes, then drains
-/// requests (up to the drain timeout) and stops the sweeper.
+/// requests (up to the drain timeout), stops the sweeper and syncs and closes the log. With
+/// persistence, the data volume is loaded first (key requests answer 503 meanwhile).
 ///
 /// # Errors
-/// An I/O error of the listener.
+/// An I/O error of the listener; a data volume that cannot be loaded; a failed fsync (the
+/// node stops at once so that it restarts and recovers from disk).
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
@@ -41,16 +45,99 @@ pub async fn serve(
         "cache-node serving"
     );
     let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
-    let sweeper = tokio::spawn(sweeper::run(store, metrics, async move {
+    let sweeper = tokio::spawn(sweeper::run(store.clone(), metrics.clone(), async move {
         let _ = sweeper_stopped.await;
     }));
-    let result = http::run(listener, state, shutdown, settings.drain_timeout).await;
+    let persistence = settings.persistence.clone();
+    if persistence.is_some() {
+        state.loaded.store(false, Ordering::Release);
+    }
+    // The volume loads while HTTP already answers /healthz (a long load must not fail the
+    // liveness probe); key requests and /readyz wait for it.
+    let mut starting = Box::pin(start_persistence(
+        persistence,
+        store,
+        metrics,
+        state.clone(),
+    ));
+    let http = http::run(listener, state, shutdown, settings.drain_timeout);
+    tokio::pin!(http);
+    let mut log: Option<Arc<Log>> = None;
+    let mut started = false;
+    let result = loop {
+        let stopped = async {
+            match &log {
+                Some(log) => log.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut http => break result,
+            outcome = &mut starting, if !started => {
+                started = true;
+                match outcome {
+                    Ok(opened) => log = opened,
+                    Err(error) => break Err(error),
+                }
+            }
+            reason = stopped => {
+                tracing::error!(%reason, "persistence failed: exiting so that the node restarts and recovers from disk");
+                break Err(io::Error::other(format!("persistence failed: {reason}")));
+            }
+        }
+    };
     let _ = stop_sweeper.send(());
     if let Err(error) = sweeper.await {
         tracing::error!(%error, "the sweeper task failed");
     }
+    if let Some(log) = log {
+        match tokio::task::spawn_blocking(move || log.close()).await {
+            Ok(()) => tracing::info!("the log is synced and closed"),
+            Err(error) => tracing::error!(%error, "closing the log failed"),
+        }
+    }
     tracing::info!("cache-node stopped");
     result
+}
+
+/// Loads the data volume into `store`, then starts the log, attaches it as the store's
+/// journal and lets key requests in. `None` without persistence (nothing to wait for).
+///
+/// # Errors
+/// An I/O error if the volume cannot be listed or the log cannot start: the node must not
+/// serve without the data it is supposed to hold.
+async fn start_persistence(
+    settings: Option<PersistSettings>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    state: Arc<AppState>,
+) -> io::Result<Option<Arc<Log>>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    tracing::info!(
+        root = %settings.root().path().display(),
+        node = %settings.node,
+        fsync = %settings.fsync,
+        "persistence on"
+    );
+    let log = tokio::task::spawn_blocking(move || {
+        let root = settings.root();
+        persist::warm_start(&root, &store, metrics.persistence())
+            .map_err(|error| io::Error::other(format!("warm start failed: {error}")))?;
+        let log = Arc::new(Log::start(
+            &settings,
+            store.clone(),
+            metrics.persistence().clone(),
+        )?);
+        store.attach_journal(log.clone());
+        Ok::<_, io::Error>(log)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    state.loaded.store(true, Ordering::Release);
+    tracing::info!("ready: the data volume is loaded");
+    Ok(Some(log))
 }
 
 /// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use super::headers::etag;
-use crate::store::{DeleteError, PutError, Version};
+use crate::store::{CommitError, DeleteError, PutError, Version};
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +165,12 @@ pub enum ApiError {
         /// The method used.
         method: String,
     },
+    /// The data volume is full: the write was not stored.
+    #[error("nothing was stored: {0}; free space on the volume or delete entries, then retry")]
+    DiskFull(String),
+    /// The data volume failed: the write was not stored.
+    #[error("nothing was stored: {0}; retry later")]
+    PersistenceFailed(String),
     /// The node is not ready (starting or draining).
     #[error("the node is not ready: {0}")]
     NotReady(&'static str),
@@ -199,7 +205,10 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::KeyNotFound | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::InsufficientStorage(_) | ApiError::DiskFull(_) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            ApiError::PersistenceFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -229,6 +238,8 @@ impl ApiError {
             ApiError::BodyRead { .. } => "bad_body",
             ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Unschedulable(_) => "unschedulable_expiry",
+            ApiError::DiskFull(_) => "disk_full",
+            ApiError::PersistenceFailed(_) => "persistence_failed",
             ApiError::RouteNotFound { .. } => "no_route",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::NotReady(_) => "not_ready",
@@ -269,6 +280,17 @@ impl From<PutError> for ApiError {
             PutError::NoBucket { .. } => ApiError::Unschedulable(error.to_string()),
             PutError::EntryTooLarge { .. } | PutError::InsufficientStorage { .. } => {
                 ApiError::InsufficientStorage(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(error: CommitError) -> ApiError {
+        match error {
+            CommitError::DiskFull(_) => ApiError::DiskFull(error.to_string()),
+            CommitError::Io(_) | CommitError::Stopped => {
+                ApiError::PersistenceFailed(error.to_string())
             }
         }
     }

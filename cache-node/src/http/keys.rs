@@ -98,7 +98,12 @@ pub async fn put(
         },
     )
     .await?;
-    let outcome = state.store.put(key, value, expires_at, &conditions)?;
+    // Acknowledged only once durable (as `--fsync` defines it); a failed write was undone.
+    let outcome = state
+        .store
+        .put_journaled(key, value, expires_at, &conditions)?
+        .durable()
+        .await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -127,7 +132,11 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let key = key::from_path(uri.path(), state.limits.max_key_bytes)?;
     let conditions = headers::preconditions(&request_headers)?;
-    state.store.delete(&key, &conditions)?;
+    state
+        .store
+        .delete_journaled(&key, &conditions)?
+        .durable()
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

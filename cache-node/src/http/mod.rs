@@ -78,6 +78,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether `/readyz` says ready; cleared when draining starts.
     pub ready: AtomicBool,
+    /// Whether key requests are served: cleared while the data volume is being loaded, so
+    /// that no request sees (or writes over) a half-loaded store.
+    pub loaded: AtomicBool,
 }
 
 impl AppState {
@@ -88,13 +91,14 @@ impl AppState {
             limits,
             metrics,
             ready: AtomicBool::new(true),
+            loaded: AtomicBool::new(true),
         }
     }
 }
 
 /// The router: every route of the API with its middleware.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let data = Router::new()
         .route(
             "/v1/keys/{*key}",
             get(keys::get)
@@ -106,6 +110,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/keys", any(keys::empty))
         .route("/v1/batch/get", post(batch::get))
         .route("/v1/batch/put", post(batch::put))
+        .route_layer(middleware::from_fn_with_state(state.clone(), until_loaded));
+    Router::new()
+        .merge(data)
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
@@ -152,6 +159,19 @@ pub async fn run(
             tracing::warn!("drain timeout passed; closing the remaining connections");
             Ok(())
         }
+    }
+}
+
+/// Refuses key requests while the data volume is being loaded.
+async fn until_loaded(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if state.loaded.load(Ordering::Acquire) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::NotReady("loading the data volume"))
     }
 }
 

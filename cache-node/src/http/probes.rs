@@ -17,15 +17,18 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `/readyz`: the node holds its data and accepts traffic; 503 while draining, so that the
-/// Service stops sending new requests before the process exits.
+/// `/readyz`: the node holds its data and accepts traffic; 503 while the data volume is being
+/// loaded, and while draining, so that the Service stops sending new requests before the
+/// process exits.
 pub async fn readyz(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if state.ready.load(Ordering::Acquire) {
-        Ok(Json(serde_json::json!({ "status": "ready" })))
-    } else {
+    if !state.ready.load(Ordering::Acquire) {
         Err(ApiError::NotReady("shutting down"))
+    } else if !state.loaded.load(Ordering::Acquire) {
+        Err(ApiError::NotReady("loading the data volume"))
+    } else {
+        Ok(Json(serde_json::json!({ "status": "ready" })))
     }
 }
 

@@ -9,6 +9,8 @@
 //! - `expiry_index`: bucket fire time to entry hashes (contract 1).
 //! - `entry`: the entry and its memory charge; `key`: short keys inline.
 //! - `version`, `precondition`: ETags and `If-Match`/`If-None-Match`.
+//! - `journal`: the hook through which changes become durable before they are acknowledged
+//!   ([`Journal`], [`Commit`]); a failed change is undone with [`Store::revert`].
 //!
 //! # Guarantees
 //! - No global lock: a request locks one shard for a hash lookup; only the byte and entry
@@ -21,6 +23,7 @@
 
 mod entry;
 mod expiry_index;
+mod journal;
 mod key;
 mod precondition;
 mod shard;
@@ -29,13 +32,14 @@ mod version;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
 use tidecache_contract::Schedule;
 
 pub use entry::{ENTRY_OVERHEAD, entry_charge};
+pub use journal::{Change, Commit, CommitError, CommitSender, Journal, Journaled, Previous};
 pub use key::INLINE_KEY_BYTES;
 pub use precondition::{EtagMatch, Preconditions};
 pub use version::{ParseVersionError, Version};
@@ -250,6 +254,8 @@ pub struct Store {
     /// Where the next search for a capacity victim outside the writer's shard starts, so
     /// that such evictions spread over the shards.
     eviction_cursor: AtomicUsize,
+    /// Where changes go to become durable; unset for a memory-only node.
+    journal: OnceLock<Arc<dyn Journal>>,
 }
 
 impl fmt::Debug for Store {
@@ -282,6 +288,7 @@ impl Store {
             evicted_expired: AtomicU64::new(0),
             evicted_capacity: AtomicU64::new(0),
             eviction_cursor: AtomicUsize::new(0),
+            journal: OnceLock::new(),
         }
     }
 
@@ -308,7 +315,9 @@ impl Store {
         })
     }
 
-    /// Stores `value` under `key`, expiring at `expires_at`, if `preconditions` hold.
+    /// Stores `value` under `key`, expiring at `expires_at`, if `preconditions` hold. With a
+    /// journal attached the change is journaled too but not awaited: callers that acknowledge
+    /// writes use [`Store::put_journaled`].
     ///
     /// `value` is stored as given: a caller holding a slice of a larger buffer should copy
     /// it first, or the whole buffer stays alive (and uncounted) as long as the entry.
@@ -323,6 +332,57 @@ impl Store {
         expires_at: Option<Timestamp>,
         preconditions: &Preconditions,
     ) -> Result<PutOutcome, PutError> {
+        self.put_journaled(key, value, expires_at, preconditions)
+            .map(|journaled| journaled.outcome)
+    }
+
+    /// [`Store::put`], returning the journal's commit as well: acknowledge the write only once
+    /// it succeeds (see [`Journal`]).
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub fn put_journaled(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        expires_at: Option<Timestamp>,
+        preconditions: &Preconditions,
+    ) -> Result<Journaled<PutOutcome>, PutError> {
+        self.write(key, value, expires_at, preconditions, None)
+    }
+
+    /// Stores an entry read back from disk at start-up with the version it was written with,
+    /// not journaling it again; later versions issued by this store are larger.
+    ///
+    /// # Errors
+    /// As [`Store::put`] (an expired entry, no bucket, no room under `noeviction`).
+    pub fn load(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        version: Version,
+        expires_at: Option<Timestamp>,
+    ) -> Result<PutOutcome, PutError> {
+        self.write(
+            key,
+            value,
+            expires_at,
+            &Preconditions::none(),
+            Some(version),
+        )
+        .map(|journaled| journaled.outcome)
+    }
+
+    /// The write protocol; `loaded` carries the version of an entry read from disk, which is
+    /// kept and not journaled.
+    fn write(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        expires_at: Option<Timestamp>,
+        preconditions: &Preconditions,
+        loaded: Option<Version>,
+    ) -> Result<Journaled<PutOutcome>, PutError> {
         let now = self.clock.now();
         if let Some(expiry) = expires_at
             && expiry <= now
@@ -337,6 +397,10 @@ impl Store {
             });
         }
         let hash = self.hasher.hash_one(&key[..]);
+        let journal = self.journal.get().filter(|_| loaded.is_none());
+        // The journal needs its own copy: the entry takes the key's allocation below.
+        let journal_key = journal.map(|_| Bytes::copy_from_slice(&key));
+        // Reuses the allocation when the caller's `Bytes` owns it alone.
         let key = StoredKey::from_bytes(key);
         let index = self.shard_of(hash);
         let mut evicted = Vec::new();
@@ -361,24 +425,44 @@ impl Store {
             let old_charge = existing.map_or(0, |e| e.charge);
             loop {
                 if self.try_reserve(charge, old_charge) {
-                    let version = self.versions.next(now);
+                    let version = match loaded {
+                        Some(version) => {
+                            self.versions.observe(version);
+                            version
+                        }
+                        None => self.versions.next(now),
+                    };
                     let replaced = shard.upsert(NewEntry {
                         key,
-                        value,
+                        value: value.clone(),
                         hash,
                         version,
                         expires_at,
                         bucket,
                     });
+                    let created = replaced.is_none();
+                    let commit = journal.zip(journal_key).map(|(journal, key)| {
+                        journal.append(Change {
+                            key,
+                            version,
+                            value: Some(value),
+                            expires_at,
+                            bucket,
+                            previous: replaced.filter(|_| current.is_some()),
+                        })
+                    });
                     drop(shard);
-                    if replaced.is_none() {
+                    if created {
                         self.entries.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Ok(PutOutcome {
-                        created: current.is_none(),
-                        version,
-                        bucket,
-                        evicted,
+                    return Ok(Journaled {
+                        outcome: PutOutcome {
+                            created: current.is_none(),
+                            version,
+                            bucket,
+                            evicted,
+                        },
+                        commit,
                     });
                 }
                 if self.policy == EvictionPolicy::NoEviction {
@@ -398,7 +482,9 @@ impl Store {
         Err(self.insufficient(charge))
     }
 
-    /// Deletes the key's live entry if `preconditions` hold; returns the deleted version.
+    /// Deletes the key's live entry if `preconditions` hold; returns the deleted version. With
+    /// a journal attached the delete is journaled but not awaited (see
+    /// [`Store::delete_journaled`]).
     ///
     /// # Errors
     /// [`DeleteError::PreconditionFailed`] (checked first, as RFC 9110 orders it) or
@@ -408,6 +494,20 @@ impl Store {
         key: &[u8],
         preconditions: &Preconditions,
     ) -> Result<Version, DeleteError> {
+        self.delete_journaled(key, preconditions)
+            .map(|journaled| journaled.outcome)
+    }
+
+    /// [`Store::delete`], returning the journal's commit as well. The journal gets a tombstone
+    /// with a new version, later than the deleted one.
+    ///
+    /// # Errors
+    /// As [`Store::delete`].
+    pub fn delete_journaled(
+        &self,
+        key: &[u8],
+        preconditions: &Preconditions,
+    ) -> Result<Journaled<Version>, DeleteError> {
         let hash = self.hasher.hash_one(key);
         let now = self.clock.now();
         let mut shard = self.lock(self.shard_of(hash));
@@ -416,18 +516,33 @@ impl Store {
             return Err(DeleteError::PreconditionFailed { current });
         }
         let removed = shard.remove(hash, key).ok_or(DeleteError::NotFound)?;
+        let Some(version) = current else {
+            drop(shard);
+            // Present but expired: gone now, as an expiry, and absent to the caller.
+            self.account_removed(removed, EvictionReason::Expired);
+            return Err(DeleteError::NotFound);
+        };
+        let commit = self.journal.get().map(|journal| {
+            journal.append(Change {
+                key: Bytes::copy_from_slice(key),
+                version: self.versions.next(now),
+                value: None,
+                expires_at: None,
+                bucket: None,
+                previous: Some(Previous {
+                    value: removed.value.clone(),
+                    version,
+                    expires_at: removed.expires_at(),
+                    bucket: removed.bucket(),
+                }),
+            })
+        });
         drop(shard);
-        match current {
-            Some(version) => {
-                self.release(&removed);
-                Ok(version)
-            }
-            None => {
-                // Present but expired: gone now, as an expiry, and absent to the caller.
-                self.account_removed(removed, EvictionReason::Expired);
-                Err(DeleteError::NotFound)
-            }
-        }
+        self.release(&removed);
+        Ok(Journaled {
+            outcome: version,
+            commit,
+        })
     }
 
     /// Evicts every bucket whose fire time is at or before now. Called by the sweeper at

@@ -11,7 +11,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use super::entry::{Entry, MAX_REFERENCED};
 use super::expiry_index::ExpiryIndex;
 use super::key::StoredKey;
-use super::{EvictionReason, Version};
+use super::{EvictionReason, Previous, Version};
 use crate::clock::Timestamp;
 
 /// A shard. Every method runs under the shard's lock and does no I/O and no allocation
@@ -82,15 +82,23 @@ impl Shard {
         })
     }
 
-    /// Stores `new`, replacing the key's entry if it has one; returns the replaced value.
-    pub(super) fn upsert(&mut self, new: NewEntry) -> Option<Bytes> {
-        if let Some(entry) = self.table.find_mut(new.hash, |e| e.key == new.key) {
+    /// Stores `new`, replacing the key's entry if it has one; returns the replaced entry's
+    /// value and metadata (live or expired).
+    pub(super) fn upsert(&mut self, new: NewEntry) -> Option<Previous> {
+        if let Some(entry) = self.table.find_mut(new.hash, |e| *e.key == *new.key) {
             if let Some(bucket) = new.bucket
                 && entry.bucket() != new.bucket
             {
                 self.expiry.file(bucket, new.hash);
             }
-            return Some(entry.replace(new.value, new.version, new.expires_at, new.bucket));
+            let (version, expires_at, bucket) = (entry.version, entry.expires_at(), entry.bucket());
+            let value = entry.replace(new.value, new.version, new.expires_at, new.bucket);
+            return Some(Previous {
+                value,
+                version,
+                expires_at,
+                bucket,
+            });
         }
         let ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1);
@@ -113,6 +121,11 @@ impl Shard {
         );
         self.compact_if_stale();
         None
+    }
+
+    /// The key's entry, live or expired, without counting a reference.
+    pub(super) fn peek(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+        self.table.find(hash, |e| *e.key == *key)
     }
 
     /// Removes the key's entry, live or expired.

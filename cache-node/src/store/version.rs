@@ -75,6 +75,12 @@ impl VersionClock {
             });
         Version(issued)
     }
+
+    /// Makes every later version larger than `seen` (a version loaded from disk), so that a
+    /// restarted node's writes supersede what it wrote before.
+    pub(crate) fn observe(&self, seen: Version) {
+        self.last.fetch_max(seen.0, Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,223 @@
+//! Warm start: before the node turns ready, load every unexpired area from every node's
+//! subdirectory into the store.
+//!
+//! # Rules
+//! - Expired buckets are skipped without being read (the janitor will delete them).
+//! - Across all areas and nodes, the newest record of each key wins (contract version: clock,
+//!   then node tag; a value beats a tombstone of the same version, which is the shadow a write
+//!   leaves in the area it moved the key from). A winning tombstone deletes the key.
+//! - A corrupt record is skipped, counted and logged, never served; a torn tail (an append cut
+//!   short by a crash) is ignored; an unreadable segment is counted, logged and skipped. None
+//!   of them stops the node.
+//! - Winners already expired, and entries the memory capacity refuses, are not loaded.
+//!
+//! The winners are collected first and stored afterwards, so the store only ever sees one
+//! version of a key and the order segments are read in does not matter.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tidecache_contract::disk::{Area, AreaReader, ClusterRoot, Decoded, DiskError, Record};
+
+use super::metrics::PersistMetrics;
+use crate::clock::Timestamp;
+use crate::store::{Store, Version};
+
+/// How often a long load logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// What a warm start found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Areas read (unexpired buckets and the persistent area).
+    pub areas: u64,
+    /// Expired buckets skipped unread.
+    pub expired_buckets: u64,
+    /// Intact records read.
+    pub records: u64,
+    /// Entries stored in memory.
+    pub loaded: u64,
+    /// Records replaced by a newer record of the same key.
+    pub superseded: u64,
+    /// Keys whose newest record is a tombstone.
+    pub deleted: u64,
+    /// Keys whose newest record has expired.
+    pub expired: u64,
+    /// Entries the store refused (memory capacity under `noeviction`).
+    pub refused: u64,
+    /// Corrupt records skipped.
+    pub corrupt_records: u64,
+    /// Torn tails ignored.
+    pub torn_tails: u64,
+    /// Segments that could not be read at all.
+    pub unreadable_segments: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Loads every unexpired area under `root` into `store` (see the module documentation).
+///
+/// # Errors
+/// [`DiskError::Io`] only if the cluster root or an area cannot be listed: the node cannot
+/// know what it is missing and must not turn ready. Damage inside files is reported, not
+/// returned.
+pub fn warm_start(
+    root: &ClusterRoot,
+    store: &Store,
+    metrics: &PersistMetrics,
+) -> Result<LoadReport, DiskError> {
+    let started = Instant::now();
+    let mut report = LoadReport::default();
+    let now = store.clock().now();
+    let now_time = now.to_datetime();
+    let areas = root.list_areas()?;
+    for foreign in &areas.foreign {
+        tracing::warn!(path = %foreign.display(), "not a tidecache area; left alone");
+    }
+    tracing::info!(
+        root = %root.path().display(),
+        areas = areas.items.len(),
+        "warm start: loading the data volume"
+    );
+    let mut newest: HashMap<Vec<u8>, Record> = HashMap::new();
+    let mut last_progress = Instant::now();
+    for area in areas.items {
+        if let (Area::Bucket(bucket), Some(now)) = (area, now_time)
+            && bucket.is_expired(now, chrono::Duration::zero())
+        {
+            report.expired_buckets += 1;
+            continue;
+        }
+        report.areas += 1;
+        let area_started = Instant::now();
+        let area_records = report.records;
+        let mut reader = AreaReader::open(root, area)?;
+        while let Some(item) = reader.next() {
+            let path = || {
+                reader
+                    .segment()
+                    .map(|segment| segment.path.display().to_string())
+                    .unwrap_or_default()
+            };
+            match item {
+                Ok(Decoded::Record { record, .. }) => {
+                    report.records += 1;
+                    match newest.get(&record.key) {
+                        Some(kept) if !super::supersedes(&record, kept) => {
+                            report.superseded += 1;
+                        }
+                        Some(_) => {
+                            report.superseded += 1;
+                            newest.insert(record.key.clone(), record);
+                        }
+                        None => {
+                            newest.insert(record.key.clone(), record);
+                        }
+                    }
+                }
+                Ok(Decoded::Corrupt { offset, len }) => {
+                    report.corrupt_records += 1;
+                    tracing::error!(
+                        segment = %path(),
+                        offset,
+                        len,
+                        "corrupt record skipped: it is never served"
+                    );
+                }
+                Ok(Decoded::TornTail { offset, len }) => {
+                    report.torn_tails += 1;
+                    tracing::info!(
+                        segment = %path(),
+                        offset,
+                        len,
+                        "torn tail ignored (an append cut short by a crash)"
+                    );
+                }
+                Err(error) => {
+                    report.unreadable_segments += 1;
+                    tracing::error!(%error, "segment skipped: cannot be read");
+                }
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                tracing::info!(
+                    records = report.records,
+                    keys = newest.len(),
+                    elapsed_s = started.elapsed().as_secs(),
+                    "warm start: still reading"
+                );
+            }
+        }
+        tracing::info!(
+            area = %area.dir_name(),
+            records = report.records - area_records,
+            elapsed_ms = area_started.elapsed().as_millis() as u64,
+            "warm start: area read"
+        );
+    }
+    for (key, record) in newest {
+        let Some(value) = record.value else {
+            report.deleted += 1;
+            continue;
+        };
+        let expires_at = record
+            .expiry_unix_nanos
+            .map(|nanos| Timestamp::from_millis(nanos.div_euclid(1_000_000)));
+        if expires_at.is_some_and(|expiry| expiry <= now) {
+            report.expired += 1;
+            continue;
+        }
+        let version = Version::new(record.version.hlc);
+        match store.load(Bytes::from(key), Bytes::from(value), version, expires_at) {
+            Ok(_) => report.loaded += 1,
+            Err(error) => {
+                report.refused += 1;
+                tracing::warn!(%error, "entry not loaded");
+            }
+        }
+    }
+    report.elapsed = started.elapsed();
+    record_metrics(&report, metrics);
+    tracing::info!(
+        loaded = report.loaded,
+        records = report.records,
+        superseded = report.superseded,
+        deleted = report.deleted,
+        expired = report.expired,
+        refused = report.refused,
+        expired_buckets = report.expired_buckets,
+        corrupt_records = report.corrupt_records,
+        torn_tails = report.torn_tails,
+        unreadable_segments = report.unreadable_segments,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "warm start done"
+    );
+    Ok(report)
+}
+
+fn record_metrics(report: &LoadReport, metrics: &PersistMetrics) {
+    metrics.warm_start_seconds.set(report.elapsed.as_secs_f64());
+    for (kind, count) in [
+        ("loaded", report.loaded),
+        ("superseded", report.superseded),
+        ("deleted", report.deleted),
+        ("expired", report.expired),
+        ("refused", report.refused),
+    ] {
+        PersistMetrics::count(&metrics.warm_start_records, kind, count);
+    }
+    for (kind, count) in [
+        ("corrupt_record", report.corrupt_records),
+        ("torn_tail", report.torn_tails),
+        ("unreadable_segment", report.unreadable_segments),
+    ] {
+        PersistMetrics::count(&metrics.warm_start_damage, kind, count);
+    }
+    for (kind, count) in [
+        ("loaded", report.areas),
+        ("expired", report.expired_buckets),
+    ] {
+        PersistMetrics::count(&metrics.warm_start_areas, kind, count);
+    }
+}
