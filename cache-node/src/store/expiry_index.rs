@@ -120,6 +120,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The one-interval cache never changes an answer of the schedule, whatever the
+        /// order of the expiries asked about, including across DST changes.
+        #[test]
+        fn the_bucket_cache_agrees_with_the_schedule(
+            schedule in proptest::sample::select(vec![
+                ("* * * * *", "UTC"),
+                ("*/5 * * * *", "UTC"),
+                ("0 * * * *", "UTC"),
+                ("30 2 * * *", "Europe/Berlin"),
+                ("0 1,2,3 * * *", "America/New_York"),
+            ]),
+            offsets in proptest::collection::vec(
+                proptest::prop_oneof![0_i64..3 * 86_400_000, 90_000_000_i64..90_600_000],
+                1..60,
+            ),
+        ) {
+            let schedule = Schedule::new(schedule.0, Some(schedule.1)).expect("valid");
+            // 2026-10-24T00:00:00Z: three days across the European DST change.
+            let base = 1_792_800_000_000;
+            let mut index = ExpiryIndex::default();
+            for offset in offsets {
+                let expiry = Timestamp::from_millis(base + offset);
+                let expected = schedule
+                    .bucket_for(expiry.to_datetime().expect("in range"))
+                    .map(Timestamp::from_datetime);
+                proptest::prop_assert_eq!(index.bucket_for(&schedule, expiry), expected);
+            }
+        }
+    }
+
     #[test]
     fn due_buckets_come_out_oldest_first_and_later_ones_stay() {
         let mut index = ExpiryIndex::default();
