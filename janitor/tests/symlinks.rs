@@ -138,7 +138,11 @@ fn file_with_a_bucket_name_is_left_alone() {
 /// again and again, while janitors sweep in a loop.
 #[test]
 fn bucket_swapped_for_a_link_during_sweeps() {
-    const SWAPS: u64 = 10_000;
+    // 10^4 in every test run; set JANITOR_RACE_SWAPS for a longer soak.
+    let swaps_wanted: u64 = std::env::var("JANITOR_RACE_SWAPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let tmp = tempfile::tempdir().expect("tempdir");
     let outside = outside(tmp.path());
     let data = tmp.path().join("data");
@@ -166,7 +170,7 @@ fn bucket_swapped_for_a_link_during_sweeps() {
     let bucket = root.join(EXPIRED);
     let mut swaps = 0;
     let mut round = 0u64;
-    while swaps < SWAPS {
+    while swaps < swaps_wanted {
         round += 1;
         if !try_make_bucket(&root, EXPIRED) {
             continue;
