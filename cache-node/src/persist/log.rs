@@ -284,38 +284,53 @@ impl Writer {
             return;
         }
         let mut results: Vec<Result<(), CommitError>> = vec![Ok(()); batch.len()];
-        let mut by_area: BTreeMap<Area, Vec<(usize, RecordRef<'_>)>> = BTreeMap::new();
+        // A change's first record (its value, or a delete's tombstone) goes first; the shadow a
+        // moved key leaves in its old area only once that succeeded: a shadow without its value
+        // would delete the key on the next start.
+        let mut primary: BTreeMap<Area, Vec<(usize, RecordRef<'_>)>> = BTreeMap::new();
+        let mut shadows: Vec<(usize, Area, RecordRef<'_>)> = Vec::new();
         for (index, (change, _)) in batch.iter().enumerate() {
             match self.plan(change) {
                 Ok(records) => {
-                    for (area, record) in records {
-                        by_area.entry(area).or_default().push((index, record));
+                    for (nth, (area, record)) in records.into_iter().enumerate() {
+                        if nth == 0 {
+                            primary.entry(area).or_default().push((index, record));
+                        } else {
+                            shadows.push((index, area, record));
+                        }
                     }
                 }
                 Err(error) => results[index] = Err(error),
             }
         }
         let mut written = Vec::new();
-        for (area, records) in by_area {
-            let indexes: Vec<usize> = records.iter().map(|(index, _)| *index).collect();
-            let bytes: u64 = records
-                .iter()
-                .map(|(_, record)| record.encoded_len() as u64)
-                .sum();
-            match self.append(area, records.into_iter().map(|(_, record)| record)) {
-                Ok(()) => {
-                    self.metrics.records.inc_by(indexes.len() as u64);
-                    self.metrics.bytes.inc_by(bytes);
-                    if area == Area::Persistent {
-                        self.persistent_bytes += bytes;
-                    }
-                    written.push(area);
+        for (area, records) in primary {
+            if let Err(error) = self.append_all(area, &records, &mut written) {
+                let error = self.classify(&error);
+                for (index, _) in records {
+                    results[index] = Err(error.clone());
                 }
-                Err(error) => {
-                    let error = self.classify(&error);
-                    for index in indexes {
-                        results[index] = Err(error.clone());
-                    }
+            }
+        }
+        let mut shadow_areas: BTreeMap<Area, Vec<(usize, RecordRef<'_>)>> = BTreeMap::new();
+        for (index, area, record) in shadows {
+            if results[index].is_ok() {
+                shadow_areas.entry(area).or_default().push((index, record));
+            }
+        }
+        for (area, records) in shadow_areas {
+            // The values are durable and acknowledged; only the guard against an older record
+            // reappearing after their bucket expires is missing.
+            if let Err(error) = self.append_all(area, &records, &mut written) {
+                PersistMetrics::count(&self.metrics.write_errors, "shadow", 1);
+                tracing::error!(
+                    %error,
+                    keys = records.len(),
+                    "cannot write the tombstones of moved keys; their older records may \
+                     reappear after a restart once the newer ones expire"
+                );
+                if matches!(&error, DiskError::Io { action, .. } if *action == "sync") {
+                    self.stop(format!("fsync failed: {error}"), true);
                 }
             }
         }
@@ -384,6 +399,29 @@ impl Writer {
             },
         }
         Ok(records)
+    }
+
+    /// Appends `records` to `area`, counts them and notes the area in `written`.
+    fn append_all(
+        &mut self,
+        area: Area,
+        records: &[(usize, RecordRef<'_>)],
+        written: &mut Vec<Area>,
+    ) -> Result<(), DiskError> {
+        let bytes: u64 = records
+            .iter()
+            .map(|(_, record)| record.encoded_len() as u64)
+            .sum();
+        self.append(area, records.iter().map(|(_, record)| *record))?;
+        self.metrics.records.inc_by(records.len() as u64);
+        self.metrics.bytes.inc_by(bytes);
+        if area == Area::Persistent {
+            self.persistent_bytes += bytes;
+        }
+        if !written.contains(&area) {
+            written.push(area);
+        }
+        Ok(())
     }
 
     /// Appends `records` to the segment of `area`, opening one if needed.

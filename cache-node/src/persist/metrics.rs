@@ -32,7 +32,8 @@ pub struct PersistMetrics {
     pub(crate) fsync_duration: Histogram,
     /// Age of the oldest unsynced record when it was synced.
     pub(crate) fsync_lag: Histogram,
-    /// Failed writes by kind (`disk_full`, `io`, `stopped`).
+    /// Failed writes by kind (`disk_full`, `io`, `stopped`; `shadow`: the tombstones a
+    /// round of moved keys leaves behind).
     pub(crate) write_errors: Family<KindLabel, Counter>,
     /// Compactions of the persistent area by result (`rewritten`, `skipped`, `failed`).
     pub(crate) compactions: Family<KindLabel, Counter>,
@@ -105,7 +106,8 @@ impl PersistMetrics {
         );
         registry.register(
             "persist_write_errors",
-            "Writes refused because the data volume failed, by kind (disk_full, io, stopped)",
+            "Writes refused because the data volume failed, by kind (disk_full, io, stopped; \
+             shadow: tombstones of moved keys that could not be written)",
             self.write_errors.clone(),
         );
         registry.register(

@@ -22,6 +22,9 @@ mod metrics;
 mod policy;
 mod warm_start;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 use tidecache_contract::disk::{ClusterRoot, ObjectName, Record};

@@ -1,0 +1,380 @@
+//! The log and the warm start on real files in a temporary directory: restarts, versions,
+//! shadows of moved keys, refused writes, group commit, damage and compaction.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidecache_contract::Schedule;
+use tidecache_contract::disk::{Area, ObjectName};
+
+use super::*;
+use crate::clock::{Clock, ManualClock, Timestamp};
+use crate::metrics::Metrics;
+use crate::store::{CommitError, Preconditions, Store, StoreConfig, Version};
+
+/// 2026-11-19T00:00:20Z: twenty seconds into a minute.
+const START: i64 = 1_795_046_420_000;
+
+fn settings(dir: &Path, node: &str, fsync: FsyncPolicy) -> PersistSettings {
+    PersistSettings {
+        data_dir: dir.to_path_buf(),
+        namespace: ObjectName::new("default").expect("name"),
+        cluster: ObjectName::new("demo").expect("name"),
+        node: ObjectName::new(node).expect("name"),
+        fsync,
+        segment_bytes: PersistSettings::DEFAULT_SEGMENT_BYTES,
+        compact_min_bytes: PersistSettings::DEFAULT_COMPACT_MIN_BYTES,
+    }
+}
+
+/// A store on a manual clock that has loaded the volume and journals to it.
+struct Node {
+    store: Arc<Store>,
+    log: Arc<Log>,
+    metrics: Arc<Metrics>,
+    report: LoadReport,
+}
+
+impl Node {
+    fn start(settings: &PersistSettings, clock: &Arc<ManualClock>) -> Node {
+        let store = Arc::new(Store::new(
+            StoreConfig::new(Schedule::every_minute()),
+            clock.clone(),
+        ));
+        let metrics = Arc::new(Metrics::new(store.clone()));
+        let report =
+            warm_start(&settings.root(), &store, metrics.persistence()).expect("warm start");
+        let log = Arc::new(
+            Log::start(settings, store.clone(), metrics.persistence().clone()).expect("log"),
+        );
+        assert!(store.attach_journal(log.clone()));
+        Node {
+            store,
+            log,
+            metrics,
+            report,
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        ttl_secs: Option<u64>,
+    ) -> Result<Version, CommitError> {
+        let now = self.store.clock().now();
+        let expires = ttl_secs.and_then(|secs| now.checked_add(Duration::from_secs(secs)));
+        let journaled = self
+            .store
+            .put_journaled(
+                Bytes::copy_from_slice(key.as_bytes()),
+                Bytes::copy_from_slice(value.as_bytes()),
+                expires,
+                &Preconditions::none(),
+            )
+            .expect("accepted in memory");
+        journaled.durable().await.map(|outcome| outcome.version)
+    }
+
+    async fn delete(&self, key: &str) -> Result<Version, CommitError> {
+        self.store
+            .delete_journaled(key.as_bytes(), &Preconditions::none())
+            .expect("present")
+            .durable()
+            .await
+    }
+
+    fn value(&self, key: &str) -> Option<String> {
+        self.store
+            .get(key.as_bytes())
+            .map(|hit| String::from_utf8_lossy(&hit.value).into_owned())
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics.encode().expect("encodes");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    async fn stop(self) {
+        let log = self.log;
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .expect("closed");
+    }
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_millis(START)))
+}
+
+/// Every segment file under `dir`, sorted.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "seg") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn writes_and_deletes_survive_a_restart_with_their_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    let forever = node.put("forever", "v1", None).await.expect("durable");
+    let hour = node.put("hour", "v1", Some(3600)).await.expect("durable");
+    node.put("gone", "v1", Some(600)).await.expect("durable");
+    node.delete("gone").await.expect("durable");
+    node.put("gone-forever", "v1", None).await.expect("durable");
+    node.delete("gone-forever").await.expect("durable");
+    node.stop().await;
+
+    let node = Node::start(&settings, &clock);
+    assert_eq!(node.value("forever").as_deref(), Some("v1"));
+    assert_eq!(node.value("hour").as_deref(), Some("v1"));
+    assert_eq!(node.value("gone"), None);
+    assert_eq!(node.value("gone-forever"), None);
+    assert_eq!(node.store.get(b"forever").expect("hit").version, forever);
+    let loaded_hour = node.store.get(b"hour").expect("hit");
+    assert_eq!(loaded_hour.version, hour);
+    assert_eq!(
+        loaded_hour.expires_at,
+        clock.now().checked_add(Duration::from_secs(3600))
+    );
+    assert_eq!(node.report.loaded, 2);
+    assert_eq!(node.report.deleted, 2);
+    let next = node.put("forever", "v2", None).await.expect("durable");
+    assert!(next > forever, "versions keep growing across restarts");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_moved_to_an_earlier_bucket_does_not_come_back_when_that_bucket_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    node.put("k", "long", Some(7200)).await.expect("durable");
+    node.put("k", "short", Some(30)).await.expect("durable");
+    node.put("p", "persistent", None).await.expect("durable");
+    node.put("p", "expiring", Some(30)).await.expect("durable");
+    node.stop().await;
+
+    let node = Node::start(&settings, &clock);
+    assert_eq!(node.value("k").as_deref(), Some("short"));
+    assert_eq!(node.value("p").as_deref(), Some("expiring"));
+    node.stop().await;
+
+    // The short bucket has expired (and may be deleted by the janitor): the shadows left in
+    // the older areas keep the older records from coming back.
+    clock.advance(Duration::from_secs(120));
+    let node = Node::start(&settings, &clock);
+    assert_eq!(node.value("k"), None);
+    assert_eq!(node.value("p"), None);
+    assert_eq!(node.report.expired_buckets, 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_that_cannot_be_appended_is_refused_and_undone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    node.put("k", "durable", Some(60)).await.expect("durable");
+    // A file where the next bucket's directory must go: its segment cannot be created.
+    let later = clock
+        .now()
+        .checked_add(Duration::from_secs(3600))
+        .expect("time");
+    let bucket = Schedule::every_minute()
+        .bucket_for(later.to_datetime().expect("time"))
+        .and_then(tidecache_contract::Bucket::new)
+        .expect("bucket");
+    fs::write(
+        settings.root().area_dir(Area::Bucket(bucket)),
+        b"in the way",
+    )
+    .expect("block");
+
+    let refused = node.put("k", "lost", Some(3600)).await;
+    assert!(matches!(refused, Err(CommitError::Io(_))), "{refused:?}");
+    assert_eq!(
+        node.value("k").as_deref(),
+        Some("durable"),
+        "memory rolled back"
+    );
+    let refused = node.put("new", "lost", Some(3600)).await;
+    assert!(matches!(refused, Err(CommitError::Io(_))), "{refused:?}");
+    assert_eq!(node.value("new"), None);
+    assert_eq!(node.store.stats().entries, 1);
+    assert_eq!(
+        node.metric("tidecache_persist_write_errors_total{kind=\"io\"}"),
+        2.0
+    );
+    node.stop().await;
+
+    let node = Node::start(&settings, &clock);
+    assert_eq!(node.value("k").as_deref(), Some("durable"));
+    assert_eq!(node.value("new"), None);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Arc::new(Node::start(&settings, &clock));
+    let writers: Vec<_> = (0..32)
+        .map(|writer| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    node.put(&format!("w{writer}-{i}"), "value", Some(600))
+                        .await
+                        .expect("durable");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let fsyncs = node.metric("tidecache_persist_fsync_duration_seconds_count");
+    assert_eq!(node.metric("tidecache_persist_records_total"), 800.0);
+    assert!(fsyncs < 800.0, "{fsyncs} fsyncs for 800 writes");
+    assert_eq!(node.store.stats().entries, 800);
+    if let Ok(node) = Arc::try_unwrap(node) {
+        node.stop().await;
+    }
+}
+
+/// Writes three entries with `always`, returns the segment and where the last record starts.
+async fn three_records(settings: &PersistSettings, clock: &Arc<ManualClock>) -> (PathBuf, u64) {
+    let node = Node::start(settings, clock);
+    node.put("first", "one", None).await.expect("durable");
+    node.put("second", "two", None).await.expect("durable");
+    let before_last = segments(settings.data_dir.as_path())
+        .first()
+        .map(|path| fs::metadata(path).expect("stat").len())
+        .expect("a segment");
+    node.put("third", "three", None).await.expect("durable");
+    node.stop().await;
+    let segment = segments(&settings.data_dir).pop().expect("a segment");
+    (segment, before_last)
+}
+
+#[tokio::test]
+async fn a_last_record_cut_at_any_byte_loses_only_that_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let (segment, last_starts) = three_records(&settings, &clock).await;
+    let whole = fs::read(&segment).expect("read");
+    for cut in last_starts..whole.len() as u64 {
+        fs::write(&segment, &whole[..cut as usize]).expect("truncate");
+        let store = Store::new(StoreConfig::new(Schedule::every_minute()), clock.clone());
+        let metrics = PersistMetrics::default();
+        let report = warm_start(&settings.root(), &store, &metrics).expect("loads");
+        assert!(store.get(b"first").is_some() && store.get(b"second").is_some());
+        assert!(store.get(b"third").is_none(), "cut at {cut}");
+        assert_eq!(
+            report.torn_tails,
+            u64::from(cut > last_starts),
+            "cut at {cut}"
+        );
+        assert_eq!(report.corrupt_records, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_bit_rejects_that_record_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let (segment, _) = three_records(&settings, &clock).await;
+    let mut bytes = fs::read(&segment).expect("read");
+    let at = bytes
+        .windows(3)
+        .position(|window| window == b"two")
+        .expect("the second value");
+    bytes[at] ^= 0x04;
+    fs::write(&segment, &bytes).expect("write");
+    let node = Node::start(&settings, &clock);
+    assert_eq!(node.value("first").as_deref(), Some("one"));
+    assert_eq!(node.value("second"), None, "never served");
+    assert_eq!(node.value("third").as_deref(), Some("three"));
+    assert_eq!(node.report.corrupt_records, 1);
+    assert_eq!(
+        node.metric("tidecache_warm_start_damage_total{kind=\"corrupt_record\"}"),
+        1.0
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_mostly_garbage_persistent_area_is_compacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = settings(dir.path(), "node-a", FsyncPolicy::Never);
+    settings.compact_min_bytes = 16 * 1024;
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    let value = "x".repeat(100);
+    for round in 0..100 {
+        for key in 0..10 {
+            node.put(&format!("k{key}"), &format!("{round}{value}"), None)
+                .await
+                .expect("durable");
+        }
+    }
+    node.put("deleted", "v", None).await.expect("durable");
+    node.delete("deleted").await.expect("durable");
+    let node_dir = settings.root().node_dir(Area::Persistent, &settings.node);
+    let size = || -> u64 {
+        segments(&node_dir)
+            .iter()
+            .map(|path| fs::metadata(path).expect("stat").len())
+            .sum()
+    };
+    let written = size();
+    for _ in 0..100 {
+        if node.metric("tidecache_persist_compactions_total{kind=\"rewritten\"}") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        node.metric("tidecache_persist_compactions_total{kind=\"rewritten\"}"),
+        1.0
+    );
+    assert!(size() * 10 < written, "{} of {written} bytes left", size());
+    node.put("after", "compaction", None)
+        .await
+        .expect("durable");
+    node.stop().await;
+
+    let node = Node::start(&settings, &clock);
+    for key in 0..10 {
+        assert_eq!(node.value(&format!("k{key}")), Some(format!("99{value}")));
+    }
+    assert_eq!(node.value("deleted"), None);
+    assert_eq!(node.value("after").as_deref(), Some("compaction"));
+    assert_eq!(node.report.loaded, 11);
+    node.stop().await;
+}
