@@ -131,6 +131,21 @@ fn listings_report_foreign_names_and_never_follow_links() {
 }
 
 #[test]
+fn writer_refuses_a_linked_node_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = root_in(&tmp.path().join("data"));
+    let area = bucket("20261123T140500Z");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::create_dir_all(root.area_dir(area)).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, root.node_dir(area, &name("cache-0"))).expect("link");
+    let error = SegmentWriter::open(&root, area, &name("cache-0"), Default::default())
+        .expect_err("refused");
+    assert!(error.to_string().contains("not a directory"), "{error}");
+    assert_eq!(std::fs::read_dir(&outside).expect("list").count(), 0);
+}
+
+#[test]
 fn area_reader_reports_a_bad_segment_and_goes_on() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = root_in(tmp.path());

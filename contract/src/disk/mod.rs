@@ -57,6 +57,12 @@ pub enum DiskError {
     /// A record the format cannot hold.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// Something other than a directory (a symbolic link, a file) where the layout has one.
+    #[error("{} is not a directory (symbolic links are never followed)", path.display())]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
     /// A file that is not a readable segment.
     #[error("cannot read segment {}: {source}", path.display())]
     Segment {

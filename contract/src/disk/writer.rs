@@ -60,6 +60,15 @@ impl SegmentWriter {
     ) -> Result<SegmentWriter, DiskError> {
         let dir = root.node_dir(area, node);
         create_dirs(&dir)?;
+        // A link planted in place of the area or node directory would redirect the writes.
+        for own in [root.area_dir(area), dir.clone()] {
+            let is_dir = fs::symlink_metadata(&own)
+                .map_err(|source| DiskError::io("inspect", &own, source))?
+                .is_dir();
+            if !is_dir {
+                return Err(DiskError::NotADirectory { path: own });
+            }
+        }
         let last = root
             .list_segments(area)?
             .items
