@@ -21,11 +21,7 @@ pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, shutdown: impl Future
     // Anything already due (e.g. loaded from disk by a later version) goes first.
     sweep(&store, &metrics, None);
     loop {
-        let now = store.clock().now();
-        let next = now
-            .to_datetime()
-            .and_then(|now| store.schedule().next_fire_after(now));
-        let Some(next) = next.map(Timestamp::from_datetime) else {
+        let Some(mut next) = next_fire(&store) else {
             tracing::error!(
                 schedule = %store.schedule(),
                 "the schedule has no further fire time; expired entries stay hidden but are \
@@ -38,6 +34,10 @@ pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, shutdown: impl Future
             if now >= next {
                 break;
             }
+            // A wall clock stepped back makes an earlier fire time the next one.
+            if let Some(earlier) = next_fire(&store).filter(|earlier| *earlier < next) {
+                next = earlier;
+            }
             let nap = now.until(next).min(MAX_NAP);
             tokio::select! {
                 () = tokio::time::sleep(nap) => {}
@@ -46,6 +46,15 @@ pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, shutdown: impl Future
         }
         sweep(&store, &metrics, Some(next));
     }
+}
+
+/// The first fire time of the store's schedule after its clock's now.
+fn next_fire(store: &Store) -> Option<Timestamp> {
+    let now = store.clock().now().to_datetime()?;
+    store
+        .schedule()
+        .next_fire_after(now)
+        .map(Timestamp::from_datetime)
 }
 
 fn sweep(store: &Store, metrics: &Metrics, fire_time: Option<Timestamp>) {
@@ -107,5 +116,35 @@ mod tests {
         );
         let _ = stop.send(());
         task.await.expect("sweeper ends cleanly");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_stepped_back_does_not_postpone_sweeps() {
+        let start = Timestamp::from_millis(1_795_046_420_000);
+        let clock = Arc::new(ManualClock::new(start));
+        let store = Arc::new(Store::new(
+            StoreConfig::new(Schedule::every_minute()),
+            clock.clone(),
+        ));
+        let metrics = Arc::new(Metrics::new(store.clone()));
+        let task = tokio::spawn(run(store.clone(), metrics, std::future::pending()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The clock steps back an hour; an entry expires in the minute that is now current.
+        let stepped = Timestamp::from_millis(start.as_millis() - 3_600_000);
+        clock.set(stepped);
+        let expiry = stepped.checked_add(Duration::from_secs(5));
+        store
+            .put(
+                Bytes::from_static(b"k"),
+                Bytes::new(),
+                expiry,
+                &Preconditions::none(),
+            )
+            .expect("stored");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        clock.advance(Duration::from_secs(40)); // the fire time after the step
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(store.stats().entries, 0, "swept at the earlier fire time");
+        task.abort();
     }
 }
