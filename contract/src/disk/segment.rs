@@ -82,15 +82,17 @@ pub struct SegmentDecoder<'a> {
 
 impl<'a> SegmentDecoder<'a> {
     /// Checks the segment header of `bytes`, the complete contents of a segment file. A file
-    /// shorter than a header is a segment whose creation was cut short: it decodes to at most
-    /// one [`Decoded::TornTail`].
+    /// shorter than a header, or whose header is all zeros (its size reached the disk, its
+    /// bytes did not), is a segment whose creation was cut short by a crash before anything
+    /// was synced: it decodes to a [`Decoded::TornTail`].
     ///
     /// # Errors
     /// [`SegmentError`] if the header is present but wrong: the file is not something this
     /// code may read.
     pub fn new(bytes: &'a [u8]) -> Result<SegmentDecoder<'a>, SegmentError> {
-        let Some(header) = bytes.get(..SEGMENT_HEADER_LEN) else {
-            return Ok(SegmentDecoder { bytes, pos: 0 });
+        let header = match bytes.get(..SEGMENT_HEADER_LEN) {
+            Some(header) if header.iter().any(|b| *b != 0) => header,
+            _ => return Ok(SegmentDecoder { bytes, pos: 0 }),
         };
         if header[..8] != SEGMENT_MAGIC {
             return Err(SegmentError::BadMagic);

@@ -147,6 +147,7 @@ fn segment_header_is_checked() {
         decode(&bytes[..5]),
         [Decoded::TornTail { offset: 0, len: 5 }]
     );
+    assert_eq!(decode(&[0; 40]), [Decoded::TornTail { offset: 0, len: 40 }]);
     bytes[9] = 9;
     assert_eq!(
         SegmentDecoder::new(&bytes).err(),
