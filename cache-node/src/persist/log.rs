@@ -118,6 +118,7 @@ impl Log {
             persistent_bytes,
             compacted_bytes: 0,
             compact_min_bytes: settings.compact_min_bytes,
+            areas: AreaCache::default(),
         };
         let thread = std::thread::Builder::new()
             .name("tidecache-log".to_string())
@@ -210,6 +211,8 @@ struct Writer {
     compacted_bytes: u64,
     /// No compaction below this size.
     compact_min_bytes: u64,
+    /// The areas of recently seen buckets.
+    areas: AreaCache,
 }
 
 /// A change's records: at most a value and a tombstone.
@@ -351,27 +354,22 @@ impl Writer {
     }
 
     /// The records of `change` and their areas.
-    fn plan<'c>(&self, change: &'c Change) -> Result<Planned<'c>, CommitError> {
+    fn plan<'c>(&mut self, change: &'c Change) -> Result<Planned<'c>, CommitError> {
         let version = DiskVersion {
             hlc: change.version.get(),
             node: self.node_tag,
         };
-        let mut records = Vec::with_capacity(2);
-        let tombstone = |previous: &'c Previous| -> Result<(Area, RecordRef<'c>), CommitError> {
-            Ok((
-                area_of(previous.bucket)?,
-                RecordRef {
-                    key: &change.key,
-                    version,
-                    expiry_unix_nanos: previous.expires_at.and_then(unix_nanos),
-                    value: None,
-                },
-            ))
+        let tombstone = |expires_at: Option<Timestamp>| RecordRef {
+            key: &change.key,
+            version,
+            expiry_unix_nanos: expires_at.and_then(unix_nanos),
+            value: None,
         };
-        match &change.value {
-            Some(value) => {
+        let mut records = Vec::with_capacity(2);
+        match (&change.value, &change.previous) {
+            (Some(value), previous) => {
                 records.push((
-                    area_of(change.bucket)?,
+                    self.areas.get(change.bucket)?,
                     RecordRef {
                         key: &change.key,
                         version,
@@ -379,24 +377,18 @@ impl Writer {
                         value: Some(value),
                     },
                 ));
-                if let Some(previous) = &change.previous
+                if let Some(previous) = previous
                     && previous.bucket != change.bucket
                 {
-                    records.push(tombstone(previous)?);
+                    let area = self.areas.get(previous.bucket)?;
+                    records.push((area, tombstone(previous.expires_at)));
                 }
             }
-            None => match &change.previous {
-                Some(previous) => records.push(tombstone(previous)?),
-                None => records.push((
-                    Area::Persistent,
-                    RecordRef {
-                        key: &change.key,
-                        version,
-                        expiry_unix_nanos: None,
-                        value: None,
-                    },
-                )),
-            },
+            (None, Some(previous)) => {
+                let area = self.areas.get(previous.bucket)?;
+                records.push((area, tombstone(previous.expires_at)));
+            }
+            (None, None) => records.push((Area::Persistent, tombstone(None))),
         }
         Ok(records)
     }
@@ -679,6 +671,31 @@ fn area_of(bucket: Option<Timestamp>) -> Result<Area, CommitError> {
             .and_then(Bucket::new)
             .map(Area::Bucket)
             .ok_or_else(|| CommitError::Io(format!("bucket {fire} has no directory name"))),
+    }
+}
+
+/// [`area_of`] for the buckets seen recently: checking a bucket's name formats a date, which
+/// would otherwise cost more than encoding the record.
+#[derive(Default)]
+struct AreaCache(HashMap<Timestamp, Area>);
+
+impl AreaCache {
+    /// Buckets remembered before the cache starts over.
+    const MAX: usize = 1024;
+
+    fn get(&mut self, bucket: Option<Timestamp>) -> Result<Area, CommitError> {
+        let Some(fire) = bucket else {
+            return Ok(Area::Persistent);
+        };
+        if let Some(area) = self.0.get(&fire) {
+            return Ok(*area);
+        }
+        let area = area_of(bucket)?;
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(fire, area);
+        Ok(area)
     }
 }
 

@@ -14,11 +14,14 @@
 //! The winners are collected first and stored afterwards, so the store only ever sees one
 //! version of a key and the order segments are read in does not matter.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tidecache_contract::disk::{Area, AreaReader, ClusterRoot, Decoded, DiskError, Record};
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
+use tidecache_contract::disk::{
+    Area, AreaReader, ClusterRoot, Decoded, DiskError, Version as DiskVersion,
+};
 
 use super::metrics::PersistMetrics;
 use crate::clock::Timestamp;
@@ -80,7 +83,7 @@ pub fn warm_start(
         areas = areas.items.len(),
         "warm start: loading the data volume"
     );
-    let mut newest: HashMap<Vec<u8>, Record> = HashMap::new();
+    let mut newest: HashMap<Vec<u8>, Winner> = HashMap::new();
     let mut last_progress = Instant::now();
     for area in areas.items {
         if let (Area::Bucket(bucket), Some(now)) = (area, now_time)
@@ -103,16 +106,20 @@ pub fn warm_start(
             match item {
                 Ok(Decoded::Record { record, .. }) => {
                     report.records += 1;
-                    match newest.get(&record.key) {
-                        Some(kept) if !super::supersedes(&record, kept) => {
+                    let winner = Winner {
+                        version: record.version,
+                        value: record.value,
+                        expiry_unix_nanos: record.expiry_unix_nanos,
+                    };
+                    match newest.entry(record.key) {
+                        Entry::Occupied(mut kept) => {
                             report.superseded += 1;
+                            if winner.rank() > kept.get().rank() {
+                                kept.insert(winner);
+                            }
                         }
-                        Some(_) => {
-                            report.superseded += 1;
-                            newest.insert(record.key.clone(), record);
-                        }
-                        None => {
-                            newest.insert(record.key.clone(), record);
+                        Entry::Vacant(slot) => {
+                            slot.insert(winner);
                         }
                     }
                 }
@@ -194,6 +201,22 @@ pub fn warm_start(
         "warm start done"
     );
     Ok(report)
+}
+
+/// The newest record of a key so far, without its key (the map holds it).
+struct Winner {
+    version: DiskVersion,
+    value: Option<Vec<u8>>,
+    expiry_unix_nanos: Option<i64>,
+}
+
+impl Winner {
+    /// The order in which records of one key win: the newer version, then a value over a
+    /// tombstone of the same version (the shadow a write leaves in the area it moved the key
+    /// out of carries the write's own version).
+    fn rank(&self) -> (DiskVersion, bool) {
+        (self.version, self.value.is_some())
+    }
 }
 
 fn record_metrics(report: &LoadReport, metrics: &PersistMetrics) {
