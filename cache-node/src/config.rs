@@ -12,6 +12,7 @@ use tidecache_contract::{Schedule, ScheduleError};
 
 use crate::http::Limits;
 use crate::persist::{FsyncPolicy, PersistSettings};
+use crate::replication::{AckLevel, ReplicationSettings, TransportSettings};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
 use crate::units::{parse_duration, parse_size};
 
@@ -117,6 +118,62 @@ pub struct Config {
     /// and has doubled since its last compaction.
     #[arg(long, env = "TIDECACHE_COMPACT_MIN_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub compact_min_bytes: u64,
+
+    /// The cluster's nodes as host:port,... (may include this node's own address); writes
+    /// are replicated to the others. For local runs; in Kubernetes use --peers-service.
+    #[arg(
+        long,
+        env = "TIDECACHE_PEERS",
+        value_delimiter = ',',
+        conflicts_with = "peers_service"
+    )]
+    pub peers: Vec<String>,
+
+    /// The headless Service whose DNS name resolves to every pod, NAME[:PORT] (the port
+    /// defaults to --listen's); re-resolved every few seconds.
+    #[arg(long, env = "TIDECACHE_PEERS_SERVICE")]
+    pub peers_service: Option<String>,
+
+    /// How many replicas acknowledge a write that does not say (Tidecache-Ack): one (this
+    /// node), quorum (a majority) or all.
+    #[arg(long, env = "TIDECACHE_WRITE_ACK", value_enum, default_value_t = AckLevel::One)]
+    pub ack: AckLevel,
+
+    /// How long a write waits for its acknowledgements before the client gets 503.
+    #[arg(long, env = "TIDECACHE_ACK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub ack_timeout: Duration,
+
+    /// Time between anti-entropy passes (digests compared with every peer).
+    #[arg(long, env = "TIDECACHE_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub anti_entropy_interval: Duration,
+
+    /// How long a starting node may spend catching up from its peers before it turns ready
+    /// anyway.
+    #[arg(long, env = "TIDECACHE_CATCH_UP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub catch_up_timeout: Duration,
+
+    /// Records queued per peer before writes with ack=one stop being queued for it (and
+    /// writes waiting for acknowledgements wait for room).
+    #[arg(long, env = "TIDECACHE_REPLICATION_QUEUE", default_value_t = 16_384)]
+    pub replication_queue: usize,
+}
+
+/// Where a replicated node finds its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerSource {
+    /// `--peers`.
+    Static(Vec<String>),
+    /// `--peers-service`.
+    Service(String),
+}
+
+/// A validated replication setup.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// Where the peers come from.
+    pub peers: PeerSource,
+    /// Levels, timeouts, queues.
+    pub settings: ReplicationSettings,
 }
 
 /// `--eviction-policy` values.
@@ -207,6 +264,11 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Persistence to the shared volume; `None` without `--data-dir` (memory only).
     pub persistence: Option<PersistSettings>,
+    /// Replication; `None` without `--peers` or `--peers-service`.
+    pub replication: Option<ReplicationConfig>,
+    /// The tag of this node's name (`--node-id`, else the hostname): the second half of every
+    /// version it issues (0 when it has no name).
+    pub node_tag: u64,
 }
 
 impl Config {
@@ -266,8 +328,23 @@ impl Config {
             Some(data_dir) => Some(self.persistence(data_dir.clone())?),
             None => None,
         };
+        let replication = self.replication()?;
+        let node_tag = match (&persistence, &self.node_id) {
+            (Some(persistence), _) => persistence.node.tag(),
+            (None, Some(id)) => ObjectName::new(id)
+                .map_err(|source| ConfigError::Name {
+                    flag: "node-id",
+                    source,
+                })?
+                .tag(),
+            (None, None) => hostname()
+                .and_then(|name| ObjectName::new(&name).ok())
+                .map_or(0, |name| name.tag()),
+        };
         Ok(Settings {
             persistence,
+            replication,
+            node_tag,
             listen: self.listen,
             store: StoreConfig {
                 schedule,
@@ -294,6 +371,41 @@ impl Config {
 }
 
 impl Config {
+    /// The replication setup, if peers are configured.
+    fn replication(&self) -> Result<Option<ReplicationConfig>, ConfigError> {
+        let peers = match (&self.peers_service, self.peers.is_empty()) {
+            (Some(service), _) => PeerSource::Service(service.clone()),
+            (None, false) => PeerSource::Static(self.peers.clone()),
+            (None, true) => return Ok(None),
+        };
+        if self.replication_queue == 0 {
+            return Err(ConfigError::Zero {
+                flag: "replication-queue",
+            });
+        }
+        for (flag, value) in [
+            ("ack-timeout", self.ack_timeout),
+            ("anti-entropy-interval", self.anti_entropy_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { flag });
+            }
+        }
+        Ok(Some(ReplicationConfig {
+            peers,
+            settings: ReplicationSettings {
+                default_ack: self.ack,
+                ack_timeout: self.ack_timeout,
+                anti_entropy_interval: self.anti_entropy_interval,
+                catch_up_timeout: self.catch_up_timeout,
+                transport: TransportSettings {
+                    queue_capacity: self.replication_queue,
+                    ..TransportSettings::default()
+                },
+            },
+        }))
+    }
+
     /// The persistence settings for `--data-dir`.
     fn persistence(&self, data_dir: PathBuf) -> Result<PersistSettings, ConfigError> {
         let name = |flag, value: &str| {
@@ -408,6 +520,46 @@ mod tests {
         assert!(refused(&["--max-memory=0"]));
         assert!(Config::try_parse_from(["cache-node", "--max-memory=lots"]).is_err());
         assert!(Config::try_parse_from(["cache-node", "--eviction-policy=random"]).is_err());
+    }
+
+    #[test]
+    fn replication_is_on_with_peers_or_a_peers_service() {
+        let cgroup = empty_cgroup();
+        let validate = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("cache-node").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    c.validate_with_cgroup_root(cgroup.path())
+                        .map_err(|e| e.to_string())
+                })
+        };
+        assert!(validate(&[]).expect("valid").replication.is_none());
+        let settings = validate(&[
+            "--peers=127.0.0.1:1,127.0.0.1:2",
+            "--ack=quorum",
+            "--ack-timeout=1s",
+            "--node-id=cache-1",
+        ])
+        .expect("valid");
+        let replication = settings.replication.expect("on");
+        assert_eq!(
+            replication.peers,
+            PeerSource::Static(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()])
+        );
+        assert_eq!(replication.settings.default_ack, AckLevel::Quorum);
+        assert_eq!(replication.settings.ack_timeout, Duration::from_secs(1));
+        assert_eq!(
+            settings.node_tag,
+            ObjectName::new("cache-1").expect("valid").tag()
+        );
+        let service = validate(&["--peers-service=demo-peers", "--ack=all"]).expect("valid");
+        assert_eq!(
+            service.replication.expect("on").peers,
+            PeerSource::Service("demo-peers".into())
+        );
+        assert!(validate(&["--peers=a:1", "--peers-service=s"]).is_err());
+        assert!(validate(&["--peers=a:1", "--ack=most"]).is_err());
+        assert!(validate(&["--peers=a:1", "--replication-queue=0"]).is_err());
     }
 
     #[test]

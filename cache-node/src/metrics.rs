@@ -16,6 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::persist::PersistMetrics;
+use crate::replication::ReplicationMetrics;
 use crate::store::Store;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -49,6 +50,8 @@ pub struct Metrics {
     sweep_duration: Histogram,
     /// The persistence log's and warm start's metrics (zero on a memory-only node).
     persistence: PersistMetrics,
+    /// Replication's metrics (zero on a node without peers).
+    replication: Arc<ReplicationMetrics>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -83,13 +86,21 @@ impl Metrics {
         registry.register_collector(Box::new(StoreCollector(store)));
         let persistence = PersistMetrics::default();
         persistence.register(&mut registry);
+        let replication = Arc::new(ReplicationMetrics::default());
+        replication.register(&mut registry);
         Metrics {
             persistence,
+            replication,
             registry,
             requests,
             latency,
             sweep_duration,
         }
+    }
+
+    /// Replication's metrics, shared with its tasks.
+    pub fn replication(&self) -> &Arc<ReplicationMetrics> {
+        &self.replication
     }
 
     /// Records one served request.

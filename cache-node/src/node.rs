@@ -6,16 +6,22 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{CapacitySource, Settings};
+use crate::config::{CapacitySource, PeerSource, Settings};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::persist::{self, Log, PersistSettings};
+use crate::replication::membership::{self, DnsPeers, StaticPeers};
+use crate::replication::{Discovery, HybridClock, Replication};
 use crate::store::Store;
 use crate::sweeper;
+
+/// How often `--peers-service` is resolved again.
+const DNS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Serves on `listener` with the wall clock until `shutdown` completes, then drains
 /// requests (up to the drain timeout), stops the sweeper and syncs and closes the log. With
@@ -30,13 +36,52 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = Arc::new(Store::new(settings.store.clone(), clock));
-    let metrics = Arc::new(Metrics::new(store.clone()));
-    let state = Arc::new(AppState::new(
-        store.clone(),
-        settings.limits.clone(),
-        metrics.clone(),
+    // Replicated versions carry the node's tag so that concurrent writes of two nodes are
+    // ordered the same way everywhere.
+    let node_tag = if settings.replication.is_some() {
+        settings.node_tag
+    } else {
+        0
+    };
+    let versions = Arc::new(HybridClock::new(node_tag));
+    let store = Arc::new(Store::with_versions(
+        settings.store.clone(),
+        clock.clone(),
+        versions.clone(),
+        settings.replication.is_some(),
     ));
+    let metrics = Arc::new(Metrics::new(store.clone()));
+    let listen = listener.local_addr()?;
+    let replication = match settings.replication.clone() {
+        Some(config) => {
+            let discovery: Box<dyn Discovery> = match &config.peers {
+                PeerSource::Static(list) => Box::new(StaticPeers::new(
+                    list.iter().map(String::as_str),
+                    &listen.to_string(),
+                )),
+                PeerSource::Service(service) => Box::new(DnsPeers::new(
+                    service,
+                    listen.port(),
+                    membership::own_addresses(listen).await,
+                    DNS_INTERVAL,
+                )),
+            };
+            Some(Replication::start(
+                store.clone(),
+                versions,
+                clock,
+                discovery,
+                config.settings,
+                metrics.replication().clone(),
+            ))
+        }
+        None => None,
+    };
+    let mut app_state = AppState::new(store.clone(), settings.limits.clone(), metrics.clone());
+    if let Some(replication) = &replication {
+        app_state = app_state.with_replication(replication.clone());
+    }
+    let state = Arc::new(app_state);
     tracing::info!(
         listen = %listener.local_addr()?,
         schedule = %store.schedule(),
@@ -49,16 +94,21 @@ pub async fn serve(
         let _ = sweeper_stopped.await;
     }));
     let persistence = settings.persistence.clone();
-    if persistence.is_some() {
+    if persistence.is_some() || replication.is_some() {
         state.loaded.store(false, Ordering::Release);
     }
     // The volume loads while HTTP already answers /healthz (a long load must not fail the
     // liveness probe); key requests and /readyz wait for it.
-    let mut starting = Box::pin(start_persistence(
+    let (stop_anti_entropy, anti_entropy_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut starting = Box::pin(start(
         persistence,
+        replication,
         store,
         metrics,
         state.clone(),
+        async move {
+            let _ = anti_entropy_stopped.await;
+        },
     ));
     let http = http::run(listener, state, shutdown, settings.drain_timeout);
     tokio::pin!(http);
@@ -87,6 +137,7 @@ pub async fn serve(
         }
     };
     let _ = stop_sweeper.send(());
+    let _ = stop_anti_entropy.send(());
     if let Err(error) = sweeper.await {
         tracing::error!(%error, "the sweeper task failed");
     }
@@ -101,7 +152,7 @@ pub async fn serve(
 }
 
 /// Loads the data volume into `store`, then starts the log, attaches it as the store's
-/// journal and lets key requests in. `None` without persistence (nothing to wait for).
+/// journal. `None` without persistence (nothing to wait for).
 ///
 /// # Errors
 /// An I/O error if the volume cannot be listed or the log cannot start: the node must not
@@ -110,7 +161,6 @@ async fn start_persistence(
     settings: Option<PersistSettings>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    state: Arc<AppState>,
 ) -> io::Result<Option<Arc<Log>>> {
     let Some(settings) = settings else {
         return Ok(None);
@@ -135,9 +185,42 @@ async fn start_persistence(
     })
     .await
     .map_err(io::Error::other)??;
-    state.loaded.store(true, Ordering::Release);
-    tracing::info!("ready: the data volume is loaded");
+    tracing::info!("the data volume is loaded");
     Ok(Some(log))
+}
+
+/// Loads the data volume (with persistence), then catches up from the peers (with
+/// replication) and starts the periodic anti-entropy pass, and only then lets key requests in
+/// and reports ready.
+///
+/// # Errors
+/// As [`start_persistence`].
+async fn start(
+    persistence: Option<PersistSettings>,
+    replication: Option<Arc<Replication>>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    state: Arc<AppState>,
+    stop_anti_entropy: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<Option<Arc<Log>>> {
+    let log = start_persistence(persistence, store, metrics).await?;
+    if let Some(replication) = replication {
+        // Batches from peers are applied from now on: last-writer-wins makes their order
+        // with the catch-up irrelevant, but the warm start's loads must come first.
+        replication.accept_batches();
+        let report = replication.catch_up().await;
+        tracing::info!(
+            peers = report.peers_ok,
+            unreachable = report.peers_failed,
+            buckets = report.buckets_fetched,
+            repaired = report.repaired,
+            "caught up from peers"
+        );
+        tokio::spawn(async move { replication.run_anti_entropy(stop_anti_entropy).await });
+    }
+    state.loaded.store(true, Ordering::Release);
+    tracing::info!("ready");
+    Ok(log)
 }
 
 /// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::headers::{self, http_date};
-use super::{AppState, body, key, lifetime};
+use super::{AppState, body, key, lifetime, replicate};
 use crate::clock::Timestamp;
 use crate::store::Preconditions;
 
@@ -148,6 +148,7 @@ pub async fn put(
     request_body: Body,
 ) -> Result<Json<PutResponse>, ApiError> {
     let request: PutRequest = read_json(&state, &request_headers, request_body).await?;
+    let level = replicate::requested_level(&request_headers)?;
     check_count(&state, request.entries.len())?;
     let now = state.store.clock().now();
     let writes = request
@@ -167,21 +168,52 @@ pub async fn put(
         .into_iter()
         .map(|write| {
             let result = state.store.put_journaled(
-                write.key,
-                write.value,
+                write.key.clone(),
+                write.value.clone(),
                 write.expires_at,
                 &write.conditions,
             );
-            (write.key_text, write.expires_at, result)
+            (write, result)
         })
         .collect();
     let mut results = Vec::with_capacity(applied.len());
-    for (key, expires_at, result) in applied {
-        let durable = match result {
+    // Then replicated, all entries at once, so that the batch shares the peers' batches too.
+    let mut durable = Vec::with_capacity(applied.len());
+    for (write, result) in applied {
+        let outcome = match result {
             Ok(journaled) => journaled.durable().await.map_err(ApiError::from),
             Err(error) => Err(ApiError::from(error)),
         };
-        results.push(match durable {
+        durable.push((write, outcome));
+    }
+    let mut pending = Vec::with_capacity(durable.len());
+    for (write, outcome) in &durable {
+        pending.push(match outcome {
+            Ok(outcome) => {
+                let applied = replicate::Applied {
+                    key: &write.key,
+                    version: outcome.version,
+                    expires_at: write.expires_at,
+                    value: Some(&write.value),
+                };
+                replicate::send(&state, applied, level).await
+            }
+            Err(_) => Ok(None),
+        });
+    }
+    for ((write, outcome), pending) in durable.into_iter().zip(pending) {
+        let (key, expires_at) = (write.key_text, write.expires_at);
+        let replicated = match pending {
+            Ok(Some(pending)) => pending
+                .wait()
+                .await
+                .map(drop)
+                .map_err(ApiError::AckNotReached),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        let outcome = outcome.and_then(|outcome| replicated.map(|()| outcome));
+        results.push(match outcome {
             Ok(outcome) => PutResult {
                 key,
                 status: if outcome.created { 201 } else { 204 },

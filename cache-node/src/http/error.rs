@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use super::headers::etag;
+use crate::replication::ack::{ACKED_HEADER, REPLICAS_HEADER};
+use crate::replication::{AckError, ReplicateError};
 use crate::store::{CommitError, DeleteError, PutError, Version};
 
 /// A refused request.
@@ -171,11 +173,22 @@ pub enum ApiError {
     /// The data volume failed: the write was not stored.
     #[error("nothing was stored: {0}; retry later")]
     PersistenceFailed(String),
+    /// `Tidecache-Ack` is not a level.
+    #[error("{0}")]
+    BadAckLevel(String),
+    /// The write was applied here but too few replicas acknowledged it in time: it is not
+    /// acknowledged (it may still spread; retrying it is safe).
+    #[error(
+        "{0}; the write is applied on the replicas that acknowledged and will reach the others \
+         when they are reachable, but it is not acknowledged at the level asked for"
+    )]
+    AckNotReached(AckError),
     /// The node is not ready (starting or draining).
     #[error("the node is not ready: {0}")]
     NotReady(&'static str),
-    /// The metrics could not be encoded.
-    #[error("the metrics could not be encoded")]
+    /// Something that should not fail did (the metrics could not be encoded, an accepted
+    /// write could not be encoded for replication); the log has the details.
+    #[error("internal error; the node's log has the details")]
     Internal,
 }
 
@@ -209,7 +222,8 @@ impl ApiError {
                 StatusCode::INSUFFICIENT_STORAGE
             }
             ApiError::PersistenceFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::AckNotReached(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadAckLevel(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -243,6 +257,8 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => "no_route",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::BadAckLevel(_) => "bad_ack_level",
+            ApiError::AckNotReached(_) => "ack_level_not_reached",
             ApiError::Internal => "internal",
         }
     }
@@ -261,6 +277,11 @@ impl IntoResponse for ApiError {
         } = self
         {
             response.headers_mut().insert(header::ETAG, etag(version));
+        }
+        if let ApiError::AckNotReached(error) = &self {
+            let headers = response.headers_mut();
+            headers.insert(ACKED_HEADER, HeaderValue::from(error.acked));
+            headers.insert(REPLICAS_HEADER, HeaderValue::from(error.replicas));
         }
         if let ApiError::MethodNotAllowed { .. } = self {
             response.headers_mut().insert(
@@ -301,6 +322,18 @@ impl From<DeleteError> for ApiError {
         match error {
             DeleteError::NotFound => ApiError::KeyNotFound,
             DeleteError::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
+        }
+    }
+}
+
+impl From<ReplicateError> for ApiError {
+    fn from(error: ReplicateError) -> ApiError {
+        match error {
+            ReplicateError::Ack(error) => ApiError::AckNotReached(error),
+            ReplicateError::Encode(error) => {
+                tracing::error!(%error, "an accepted write cannot be encoded for replication");
+                ApiError::Internal
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use super::error::ApiError;
 use super::headers::{self, BUCKET, etag, insert_expiry};
-use super::{AppState, body, key, lifetime};
+use super::{AppState, body, key, lifetime, replicate};
 use crate::store::{EtagMatch, Hit};
 
 /// `GET`: the value with `ETag`, `Expires` and `Tidecache-Ttl`; 304 if `If-None-Match`
@@ -86,6 +86,7 @@ pub async fn put(
     // costs no body transfer.
     let key = key::from_path(uri.path(), limits.max_key_bytes)?;
     let conditions = headers::preconditions(&request_headers)?;
+    let level = replicate::requested_level(&request_headers)?;
     let now = state.store.clock().now();
     let ttl = lifetime::ttl_param(uri.query())?;
     let expires_at = lifetime::expiry(ttl, &request_headers, now, limits)?;
@@ -101,9 +102,16 @@ pub async fn put(
     // Acknowledged only once durable (as `--fsync` defines it); a failed write was undone.
     let outcome = state
         .store
-        .put_journaled(key, value, expires_at, &conditions)?
+        .put_journaled(key.clone(), value.clone(), expires_at, &conditions)?
         .durable()
         .await?;
+    let applied = replicate::Applied {
+        key: &key,
+        version: outcome.version,
+        expires_at,
+        value: Some(&value),
+    };
+    let replicated = replicate::replicate(&state, applied, level).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -113,6 +121,7 @@ pub async fn put(
     let response_headers = response.headers_mut();
     response_headers.insert(header::ETAG, etag(outcome.version));
     insert_expiry(response_headers, expires_at, state.store.clock().now());
+    replicate::insert_ack_headers(response_headers, replicated);
     if let Some(bucket) = outcome
         .bucket
         .and_then(|fire| fire.to_datetime())
@@ -132,12 +141,22 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let key = key::from_path(uri.path(), state.limits.max_key_bytes)?;
     let conditions = headers::preconditions(&request_headers)?;
-    state
+    let level = replicate::requested_level(&request_headers)?;
+    let deleted = state
         .store
         .delete_journaled(&key, &conditions)?
         .durable()
         .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let applied = replicate::Applied {
+        key: &key,
+        version: deleted.tombstone,
+        expires_at: deleted.expires_at,
+        value: None,
+    };
+    let replicated = replicate::replicate(&state, applied, level).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    replicate::insert_ack_headers(response.headers_mut(), replicated);
+    Ok(response)
 }
 
 /// `/v1/keys/` and `/v1/keys` with any method: the key is missing.

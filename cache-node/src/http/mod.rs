@@ -18,6 +18,7 @@ mod keys;
 mod lifetime;
 mod openapi;
 mod probes;
+mod replicate;
 
 use std::future::Future;
 use std::io;
@@ -34,6 +35,7 @@ use http::{Method, Uri};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::replication::{self, Replication};
 use crate::store::Store;
 use error::ApiError;
 
@@ -81,6 +83,8 @@ pub struct AppState {
     /// Whether key requests are served: cleared while the data volume is being loaded, so
     /// that no request sees (or writes over) a half-loaded store.
     pub loaded: AtomicBool,
+    /// Replication to the other nodes; `None` on a node without peers.
+    pub replication: Option<Arc<Replication>>,
 }
 
 impl AppState {
@@ -92,6 +96,16 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(true),
             loaded: AtomicBool::new(true),
+            replication: None,
+        }
+    }
+
+    /// The same state with writes replicated through `replication` and its internal routes
+    /// served.
+    pub fn with_replication(self, replication: Arc<Replication>) -> AppState {
+        AppState {
+            replication: Some(replication),
+            ..self
         }
     }
 }
@@ -111,8 +125,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/batch/get", post(batch::get))
         .route("/v1/batch/put", post(batch::put))
         .route_layer(middleware::from_fn_with_state(state.clone(), until_loaded));
+    let internal = match &state.replication {
+        // A batch holds up to the transport's batch size, and one record may be as large as
+        // the largest value.
+        Some(replication) => replication::routes::routes(
+            replication.clone(),
+            (8 << 20_usize).max(state.limits.max_value_bytes.saturating_mul(2)),
+        ),
+        None => Router::new(),
+    };
     Router::new()
         .merge(data)
+        .merge(internal)
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
@@ -210,6 +234,9 @@ fn route_label(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/openapi.json" => "/openapi.json",
+        p if p.starts_with("/internal/v1/buckets/") => "/internal/v1/buckets/{bucket}",
+        "/internal/v1/replicate" => "/internal/v1/replicate",
+        "/internal/v1/digests" => "/internal/v1/digests",
         _ => "unmatched",
     }
 }

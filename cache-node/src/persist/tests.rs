@@ -85,6 +85,7 @@ impl Node {
             .expect("present")
             .durable()
             .await
+            .map(|deleted| deleted.version)
     }
 
     fn value(&self, key: &str) -> Option<String> {

@@ -163,7 +163,7 @@ pub(super) fn apply_all(
         }
         match replica.apply(record) {
             Applied::Changed => changed += 1,
-            Applied::Stale => stale += 1,
+            Applied::Stale | Applied::Refused => stale += 1,
         }
     }
     (changed, stale)

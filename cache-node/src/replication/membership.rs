@@ -108,23 +108,52 @@ impl Discovery for StaticPeers {
 }
 
 /// The pods behind a headless Service, found by resolving its DNS name (`--peers-service`).
+/// The Service should publish not-ready addresses, so that a starting pod can catch up from
+/// its peers (and they can reach it) before it reports ready.
 #[derive(Debug, Clone)]
 pub struct DnsPeers {
-    /// `name.namespace.svc:port`: resolves to one address per ready pod.
+    /// `name[.namespace.svc]:port`: resolves to one address per pod.
     service: String,
-    /// This node's address, left out of the list.
-    own: SocketAddr,
+    /// This node's own addresses, left out of the list.
+    own: Vec<SocketAddr>,
     /// How often the name is resolved again.
     interval: Duration,
 }
 
 impl DnsPeers {
-    /// Peers from resolving `service` (`host:port`) every `interval`, without `own`.
-    pub fn new(service: String, own: SocketAddr, interval: Duration) -> DnsPeers {
+    /// Peers from resolving `service` every `interval`, without the addresses in `own`.
+    /// `service` without a port gets `port` (every pod serves on the same port).
+    pub fn new(service: &str, port: u16, own: Vec<SocketAddr>, interval: Duration) -> DnsPeers {
+        let service = if service
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            service.to_string()
+        } else {
+            format!("{service}:{port}")
+        };
         DnsPeers {
             service,
             own,
             interval,
+        }
+    }
+}
+
+/// This node's addresses as peers see them: `listen` itself when it names an address, else
+/// what the host name resolves to (in a StatefulSet pod, `/etc/hosts` maps it to the pod IP).
+pub async fn own_addresses(listen: SocketAddr) -> Vec<SocketAddr> {
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") else {
+        return Vec::new();
+    };
+    match tokio::net::lookup_host((name.trim(), listen.port())).await {
+        Ok(addresses) => addresses.collect(),
+        Err(error) => {
+            tracing::warn!(host = name.trim(), %error, "cannot resolve this node's host name");
+            Vec::new()
         }
     }
 }
@@ -144,8 +173,9 @@ impl Discovery for DnsPeers {
                 }
                 match tokio::net::lookup_host(self.service.as_str()).await {
                     Ok(addresses) => {
-                        let found: BTreeSet<SocketAddr> =
-                            addresses.filter(|address| *address != self.own).collect();
+                        let found: BTreeSet<SocketAddr> = addresses
+                            .filter(|address| !self.own.contains(address))
+                            .collect();
                         let peers: PeerList =
                             found.iter().map(|a| Peer::new(a.to_string())).collect();
                         tx.send_if_modified(|current| {
@@ -191,8 +221,9 @@ mod tests {
         let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
         let (tx, mut rx) = watch::channel(PeerList::from(Vec::new()));
         let discovery = Box::new(DnsPeers::new(
-            "localhost:7000".to_string(),
-            own,
+            "localhost",
+            7000,
+            own_addresses(own).await,
             Duration::from_millis(10),
         ));
         let task = tokio::spawn(discovery.run(tx));

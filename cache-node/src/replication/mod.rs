@@ -38,6 +38,7 @@ pub mod transport;
 pub mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,7 +50,7 @@ pub use hlc::HybridClock;
 pub use membership::{Discovery, DnsPeers, Peer, PeerList, StaticPeers};
 pub use metrics::ReplicationMetrics;
 pub use placement::Placement;
-pub use transport::{Replicated, Transport, TransportSettings};
+pub use transport::{Pending, Replicated, Transport, TransportSettings};
 pub use wire::BucketDigest;
 
 use crate::clock::Clock;
@@ -73,6 +74,9 @@ pub enum Applied {
     Changed,
     /// The key already holds this version or a newer one (or the record is expired).
     Stale,
+    /// The store cannot hold it: no room under `noeviction`, or no bucket for its expiry.
+    /// Anti-entropy will offer it again.
+    Refused,
 }
 
 /// How replication behaves.
@@ -130,6 +134,9 @@ pub struct Replication {
     settings: ReplicationSettings,
     /// Counters.
     metrics: Arc<ReplicationMetrics>,
+    /// Whether batches from peers are applied; off until the node has loaded the data volume,
+    /// whose older versions would otherwise overwrite what peers sent meanwhile.
+    accepting: AtomicBool,
 }
 
 impl Replication {
@@ -173,7 +180,19 @@ impl Replication {
             anti_entropy,
             settings,
             metrics,
+            accepting: AtomicBool::new(false),
         })
+    }
+
+    /// Starts applying batches from peers (refused with 503 until then; peers retry, and
+    /// anti-entropy repairs what they gave up on).
+    pub fn accept_batches(&self) {
+        self.accepting.store(true, Ordering::Release);
+    }
+
+    /// Whether batches from peers are applied.
+    pub fn accepts_batches(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
     }
 
     /// The acknowledgement level of writes that do not ask for one.
@@ -203,12 +222,25 @@ impl Replication {
         record: RecordRef<'_>,
         level: Option<AckLevel>,
     ) -> Result<Replicated, ReplicateError> {
+        Ok(self.send(record, level).await?.wait().await?)
+    }
+
+    /// Queues a write for the key's other replicas without waiting for acknowledgements, so
+    /// that many writes (a batch request) can be queued before any is waited for.
+    ///
+    /// # Errors
+    /// [`ReplicateError::Encode`] for a record the format cannot hold.
+    pub async fn send(
+        &self,
+        record: RecordRef<'_>,
+        level: Option<AckLevel>,
+    ) -> Result<Pending, ReplicateError> {
         let encoded: Bytes = wire::encode_record(record)?;
         let level = level.unwrap_or(self.settings.default_ack);
         Ok(self
             .transport
-            .replicate(record.key, encoded, level, self.settings.ack_timeout)
-            .await?)
+            .send(record.key, encoded, level, self.settings.ack_timeout)
+            .await)
     }
 
     /// The join catch-up: waits briefly for discovery to find peers, then runs one

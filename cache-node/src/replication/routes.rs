@@ -31,6 +31,16 @@ pub fn routes<S>(replication: Arc<Replication>, max_body: usize) -> Router<S> {
 /// Applies a batch. 200 with how many records changed the store; 400 if the batch is
 /// damaged (nothing applied; the sender retries).
 async fn replicate(State(replication): State<Arc<Replication>>, body: Bytes) -> Response {
+    if !replication.accepts_batches() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "error": "not_ready",
+                "message": "the node is loading the data volume; retry later",
+            })),
+        )
+            .into_response();
+    }
     let records = match wire::decode_batch(&body) {
         Ok(records) => records,
         Err(error) => {

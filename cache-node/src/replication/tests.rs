@@ -103,6 +103,7 @@ fn node(listener: TcpListener, own: &str, peers: &[String], node_tag: u64) -> Te
         settings,
         Arc::new(ReplicationMetrics::default()),
     );
+    replication.accept_batches();
     let app: axum::Router = routes::routes(replication.clone(), 8 << 20);
     tokio::spawn(async move { axum::serve(listener, app).await });
     TestNode {

@@ -117,6 +117,42 @@ pub struct Replicated {
     pub replicas: usize,
 }
 
+/// A write queued for its peers, not yet acknowledged at its level.
+#[derive(Debug)]
+#[must_use = "a write is acknowledged only once its level is reached"]
+pub struct Pending {
+    /// The peers' acknowledgements; `None` for `ack=one`, which waits for nobody.
+    waiter: Option<Arc<AckWaiter>>,
+    /// The level asked for.
+    level: AckLevel,
+    /// Replicas of the key.
+    replicas: usize,
+    /// When waiting stops.
+    deadline: tokio::time::Instant,
+}
+
+impl Pending {
+    /// Waits until the level is reached, cannot be, or the deadline passes.
+    ///
+    /// # Errors
+    /// [`AckError`] with the count reached when the level is not.
+    pub async fn wait(self) -> Result<Replicated, AckError> {
+        let acked = match self.waiter {
+            None => 1,
+            Some(waiter) => {
+                let left = self
+                    .deadline
+                    .saturating_duration_since(tokio::time::Instant::now());
+                waiter.wait(self.level, self.replicas, left).await?
+            }
+        };
+        Ok(Replicated {
+            acked,
+            replicas: self.replicas,
+        })
+    }
+}
+
 /// Sends this node's writes to its peers.
 #[derive(Debug)]
 pub struct Transport {
@@ -173,18 +209,16 @@ impl Transport {
         self.peers.borrow().clone()
     }
 
-    /// Sends `record` (encoded, for `key`) to the key's peers and waits until `level` is
-    /// reached or `timeout` passes.
-    ///
-    /// # Errors
-    /// [`AckError`] when fewer replicas than `level` needs acknowledged in time.
-    pub async fn replicate(
+    /// Queues `record` (encoded, for `key`) for the key's peers; the returned [`Pending`]
+    /// waits until `level` is reached or `timeout` (counted from now) passes. Waits only for
+    /// room in a full queue (backpressure) when `level` needs peers' acknowledgements.
+    pub async fn send(
         &self,
         key: &[u8],
         record: Bytes,
         level: AckLevel,
         timeout: Duration,
-    ) -> Result<Replicated, AckError> {
+    ) -> Pending {
         let peers = self.peers();
         let targets = self.placement.peers_for(key, &peers);
         let replicas = targets.len() + 1;
@@ -233,14 +267,12 @@ impl Transport {
                 }
             }
         }
-        let acked = match waiter {
-            None => 1,
-            Some(waiter) => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                waiter.wait(level, replicas, left).await?
-            }
-        };
-        Ok(Replicated { acked, replicas })
+        Pending {
+            waiter,
+            level,
+            replicas,
+            deadline,
+        }
     }
 
     /// Starts links to new peers and stops links to peers that left.

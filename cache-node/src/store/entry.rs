@@ -29,6 +29,9 @@ pub(super) struct Entry {
     pub(super) ticket: u32,
     /// CLOCK reference count: bumped by reads and writes, decremented as the hand passes.
     pub(super) referenced: u8,
+    /// Whether this is a delete's tombstone (replicated stores only): invisible to reads and
+    /// preconditions, kept so that an older write arriving late from a peer loses to it.
+    pub(super) tombstone: bool,
 }
 
 /// "No expiry" inside an entry: a sentinel rather than an `Option` saves 16 bytes per entry.
@@ -47,6 +50,7 @@ impl Entry {
         expires_at: Option<Timestamp>,
         bucket: Option<Timestamp>,
         ticket: u32,
+        tombstone: bool,
     ) -> Entry {
         Entry {
             key,
@@ -56,6 +60,7 @@ impl Entry {
             bucket: bucket.unwrap_or(NEVER),
             ticket,
             referenced: 0,
+            tombstone,
         }
     }
 
@@ -74,20 +79,27 @@ impl Entry {
         self.bucket == bucket && bucket != NEVER
     }
 
-    /// Replaces value, version and expiry, counting the write as a reference; returns the
-    /// previous value so the caller can drop it outside the shard lock.
+    /// Replaces value, version, expiry and kind, counting the write as a reference; returns
+    /// the previous value so the caller can drop it outside the shard lock.
     pub(super) fn replace(
         &mut self,
         value: Bytes,
         version: Version,
         expires_at: Option<Timestamp>,
         bucket: Option<Timestamp>,
+        tombstone: bool,
     ) -> Bytes {
         self.version = version;
+        self.tombstone = tombstone;
         self.expires_at = expires_at.unwrap_or(NEVER);
         self.bucket = bucket.unwrap_or(NEVER);
         self.referenced = (self.referenced + 1).min(MAX_REFERENCED);
         std::mem::replace(&mut self.value, value)
+    }
+
+    /// Whether a read at `now` sees the entry: neither expired nor a tombstone.
+    pub(super) fn is_live(&self, now: Timestamp) -> bool {
+        !self.tombstone && !self.is_expired(now)
     }
 
     /// Whether the entry is expired at `now`: reads never return it from that instant on.

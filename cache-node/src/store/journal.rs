@@ -176,8 +176,9 @@ impl Store {
         let hash = self.hasher.hash_one(key);
         let now = self.clock.now();
         let mut shard = self.lock(self.shard_of(hash));
+        // A delete left a tombstone at its version (replicated stores) or nothing.
         let applies = match shard.peek(hash, key) {
-            Some(entry) => !change.is_delete() && entry.version == change.version,
+            Some(entry) => entry.version == change.version && entry.tombstone == change.is_delete(),
             None => change.is_delete(),
         };
         if !applies {
@@ -196,6 +197,7 @@ impl Store {
                     version: previous.version,
                     expires_at: previous.expires_at,
                     bucket: previous.bucket,
+                    tombstone: false,
                 });
                 drop(shard);
                 if replaced.is_none() {
@@ -219,7 +221,7 @@ impl Store {
         let mut shard = self.lock(self.shard_of(hash));
         if shard
             .peek(hash, key)
-            .is_some_and(|entry| entry.version < tombstone)
+            .is_some_and(|entry| !entry.tombstone && entry.version < tombstone)
             && let Some(removed) = shard.remove(hash, key)
         {
             drop(shard);

@@ -9,6 +9,7 @@
 //! - `expiry_index`: bucket fire time to entry hashes (contract 1).
 //! - `entry`: the entry and its memory charge; `key`: short keys inline.
 //! - `version`, `precondition`: ETags and `If-Match`/`If-None-Match`.
+//! - `replica`: records from peers applied by last-writer-wins; digests for anti-entropy.
 //! - `journal`: the hook through which changes become durable before they are acknowledged
 //!   ([`Journal`], [`Commit`]); a failed change is undone with [`Store::revert`].
 //!
@@ -26,6 +27,7 @@ mod expiry_index;
 mod journal;
 mod key;
 mod precondition;
+mod replica;
 mod shard;
 mod version;
 
@@ -45,10 +47,10 @@ pub use precondition::{EtagMatch, Preconditions};
 pub use version::{ParseVersionError, Version};
 
 use crate::clock::{Clock, Timestamp};
+use crate::replication::hlc::HybridClock;
 use entry::Entry;
 use key::StoredKey;
 use shard::{NewEntry, Shard};
-use version::VersionClock;
 
 /// How many shards a store has unless configured: enough that two requests rarely meet on
 /// one lock even on machines with many more cores than threads serving requests.
@@ -186,6 +188,17 @@ pub enum PutError {
     },
 }
 
+/// The result of a successful delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// The version of the entry deleted.
+    pub version: Version,
+    /// The delete's own version (its tombstone's), later than `version`.
+    pub tombstone: Version,
+    /// The deleted entry's expiry, which its tombstone keeps.
+    pub expires_at: Option<Timestamp>,
+}
+
 /// Why a delete was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeleteError {
@@ -236,8 +249,12 @@ pub struct Store {
     hasher: DefaultHashBuilder,
     /// The source of now for expiry and versions.
     clock: Arc<dyn Clock>,
-    /// Issues versions.
-    versions: VersionClock,
+    /// Issues versions: this node's hybrid logical clock, shared with replication so that
+    /// every version received moves it.
+    versions: Arc<HybridClock>,
+    /// Whether a delete leaves a tombstone in memory (replicated stores), so that an older
+    /// write arriving late from a peer cannot bring the key back.
+    keep_tombstones: bool,
     /// Bucket boundaries.
     schedule: Schedule,
     /// Capacity in bytes.
@@ -271,6 +288,19 @@ impl fmt::Debug for Store {
 impl Store {
     /// An empty store reading time from `clock`.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
+        Store::with_versions(config, clock, Arc::new(HybridClock::new(0)), false)
+    }
+
+    /// An empty store issuing versions from `versions` (tagged with the node's id). With
+    /// `keep_tombstones` (replicated nodes) a delete leaves a tombstone that lives as long as
+    /// the deleted entry could have, so that an older write arriving late from a peer, or
+    /// offered by anti-entropy, loses to the delete.
+    pub fn with_versions(
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+        versions: Arc<HybridClock>,
+        keep_tombstones: bool,
+    ) -> Store {
         let shard_count = config.shards.max(1).next_power_of_two();
         let hasher = DefaultHashBuilder::default();
         Store {
@@ -279,7 +309,8 @@ impl Store {
                 .collect(),
             hasher,
             clock,
-            versions: VersionClock::default(),
+            versions,
+            keep_tombstones,
             schedule: config.schedule,
             capacity: config.capacity_bytes,
             policy: config.eviction_policy,
@@ -295,6 +326,16 @@ impl Store {
     /// The schedule whose fire times bound the buckets.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
+    }
+
+    /// Whether deletes leave tombstones (a replicated node).
+    pub fn keeps_tombstones(&self) -> bool {
+        self.keep_tombstones
+    }
+
+    /// The clock that issues this store's versions.
+    pub fn versions(&self) -> &Arc<HybridClock> {
+        &self.versions
     }
 
     /// The store's clock (the sweeper and the HTTP layer read time from it too).
@@ -427,10 +468,10 @@ impl Store {
                 if self.try_reserve(charge, old_charge) {
                     let version = match loaded {
                         Some(version) => {
-                            self.versions.observe(version);
+                            self.versions.observe(version.to_disk(), now);
                             version
                         }
-                        None => self.versions.next(now),
+                        None => Version::from(self.versions.next(now)),
                     };
                     let replaced = shard.upsert(NewEntry {
                         key,
@@ -439,6 +480,7 @@ impl Store {
                         version,
                         expires_at,
                         bucket,
+                        tombstone: false,
                     });
                     let created = replaced.is_none();
                     let commit = journal.zip(journal_key).map(|(journal, key)| {
@@ -495,7 +537,7 @@ impl Store {
         preconditions: &Preconditions,
     ) -> Result<Version, DeleteError> {
         self.delete_journaled(key, preconditions)
-            .map(|journaled| journaled.outcome)
+            .map(|journaled| journaled.outcome.version)
     }
 
     /// [`Store::delete`], returning the journal's commit as well. The journal gets a tombstone
@@ -507,40 +549,64 @@ impl Store {
         &self,
         key: &[u8],
         preconditions: &Preconditions,
-    ) -> Result<Journaled<Version>, DeleteError> {
+    ) -> Result<Journaled<Deleted>, DeleteError> {
         let hash = self.hasher.hash_one(key);
         let now = self.clock.now();
         let mut shard = self.lock(self.shard_of(hash));
-        let current = shard.existing(hash, key, now).and_then(|e| e.live_version);
+        let existing = shard.existing(hash, key, now);
+        let current = existing.and_then(|e| e.live_version);
         if !preconditions.hold(current) {
             return Err(DeleteError::PreconditionFailed { current });
         }
-        let removed = shard.remove(hash, key).ok_or(DeleteError::NotFound)?;
         let Some(version) = current else {
-            drop(shard);
-            // Present but expired: gone now, as an expiry, and absent to the caller.
-            self.account_removed(removed, EvictionReason::Expired);
+            // A tombstone stays (it is what makes the delete stick); an expired entry is
+            // removed now, as an expiry, and absent to the caller.
+            if existing.is_some_and(|e| !e.tombstone)
+                && let Some(removed) = shard.remove(hash, key)
+            {
+                drop(shard);
+                self.account_removed(removed, EvictionReason::Expired);
+            }
             return Err(DeleteError::NotFound);
+        };
+        let tombstone = Version::from(self.versions.next(now));
+        let previous = if self.keep_tombstones {
+            let (previous, old_charge) = shard
+                .entomb(hash, key, tombstone)
+                .ok_or(DeleteError::NotFound)?;
+            self.used.fetch_sub(
+                old_charge.saturating_sub(entry_charge(key.len(), 0)),
+                Ordering::Relaxed,
+            );
+            previous
+        } else {
+            let removed = shard.remove(hash, key).ok_or(DeleteError::NotFound)?;
+            self.release(&removed);
+            Previous {
+                value: removed.value.clone(),
+                version,
+                expires_at: removed.expires_at(),
+                bucket: removed.bucket(),
+            }
+        };
+        let deleted = Deleted {
+            version,
+            tombstone,
+            expires_at: previous.expires_at,
         };
         let commit = self.journal.get().map(|journal| {
             journal.append(Change {
                 key: Bytes::copy_from_slice(key),
-                version: self.versions.next(now),
+                version: tombstone,
                 value: None,
                 expires_at: None,
                 bucket: None,
-                previous: Some(Previous {
-                    value: removed.value.clone(),
-                    version,
-                    expires_at: removed.expires_at(),
-                    bucket: removed.bucket(),
-                }),
+                previous: Some(previous),
             })
         });
         drop(shard);
-        self.release(&removed);
         Ok(Journaled {
-            outcome: version,
+            outcome: deleted,
             commit,
         })
     }

@@ -40,15 +40,21 @@ pub(super) struct NewEntry {
     pub(super) version: Version,
     pub(super) expires_at: Option<Timestamp>,
     pub(super) bucket: Option<Timestamp>,
+    /// A delete's tombstone rather than a value (`value` is then empty).
+    pub(super) tombstone: bool,
 }
 
 /// What a key currently holds, as a write sees it before deciding.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Existing {
-    /// The version, if the entry is live (not expired).
+    /// The version, if the entry is live (not expired, not a tombstone).
     pub(super) live_version: Option<Version>,
-    /// The bytes the entry (live or expired) is charged.
+    /// The bytes the entry (live, expired or tombstone) is charged.
     pub(super) charge: u64,
+    /// The version whatever the entry's state: what a replicated write must beat.
+    pub(super) version: Version,
+    /// Whether the entry is a tombstone.
+    pub(super) tombstone: bool,
 }
 
 impl Shard {
@@ -66,7 +72,7 @@ impl Shard {
     /// The key's live entry: value, version and expiry. Counts as a reference for CLOCK.
     pub(super) fn get(&mut self, hash: u64, key: &[u8], now: Timestamp) -> Option<&Entry> {
         let entry = self.table.find_mut(hash, |e| *e.key == *key)?;
-        if entry.is_expired(now) {
+        if !entry.is_live(now) {
             return None;
         }
         entry.referenced = (entry.referenced + 1).min(MAX_REFERENCED);
@@ -77,8 +83,10 @@ impl Shard {
     pub(super) fn existing(&self, hash: u64, key: &[u8], now: Timestamp) -> Option<Existing> {
         let entry = self.table.find(hash, |e| *e.key == *key)?;
         Some(Existing {
-            live_version: (!entry.is_expired(now)).then_some(entry.version),
+            live_version: entry.is_live(now).then_some(entry.version),
             charge: entry.charge(),
+            version: entry.version,
+            tombstone: entry.tombstone,
         })
     }
 
@@ -92,7 +100,13 @@ impl Shard {
                 self.expiry.file(bucket, new.hash);
             }
             let (version, expires_at, bucket) = (entry.version, entry.expires_at(), entry.bucket());
-            let value = entry.replace(new.value, new.version, new.expires_at, new.bucket);
+            let value = entry.replace(
+                new.value,
+                new.version,
+                new.expires_at,
+                new.bucket,
+                new.tombstone,
+            );
             return Some(Previous {
                 value,
                 version,
@@ -116,11 +130,45 @@ impl Shard {
                 new.expires_at,
                 new.bucket,
                 ticket,
+                new.tombstone,
             ),
             |e| hasher.hash_one(&*e.key),
         );
         self.compact_if_stale();
         None
+    }
+
+    /// Turns the key's entry into a tombstone at `version`, keeping its expiry and bucket (the
+    /// tombstone must live as long as the value it shadows could). Returns the value it
+    /// held and the bytes the entry was charged before.
+    pub(super) fn entomb(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        version: Version,
+    ) -> Option<(Previous, u64)> {
+        let entry = self.table.find_mut(hash, |e| *e.key == *key)?;
+        let charge = entry.charge();
+        let (previous_version, expires_at, bucket) =
+            (entry.version, entry.expires_at(), entry.bucket());
+        let value = entry.replace(Bytes::new(), version, expires_at, bucket, true);
+        Some((
+            Previous {
+                value,
+                version: previous_version,
+                expires_at,
+                bucket,
+            },
+            charge,
+        ))
+    }
+
+    /// Calls `visit` with every entry (live, expired and tombstones), in table order: the
+    /// scans behind anti-entropy digests and bucket transfers.
+    pub(super) fn for_each(&self, mut visit: impl FnMut(&Entry)) {
+        for entry in self.table.iter() {
+            visit(entry);
+        }
     }
 
     /// The key's entry, live or expired, without counting a reference.

@@ -1,85 +1,90 @@
-//! Entry versions: what an `ETag` names and what `If-Match` compares.
+//! Entry versions: what an `ETag` names, what `If-Match` compares and what replication
+//! orders writes by.
 //!
-//! A version is the write's physical time in microseconds, bumped past the previous version
-//! when two writes fall in the same microsecond. That is the physical half of a hybrid logical
-//! clock: versions grow across restarts (a client's old ETag never matches a new entry that
-//! happens to reuse a counter value), and replication can later widen [`Version`] with a node
-//! id and take the maximum of local and received clocks without changing any caller.
+//! A version is a hybrid-logical-clock value plus the tag of the node that issued it
+//! (contract 4; see `replication::hlc`): wall-clock milliseconds and a counter, so versions
+//! grow across restarts and follow every version a node has seen, and the node tag breaks ties
+//! the same way on every node. Last writer wins: the larger version is the newer write.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::clock::Timestamp;
+use tidecache_contract::disk;
 
-/// The version of one write of one key. Later writes on this node have larger versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version(u64);
+/// The version of one write (or delete) of one key. Ordered by clock value, then node tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version(disk::Version);
 
 impl Version {
-    /// A version from its numeric form (as shown in an ETag).
-    pub const fn new(value: u64) -> Version {
-        Version(value)
+    /// A version with clock value `hlc` issued by the node tagged 0 (tests and single nodes
+    /// without a `--node-id`).
+    pub const fn new(hlc: u64) -> Version {
+        Version(disk::Version { hlc, node: 0 })
     }
 
-    /// The numeric form.
+    /// The version `hlc` issued by the node tagged `node`.
+    pub const fn with_node(hlc: u64, node: u64) -> Version {
+        Version(disk::Version { hlc, node })
+    }
+
+    /// The clock value.
     pub const fn get(self) -> u64 {
+        self.0.hlc
+    }
+
+    /// The issuing node's tag.
+    pub const fn node(self) -> u64 {
+        self.0.node
+    }
+
+    /// The version as the disk and wire format stores it.
+    pub const fn to_disk(self) -> disk::Version {
         self.0
     }
 }
 
+impl From<disk::Version> for Version {
+    fn from(version: disk::Version) -> Version {
+        Version(version)
+    }
+}
+
 impl fmt::Display for Version {
+    /// `<hlc>` for node 0, `<hlc>-<node in hex>` otherwise: opaque to clients, unique per
+    /// write across the cluster.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        match self.0.node {
+            0 => write!(f, "{}", self.0.hlc),
+            node => write!(f, "{}-{node:x}", self.0.hlc),
+        }
     }
 }
 
 /// Why a text is not a version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("\"{0}\" is not a version (expected a decimal number as issued in an ETag)")]
+#[error("\"{0}\" is not a version (expected an ETag as issued by tidecache)")]
 pub struct ParseVersionError(String);
 
 impl FromStr for Version {
     type Err = ParseVersionError;
 
     fn from_str(text: &str) -> Result<Version, ParseVersionError> {
-        let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-        digits_only
-            .then(|| text.parse().ok())
-            .flatten()
-            .map(Version)
-            .ok_or_else(|| ParseVersionError(text.to_string()))
-    }
-}
-
-/// Issues strictly increasing versions seeded from the clock.
-#[derive(Debug, Default)]
-pub(crate) struct VersionClock {
-    /// The last version issued.
-    last: AtomicU64,
-}
-
-impl VersionClock {
-    /// A version larger than every one issued before and at least `now` in microseconds.
-    pub(crate) fn next(&self, now: Timestamp) -> Version {
-        let physical = u64::try_from(now.as_millis())
-            .unwrap_or(0)
-            .saturating_mul(1_000);
-        let mut issued = 0;
-        // fetch_update retries on contention; the closure always returns Some.
-        let _ = self
-            .last
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-                issued = physical.max(last.saturating_add(1));
-                Some(issued)
-            });
-        Version(issued)
-    }
-
-    /// Makes every later version larger than `seen` (a version loaded from disk), so that a
-    /// restarted node's writes supersede what it wrote before.
-    pub(crate) fn observe(&self, seen: Version) {
-        self.last.fetch_max(seen.0, Ordering::AcqRel);
+        let error = || ParseVersionError(text.to_string());
+        let (hlc, node) = match text.split_once('-') {
+            Some((hlc, node)) => (hlc, Some(node)),
+            None => (text, None),
+        };
+        let decimal = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let hex = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit());
+        if !decimal(hlc) || node.is_some_and(|n| !hex(n)) {
+            return Err(error());
+        }
+        let hlc = hlc.parse().map_err(|_| error())?;
+        let node = match node {
+            Some(node) => u64::from_str_radix(node, 16).map_err(|_| error())?,
+            None => 0,
+        };
+        Ok(Version::with_node(hlc, node))
     }
 }
 
@@ -88,22 +93,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_increase_even_when_the_clock_stands_still_or_goes_back() {
-        let clock = VersionClock::default();
-        let first = clock.next(Timestamp::from_millis(5));
-        let second = clock.next(Timestamp::from_millis(5));
-        let third = clock.next(Timestamp::from_millis(1));
-        assert_eq!(first, Version::new(5_000));
-        assert!(first < second && second < third);
-        assert_eq!(clock.next(Timestamp::from_millis(10)), Version::new(10_000));
-    }
-
-    #[test]
     fn versions_parse_only_from_plain_decimals() {
         assert_eq!("42".parse(), Ok(Version::new(42)));
         assert!("".parse::<Version>().is_err());
         assert!("+42".parse::<Version>().is_err());
         assert!("4 2".parse::<Version>().is_err());
         assert!("99999999999999999999999".parse::<Version>().is_err());
+        let replicated = Version::with_node(42, 0xbeef);
+        assert_eq!(replicated.to_string(), "42-beef");
+        assert_eq!("42-beef".parse(), Ok(replicated));
+        assert!("42-".parse::<Version>().is_err());
+        assert!("42-xyz".parse::<Version>().is_err());
+        assert!(Version::with_node(42, 1) < Version::with_node(42, 2));
+        assert!(Version::with_node(42, 9) < Version::new(43));
     }
 }

@@ -1,0 +1,312 @@
+//! The store as a replica (contract 4): records from peers applied by last-writer-wins, and
+//! the per-bucket digests and bucket contents anti-entropy compares and transfers.
+//!
+//! # Guarantees
+//! - A record is applied only if its version is larger than the key's current one, whatever
+//!   that is (live, expired or tombstone), under the key's shard lock: any order and any
+//!   number of deliveries of the same records leave the same state.
+//! - Applied records are not journaled: with a shared volume only the accepting node persists
+//!   a write.
+//!
+//! # Cost
+//! Digests and bucket contents are computed by visiting every entry, one shard lock at a time
+//! (the lock is held for one shard's visit). Anti-entropy asks for them once per peer per
+//! interval.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tidecache_contract::disk::Record;
+
+use super::entry::{Entry, entry_charge};
+use super::key::StoredKey;
+use super::shard::NewEntry;
+use super::{EvictionPolicy, Store, Version};
+use crate::clock::Timestamp;
+use crate::replication::wire::{BucketDigest, NO_EXPIRY_BUCKET, fingerprint};
+use crate::replication::{Applied, Replica};
+
+/// Unix nanoseconds (the disk format's expiry) as a timestamp, rounded down to milliseconds.
+pub(crate) fn from_unix_nanos(nanos: i64) -> Timestamp {
+    Timestamp::from_millis(nanos.div_euclid(1_000_000))
+}
+
+/// A timestamp as Unix nanoseconds; `None` beyond the year 2262.
+pub(crate) fn to_unix_nanos(time: Timestamp) -> Option<i64> {
+    time.as_millis().checked_mul(1_000_000)
+}
+
+/// The bucket id of an entry in digests and transfers.
+fn bucket_id(entry: &Entry) -> i64 {
+    entry
+        .bucket()
+        .map_or(NO_EXPIRY_BUCKET, Timestamp::as_millis)
+}
+
+impl Store {
+    /// Calls `visit` with every unexpired entry and tombstone, one shard at a time.
+    fn visit_unexpired(&self, mut visit: impl FnMut(&Entry)) {
+        let now = self.clock.now();
+        for shard in self.shards.iter() {
+            super::lock(shard).for_each(|entry| {
+                if !entry.is_expired(now) {
+                    visit(entry);
+                }
+            });
+        }
+    }
+}
+
+impl Replica for Store {
+    fn apply(&self, record: Record) -> Applied {
+        let now = self.clock.now();
+        let expires_at = record.expiry_unix_nanos.map(from_unix_nanos);
+        if expires_at.is_some_and(|expiry| expiry <= now) {
+            return Applied::Stale;
+        }
+        let version = Version::from(record.version);
+        let tombstone = record.value.is_none();
+        let value = record.value.map(Bytes::from).unwrap_or_default();
+        let key = Bytes::from(record.key);
+        let charge = entry_charge(key.len(), value.len());
+        if charge > self.capacity {
+            return Applied::Refused;
+        }
+        let hash = self.hasher.hash_one(&key[..]);
+        let index = self.shard_of(hash);
+        // As in `Store::put`: each round stores, gives up, or evicts one entry elsewhere.
+        for _ in 0..=self.shards.len() * 4 {
+            let mut shard = self.lock(index);
+            let bucket = match expires_at {
+                Some(expiry) => match shard.expiry.bucket_for(&self.schedule, expiry) {
+                    Some(bucket) => Some(bucket),
+                    None => return Applied::Refused,
+                },
+                None => None,
+            };
+            let existing = shard.existing(hash, &key, now);
+            if existing.is_some_and(|e| e.version >= version) {
+                return Applied::Stale;
+            }
+            let old_charge = existing.map_or(0, |e| e.charge);
+            loop {
+                if self.try_reserve(charge, old_charge) {
+                    let replaced = shard.upsert(NewEntry {
+                        key: StoredKey::from_bytes(key),
+                        value,
+                        hash,
+                        version,
+                        expires_at,
+                        bucket,
+                        tombstone,
+                    });
+                    drop(shard);
+                    if replaced.is_none() {
+                        self.entries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Applied::Changed;
+                }
+                if self.policy == EvictionPolicy::NoEviction {
+                    return Applied::Refused;
+                }
+                match shard.evict_one(now, Some((hash, &key))) {
+                    Some((entry, reason)) => {
+                        self.account_removed(entry, reason);
+                    }
+                    None => break,
+                }
+            }
+            drop(shard);
+            if self.evict_elsewhere(index, now).is_none() {
+                break;
+            }
+        }
+        Applied::Refused
+    }
+
+    fn digests(&self) -> Vec<BucketDigest> {
+        let mut buckets: BTreeMap<i64, BucketDigest> = BTreeMap::new();
+        self.visit_unexpired(|entry| {
+            let bucket = bucket_id(entry);
+            let digest = buckets.entry(bucket).or_insert(BucketDigest {
+                bucket,
+                count: 0,
+                xor: 0,
+            });
+            digest.count += 1;
+            digest.xor ^= fingerprint(&entry.key, entry.version.to_disk());
+        });
+        buckets.into_values().collect()
+    }
+
+    fn bucket_records(&self, bucket: i64) -> Vec<Record> {
+        let mut records = Vec::new();
+        self.visit_unexpired(|entry| {
+            if bucket_id(entry) == bucket {
+                records.push(Record {
+                    key: entry.key.to_vec(),
+                    version: entry.version.to_disk(),
+                    expiry_unix_nanos: entry.expires_at().and_then(to_unix_nanos),
+                    value: (!entry.tombstone).then(|| entry.value.to_vec()),
+                });
+            }
+        });
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tidecache_contract::Schedule;
+    use tidecache_contract::disk::Version as DiskVersion;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::replication::HybridClock;
+    use crate::store::{DeleteError, Preconditions, StoreConfig};
+
+    /// 2026-11-19T00:00:20Z.
+    const START: i64 = 1_795_046_420_000;
+
+    fn store(node: u64) -> Store {
+        Store::with_versions(
+            StoreConfig::new(Schedule::every_minute()),
+            Arc::new(ManualClock::new(Timestamp::from_millis(START))),
+            Arc::new(HybridClock::new(node)),
+            true,
+        )
+    }
+
+    fn record(key: &str, value: Option<&str>, hlc: u64, node: u64) -> Record {
+        Record {
+            key: key.as_bytes().to_vec(),
+            version: DiskVersion { hlc, node },
+            expiry_unix_nanos: to_unix_nanos(Timestamp::from_millis(START + 90_000)),
+            value: value.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    fn value(store: &Store, key: &str) -> Option<String> {
+        store
+            .get(key.as_bytes())
+            .map(|hit| String::from_utf8_lossy(&hit.value).into_owned())
+    }
+
+    #[test]
+    fn the_larger_version_wins_and_a_tombstone_is_never_undone_by_an_older_write() {
+        let store = store(1);
+        assert_eq!(store.apply(record("k", Some("a"), 10, 1)), Applied::Changed);
+        assert_eq!(store.apply(record("k", Some("b"), 10, 2)), Applied::Changed);
+        assert_eq!(store.apply(record("k", Some("c"), 10, 1)), Applied::Stale);
+        assert_eq!(store.apply(record("k", Some("b"), 10, 2)), Applied::Stale);
+        assert_eq!(value(&store, "k").as_deref(), Some("b"));
+        assert_eq!(store.apply(record("k", None, 11, 1)), Applied::Changed);
+        assert_eq!(value(&store, "k"), None);
+        assert_eq!(
+            store.apply(record("k", Some("late"), 10, 9)),
+            Applied::Stale
+        );
+        assert_eq!(value(&store, "k"), None);
+        assert_eq!(
+            store.apply(record("k", Some("new"), 12, 1)),
+            Applied::Changed
+        );
+        assert_eq!(value(&store, "k").as_deref(), Some("new"));
+        let mut expired = record("gone", Some("x"), 20, 1);
+        expired.expiry_unix_nanos = to_unix_nanos(Timestamp::from_millis(START - 1));
+        assert_eq!(store.apply(expired), Applied::Stale);
+    }
+
+    #[test]
+    fn a_local_delete_leaves_a_tombstone_that_outranks_what_it_deleted() {
+        let store = store(7);
+        let expires = Some(Timestamp::from_millis(START + 30_000));
+        let put = store
+            .put(
+                Bytes::from_static(b"k"),
+                Bytes::from_static(b"v"),
+                expires,
+                &Preconditions::none(),
+            )
+            .expect("put");
+        assert_eq!(put.version.node(), 7);
+        let deleted = store
+            .delete_journaled(b"k", &Preconditions::none())
+            .expect("delete")
+            .outcome;
+        assert_eq!(deleted.version, put.version);
+        assert!(deleted.tombstone > put.version);
+        assert_eq!(deleted.expires_at, expires);
+        assert_eq!(store.get(b"k"), None);
+        assert_eq!(
+            store.delete(b"k", &Preconditions::none()),
+            Err(DeleteError::NotFound)
+        );
+        // The write the delete removed, arriving again from a peer, stays deleted.
+        let replay = Record {
+            key: b"k".to_vec(),
+            version: put.version.to_disk(),
+            expiry_unix_nanos: expires.and_then(to_unix_nanos),
+            value: Some(b"v".to_vec()),
+        };
+        assert_eq!(store.apply(replay), Applied::Stale);
+        // The tombstone is what the digests and transfers carry.
+        let records = store.bucket_records(store.digests()[0].bucket);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].value, None);
+        assert_eq!(records[0].version, deleted.tombstone.to_disk());
+        // A new write after the delete creates the key again.
+        let again = store
+            .put(
+                Bytes::from_static(b"k"),
+                Bytes::from_static(b"w"),
+                expires,
+                &Preconditions::create_only(),
+            )
+            .expect("create");
+        assert!(again.created);
+    }
+
+    #[test]
+    fn stores_that_applied_the_same_records_in_any_order_have_equal_digests() {
+        let records = [
+            record("a", Some("1"), 5, 1),
+            record("a", Some("2"), 6, 2),
+            record("b", None, 7, 1),
+            Record {
+                expiry_unix_nanos: None,
+                ..record("c", Some("forever"), 8, 3)
+            },
+        ];
+        let forward = store(1);
+        let backward = store(2);
+        for r in records.iter().cloned() {
+            forward.apply(r);
+        }
+        for r in records.iter().rev().cloned() {
+            backward.apply(r);
+        }
+        let digests = forward.digests();
+        assert_eq!(digests, backward.digests());
+        assert_eq!(
+            digests.len(),
+            2,
+            "one expiry bucket and the no-expiry bucket"
+        );
+        assert_eq!(digests[1].bucket, NO_EXPIRY_BUCKET);
+        assert_eq!((digests[0].count, digests[1].count), (2, 1));
+        let other = store(3);
+        other.apply(record("a", Some("1"), 5, 1));
+        assert_ne!(other.digests()[0], digests[0]);
+        for digest in &digests {
+            for r in forward.bucket_records(digest.bucket) {
+                other.apply(r);
+            }
+        }
+        assert_eq!(other.digests(), digests);
+    }
+}
