@@ -1,5 +1,9 @@
 //! End-to-end harness for tidecache: a real Kubernetes control plane built from its Go
-//! modules, started on loopback with zone-labelled fake nodes, against which the
-//! operator, the cache nodes and the janitor are tested (see `tests/README.md`).
+//! modules, started on loopback with zone-labelled fake nodes, a test kubelet that runs
+//! their pods as local processes, against which the operator, the cache nodes and the
+//! janitor are tested (see `tests/README.md`).
 
+pub mod cluster;
 pub mod control_plane;
+pub mod http;
+pub mod kubelet;

@@ -48,8 +48,10 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Generates the PKI into `dir` (created if missing).
-    pub fn generate(dir: &Path) -> Result<Self> {
+    /// Generates the PKI into `dir` (created if missing). `extra_ips` are added to the
+    /// apiserver's serving certificate: the pod network's gateway, through which pods in
+    /// their own network namespaces reach the apiserver.
+    pub fn generate(dir: &Path, extra_ips: &[std::net::IpAddr]) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let write = |name: &str, contents: &str| -> Result<PathBuf> {
@@ -82,7 +84,8 @@ impl Pki {
         };
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let serving_names = [
+        let extra: Vec<String> = extra_ips.iter().map(ToString::to_string).collect();
+        let mut serving_names = vec![
             "localhost",
             "127.0.0.1",
             KUBERNETES_SERVICE_IP,
@@ -91,6 +94,7 @@ impl Pki {
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ];
+        serving_names.extend(extra.iter().map(String::as_str));
         let (cert, key) = leaf(
             &issuer,
             "kube-apiserver",

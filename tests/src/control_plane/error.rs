@@ -63,6 +63,14 @@ pub enum Error {
         /// The end of its log file.
         log_tail: String,
     },
+    /// A pod asks for something the test kubelet does not provide.
+    #[error("pod {pod}: {what}")]
+    Unsupported {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// What it asked for.
+        what: String,
+    },
     /// Something did not happen in time.
     #[error("timed out after {waited:?} waiting for {what}; last observed: {last}")]
     Timeout {

@@ -14,7 +14,7 @@ mod certs;
 mod error;
 mod kubeconfig;
 mod nodes;
-mod process;
+pub(crate) mod process;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -49,8 +49,19 @@ pub struct ControlPlane {
     pki: Pki,
     server: String,
     admin_kubeconfig: PathBuf,
+    apiserver_port: u16,
+    pod_gateway: Option<Ipv4Addr>,
     /// Dropped after the processes are stopped (see `Drop`).
     dir: tempfile::TempDir,
+}
+
+/// How to start a [`ControlPlane`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// An address (the pod network's gateway) at which pods in their own network
+    /// namespaces reach the apiserver: it goes into the serving certificate and the
+    /// apiserver then listens on all addresses instead of loopback only.
+    pub pod_gateway: Option<Ipv4Addr>,
 }
 
 impl ControlPlane {
@@ -59,6 +70,11 @@ impl ControlPlane {
     /// ready and the controller manager and scheduler have both taken their leader
     /// lease and the controllers are doing their work.
     pub async fn start() -> Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`Self::start`] with options.
+    pub async fn start_with(options: Options) -> Result<Self> {
         let binaries = tokio::task::spawn_blocking(Binaries::ensure)
             .await
             .map_err(|e| Error::io("building the control plane", std::io::Error::other(e)))??;
@@ -67,7 +83,9 @@ impl ControlPlane {
             .tempdir()
             .map_err(|e| Error::io("creating the control plane's temp dir", e))?;
         process::register_dir(dir.path());
-        let pki = Pki::generate(&dir.path().join("pki"))?;
+        let extra_ips: Vec<std::net::IpAddr> =
+            options.pod_gateway.into_iter().map(Into::into).collect();
+        let pki = Pki::generate(&dir.path().join("pki"), &extra_ips)?;
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| Error::io(format!("creating {}", logs.display()), e))?;
@@ -93,12 +111,12 @@ impl ControlPlane {
             pki,
             server,
             admin_kubeconfig,
+            apiserver_port,
+            pod_gateway: options.pod_gateway,
             dir,
         };
 
-        let booted = plane
-            .boot(apiserver_port, &kcm_kubeconfig, &scheduler_kubeconfig)
-            .await;
+        let booted = plane.boot(&kcm_kubeconfig, &scheduler_kubeconfig).await;
         if let Err(e) = booted {
             // The caller only sees the error; the logs say why.
             plane.stop_all();
@@ -110,14 +128,9 @@ impl ControlPlane {
         Ok(plane)
     }
 
-    async fn boot(
-        &mut self,
-        apiserver_port: u16,
-        kcm_kubeconfig: &Path,
-        scheduler_kubeconfig: &Path,
-    ) -> Result<()> {
+    async fn boot(&mut self, kcm_kubeconfig: &Path, scheduler_kubeconfig: &Path) -> Result<()> {
         let etcd_url = self.start_etcd()?;
-        self.start_apiserver(apiserver_port, &etcd_url)?;
+        self.start_apiserver(&etcd_url)?;
         let client = self.client().await?;
         self.wait_apiserver_ready(&client).await?;
         self.start_controller_manager(kcm_kubeconfig)?;
@@ -135,6 +148,16 @@ impl ControlPlane {
     /// The apiserver's URL (`https://127.0.0.1:<port>`).
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The apiserver's port (on loopback, and on the pod gateway if there is one).
+    pub fn apiserver_port(&self) -> u16 {
+        self.apiserver_port
+    }
+
+    /// The pod network's gateway the apiserver also serves on, if any.
+    pub fn pod_gateway(&self) -> Option<Ipv4Addr> {
+        self.pod_gateway
     }
 
     /// A kubeconfig for `kubernetes-admin` (group `system:masters`).
@@ -279,12 +302,18 @@ impl ControlPlane {
         Ok(client_url)
     }
 
-    fn start_apiserver(&mut self, port: u16, etcd_url: &str) -> Result<()> {
+    fn start_apiserver(&mut self, etcd_url: &str) -> Result<()> {
         let pki = &self.pki;
+        // Pods reach it through the pod network's gateway, the tests through loopback.
+        let bind = if self.pod_gateway.is_some() {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
         let args = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={port}"),
+            format!("--bind-address={bind}"),
+            format!("--secure-port={}", self.apiserver_port),
             // There is no default route to pick an address from.
             "--advertise-address=127.0.0.1".into(),
             // 1.37 refuses to publish a loopback address as the endpoint of the

@@ -3,7 +3,7 @@
 //! reaches only the test process, which then tears the components down in order
 //! instead of leaving orphans holding ports and temp dirs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -137,7 +137,8 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
-fn signal_group(id: u32, signal: Signal) {
+/// Sends `signal` to process group `id`, ignoring a group that is already gone.
+pub(crate) fn signal_group(id: u32, signal: Signal) {
     let pid = i32::try_from(id).ok().and_then(Pid::from_raw);
     if let Some(pid) = pid {
         // ESRCH (already gone) is the expected outcome for the SIGKILL after a clean exit.
@@ -149,12 +150,15 @@ fn signal_group(id: u32, signal: Signal) {
 struct Registry {
     groups: BTreeSet<u32>,
     dirs: BTreeSet<PathBuf>,
+    /// Commands by key, run in key order (so a key prefix can order them).
+    cleanups: BTreeMap<String, Vec<String>>,
 }
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
         groups: BTreeSet::new(),
         dirs: BTreeSet::new(),
+        cleanups: BTreeMap::new(),
     });
     // A panic while holding the lock leaves consistent sets behind, so poisoning is moot.
     REGISTRY
@@ -167,6 +171,35 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 pub(crate) fn register_dir(dir: &Path) {
     install_signal_handler();
     registry().dirs.insert(dir.to_owned());
+}
+
+/// Registers a process group (e.g. a pod's container) to stop if the test process is
+/// interrupted; its owner stops it itself otherwise and then calls [`forget_group`].
+pub(crate) fn register_group(id: u32) {
+    install_signal_handler();
+    registry().groups.insert(id);
+}
+
+/// Undoes [`register_group`].
+pub(crate) fn forget_group(id: u32) {
+    registry().groups.remove(&id);
+}
+
+/// Registers a command that undoes host state outside any directory (a network
+/// namespace, a bridge) to run if the test process is interrupted, under `key`; the
+/// owner undoes it itself otherwise and then calls [`forget_cleanup`].
+pub(crate) fn register_cleanup(key: &str, program: &str, args: &[&str]) {
+    install_signal_handler();
+    let command = std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    registry().cleanups.insert(key.to_owned(), command);
+}
+
+/// Undoes [`register_cleanup`].
+pub(crate) fn forget_cleanup(key: &str) {
+    registry().cleanups.remove(key);
 }
 
 /// Undoes [`register_dir`].
@@ -201,9 +234,9 @@ fn install_signal_handler() {
             if let Some(signal) = signals.forever().next() {
                 INTERRUPTED.store(true, Ordering::SeqCst);
                 eprintln!("control plane: signal {signal}, stopping all components");
-                let (groups, dirs) = {
+                let (groups, dirs, cleanups) = {
                     let r = registry();
-                    (r.groups.clone(), r.dirs.clone())
+                    (r.groups.clone(), r.dirs.clone(), r.cleanups.clone())
                 };
                 for &id in &groups {
                     signal_group(id, Signal::TERM);
@@ -216,6 +249,16 @@ fn install_signal_handler() {
                 }
                 for &id in &groups {
                     signal_group(id, Signal::KILL);
+                }
+                for command in cleanups.values() {
+                    if let Some((program, args)) = command.split_first() {
+                        // Best effort: the process is exiting either way.
+                        let _ran = Command::new(program)
+                            .args(args)
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status();
+                    }
                 }
                 for dir in &dirs {
                     // Best effort: the process is exiting either way.

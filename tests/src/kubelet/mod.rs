@@ -1,0 +1,366 @@
+//! A test kubelet: runs every pod bound to the fake nodes as local processes, so that
+//! the real scheduler, controllers and the operator drive real cache nodes, janitors
+//! and operator replicas. See `tests/README.md` for the choices (network namespace per
+//! pod on a bridge, a private mount namespace and `chroot` per container, hostPath
+//! PersistentVolumes bound to each claim, short restart backoff).
+//!
+//! It also provisions storage: every PersistentVolumeClaim without a volume gets a
+//! hostPath PersistentVolume pre-bound to it (`claimRef`), which the real
+//! PersistentVolume controller then binds, so that the scheduler's volume-binding
+//! check passes and every pod mounting the claim shares one host directory.
+
+mod dns;
+mod images;
+mod network;
+mod pod;
+mod rootfs;
+mod volumes;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec, Pod,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use rustix::process::Signal;
+use tokio::sync::watch;
+
+pub use dns::CLUSTER_DOMAIN;
+pub use images::{IMAGE_BINARIES, Images, workspace_root};
+pub use network::{PodAddress, PodNetwork};
+
+use crate::control_plane::process::{forget_group, register_dir, signal_group};
+use crate::control_plane::{Error, Result};
+
+/// What every pod worker shares.
+pub(crate) struct Shared {
+    client: Client,
+    network: Arc<PodNetwork>,
+    images: Images,
+    dir: PathBuf,
+    apiserver_port: u16,
+    /// Live container process groups, killed when the kubelet is dropped.
+    groups: Mutex<BTreeSet<u32>>,
+    /// Pod network namespaces by pod UID, deleted when the kubelet is dropped.
+    addresses: Mutex<BTreeMap<String, PodAddress>>,
+    log: Mutex<Option<std::fs::File>>,
+}
+
+impl Shared {
+    fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.dir
+            .join("pods")
+            .join(format!("{namespace}_{name}_{uid}"))
+    }
+
+    fn track_group(&self, pid: u32, live: bool) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if live {
+            groups.insert(pid);
+        } else {
+            groups.remove(&pid);
+        }
+    }
+
+    fn track_address(&self, uid: &str, address: Option<PodAddress>) {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        match address {
+            Some(a) => addresses.insert(uid.to_owned(), a),
+            None => addresses.remove(uid),
+        };
+    }
+
+    /// Appends a line to the kubelet's log (`<dir>/kubelet.log`).
+    fn log(&self, line: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = log.as_mut() {
+            let stamp = chrono::Utc::now().format("%H:%M:%S%.3f");
+            // Losing a diagnostic line is not worth failing a pod for.
+            let _written = writeln!(file, "{stamp} {line}");
+        }
+    }
+}
+
+/// The running kubelet. Dropping it kills every container and deletes the pods'
+/// network namespaces and scratch space (the Pod objects are left as they are).
+pub struct Kubelet {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Deleted after the processes are gone.
+    dir: tempfile::TempDir,
+}
+
+impl Kubelet {
+    /// Starts watching pods bound to `nodes` and claims needing a volume.
+    /// `apiserver_port` is where pods reach the apiserver on the network's gateway.
+    pub async fn start(
+        client: Client,
+        nodes: &[String],
+        network: Arc<PodNetwork>,
+        images: Images,
+        apiserver_port: u16,
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("tidecache-kubelet-")
+            .tempdir()
+            .map_err(|e| Error::io("creating the kubelet's temp dir", e))?;
+        register_dir(dir.path());
+        let log_path = dir.path().join("kubelet.log");
+        // A copy, so that a rebuild of the shared target dir during a long run does not
+        // swap the binary under pods that restart.
+        let images = images.snapshot(&dir.path().join("images"))?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            network,
+            images,
+            dir: dir.path().to_owned(),
+            apiserver_port,
+            groups: Mutex::new(BTreeSet::new()),
+            addresses: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(Some(log)),
+        });
+        let nodes: BTreeSet<String> = nodes.iter().cloned().collect();
+        let mut tasks = dns::serve(client, shared.network.gateway()).await?;
+        tasks.push(tokio::spawn(watch_pods(shared.clone(), nodes)));
+        tasks.push(tokio::spawn(provision(shared.clone())));
+        Ok(Self { shared, tasks, dir })
+    }
+
+    /// The kubelet's own log: what it started, what exited, probe failures.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("kubelet.log")
+    }
+
+    /// The output of a pod's container, all restarts appended (`kubectl logs` needs a
+    /// kubelet API this test kubelet does not serve).
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        let prefix = format!("{namespace}_{pod}_");
+        let pods = self.dir.path().join("pods");
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let log = entry.path().join("logs").join(format!("{container}.log"));
+                text.push_str(&std::fs::read_to_string(log).unwrap_or_default());
+            }
+        }
+        text
+    }
+
+    /// The network namespace and veth of a running pod, by UID (to cut it off).
+    pub fn pod_address(&self, uid: &str) -> Option<PodAddress> {
+        self.shared
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+    }
+
+    /// The pod network.
+    pub fn network(&self) -> &PodNetwork {
+        &self.shared.network
+    }
+
+    /// The directory under which the provisioner creates claims' host directories.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let groups: Vec<u32> = self
+            .shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for &pid in &groups {
+            signal_group(pid, Signal::TERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline
+            && groups.iter().any(|&pid| {
+                i32::try_from(pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                    .is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok())
+            })
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for &pid in &groups {
+            signal_group(pid, Signal::KILL);
+            forget_group(pid);
+        }
+        let addresses: Vec<PodAddress> = std::mem::take(
+            &mut *self
+                .shared
+                .addresses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_values()
+        .collect();
+        for address in &addresses {
+            self.shared.network.detach(address);
+        }
+        crate::control_plane::process::forget_dir(self.dir.path());
+    }
+}
+
+/// Runs one worker per pod bound to our nodes and forwards it the pod's updates.
+async fn watch_pods(shared: Arc<Shared>, nodes: BTreeSet<String>) {
+    let pods: Api<Pod> = Api::all(shared.client.clone());
+    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut stream = watcher(pods, watcher::Config::default()).boxed();
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                shared.log(&format!("pod watch: {e}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                let ours = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .is_some_and(|n| nodes.contains(n));
+                if !ours {
+                    continue;
+                }
+                let uid = pod.uid().unwrap_or_default();
+                match workers.get(&uid) {
+                    Some(sender) => {
+                        // A finished worker no longer listens; nothing to tell it.
+                        let _sent = sender.send(Some(pod));
+                    }
+                    None => {
+                        let (sender, receiver) = watch::channel(Some(pod));
+                        workers.insert(uid, sender);
+                        tokio::spawn(pod::run(shared.clone(), receiver));
+                    }
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(sender) = workers.remove(&pod.uid().unwrap_or_default()) {
+                    let _sent = sender.send(None);
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+}
+
+/// Gives every unbound claim a hostPath PersistentVolume pre-bound to it.
+async fn provision(shared: Arc<Shared>) {
+    let claims: Api<PersistentVolumeClaim> = Api::all(shared.client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(shared.client.clone());
+    let mut stream = watcher(claims, watcher::Config::default()).boxed();
+    while let Some(event) = stream.next().await {
+        let claim = match event {
+            Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => c,
+            Ok(_) => continue,
+            Err(e) => {
+                shared.log(&format!("claim watch: {e}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let bound = claim.spec.as_ref().is_some_and(|s| s.volume_name.is_some());
+        if bound || claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Err(e) = create_volume(&shared, &volumes, &claim).await {
+            shared.log(&format!("provisioning: {e}"));
+        }
+    }
+}
+
+async fn create_volume(
+    shared: &Shared,
+    volumes: &Api<PersistentVolume>,
+    claim: &PersistentVolumeClaim,
+) -> Result<()> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let name = claim.name_any();
+    let uid = claim.uid().unwrap_or_default();
+    let short: String = uid.chars().take(8).collect();
+    let pv_name = format!("pv-{namespace}-{name}-{short}");
+    let host = shared
+        .dir
+        .join("volumes")
+        .join(format!("{namespace}_{name}_{short}"));
+    std::fs::create_dir_all(&host)
+        .map_err(|e| Error::io(format!("creating {}", host.display()), e))?;
+    let spec = claim.spec.clone().unwrap_or_default();
+    let size = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage").cloned())
+        .unwrap_or_else(|| Quantity("1Gi".into()));
+    let volume = PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(pv_name.clone()),
+            labels: Some(BTreeMap::from([(
+                "tidecache.io/test-kubelet".to_owned(),
+                "hostpath".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            capacity: Some(BTreeMap::from([("storage".to_owned(), size)])),
+            access_modes: spec.access_modes.clone(),
+            // A claim without a class matches only volumes without one.
+            storage_class_name: Some(spec.storage_class_name.clone().unwrap_or_default()),
+            volume_mode: spec.volume_mode.clone(),
+            persistent_volume_reclaim_policy: Some("Retain".into()),
+            claim_ref: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: Some(namespace.clone()),
+                name: Some(name.clone()),
+                uid: Some(uid),
+                ..ObjectReference::default()
+            }),
+            host_path: Some(HostPathVolumeSource {
+                path: host.to_string_lossy().into_owned(),
+                type_: Some("Directory".into()),
+            }),
+            ..PersistentVolumeSpec::default()
+        }),
+        ..PersistentVolume::default()
+    };
+    match volumes.create(&PostParams::default(), &volume).await {
+        Ok(_) => {
+            shared.log(&format!(
+                "provisioned {pv_name} for claim {namespace}/{name} at {}",
+                host.display()
+            ));
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(Error::api(format!("creating PV {pv_name}"), e)),
+    }
+}

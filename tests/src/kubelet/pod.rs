@@ -1,0 +1,874 @@
+//! One pod's life on the test kubelet: network namespace and volumes, a process per
+//! container (entered through `ip netns exec` → `unshare --mount` → `sh` mounts →
+//! `chroot`, every step an `exec`, so the container's PID is the one we spawned and
+//! signals reach it), probes, restarts per `restartPolicy`, status reported to the
+//! apiserver, and deletion: SIGTERM, the grace period, SIGKILL, then a grace-0 delete
+//! so that controllers waiting for the pod to be gone (StatefulSet scale-down and
+//! rollouts) go on.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use rustix::process::Signal;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::Shared;
+use super::dns::CLUSTER_DOMAIN;
+use super::network::PodAddress;
+use super::rootfs::{self, Mount};
+use super::volumes::{Materializer, expand};
+use crate::control_plane::process::{forget_group, register_group, signal_group};
+use crate::control_plane::{Error, Result};
+
+/// How often the worker looks at its processes when nothing else happens.
+const TICK: Duration = Duration::from_millis(500);
+/// First restart delay of a crashed container; doubles up to [`MAX_BACKOFF`]. Shorter
+/// than a real kubelet's (10 s to 5 min) so that tests see restarts in seconds.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A container that ran this long before exiting restarts without backoff history.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// Where each image's entrypoint is inside the container (our Dockerfiles install
+/// every binary there).
+const ENTRYPOINT_DIR: &str = "/usr/local/bin";
+
+/// Runs the pod until it is deleted (or the kubelet stops).
+pub(crate) async fn run(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Pod>>) {
+    let Some(pod) = updates.borrow_and_update().clone() else {
+        return;
+    };
+    let mut worker = Worker::new(shared, pod);
+    worker.run(&mut updates).await;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counter {
+    successes: i32,
+    failures: i32,
+    due: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Run {
+    spec: Container,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    script: String,
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+    pid: Option<u32>,
+    started_at: Option<Instant>,
+    state: Value,
+    last_state: Value,
+    restarts: i32,
+    /// The startup probe passed (or there is none).
+    started: bool,
+    ready: bool,
+    startup: Counter,
+    liveness: Counter,
+    readiness: Counter,
+    /// When to (re)start; `None` while running or when done for good.
+    next_start: Option<Instant>,
+    backoff: Duration,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    pod: Pod,
+    key: String,
+    uid: String,
+    dir: PathBuf,
+    address: Option<PodAddress>,
+    runs: Vec<Run>,
+    start_time: String,
+    setup_error: Option<String>,
+    /// The IP of a finished pod whose namespace is gone (still its status.podIP).
+    released_ip: Option<std::net::Ipv4Addr>,
+    terminal: bool,
+    /// Condition type → (status, lastTransitionTime).
+    conditions: BTreeMap<&'static str, (bool, String)>,
+    published: Value,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, pod: Pod) -> Self {
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let dir = shared.pod_dir(&namespace, &name, &uid);
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        Self {
+            shared,
+            key: format!("{namespace}/{name}"),
+            uid,
+            dir,
+            pod,
+            address: None,
+            runs: Vec::new(),
+            start_time: now(),
+            setup_error: None,
+            released_ip: None,
+            terminal,
+            conditions: BTreeMap::new(),
+            published: Value::Null,
+        }
+    }
+
+    async fn run(&mut self, updates: &mut watch::Receiver<Option<Pod>>) {
+        loop {
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                self.terminate().await;
+                return;
+            }
+            if !self.terminal {
+                if self.runs.is_empty() {
+                    self.setup().await;
+                }
+                self.step().await;
+            }
+            self.publish().await;
+            tokio::select! {
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        // The kubelet is stopping; its Drop kills what is left.
+                        self.kill_all(Duration::ZERO).await;
+                        self.release();
+                        return;
+                    }
+                    let latest = updates.borrow_and_update().clone();
+                    match latest {
+                        Some(pod) => self.pod = pod,
+                        None => {
+                            // Deleted without us (grace 0 by someone else).
+                            self.kill_all(Duration::ZERO).await;
+                            self.release();
+                            self.remove_dir();
+                            return;
+                        }
+                    }
+                }
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// Network, volumes and the containers' commands; on failure the pod stays
+    /// Pending with the reason in its container statuses and setup is retried.
+    async fn setup(&mut self) {
+        match self.try_setup().await {
+            Ok(runs) => {
+                self.runs = runs;
+                self.setup_error = None;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.setup_error.as_deref() != Some(&message) {
+                    self.shared
+                        .log(&format!("{}: setup failed: {message}", self.key));
+                }
+                self.setup_error = Some(message);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn try_setup(&mut self) -> Result<Vec<Run>> {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(Error::Unsupported {
+                pod: self.key.clone(),
+                what: "init containers".into(),
+            });
+        }
+        if self.address.is_none() {
+            let address = self.shared.network.attach()?;
+            self.shared.track_address(&self.uid, Some(address.clone()));
+            self.address = Some(address);
+        }
+        let Some(address) = self.address.clone() else {
+            return Ok(Vec::new());
+        };
+        let pod_ip = address.ip.to_string();
+        let gateway = self.shared.network.gateway().to_string();
+        let materializer = Materializer {
+            client: &self.shared.client,
+            pod: &self.pod,
+            pod_ip: &pod_ip,
+            host_ip: &gateway,
+            dir: &self.dir,
+        };
+        let volumes = materializer.volumes().await?;
+        let (hostname, etc) = self.write_etc(&pod_ip, &gateway)?;
+        let mut runs = Vec::new();
+        for container in &spec.containers {
+            let image = container.image.clone().unwrap_or_default();
+            let binary = self
+                .shared
+                .images
+                .binary(&image)
+                .ok_or_else(|| Error::Unsupported {
+                    pod: self.key.clone(),
+                    what: format!(
+                        "image {image} of container {} is not one of {:?}",
+                        container.name,
+                        super::images::IMAGE_BINARIES
+                    ),
+                })?;
+            let entry_name = binary
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let entrypoint = format!("{ENTRYPOINT_DIR}/{entry_name}");
+            let mut mounts = vec![Mount {
+                target: entrypoint.clone().into(),
+                source: binary.to_owned(),
+            }];
+            for file in ["hosts", "resolv.conf", "hostname"] {
+                mounts.push(Mount {
+                    target: Path::new("/etc").join(file),
+                    source: etc.join(file),
+                });
+            }
+            for vm in container.volume_mounts.as_deref().unwrap_or_default() {
+                let source = volumes.get(&vm.name).ok_or_else(|| Error::Unsupported {
+                    pod: self.key.clone(),
+                    what: format!("volumeMount {} names no volume", vm.name),
+                })?;
+                let source = match vm.sub_path.as_deref() {
+                    Some(sub) if !sub.is_empty() => {
+                        let p = source.join(sub);
+                        std::fs::create_dir_all(&p)
+                            .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+                        p
+                    }
+                    _ => source.clone(),
+                };
+                mounts.push(Mount {
+                    target: vm.mount_path.clone().into(),
+                    source,
+                });
+            }
+            let root = self.dir.join("root").join(&container.name);
+            std::fs::create_dir_all(&root)
+                .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+            let script = rootfs::script(&root, &mounts, &hostname)?;
+            let env = materializer
+                .env(container, (&gateway, self.shared.apiserver_port))
+                .await?;
+            let mut argv: Vec<String> = match &container.command {
+                Some(command) if !command.is_empty() => command.clone(),
+                _ => vec![entrypoint],
+            };
+            argv.extend(container.args.clone().unwrap_or_default());
+            let argv = argv.iter().map(|a| expand(a, &env)).collect();
+            let logs = self.dir.join("logs");
+            std::fs::create_dir_all(&logs)
+                .map_err(|e| Error::io(format!("creating {}", logs.display()), e))?;
+            runs.push(Run {
+                spec: container.clone(),
+                argv,
+                env,
+                script,
+                log: logs.join(format!("{}.log", container.name)),
+                child: None,
+                pid: None,
+                started_at: None,
+                state: json!({"waiting": {"reason": "ContainerCreating"}}),
+                last_state: json!({}),
+                restarts: 0,
+                started: false,
+                ready: false,
+                startup: Counter::default(),
+                liveness: Counter::default(),
+                readiness: Counter::default(),
+                next_start: Some(Instant::now()),
+                backoff: FIRST_BACKOFF,
+            });
+        }
+        Ok(runs)
+    }
+
+    /// The pod's `/etc/hosts` (its host name → its IP, as a kubelet writes it, which is
+    /// how a StatefulSet pod learns its own address), `/etc/resolv.conf` (the cluster
+    /// DNS on the gateway, with the namespace's search path) and `/etc/hostname`.
+    fn write_etc(&self, pod_ip: &str, gateway: &str) -> Result<(String, PathBuf)> {
+        let spec = self.pod.spec.as_ref();
+        let namespace = self.pod.namespace().unwrap_or_default();
+        let hostname = spec
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| self.pod.name_any());
+        let fqdn = spec
+            .and_then(|s| s.subdomain.as_ref())
+            .map(|sub| format!("{hostname}.{sub}.{namespace}.svc.{CLUSTER_DOMAIN} "))
+            .unwrap_or_default();
+        let etc = self.dir.join("etc");
+        let files = [
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{pod_ip}\t{fqdn}{hostname}\n"
+                ),
+            ),
+            (
+                "resolv.conf",
+                format!(
+                    "nameserver {gateway}\nsearch {namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\noptions ndots:5\n"
+                ),
+            ),
+            ("hostname", format!("{hostname}\n")),
+        ];
+        std::fs::create_dir_all(&etc)
+            .map_err(|e| Error::io(format!("creating {}", etc.display()), e))?;
+        for (name, text) in files {
+            let path = etc.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+        Ok((hostname, etc))
+    }
+
+    /// Reaps exited containers, (re)starts those due, runs due probes.
+    async fn step(&mut self) {
+        let policy = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let Some(address) = self.address.clone() else {
+            return;
+        };
+        for i in 0..self.runs.len() {
+            self.reap(i, &policy);
+            let due = self.runs[i].next_start.is_some_and(|t| t <= Instant::now());
+            if self.runs[i].child.is_none() && due {
+                self.spawn(i, &address);
+            }
+            if self.runs[i].child.is_some() {
+                self.probe(i, &address).await;
+            }
+        }
+        let done = !self.runs.is_empty()
+            && self
+                .runs
+                .iter()
+                .all(|r| r.child.is_none() && r.next_start.is_none());
+        if done {
+            self.terminal = true;
+            // A finished pod keeps its IP in status but needs no namespace any more.
+            self.release();
+        }
+    }
+
+    fn reap(&mut self, i: usize, policy: &str) {
+        let run = &mut self.runs[i];
+        let Some(child) = run.child.as_mut() else {
+            return;
+        };
+        let status = match child.try_wait() {
+            Ok(Some(status)) => status,
+            Ok(None) => return,
+            Err(e) => {
+                self.shared
+                    .log(&format!("{}: waiting for {}: {e}", self.key, run.spec.name));
+                return;
+            }
+        };
+        let code = exit_code(status);
+        run.child = None;
+        if let Some(pid) = run.pid.take() {
+            forget_group(pid);
+            self.shared.track_group(pid, false);
+            // Whatever the container forked dies with it, as with a container's PID 1.
+            signal_group(pid, Signal::KILL);
+        }
+        self.shared.log(&format!(
+            "{}: container {} exited with {code}",
+            self.key, run.spec.name
+        ));
+        let terminated = json!({"terminated": {
+            "exitCode": code,
+            "reason": if code == 0 { "Completed" } else { "Error" },
+            "startedAt": run.state["running"]["startedAt"].clone(),
+            "finishedAt": now(),
+            "containerID": format!("tidecache://{}", run.state["running"]["pid"]),
+        }});
+        run.ready = false;
+        run.started = false;
+        let restart = match policy {
+            "Never" => false,
+            "OnFailure" => code != 0,
+            _ => true,
+        };
+        if restart {
+            if run.started_at.is_some_and(|t| t.elapsed() > BACKOFF_RESET) {
+                run.backoff = FIRST_BACKOFF;
+            }
+            run.next_start = Some(Instant::now() + run.backoff);
+            run.backoff = (run.backoff * 2).min(MAX_BACKOFF);
+            run.last_state = terminated;
+            run.state = json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        } else {
+            run.next_start = None;
+            run.state = terminated;
+        }
+    }
+
+    fn spawn(&mut self, i: usize, address: &PodAddress) {
+        let key = self.key.clone();
+        let run = &mut self.runs[i];
+        run.next_start = None;
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&run.log)
+            .and_then(|f| Ok((f.try_clone()?, f)));
+        let (stdout, stderr) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.shared
+                    .log(&format!("{key}: opening {}: {e}", run.log.display()));
+                run.next_start = Some(Instant::now() + run.backoff);
+                return;
+            }
+        };
+        let spawned = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &address.netns])
+            .args(["unshare", "--mount", "--uts", "--propagation", "private"])
+            .args(["/bin/sh", "-c", &run.script, "sh"])
+            .args(&run.argv)
+            .env_clear()
+            .envs(run.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                let pid = child.id().unwrap_or_default();
+                register_group(pid);
+                self.shared.track_group(pid, true);
+                if run.restarts > 0 || run.started_at.is_some() {
+                    run.restarts += 1;
+                }
+                run.pid = Some(pid);
+                run.child = Some(child);
+                run.started_at = Some(Instant::now());
+                run.state = json!({"running": {"startedAt": now(), "pid": pid}});
+                run.started = run.spec.startup_probe.is_none();
+                run.startup = Counter::default();
+                run.liveness = Counter::default();
+                run.readiness = Counter::default();
+                self.shared.log(&format!(
+                    "{key}: started container {} as pid {pid}: {}",
+                    run.spec.name,
+                    run.argv.join(" ")
+                ));
+            }
+            Err(e) => {
+                self.shared
+                    .log(&format!("{key}: starting {}: {e}", run.spec.name));
+                run.next_start = Some(Instant::now() + run.backoff);
+            }
+        }
+    }
+
+    async fn probe(&mut self, i: usize, address: &PodAddress) {
+        let started_at = self.runs[i].started_at.unwrap_or_else(Instant::now);
+        let pid = self.runs[i].pid;
+        let spec = self.runs[i].spec.clone();
+        if !self.runs[i].started {
+            if let Some(p) = &spec.startup_probe {
+                match check(
+                    p,
+                    &spec,
+                    address,
+                    pid,
+                    started_at,
+                    &mut self.runs[i].startup,
+                )
+                .await
+                {
+                    Some(true) => self.runs[i].started = true,
+                    Some(false) => {
+                        self.shared.log(&format!(
+                            "{}: startup probe of {} failed",
+                            self.key, spec.name
+                        ));
+                        self.restart(i).await;
+                    }
+                    None => {}
+                }
+            }
+            return;
+        }
+        if let Some(p) = &spec.liveness_probe
+            && check(
+                p,
+                &spec,
+                address,
+                pid,
+                started_at,
+                &mut self.runs[i].liveness,
+            )
+            .await
+                == Some(false)
+        {
+            self.shared.log(&format!(
+                "{}: liveness probe of {} failed",
+                self.key, spec.name
+            ));
+            self.restart(i).await;
+            return;
+        }
+        match &spec.readiness_probe {
+            Some(p) => {
+                if let Some(ready) = check(
+                    p,
+                    &spec,
+                    address,
+                    pid,
+                    started_at,
+                    &mut self.runs[i].readiness,
+                )
+                .await
+                {
+                    self.runs[i].ready = ready;
+                }
+            }
+            None => self.runs[i].ready = true,
+        }
+    }
+
+    /// Kills a container that failed its probe; `reap` then applies the restart policy.
+    async fn restart(&mut self, i: usize) {
+        let grace = self.grace(None);
+        kill(&mut self.runs[i], grace).await;
+    }
+
+    fn grace(&self, deletion: Option<i64>) -> Duration {
+        let seconds = deletion
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30);
+        Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+    }
+
+    async fn kill_all(&mut self, grace: Duration) {
+        for run in &mut self.runs {
+            signal_run(run, Signal::TERM);
+        }
+        let deadline = Instant::now() + grace;
+        for run in &mut self.runs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            kill(run, left).await;
+        }
+        for run in &mut self.runs {
+            if let Some(pid) = run.pid.take() {
+                forget_group(pid);
+                self.shared.track_group(pid, false);
+            }
+            run.next_start = None;
+            run.ready = false;
+        }
+    }
+
+    /// The pod is being deleted: stop the containers within its grace period, then
+    /// finish the deletion.
+    async fn terminate(&mut self) {
+        let grace = self.grace(self.pod.metadata.deletion_grace_period_seconds);
+        if self.runs.iter().any(|r| r.child.is_some()) {
+            self.shared.log(&format!(
+                "{}: deleted, stopping containers (grace {grace:?})",
+                self.key
+            ));
+        }
+        self.kill_all(grace).await;
+        self.release();
+        let namespace = self.pod.namespace().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.shared.client.clone(), &namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&self.pod.name_any(), &params).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => self
+                .shared
+                .log(&format!("{}: finishing the deletion: {e}", self.key)),
+        }
+        self.remove_dir();
+    }
+
+    fn release(&mut self) {
+        if let Some(address) = self.address.take() {
+            self.shared.network.detach(&address);
+            self.shared.track_address(&self.uid, None);
+            self.released_ip = Some(address.ip);
+        }
+    }
+
+    fn remove_dir(&self) {
+        // Mounts exist only in the containers' (now gone) mount namespaces, so this
+        // removes the scratch files and emptyDirs, never what was bound into a root.
+        let _removed = std::fs::remove_dir_all(&self.dir);
+    }
+
+    fn set_condition(&mut self, kind: &'static str, status: bool) {
+        let entry = self.conditions.entry(kind).or_insert((!status, now()));
+        if entry.0 != status {
+            *entry = (status, now());
+        }
+    }
+
+    async fn publish(&mut self) {
+        let ip = self
+            .address
+            .as_ref()
+            .map(|a| a.ip)
+            .or(self.released_ip)
+            .map(|ip| ip.to_string());
+        let all_ready = !self.runs.is_empty() && self.runs.iter().all(|r| r.ready);
+        let phase = if self.terminal {
+            let failed = self
+                .runs
+                .iter()
+                .any(|r| r.state["terminated"]["exitCode"].as_i64() != Some(0));
+            if failed { "Failed" } else { "Succeeded" }
+        } else if self.runs.iter().any(|r| r.started_at.is_some()) {
+            "Running"
+        } else {
+            "Pending"
+        };
+        self.set_condition("PodScheduled", true);
+        self.set_condition("PodReadyToStartContainers", self.address.is_some());
+        self.set_condition("Initialized", true);
+        self.set_condition("ContainersReady", all_ready);
+        self.set_condition("Ready", all_ready);
+        let conditions: Vec<Value> = self
+            .conditions
+            .iter()
+            .map(|(kind, (status, time))| {
+                json!({
+                    "type": kind,
+                    "status": if *status { "True" } else { "False" },
+                    "lastTransitionTime": time,
+                    "lastProbeTime": null,
+                })
+            })
+            .collect();
+        let containers: Vec<Value> = if self.runs.is_empty() {
+            let pending = self.setup_error.clone().unwrap_or_default();
+            self.pod
+                .spec
+                .as_ref()
+                .map(|s| s.containers.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.name, "image": c.image, "imageID": "",
+                        "ready": false, "started": false, "restartCount": 0,
+                        "state": {"waiting": {"reason": "ContainerCreating", "message": pending}},
+                    })
+                })
+                .collect()
+        } else {
+            self.runs
+                .iter()
+                .map(|r| {
+                    let mut state = r.state.clone();
+                    if let Some(running) = state.get_mut("running").and_then(Value::as_object_mut) {
+                        running.remove("pid");
+                    }
+                    json!({
+                        "name": r.spec.name,
+                        "image": r.spec.image,
+                        "imageID": "",
+                        "containerID": r.pid.map(|p| format!("tidecache://{p}")),
+                        "ready": r.ready,
+                        "started": r.child.is_some() && r.started,
+                        "restartCount": r.restarts,
+                        "state": state,
+                        "lastState": r.last_state,
+                    })
+                })
+                .collect()
+        };
+        let gateway = self.shared.network.gateway().to_string();
+        let status = json!({"status": {
+            "phase": phase,
+            "hostIP": gateway,
+            "hostIPs": [{"ip": gateway}],
+            "podIP": ip,
+            "podIPs": ip.as_ref().map(|ip| vec![json!({"ip": ip})]),
+            "startTime": self.start_time,
+            "conditions": conditions,
+            "containerStatuses": containers,
+        }});
+        if status == self.published {
+            return;
+        }
+        let namespace = self.pod.namespace().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.shared.client.clone(), &namespace);
+        match pods
+            .patch_status(
+                &self.pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+        {
+            Ok(_) => self.published = status,
+            Err(e) => self
+                .shared
+                .log(&format!("{}: reporting status: {e}", self.key)),
+        }
+    }
+}
+
+fn signal_run(run: &Run, signal: Signal) {
+    if let Some(pid) = run.pid {
+        signal_group(pid, signal);
+    }
+}
+
+/// SIGTERM, up to `grace` for the exit, then SIGKILL; the exit is reaped by `reap`.
+async fn kill(run: &mut Run, grace: Duration) {
+    let (Some(pid), Some(child)) = (run.pid, run.child.as_mut()) else {
+        return;
+    };
+    signal_group(pid, Signal::TERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(pid, Signal::KILL);
+        // SIGKILL cannot be ignored; the status stays with the child for `reap`.
+        let _status = child.wait().await;
+    }
+}
+
+/// Runs a probe if it is due: `Some(true)` once it reached its success threshold,
+/// `Some(false)` at its failure threshold, `None` while undecided or not due.
+async fn check(
+    probe: &Probe,
+    container: &Container,
+    address: &PodAddress,
+    pid: Option<u32>,
+    started_at: Instant,
+    counter: &mut Counter,
+) -> Option<bool> {
+    let now = Instant::now();
+    let due = counter
+        .due
+        .unwrap_or_else(|| started_at + secs(probe.initial_delay_seconds.unwrap_or(0)));
+    if now < due {
+        counter.due = Some(due);
+        return None;
+    }
+    counter.due = Some(now + secs(probe.period_seconds.unwrap_or(10)));
+    let timeout = secs(probe.timeout_seconds.unwrap_or(1).max(1));
+    let ok = run_probe(probe, container, address, pid, timeout).await;
+    if ok {
+        counter.successes += 1;
+        counter.failures = 0;
+        (counter.successes >= probe.success_threshold.unwrap_or(1)).then_some(true)
+    } else {
+        counter.failures += 1;
+        counter.successes = 0;
+        (counter.failures >= probe.failure_threshold.unwrap_or(3)).then_some(false)
+    }
+}
+
+async fn run_probe(
+    probe: &Probe,
+    container: &Container,
+    address: &PodAddress,
+    pid: Option<u32>,
+    timeout: Duration,
+) -> bool {
+    let port = |p: &IntOrString| -> Option<u16> {
+        match p {
+            IntOrString::Int(n) => u16::try_from(*n).ok(),
+            IntOrString::String(name) => container
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some(name))
+                .and_then(|cp| u16::try_from(cp.container_port).ok()),
+        }
+    };
+    if let Some(http) = &probe.http_get {
+        let Some(port) = port(&http.port) else {
+            return false;
+        };
+        let ip: IpAddr = http
+            .host
+            .as_deref()
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(IpAddr::V4(address.ip));
+        let path = http.path.as_deref().unwrap_or("/");
+        return crate::http::request(SocketAddr::new(ip, port), "GET", path, b"", timeout)
+            .await
+            .is_ok_and(|r| (200..400).contains(&r.status));
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let Some(port) = port(&tcp.port) else {
+            return false;
+        };
+        let connect = tokio::net::TcpStream::connect((address.ip, port));
+        return matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)));
+    }
+    if let (Some(exec), Some(pid)) = (&probe.exec, pid) {
+        // Inside the container: its mount and network namespaces and its root.
+        let status = tokio::process::Command::new("nsenter")
+            .arg(format!("--target={pid}"))
+            .args(["--mount", "--net", "--root", "--wd"])
+            .args(exec.command.as_deref().unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        return matches!(tokio::time::timeout(timeout, status).await, Ok(Ok(s)) if s.success());
+    }
+    false
+}
+
+fn secs(n: i32) -> Duration {
+    Duration::from_secs(u64::try_from(n).unwrap_or(0))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+/// The current time as Kubernetes writes it (RFC 3339, seconds, UTC).
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
