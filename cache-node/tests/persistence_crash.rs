@@ -164,9 +164,17 @@ fn crash_rounds(fsync: &str, rounds: usize, load_ms: u64) -> (u64, usize, f64, f
     (acked, lost, lag_sum, lag_count)
 }
 
+/// Rounds of the `always` test: 20, or `TIDECACHE_CRASH_ROUNDS` for a longer soak.
+fn always_rounds() -> usize {
+    std::env::var("TIDECACHE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(20)
+}
+
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_write_with_fsync_always() {
-    let rounds = 20;
+    let rounds = always_rounds();
     let (acked, lost, _, _) = crash_rounds("always", rounds, 250);
     println!("fsync=always: {rounds} kill -9 rounds, {acked} acknowledged operations, {lost} lost");
     assert!(acked > 0);

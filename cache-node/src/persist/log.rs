@@ -653,7 +653,7 @@ impl Writer {
 }
 
 /// Whether an I/O error means the volume is out of space or quota.
-fn is_disk_full(error: &io::Error) -> bool {
+pub(super) fn is_disk_full(error: &io::Error) -> bool {
     const ENOSPC: i32 = 28;
     const EDQUOT: i32 = 122;
     matches!(

@@ -220,13 +220,30 @@ async fn a_write_that_cannot_be_appended_is_refused_and_undone() {
         Some("durable"),
         "memory rolled back"
     );
+    // Two failing writes of one key in a row: both undone, back to the last durable value
+    // (the second one's `previous` is the first, which never became durable).
+    let first = node.store.put_journaled(
+        Bytes::from_static(b"k"),
+        Bytes::from_static(b"lost-1"),
+        clock.now().checked_add(Duration::from_secs(3600)),
+        &Preconditions::none(),
+    );
+    let second = node.store.put_journaled(
+        Bytes::from_static(b"k"),
+        Bytes::from_static(b"lost-2"),
+        clock.now().checked_add(Duration::from_secs(3600)),
+        &Preconditions::none(),
+    );
+    assert!(second.expect("applied").durable().await.is_err());
+    assert!(first.expect("applied").durable().await.is_err());
+    assert_eq!(node.value("k").as_deref(), Some("durable"));
     let refused = node.put("new", "lost", Some(3600)).await;
     assert!(matches!(refused, Err(CommitError::Io(_))), "{refused:?}");
     assert_eq!(node.value("new"), None);
     assert_eq!(node.store.stats().entries, 1);
     assert_eq!(
         node.metric("tidecache_persist_write_errors_total{kind=\"io\"}"),
-        2.0
+        4.0
     );
     node.stop().await;
 
@@ -378,4 +395,94 @@ async fn a_mostly_garbage_persistent_area_is_compacted() {
     assert_eq!(node.value("after").as_deref(), Some("compaction"));
     assert_eq!(node.report.loaded, 11);
     node.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_answers_a_refused_write_with_a_json_503_and_serves_the_old_value() {
+    use axum::body::Body;
+    use http::{Method, Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::http::{AppState, Limits, app};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    node.put("k", "durable", None).await.expect("durable");
+    let state = Arc::new(AppState::new(
+        node.store.clone(),
+        Limits::default(),
+        node.metrics.clone(),
+    ));
+    let call = |method: Method, uri: &str, body: &'static str| {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body))
+            .expect("request");
+        let app = app(state.clone());
+        async move {
+            let response = app.oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    // Block the directory of the bucket a one-hour lifetime lands in.
+    let later = clock
+        .now()
+        .checked_add(Duration::from_secs(3600))
+        .expect("time");
+    let bucket = Schedule::every_minute()
+        .bucket_for(later.to_datetime().expect("time"))
+        .and_then(tidecache_contract::Bucket::new)
+        .expect("bucket");
+    fs::write(
+        settings.root().area_dir(Area::Bucket(bucket)),
+        b"in the way",
+    )
+    .expect("block");
+    let (status, body) = call(Method::PUT, "/v1/keys/k?ttl=1h", "lost").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(json["error"], "persistence_failed");
+    assert!(
+        json["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("nothing was stored")),
+        "{json}"
+    );
+    let (status, body) = call(Method::GET, "/v1/keys/k", "").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "durable"));
+
+    // While the volume loads, key requests and readiness wait.
+    state
+        .loaded
+        .store(false, std::sync::atomic::Ordering::Release);
+    let (status, body) = call(Method::GET, "/v1/keys/k", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("loading the data volume"), "{body}");
+    assert_eq!(
+        call(Method::GET, "/readyz", "").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(call(Method::GET, "/healthz", "").await.0, StatusCode::OK);
+    node.stop().await;
+}
+
+#[test]
+fn out_of_space_and_quota_errors_are_disk_full() {
+    assert!(log::is_disk_full(&std::io::Error::from_raw_os_error(28)));
+    assert!(log::is_disk_full(&std::io::Error::from_raw_os_error(122)));
+    assert!(!log::is_disk_full(&std::io::Error::from_raw_os_error(5)));
+    let full = crate::http::error::ApiError::from(CommitError::DiskFull("ENOSPC".to_string()));
+    assert_eq!(full.status(), http::StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(full.code(), "disk_full");
 }
