@@ -70,6 +70,9 @@ pub struct Log {
     stopped: tokio::sync::watch::Receiver<Option<String>>,
     /// The writer thread, joined by [`Log::close`].
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Makes the next fsync fail: the one failure tests cannot cause on a real disk.
+    #[cfg(test)]
+    fail_next_sync: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Message {
@@ -95,6 +98,8 @@ impl Log {
     ) -> io::Result<Log> {
         let (tx, rx) = mpsc::channel();
         let (stop_tx, stopped) = tokio::sync::watch::channel(None);
+        #[cfg(test)]
+        let fail_next_sync = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let root = settings.root();
         let persistent_bytes = compaction::own_bytes(&root, &settings.node)
             .map_err(|error| io::Error::other(error.to_string()))?;
@@ -119,6 +124,8 @@ impl Log {
             compacted_bytes: 0,
             compact_min_bytes: settings.compact_min_bytes,
             areas: AreaCache::default(),
+            #[cfg(test)]
+            fail_next_sync: fail_next_sync.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("tidecache-log".to_string())
@@ -127,7 +134,16 @@ impl Log {
             tx,
             stopped,
             thread: std::sync::Mutex::new(Some(thread)),
+            #[cfg(test)]
+            fail_next_sync,
         })
+    }
+
+    /// Makes the next fsync report an I/O error.
+    #[cfg(test)]
+    pub(super) fn fail_next_sync(&self) {
+        self.fail_next_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Completes with the reason once the log has stopped after a failed fsync.
@@ -213,6 +229,9 @@ struct Writer {
     compact_min_bytes: u64,
     /// The areas of recently seen buckets.
     areas: AreaCache,
+    /// See [`Log::fail_next_sync`].
+    #[cfg(test)]
+    fail_next_sync: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A change's records: at most a value and a tombstone.
@@ -470,6 +489,19 @@ impl Writer {
         }
         let started = Instant::now();
         let result = segment.writer.sync_data();
+        #[cfg(test)]
+        let result = if self
+            .fail_next_sync
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            Err(DiskError::Io {
+                action: "sync",
+                path: segment.writer.segment_path(),
+                source: io::Error::from_raw_os_error(5),
+            })
+        } else {
+            result
+        };
         self.metrics
             .fsync_duration
             .observe(started.elapsed().as_secs_f64());

@@ -486,3 +486,30 @@ fn out_of_space_and_quota_errors_are_disk_full() {
     assert_eq!(full.status(), http::StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(full.code(), "disk_full");
 }
+
+#[tokio::test]
+async fn a_failed_fsync_stops_the_log_and_nothing_more_is_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    node.put("k", "durable", None).await.expect("durable");
+    node.log.fail_next_sync();
+    let refused = node.put("k", "unsynced", None).await;
+    assert_eq!(refused, Err(CommitError::Stopped));
+    assert_eq!(node.value("k").as_deref(), Some("durable"), "undone");
+    let reason = tokio::time::timeout(Duration::from_secs(5), node.log.stopped())
+        .await
+        .expect("the node is told to exit");
+    assert!(reason.contains("fsync failed"), "{reason}");
+    assert_eq!(
+        node.put("k2", "later", None).await,
+        Err(CommitError::Stopped)
+    );
+    assert_eq!(node.value("k2"), None);
+    assert_eq!(
+        node.metric("tidecache_persist_write_errors_total{kind=\"stopped\"}"),
+        2.0
+    );
+    node.stop().await;
+}
