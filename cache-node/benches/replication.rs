@@ -1,7 +1,8 @@
 //! Replicated write benchmark: write throughput and p50/p99 latency on 3 local `cache-node`
-//! processes with `ack=one`, `quorum` and `all`, against a single node in the same run,
-//! printed as ratios (goal: p99 with quorum <= 2x the single node); then the convergence time
-//! after one node is cut off (SIGSTOP) while writes continue.
+//! processes with `ack=one`, `quorum` and `all`, against a single node in the same run, under a
+//! light (4 writers) and a saturating (32 writers) load, printed as ratios (goal: p99 with
+//! quorum <= 2x the single node); then the convergence time after one node is cut off
+//! (SIGSTOP) for 30 s while writes continue.
 //!
 //! `cargo bench -p cache-node --bench replication` (add `-- --quick` for short runs). The
 //! nodes are real processes on loopback; the load generator is this process (tokio, keep-alive
@@ -20,7 +21,9 @@ use common::{progress, write_results};
 use http::StatusCode;
 use serde_json::json;
 
-const CONCURRENCY: usize = 32;
+/// Concurrent writers: a light load (latency without queueing) and a saturating one
+/// (throughput; on a 2-core machine the three nodes and the load generator share the cores).
+const LOADS: [usize; 2] = [4, 32];
 const VALUE: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
 
 #[derive(Debug, Clone, Copy)]
@@ -42,21 +45,28 @@ fn main() {
         .expect("runtime");
     let duration = Duration::from_secs(seconds);
 
-    progress("single node");
-    let single = {
+    let mut single = Vec::new();
+    {
         let cluster = Cluster::start(1, &[]);
-        runtime.block_on(load(vec![cluster.address(0).to_string()], "one", duration))
-    };
-    report("single node", &single);
+        let address = vec![cluster.address(0).to_string()];
+        for writers in LOADS {
+            progress(format!("single node, {writers} writers"));
+            let run = runtime.block_on(load(address.clone(), "one", duration, writers));
+            report(&format!("single node, {writers} writers"), &run);
+            single.push(run);
+        }
+    }
 
     let cluster = Cluster::start(3, &[]);
     let addresses: Vec<String> = (0..3).map(|i| cluster.address(i).to_string()).collect();
     let mut replicated = Vec::new();
-    for level in ["one", "quorum", "all"] {
-        progress(format!("3 nodes, ack={level}"));
-        let run = runtime.block_on(load(addresses.clone(), level, duration));
-        report(&format!("3 nodes ack={level}"), &run);
-        replicated.push((level, run));
+    for (load_index, writers) in LOADS.into_iter().enumerate() {
+        for level in ["one", "quorum", "all"] {
+            progress(format!("3 nodes, ack={level}, {writers} writers"));
+            let run = runtime.block_on(load(addresses.clone(), level, duration, writers));
+            report(&format!("3 nodes ack={level}, {writers} writers"), &run);
+            replicated.push((load_index, writers, level, run));
+        }
     }
 
     progress(format!(
@@ -68,51 +78,65 @@ fn main() {
 
     println!();
     println!(
-        "replicated writes, {}-byte values, {CONCURRENCY} concurrent writers spread over the nodes, {seconds}s each",
+        "replicated writes, {}-byte values, writers spread over the nodes, {seconds}s per run",
         VALUE.len()
     );
-    println!(
-        "  {:<18} {:>10.0} writes/s   p50 {:>7.3} ms   p99 {:>7.3} ms",
-        "single node", single.writes_per_sec, single.p50_ms, single.p99_ms
-    );
     let mut rows = Vec::new();
-    for (level, run) in &replicated {
-        let throughput_ratio = run.writes_per_sec / single.writes_per_sec;
-        let p99_ratio = run.p99_ms / single.p99_ms;
+    for (load_index, writers) in LOADS.into_iter().enumerate() {
+        let base = single[load_index];
+        println!("  {writers} concurrent writers:");
         println!(
-            "  {:<18} {:>10.0} writes/s   p50 {:>7.3} ms   p99 {:>7.3} ms   throughput x{throughput_ratio:.2}   p99 x{p99_ratio:.2}   errors {}",
-            format!("3 nodes ack={level}"),
-            run.writes_per_sec,
-            run.p50_ms,
-            run.p99_ms,
-            run.errors
+            "    {:<16} {:>8.0} writes/s   p50 {:>7.3} ms   p99 {:>7.3} ms",
+            "single node", base.writes_per_sec, base.p50_ms, base.p99_ms
         );
-        rows.push(json!({
-            "ack": level,
-            "writes_per_sec": run.writes_per_sec,
-            "p50_ms": run.p50_ms,
-            "p99_ms": run.p99_ms,
-            "errors": run.errors,
-            "throughput_ratio_vs_single": throughput_ratio,
-            "p99_ratio_vs_single": p99_ratio,
-        }));
+        for (_, _, level, run) in replicated.iter().filter(|r| r.0 == load_index) {
+            let throughput_ratio = run.writes_per_sec / base.writes_per_sec;
+            let p50_ratio = run.p50_ms / base.p50_ms;
+            let p99_ratio = run.p99_ms / base.p99_ms;
+            println!(
+                "    {:<16} {:>8.0} writes/s   p50 {:>7.3} ms   p99 {:>7.3} ms   throughput x{throughput_ratio:.2}   p50 x{p50_ratio:.2}   p99 x{p99_ratio:.2}   errors {}",
+                format!("3 nodes ack={level}"),
+                run.writes_per_sec,
+                run.p50_ms,
+                run.p99_ms,
+                run.errors
+            );
+            rows.push(json!({
+                "writers": writers,
+                "ack": level,
+                "writes_per_sec": run.writes_per_sec,
+                "p50_ms": run.p50_ms,
+                "p99_ms": run.p99_ms,
+                "errors": run.errors,
+                "throughput_ratio_vs_single": throughput_ratio,
+                "p50_ratio_vs_single": p50_ratio,
+                "p99_ratio_vs_single": p99_ratio,
+            }));
+        }
     }
     println!(
         "  convergence after a {}s partition: {:.3} s",
         partition.as_secs(),
         convergence.as_secs_f64()
     );
+    let single_rows: Vec<_> = LOADS
+        .into_iter()
+        .zip(&single)
+        .map(|(writers, run)| {
+            json!({
+                "writers": writers,
+                "writes_per_sec": run.writes_per_sec,
+                "p50_ms": run.p50_ms,
+                "p99_ms": run.p99_ms,
+            })
+        })
+        .collect();
     write_results(
         "replication",
         &json!({
             "value_bytes": VALUE.len(),
-            "concurrency": CONCURRENCY,
             "seconds_per_run": seconds,
-            "single": {
-                "writes_per_sec": single.writes_per_sec,
-                "p50_ms": single.p50_ms,
-                "p99_ms": single.p99_ms,
-            },
+            "single": single_rows,
             "replicated": rows,
             "partition_seconds": partition.as_secs(),
             "convergence_seconds": convergence.as_secs_f64(),
@@ -127,18 +151,23 @@ fn report(label: &str, run: &Run) {
     ));
 }
 
-/// `CONCURRENCY` writers, spread round-robin over `addresses`, each writing its own keys with
+/// `writers` writers, spread round-robin over `addresses`, each writing its own keys with
 /// `Tidecache-Ack: level` for `duration`.
-async fn load(addresses: Vec<String>, level: &'static str, duration: Duration) -> Run {
+async fn load(
+    addresses: Vec<String>,
+    level: &'static str,
+    duration: Duration,
+    writers: usize,
+) -> Run {
     let client = Client::default();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut writers = Vec::new();
-    for writer in 0..CONCURRENCY {
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
         let address = addresses[writer % addresses.len()].clone();
         let (client, stop, errors) = (client.clone(), stop.clone(), errors.clone());
-        writers.push(tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -161,8 +190,8 @@ async fn load(addresses: Vec<String>, level: &'static str, duration: Duration) -
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
-    for writer in writers {
-        latencies.extend(writer.await.unwrap_or_default());
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();

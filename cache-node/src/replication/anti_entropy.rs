@@ -85,12 +85,13 @@ pub struct AntiEntropy {
 }
 
 impl AntiEntropy {
-    /// One pass over `peers`: a failing peer is logged and skipped.
-    pub async fn pass(&self, peers: &[Peer]) -> PassReport {
+    /// One pass over `peers`: a failing peer is logged and skipped. With `persist` (the join
+    /// catch-up), records that change the store are written to this node's log too.
+    pub async fn pass(&self, peers: &[Peer], persist: bool) -> PassReport {
         let started = Instant::now();
         let mut report = PassReport::default();
         for peer in peers {
-            match self.sync_with(peer, &mut report).await {
+            match self.sync_with(peer, persist, &mut report).await {
                 Ok(()) => report.peers_ok += 1,
                 Err(error) => {
                     report.peers_failed += 1;
@@ -109,7 +110,12 @@ impl AntiEntropy {
         report
     }
 
-    async fn sync_with(&self, peer: &Peer, report: &mut PassReport) -> Result<(), SyncError> {
+    async fn sync_with(
+        &self,
+        peer: &Peer,
+        persist: bool,
+        report: &mut PassReport,
+    ) -> Result<(), SyncError> {
         let body = transport::get(&self.client, peer, DIGESTS_PATH, self.timeout).await?;
         let theirs: Vec<BucketDigest> =
             serde_json::from_slice(&body).map_err(|source| SyncError::Digests {
@@ -136,7 +142,7 @@ impl AntiEntropy {
                 source,
             })?;
             report.buckets_fetched += 1;
-            let (changed, _) = apply_all(&*self.replica, &self.hlc, &*self.clock, records);
+            let (changed, _) = apply_all(&*self.replica, &self.hlc, &*self.clock, records, persist);
             report.repaired += changed;
             self.metrics.repaired(changed);
         }
@@ -151,6 +157,7 @@ pub(super) fn apply_all(
     hlc: &HybridClock,
     clock: &dyn Clock,
     records: Vec<tidecache_contract::disk::Record>,
+    persist: bool,
 ) -> (u64, u64) {
     let now = clock.now();
     let (mut changed, mut stale) = (0, 0);
@@ -161,7 +168,12 @@ pub(super) fn apply_all(
                 "a peer's clock is more than a minute ahead of ours"
             );
         }
-        match replica.apply(record) {
+        let applied = if persist {
+            replica.apply_durably(record)
+        } else {
+            replica.apply(record)
+        };
+        match applied {
             Applied::Changed => changed += 1,
             Applied::Stale | Applied::Refused => stale += 1,
         }

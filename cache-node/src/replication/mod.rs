@@ -61,6 +61,14 @@ pub trait Replica: std::fmt::Debug + Send + Sync + 'static {
     /// Applies a record from a peer if its version is larger than the key's current one
     /// (value or tombstone); an expired record changes nothing.
     fn apply(&self, record: Record) -> Applied;
+    /// As [`Replica::apply`], and a record that changed the store is also written to this
+    /// node's log, as if this node had accepted it. The join catch-up uses it: what peers
+    /// send then is what the shared volume lacks (writes acknowledged by peers whose
+    /// accepting node crashed before its fsync), and persisting it here makes it survive a
+    /// later restart of every node.
+    fn apply_durably(&self, record: Record) -> Applied {
+        self.apply(record)
+    }
     /// The digest of every bucket holding entries or tombstones.
     fn digests(&self) -> Vec<BucketDigest>;
     /// Every entry and tombstone filed in `bucket` (see [`wire::NO_EXPIRY_BUCKET`]).
@@ -255,7 +263,7 @@ impl Replication {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 peers = self.transport.peers();
             }
-            self.anti_entropy.pass(&peers).await
+            self.anti_entropy.pass(&peers, true).await
         };
         tokio::time::timeout(self.settings.catch_up_timeout, catch_up)
             .await
@@ -277,7 +285,7 @@ impl Replication {
                 _ = ticker.tick() => {}
             }
             let peers = self.transport.peers();
-            self.anti_entropy.pass(&peers).await;
+            self.anti_entropy.pass(&peers, false).await;
         }
     }
 

@@ -56,6 +56,7 @@ async fn replicate(State(replication): State<Arc<Replication>>, body: Bytes) -> 
         &replication.hlc,
         &*replication.clock,
         records,
+        false,
     );
     replication.metrics.applied(applied, stale);
     axum::Json(json!({ "applied": applied, "stale": stale })).into_response()

@@ -5,8 +5,8 @@
 //! - A record is applied only if its version is larger than the key's current one, whatever
 //!   that is (live, expired or tombstone), under the key's shard lock: any order and any
 //!   number of deliveries of the same records leave the same state.
-//! - Applied records are not journaled: with a shared volume only the accepting node persists
-//!   a write.
+//! - Applied records are not journaled (with a shared volume only the accepting node persists
+//!   a write), except through [`Replica::apply_durably`] (the join catch-up).
 //!
 //! # Cost
 //! Digests and bucket contents are computed by visiting every entry, one shard lock at a time
@@ -23,7 +23,7 @@ use tidecache_contract::disk::Record;
 use super::entry::{Entry, entry_charge};
 use super::key::StoredKey;
 use super::shard::NewEntry;
-use super::{EvictionPolicy, Store, Version};
+use super::{Change, EvictionPolicy, Previous, Store, Version};
 use crate::clock::Timestamp;
 use crate::replication::wire::{BucketDigest, NO_EXPIRY_BUCKET, fingerprint};
 use crate::replication::{Applied, Replica};
@@ -46,21 +46,9 @@ fn bucket_id(entry: &Entry) -> i64 {
 }
 
 impl Store {
-    /// Calls `visit` with every unexpired entry and tombstone, one shard at a time.
-    fn visit_unexpired(&self, mut visit: impl FnMut(&Entry)) {
-        let now = self.clock.now();
-        for shard in self.shards.iter() {
-            super::lock(shard).for_each(|entry| {
-                if !entry.is_expired(now) {
-                    visit(entry);
-                }
-            });
-        }
-    }
-}
-
-impl Replica for Store {
-    fn apply(&self, record: Record) -> Applied {
+    /// Applies `record` by last-writer-wins; with `persist`, journals it when it changes the
+    /// store (see [`Replica::apply_durably`]).
+    fn apply_record(&self, record: Record, persist: bool) -> Applied {
         let now = self.clock.now();
         let expires_at = record.expiry_unix_nanos.map(from_unix_nanos);
         if expires_at.is_some_and(|expiry| expiry <= now) {
@@ -91,8 +79,13 @@ impl Replica for Store {
                 return Applied::Stale;
             }
             let old_charge = existing.map_or(0, |e| e.charge);
+            let was_live = existing.is_some_and(|e| e.live_version.is_some());
             loop {
                 if self.try_reserve(charge, old_charge) {
+                    // The journal needs its own copy of the key: the entry takes this one.
+                    let journal = self.journal.get().filter(|_| persist);
+                    let change_key = journal.map(|_| key.clone());
+                    let change_value = (!tombstone).then(|| value.clone());
                     let replaced = shard.upsert(NewEntry {
                         key: StoredKey::from_bytes(key),
                         value,
@@ -102,6 +95,29 @@ impl Replica for Store {
                         bucket,
                         tombstone,
                     });
+                    if let Some((journal, key)) = journal.zip(change_key) {
+                        // Under the shard lock, as the journal requires. Nobody waits for the
+                        // commit: a failure is logged (and undone) by the journal.
+                        let previous = if tombstone {
+                            // A tombstone goes to the area of the bucket it shadows.
+                            Some(Previous {
+                                value: Bytes::new(),
+                                version,
+                                expires_at,
+                                bucket,
+                            })
+                        } else {
+                            replaced.clone().filter(|_| was_live)
+                        };
+                        drop(journal.append(Change {
+                            key,
+                            version,
+                            value: change_value,
+                            expires_at: if tombstone { None } else { expires_at },
+                            bucket: if tombstone { None } else { bucket },
+                            previous,
+                        }));
+                    }
                     drop(shard);
                     if replaced.is_none() {
                         self.entries.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +140,28 @@ impl Replica for Store {
             }
         }
         Applied::Refused
+    }
+
+    /// Calls `visit` with every unexpired entry and tombstone, one shard at a time.
+    fn visit_unexpired(&self, mut visit: impl FnMut(&Entry)) {
+        let now = self.clock.now();
+        for shard in self.shards.iter() {
+            super::lock(shard).for_each(|entry| {
+                if !entry.is_expired(now) {
+                    visit(entry);
+                }
+            });
+        }
+    }
+}
+
+impl Replica for Store {
+    fn apply(&self, record: Record) -> Applied {
+        self.apply_record(record, false)
+    }
+
+    fn apply_durably(&self, record: Record) -> Applied {
+        self.apply_record(record, true)
     }
 
     fn digests(&self) -> Vec<BucketDigest> {
@@ -308,5 +346,51 @@ mod tests {
             }
         }
         assert_eq!(other.digests(), digests);
+    }
+
+    /// A journal that keeps what it is given.
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<Change>>);
+
+    impl crate::store::Journal for Recorder {
+        fn append(&self, change: Change) -> crate::store::Commit {
+            self.0.lock().expect("lock").push(change);
+            crate::store::Commit::done(Ok(()))
+        }
+    }
+
+    #[test]
+    fn only_durable_applies_that_change_the_store_reach_the_journal() {
+        let store = store(1);
+        let journal = Arc::new(Recorder::default());
+        assert!(store.attach_journal(journal.clone()));
+        assert_eq!(store.apply(record("k", Some("a"), 10, 2)), Applied::Changed);
+        assert_eq!(
+            store.apply_durably(record("k", Some("b"), 11, 2)),
+            Applied::Changed
+        );
+        assert_eq!(
+            store.apply_durably(record("k", Some("old"), 9, 2)),
+            Applied::Stale
+        );
+        assert_eq!(
+            store.apply_durably(record("k", None, 12, 2)),
+            Applied::Changed
+        );
+        let changes = journal.0.lock().expect("lock");
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].value.as_deref(), Some(&b"b"[..]));
+        assert_eq!(changes[0].version, Version::with_node(11, 2));
+        assert_eq!(
+            changes[0].previous.as_ref().map(|p| p.version),
+            Some(Version::with_node(10, 2)),
+            "the replaced live entry, for shadows and reverts"
+        );
+        assert!(changes[1].is_delete());
+        let shadowed = changes[1].previous.as_ref().expect("tombstone area");
+        assert_eq!(
+            shadowed.expires_at,
+            Some(Timestamp::from_millis(START + 90_000))
+        );
     }
 }
