@@ -8,12 +8,15 @@
 //! the scenario and prints the kubelet's log and the pods.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams};
@@ -21,6 +24,7 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 use tidecache_e2e::cluster::{LocalCluster, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE};
 use tidecache_e2e::control_plane::ZONE_LABEL;
+use tidecache_e2e::http;
 
 /// The sample the scenarios use (`deploy/samples/minimal.yaml`).
 const NS: &str = "default";
@@ -45,7 +49,7 @@ async fn operator_end_to_end() {
     let client = cluster.client().await.expect("admin client");
     let env = Env { cluster, client };
     let mut failures = Vec::new();
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 9] = [
         (
             "0 operator from deploy/ under its own ServiceAccount",
             |e| Box::pin(operator_from_deploy(e)),
@@ -53,6 +57,19 @@ async fn operator_end_to_end() {
         ("1 sample → children with the expected specs", |e| {
             Box::pin(children(e))
         }),
+        ("2 pods spread over zones, Ready, HTTP on each pod", |e| {
+            Box::pin(spread_and_serve(e))
+        }),
+        ("8 printer columns, conditions and events", |e| {
+            Box::pin(printer_columns(e))
+        }),
+        ("3 janitor CronJob sweeps the shared volume", |e| {
+            Box::pin(janitor_sweeps(e))
+        }),
+        ("4 scale 3→5→2 and a schedule change", |e| {
+            Box::pin(scale_and_schedule(e))
+        }),
+        ("5 drift is undone", |e| Box::pin(drift(e))),
         ("6 invalid CacheCluster refused", |e| {
             Box::pin(invalid_refused(e))
         }),
@@ -170,6 +187,110 @@ fn is_ready(pod: &Pod) -> bool {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_addr(pod: &Pod) -> TestResult<SocketAddr> {
+    let ip: IpAddr = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .ok_or_else(|| format!("pod {} has no IP", pod.name_any()))?
+        .parse()
+        .map_err(|e| format!("pod IP: {e}"))?;
+    Ok(SocketAddr::new(ip, 8080))
+}
+
+/// Waits until the StatefulSet has `replicas` pods, all Ready and of its current
+/// revision, and the CacheCluster's status says so; returns the pods.
+async fn wait_settled(env: &Env, replicas: usize) -> TestResult<BTreeMap<String, Pod>> {
+    let sets = api::<StatefulSet>(env);
+    wait_for(&format!("{replicas} ready, updated cache pods"), TIMEOUT, async || {
+        let sts = sets.get(NAME).await.map_err(|e| e.to_string())?;
+        let spec_replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let status = sts.status.clone().unwrap_or_default();
+        let rolled = status.update_revision.is_some()
+            && status.current_revision == status.update_revision
+            && status.updated_replicas == Some(spec_replicas);
+        let pods = cache_pods(env).await?;
+        let ready = pods.values().filter(|p| is_ready(p)).count();
+        let cc = cache_cluster(env, NAME).await?;
+        let cc_ready = cc["status"]["readyReplicas"].as_u64().unwrap_or(0);
+        let state = format!(
+            "StatefulSet replicas {spec_replicas}, ready {:?}, revisions {:?}/{:?}, updated {:?}; \
+             {} pods, {ready} ready; CacheCluster readyReplicas {cc_ready}",
+            status.ready_replicas,
+            status.current_revision,
+            status.update_revision,
+            status.updated_replicas,
+            pods.len()
+        );
+        let want = i32::try_from(replicas).unwrap_or(0);
+        if spec_replicas == want
+            && status.ready_replicas == Some(want)
+            && rolled
+            && pods.len() == replicas
+            && ready == replicas
+            && cc_ready == replicas as u64
+        {
+            Ok(Some(pods))
+        } else {
+            Err(state)
+        }
+    })
+    .await
+}
+
+async fn zone_of(env: &Env, pod: &Pod) -> TestResult<String> {
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .ok_or_else(|| format!("pod {} is not scheduled", pod.name_any()))?;
+    let node = Api::<Node>::all(env.client.clone())
+        .get(&node)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(node.labels().get(ZONE_LABEL).cloned().unwrap_or_default())
+}
+
+/// Pods per zone over all three zones; fails if the skew is above 1.
+async fn check_spread(
+    env: &Env,
+    pods: &BTreeMap<String, Pod>,
+) -> TestResult<BTreeMap<String, usize>> {
+    let mut per_zone: BTreeMap<String, usize> = tidecache_e2e::cluster::ZONES
+        .iter()
+        .map(|z| ((*z).to_owned(), 0))
+        .collect();
+    for pod in pods.values() {
+        *per_zone.entry(zone_of(env, pod).await?).or_default() += 1;
+    }
+    let max = per_zone.values().max().copied().unwrap_or(0);
+    let min = per_zone.values().min().copied().unwrap_or(0);
+    if max - min > 1 {
+        return Err(format!("zone skew {} > 1: {per_zone:?}", max - min));
+    }
+    Ok(per_zone)
+}
+
+async fn put(addr: SocketAddr, key: &str, value: &str) -> TestResult {
+    let path = format!("/v1/keys/{key}?ttl=1h");
+    let r = http::request(addr, "PUT", &path, value.as_bytes(), Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("PUT {path} on {addr}: {e}"))?;
+    if (200..300).contains(&r.status) {
+        Ok(())
+    } else {
+        Err(format!("PUT {path} on {addr}: {} {}", r.status, r.text()))
+    }
+}
+
+async fn get(addr: SocketAddr, key: &str) -> TestResult<(u16, String)> {
+    let path = format!("/v1/keys/{key}");
+    let r = http::request(addr, "GET", &path, b"", Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("GET {path} on {addr}: {e}"))?;
+    Ok((r.status, r.text()))
 }
 
 // ---------------------------------------------------------------------------------
@@ -381,6 +502,334 @@ async fn children(env: &Env) -> TestResult {
         .await
         .map_err(|e| e.to_string())?;
     owned(&binding.metadata)
+}
+
+/// The real scheduler spreads the three pods over the three zones; each becomes Ready
+/// through its probes and serves PUT and GET on its own IP.
+async fn spread_and_serve(env: &Env) -> TestResult {
+    let pods = wait_settled(env, 3).await?;
+    let per_zone = check_spread(env, &pods).await?;
+    if per_zone.values().any(|&n| n != 1) {
+        return Err(format!("3 pods not one per zone: {per_zone:?}"));
+    }
+    // The cluster DNS resolves the headless Service to the three pods, as cache-node's
+    // peer discovery (`--peers-service`) does from inside them.
+    let dns = SocketAddr::new(IpAddr::V4(env.cluster.network().gateway()), 53);
+    let mut resolved = tidecache_e2e::kubelet::lookup(dns, "demo-peers.default.svc.cluster.local")
+        .await
+        .map_err(|e| e.to_string())?;
+    resolved.sort();
+    let mut ips: Vec<IpAddr> = pods
+        .values()
+        .map(|p| pod_addr(p).map(|a| a.ip()))
+        .collect::<TestResult<_>>()?;
+    ips.sort();
+    if resolved
+        .iter()
+        .map(|ip| IpAddr::V4(*ip))
+        .collect::<Vec<_>>()
+        != ips
+    {
+        return Err(format!(
+            "demo-peers resolves to {resolved:?}, the pods are {ips:?}"
+        ));
+    }
+    for (name, pod) in &pods {
+        let addr = pod_addr(pod)?;
+        put(addr, &format!("e2e-{name}"), &format!("value of {name}")).await?;
+        let (status, body) = get(addr, &format!("e2e-{name}")).await?;
+        if status != 200 || body != format!("value of {name}") {
+            return Err(format!("GET from {name}: {status} {body}"));
+        }
+    }
+    // Every pod serves every entry: writes are replicated to the peers it discovered.
+    for (name, pod) in &pods {
+        let addr = pod_addr(pod)?;
+        for written_on in pods.keys() {
+            let key = format!("e2e-{written_on}");
+            let want = format!("value of {written_on}");
+            wait_for(
+                &format!("{key} on {name}"),
+                Duration::from_secs(30),
+                async || {
+                    let (status, body) = get(addr, &key).await?;
+                    if status == 200 && body == want {
+                        Ok(Some(()))
+                    } else {
+                        Err(format!("{status} {body}"))
+                    }
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `kubectl get cacheclusters` shows the printer columns with true values and
+/// `kubectl describe` the conditions and the operator's Events.
+async fn printer_columns(env: &Env) -> TestResult {
+    let table = wait_for(
+        "printer columns with 3 ready in 3 zones",
+        TIMEOUT,
+        async || {
+            let out = kubectl(env, &["get", "cacheclusters", "-n", NS]).await?;
+            let header: Vec<&str> = out
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            if header != ["NAME", "REPLICAS", "READY", "ZONES", "SCHEDULE", "AGE"] {
+                return Err(format!("header {header:?}"));
+            }
+            let row = out.lines().nth(1).unwrap_or_default().to_owned();
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            let ok = cells.len() >= 5
+                && cells[..4] == ["demo", "3", "3", "3"]
+                && row.contains("* * * * * (UTC)");
+            if ok {
+                Ok(Some(out))
+            } else {
+                Err(format!("row {row:?}"))
+            }
+        },
+    )
+    .await?;
+    let short = kubectl(env, &["get", "tcc", "-n", NS, "-o", "name"]).await?;
+    if short.trim() != "cachecluster.tidecache.io/demo" {
+        return Err(format!("short name tcc lists {short:?}; table was {table}"));
+    }
+    let described = kubectl(env, &["describe", "cachecluster", NAME, "-n", NS]).await?;
+    for needle in [
+        "Conditions:",
+        "Ready",
+        "Progressing",
+        "Events:",
+        "created StatefulSet demo",
+    ] {
+        if !described.contains(needle) {
+            return Err(format!("describe lacks {needle:?}:\n{described}"));
+        }
+    }
+    Ok(())
+}
+
+/// The CronJob fires (every minute); its Job runs the janitor against the shared
+/// volume: an expired bucket directory is deleted, live entries are still served, and
+/// the CacheCluster's status records the run.
+async fn janitor_sweeps(env: &Env) -> TestResult {
+    let pvc = api::<PersistentVolumeClaim>(env)
+        .get("demo-data")
+        .await
+        .map_err(|e| e.to_string())?;
+    let volume = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .ok_or("claim not bound")?;
+    let pv = Api::<PersistentVolume>::all(env.client.clone())
+        .get(&volume)
+        .await
+        .map_err(|e| e.to_string())?;
+    let host = pv
+        .spec
+        .and_then(|s| s.host_path)
+        .map(|h| PathBuf::from(h.path))
+        .ok_or("the volume has no host path")?;
+    // A bucket that expired long ago, written by a pod that is gone.
+    let expired = host.join(NS).join(NAME).join("20200101T000000Z");
+    let segment = expired.join("e2e-gone-0").join("00000000000000000000.seg");
+    std::fs::create_dir_all(segment.parent().unwrap_or(&expired))
+        .and_then(|()| std::fs::write(&segment, b"stale"))
+        .map_err(|e| format!("seeding {}: {e}", expired.display()))?;
+    let seeded = chrono::Utc::now();
+    let jobs = api::<Job>(env);
+    let job = wait_for(
+        "a janitor Job created after seeding to succeed",
+        TIMEOUT,
+        async || {
+            let list = jobs
+                .list(&ListParams::default().labels("app.kubernetes.io/component=janitor"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let done = list.items.into_iter().find(|j| {
+                let created = j
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second());
+                created.is_some_and(|c| c >= seeded.timestamp())
+                    && j.status.as_ref().and_then(|s| s.succeeded) == Some(1)
+            });
+            Ok(done)
+        },
+    )
+    .await?;
+    if expired.exists() {
+        return Err(format!(
+            "{} survived janitor Job {}",
+            expired.display(),
+            job.name_any()
+        ));
+    }
+    let job_name = job.name_any();
+    wait_for(
+        "the janitor run in the CacheCluster's status",
+        TIMEOUT,
+        async || {
+            let cc = cache_cluster(env, NAME).await?;
+            let janitor = &cc["status"]["janitor"];
+            let seen = janitor["lastSuccessfulTime"].is_string()
+                && janitor["lastResult"] == "Succeeded"
+                && janitor["lastJob"]
+                    .as_str()
+                    .is_some_and(|j| j >= job_name.as_str());
+            if seen {
+                Ok(Some(()))
+            } else {
+                Err(format!("status.janitor {janitor}"))
+            }
+        },
+    )
+    .await?;
+    for (name, pod) in cache_pods(env).await? {
+        let (status, body) = get(pod_addr(&pod)?, &format!("e2e-{name}")).await?;
+        if status != 200 || body != format!("value of {name}") {
+            return Err(format!(
+                "live entry on {name} after the sweep: {status} {body}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `kubectl scale` 3 → 5 → 2 (the scale subresource) is followed with the zone spread
+/// kept, and a new schedule reaches the CronJob and, by a rollout, the pods.
+async fn scale_and_schedule(env: &Env) -> TestResult {
+    for replicas in [5usize, 2] {
+        let arg = format!("--replicas={replicas}");
+        kubectl(env, &["scale", "cachecluster", NAME, "-n", NS, &arg]).await?;
+        let pods = wait_settled(env, replicas).await?;
+        check_spread(env, &pods).await?;
+    }
+    let patch = r#"{"spec":{"expiry":{"schedule":"*/2 * * * *"}}}"#;
+    kubectl(
+        env,
+        &[
+            "patch",
+            "cachecluster",
+            NAME,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+    )
+    .await?;
+    wait_for("the CronJob to follow the schedule", TIMEOUT, async || {
+        let cron = api::<CronJob>(env)
+            .get("demo-janitor")
+            .await
+            .map_err(|e| e.to_string())?;
+        let schedule = cron.spec.map(|s| s.schedule).unwrap_or_default();
+        if schedule == "*/2 * * * *" {
+            Ok(Some(()))
+        } else {
+            Err(schedule)
+        }
+    })
+    .await?;
+    wait_for(
+        "the pods to run with the new schedule",
+        TIMEOUT,
+        async || {
+            let pods = wait_settled(env, 2).await?;
+            let stale: Vec<&String> = pods
+                .iter()
+                .filter(|(_, p)| {
+                    let args = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.first())
+                        .and_then(|c| c.args.clone())
+                        .unwrap_or_default();
+                    !args.iter().any(|a| a == "--schedule=*/2 * * * *")
+                })
+                .map(|(n, _)| n)
+                .collect();
+            if stale.is_empty() {
+                Ok(Some(()))
+            } else {
+                Err(format!("old schedule on {stale:?}"))
+            }
+        },
+    )
+    .await?;
+    let cc = cache_cluster(env, NAME).await?;
+    let schedule = cc["status"]["schedule"].as_str().unwrap_or_default();
+    if !schedule.starts_with("*/2 * * * *") {
+        return Err(format!("status.schedule {schedule:?}"));
+    }
+    Ok(())
+}
+
+/// A deleted CronJob comes back; an edited StatefulSet is put back.
+async fn drift(env: &Env) -> TestResult {
+    let crons = api::<CronJob>(env);
+    let old = crons.get("demo-janitor").await.map_err(|e| e.to_string())?;
+    kubectl(
+        env,
+        &[
+            "delete",
+            "cronjob",
+            "demo-janitor",
+            "-n",
+            NS,
+            "--wait=false",
+        ],
+    )
+    .await?;
+    wait_for("the CronJob to be recreated", TIMEOUT, async || {
+        let now = crons
+            .get_opt("demo-janitor")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(now.filter(|c| c.uid() != old.uid() && c.metadata.deletion_timestamp.is_none()))
+    })
+    .await?;
+    let patch = r#"{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":5}}}}"#;
+    kubectl(
+        env,
+        &[
+            "patch",
+            "statefulset",
+            NAME,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+    )
+    .await?;
+    wait_for("the StatefulSet edit to be undone", TIMEOUT, async || {
+        let sts = api::<StatefulSet>(env)
+            .get(NAME)
+            .await
+            .map_err(|e| e.to_string())?;
+        let grace = sts
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.termination_grace_period_seconds);
+        if grace == Some(60) {
+            Ok(Some(()))
+        } else {
+            Err(format!("grace {grace:?}"))
+        }
+    })
+    .await?;
+    wait_settled(env, 2).await.map(drop)
 }
 
 /// A CacheCluster breaking a CEL rule is refused by `kubectl apply` with its message.

@@ -76,6 +76,41 @@ where
     (reader, tokio::spawn(stream.for_each(|_| async {})))
 }
 
+/// Asks the DNS server at `server` for the `A` records of `name` (for tests that check
+/// what pods resolve).
+pub async fn lookup(server: SocketAddr, name: &str) -> std::io::Result<Vec<Ipv4Addr>> {
+    let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await?;
+    let mut query = vec![0x7e, 0x57, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        let len = u8::try_from(label.len())
+            .map_err(|_| std::io::Error::other(format!("label {label:?} too long")))?;
+        query.push(len);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.push(0);
+    query.extend_from_slice(&TYPE_A.to_be_bytes());
+    query.extend_from_slice(&CLASS_IN.to_be_bytes());
+    socket.send_to(&query, server).await?;
+    let mut buf = [0u8; 512];
+    let len = tokio::time::timeout(std::time::Duration::from_secs(2), socket.recv(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other(format!("no DNS reply from {server}")))??;
+    let reply = &buf[..len];
+    let rcode = reply.get(3).map_or(0, |b| b & 0x0f);
+    if rcode != 0 {
+        return Err(std::io::Error::other(format!("{name}: DNS rcode {rcode}")));
+    }
+    let answers = usize::from(u16::from_be_bytes([reply[6], reply[7]]));
+    // Our replies: the question as sent, then 16-byte A records.
+    let start = query.len();
+    Ok((0..answers)
+        .filter_map(|i| {
+            let rdata = reply.get(start + i * 16 + 12..start + i * 16 + 16)?;
+            Some(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))
+        })
+        .collect())
+}
+
 /// `None`: not a cluster name (refused); `Some(ips)`: the name exists (maybe no IPs).
 fn resolve(
     services: &Store<Service>,

@@ -34,7 +34,7 @@ use kube::{Client, ResourceExt};
 use rustix::process::Signal;
 use tokio::sync::watch;
 
-pub use dns::CLUSTER_DOMAIN;
+pub use dns::{CLUSTER_DOMAIN, lookup};
 pub use images::{IMAGE_BINARIES, Images, workspace_root};
 pub use network::{PodAddress, PodNetwork};
 
