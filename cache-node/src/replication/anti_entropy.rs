@@ -11,22 +11,30 @@
 //! while it was away).
 //!
 //! # Cost
-//! A pass costs one small digest request per peer plus, per differing bucket, a transfer of
-//! that bucket. Buckets are one schedule period wide (a minute by default), so after a
-//! partition only the buckets written during it move. Buckets that have expired are skipped:
-//! the sweep removes them anyway.
+//! A pass costs one digest request per peer (one digest per key range of each bucket, 64 ranges
+//! per bucket) plus, per differing range, a transfer of that range's records. Buckets are one
+//! schedule period wide (a minute by default), so after a partition only the ranges of the
+//! buckets written during it move. Buckets that have expired are skipped: the sweep removes
+//! them anyway. A periodic pass compares only versions older than one second on both sides, so
+//! that a steady stream of writes still on their way does not make every range differ.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::hlc;
 use super::hlc::HybridClock;
 use super::membership::Peer;
 use super::metrics::ReplicationMetrics;
 use super::transport::{self, HttpClient, PeerError};
-use super::wire::{self, BUCKETS_PATH, BucketDigest, DIGESTS_PATH, NO_EXPIRY_BUCKET};
+use super::wire::{self, BUCKETS_PATH, BucketDigest, Cutoff, DIGESTS_PATH, NO_EXPIRY_BUCKET};
 use super::{Applied, Replica};
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
+
+/// How old a version must be before a periodic pass compares it: replication normally
+/// delivers a write in well under a millisecond, so a difference older than this is one the
+/// transport dropped (peer down, queue full), not one still on its way.
+pub const IN_FLIGHT_GRACE_MILLIS: i64 = 1_000;
 
 /// Why one peer could not be synchronised with.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +69,7 @@ pub struct PassReport {
     pub peers_ok: usize,
     /// Peers that could not be reached or answered badly.
     pub peers_failed: usize,
-    /// Buckets fetched because they differed.
+    /// Key ranges of buckets fetched because they differed.
     pub buckets_fetched: usize,
     /// Records that changed this node's store.
     pub repaired: u64,
@@ -116,25 +124,38 @@ impl AntiEntropy {
         persist: bool,
         report: &mut PassReport,
     ) -> Result<(), SyncError> {
-        let body = transport::get(&self.client, peer, DIGESTS_PATH, self.timeout).await?;
+        // Both sides summarise the same versions: those older than the grace (writes still on
+        // their way through the transport are not differences). The catch-up takes everything.
+        let now = self.clock.now();
+        let cutoff = Cutoff {
+            before: if persist {
+                u64::MAX
+            } else {
+                hlc::physical(Timestamp::from_millis(
+                    now.as_millis().saturating_sub(IN_FLIGHT_GRACE_MILLIS),
+                ))
+            },
+        };
+        let query = format!("?before={}", cutoff.before);
+        let path = format!("{DIGESTS_PATH}{query}");
+        let body = transport::get(&self.client, peer, &path, self.timeout).await?;
         let theirs: Vec<BucketDigest> =
             serde_json::from_slice(&body).map_err(|source| SyncError::Digests {
                 peer: peer.clone(),
                 source,
             })?;
-        let ours: HashMap<i64, BucketDigest> = self
+        let ours: HashMap<(i64, u16), BucketDigest> = self
             .replica
-            .digests()
+            .digests(cutoff)
             .into_iter()
-            .map(|digest| (digest.bucket, digest))
+            .map(|digest| ((digest.bucket, digest.range), digest))
             .collect();
-        let now = self.clock.now().as_millis();
         for digest in theirs {
-            let expired = digest.bucket != NO_EXPIRY_BUCKET && digest.bucket <= now;
-            if expired || ours.get(&digest.bucket) == Some(&digest) {
+            let expired = digest.bucket != NO_EXPIRY_BUCKET && digest.bucket <= now.as_millis();
+            if expired || ours.get(&(digest.bucket, digest.range)) == Some(&digest) {
                 continue;
             }
-            let path = format!("{BUCKETS_PATH}/{}", digest.bucket);
+            let path = format!("{BUCKETS_PATH}/{}/{}{query}", digest.bucket, digest.range);
             let bytes = transport::get(&self.client, peer, &path, self.timeout).await?;
             let records = wire::decode_batch(&bytes).map_err(|source| SyncError::Bucket {
                 peer: peer.clone(),

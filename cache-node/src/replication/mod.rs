@@ -51,7 +51,7 @@ pub use membership::{Discovery, DnsPeers, Peer, PeerList, StaticPeers};
 pub use metrics::ReplicationMetrics;
 pub use placement::Placement;
 pub use transport::{Pending, Replicated, Transport, TransportSettings};
-pub use wire::BucketDigest;
+pub use wire::{BucketDigest, Cutoff};
 
 use crate::clock::Clock;
 use anti_entropy::{AntiEntropy, PassReport};
@@ -69,10 +69,12 @@ pub trait Replica: std::fmt::Debug + Send + Sync + 'static {
     fn apply_durably(&self, record: Record) -> Applied {
         self.apply(record)
     }
-    /// The digest of every bucket holding entries or tombstones.
-    fn digests(&self) -> Vec<BucketDigest>;
-    /// Every entry and tombstone filed in `bucket` (see [`wire::NO_EXPIRY_BUCKET`]).
-    fn bucket_records(&self, bucket: i64) -> Vec<Record>;
+    /// The digest of every key range of every bucket holding entries or tombstones with
+    /// versions `cutoff` includes.
+    fn digests(&self, cutoff: Cutoff) -> Vec<BucketDigest>;
+    /// The entries and tombstones in `range` of `bucket` (see [`wire::NO_EXPIRY_BUCKET`]) with
+    /// versions `cutoff` includes.
+    fn bucket_records(&self, bucket: i64, range: u16, cutoff: Cutoff) -> Vec<Record>;
 }
 
 /// What applying a received record did.

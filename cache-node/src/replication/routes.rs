@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{StatusCode, header};
 use serde_json::json;
 
-use super::Replication;
 use super::anti_entropy::apply_all;
 use super::wire::{self, BUCKETS_PATH, DIGESTS_PATH, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
+use super::{Cutoff, Replication};
 
 /// The internal routes over `replication`, accepting batches up to `max_body` bytes.
 pub fn routes<S>(replication: Arc<Replication>, max_body: usize) -> Router<S> {
@@ -24,7 +24,7 @@ pub fn routes<S>(replication: Arc<Replication>, max_body: usize) -> Router<S> {
             post(replicate).layer(DefaultBodyLimit::max(max_body)),
         )
         .route(DIGESTS_PATH, get(digests))
-        .route(&format!("{BUCKETS_PATH}/{{bucket}}"), get(bucket))
+        .route(&format!("{BUCKETS_PATH}/{{bucket}}/{{range}}"), get(bucket))
         .with_state(replication)
 }
 
@@ -62,15 +62,23 @@ async fn replicate(State(replication): State<Arc<Replication>>, body: Bytes) -> 
     axum::Json(json!({ "applied": applied, "stale": stale })).into_response()
 }
 
-/// This node's bucket digests.
-async fn digests(State(replication): State<Arc<Replication>>) -> Response {
-    axum::Json(replication.replica.digests()).into_response()
+/// This node's digests of the versions before `?before=` (all without it).
+async fn digests(
+    State(replication): State<Arc<Replication>>,
+    Query(cutoff): Query<Cutoff>,
+) -> Response {
+    axum::Json(replication.replica.digests(cutoff)).into_response()
 }
 
-/// Every record (values and tombstones) of one bucket, as a segment.
-async fn bucket(State(replication): State<Arc<Replication>>, Path(bucket): Path<i64>) -> Response {
+/// The records (values and tombstones) of one key range of one bucket with versions before
+/// `?before=`, as a segment.
+async fn bucket(
+    State(replication): State<Arc<Replication>>,
+    Path((bucket, range)): Path<(i64, u16)>,
+    Query(cutoff): Query<Cutoff>,
+) -> Response {
     let mut encoded = Vec::new();
-    for record in replication.replica.bucket_records(bucket) {
+    for record in replication.replica.bucket_records(bucket, range, cutoff) {
         match wire::encode_record(record.borrowed()) {
             Ok(bytes) => encoded.push(bytes),
             Err(error) => tracing::error!(%error, "a stored record cannot be encoded"),

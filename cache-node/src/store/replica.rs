@@ -25,7 +25,7 @@ use super::key::StoredKey;
 use super::shard::NewEntry;
 use super::{Change, EvictionPolicy, Previous, Store, Version};
 use crate::clock::Timestamp;
-use crate::replication::wire::{BucketDigest, NO_EXPIRY_BUCKET, fingerprint};
+use crate::replication::wire::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, fingerprint, range_of};
 use crate::replication::{Applied, Replica};
 
 /// Unix nanoseconds (the disk format's expiry) as a timestamp, rounded down to milliseconds.
@@ -164,25 +164,33 @@ impl Replica for Store {
         self.apply_record(record, true)
     }
 
-    fn digests(&self) -> Vec<BucketDigest> {
-        let mut buckets: BTreeMap<i64, BucketDigest> = BTreeMap::new();
+    fn digests(&self, cutoff: Cutoff) -> Vec<BucketDigest> {
+        let mut digests: BTreeMap<(i64, u16), BucketDigest> = BTreeMap::new();
         self.visit_unexpired(|entry| {
-            let bucket = bucket_id(entry);
-            let digest = buckets.entry(bucket).or_insert(BucketDigest {
+            let version = entry.version.to_disk();
+            if !cutoff.includes(version) {
+                return;
+            }
+            let (bucket, range) = (bucket_id(entry), range_of(&entry.key));
+            let digest = digests.entry((bucket, range)).or_insert(BucketDigest {
                 bucket,
+                range,
                 count: 0,
                 xor: 0,
             });
             digest.count += 1;
-            digest.xor ^= fingerprint(&entry.key, entry.version.to_disk());
+            digest.xor ^= fingerprint(&entry.key, version);
         });
-        buckets.into_values().collect()
+        digests.into_values().collect()
     }
 
-    fn bucket_records(&self, bucket: i64) -> Vec<Record> {
+    fn bucket_records(&self, bucket: i64, range: u16, cutoff: Cutoff) -> Vec<Record> {
         let mut records = Vec::new();
         self.visit_unexpired(|entry| {
-            if bucket_id(entry) == bucket {
+            if bucket_id(entry) == bucket
+                && cutoff.includes(entry.version.to_disk())
+                && range_of(&entry.key) == range
+            {
                 records.push(Record {
                     key: entry.key.to_vec(),
                     version: entry.version.to_disk(),
@@ -209,6 +217,8 @@ mod tests {
 
     /// 2026-11-19T00:00:20Z.
     const START: i64 = 1_795_046_420_000;
+    /// Every version.
+    const ALL: Cutoff = Cutoff { before: u64::MAX };
 
     fn store(node: u64) -> Store {
         Store::with_versions(
@@ -293,7 +303,8 @@ mod tests {
         };
         assert_eq!(store.apply(replay), Applied::Stale);
         // The tombstone is what the digests and transfers carry.
-        let records = store.bucket_records(store.digests()[0].bucket);
+        let digest = store.digests(ALL)[0];
+        let records = store.bucket_records(digest.bucket, digest.range, ALL);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].value, None);
         assert_eq!(records[0].version, deleted.tombstone.to_disk());
@@ -328,24 +339,35 @@ mod tests {
         for r in records.iter().rev().cloned() {
             backward.apply(r);
         }
-        let digests = forward.digests();
-        assert_eq!(digests, backward.digests());
+        let digests = forward.digests(ALL);
+        assert_eq!(digests, backward.digests(ALL));
+        let keys_in = |bucket| {
+            digests
+                .iter()
+                .filter(|d| d.bucket == bucket)
+                .map(|d| d.count)
+                .sum::<u64>()
+        };
+        assert_eq!(keys_in(NO_EXPIRY_BUCKET), 1);
         assert_eq!(
-            digests.len(),
+            keys_in(digests[0].bucket),
             2,
-            "one expiry bucket and the no-expiry bucket"
+            "a and b expire in one bucket"
         );
-        assert_eq!(digests[1].bucket, NO_EXPIRY_BUCKET);
-        assert_eq!((digests[0].count, digests[1].count), (2, 1));
         let other = store(3);
         other.apply(record("a", Some("1"), 5, 1));
-        assert_ne!(other.digests()[0], digests[0]);
+        assert_ne!(other.digests(ALL), digests);
         for digest in &digests {
-            for r in forward.bucket_records(digest.bucket) {
+            for r in forward.bucket_records(digest.bucket, digest.range, ALL) {
                 other.apply(r);
             }
         }
-        assert_eq!(other.digests(), digests);
+        assert_eq!(other.digests(ALL), digests);
+        // A cutoff leaves out newer versions on both sides alike.
+        let older = Cutoff { before: 7 };
+        assert_eq!(forward.digests(older), backward.digests(older));
+        let counted: u64 = forward.digests(older).iter().map(|d| d.count).sum();
+        assert_eq!(counted, 1, "only a (at 6) is older than 7");
     }
 
     /// A journal that keeps what it is given.
