@@ -1,9 +1,15 @@
 # The two commands of the README, and the checks CI runs.
-.PHONY: run test fmt-check clippy unit
+.PHONY: run demo test fmt-check clippy unit
 
 ## Run a cache-node on 127.0.0.1:8080, memory only, expiry schedule "* * * * *" in UTC.
 run:
 	cargo run --release -p cache-node
+
+## The local cluster (real control plane, 3 zones x 2 fake nodes, the test kubelet; needs
+## root for network namespaces), the operator from deploy/ and the sample CacheCluster;
+## prints how to reach the cache and use kubectl; Ctrl-C tears everything down.
+demo:
+	cargo run --locked -p tidecache-e2e --bin demo
 
 ## Everything CI checks: formatting, lints, and every test of the workspace.
 test: fmt-check clippy unit

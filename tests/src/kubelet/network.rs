@@ -124,6 +124,11 @@ impl PodNetwork {
         let ns = a.netns.as_str();
         run("ip", &["netns", "add", ns])?;
         register_cleanup(&format!("1-{ns}"), "ip", &["netns", "del", ns]);
+        register_cleanup(
+            &format!("0-{}", a.host_veth),
+            "ip",
+            &["link", "del", &a.host_veth],
+        );
         run(
             "ip",
             &[
@@ -171,10 +176,15 @@ impl PodNetwork {
         )
     }
 
-    /// Deletes a pod's namespace (its veth pair goes with it) and frees its address.
+    /// Deletes a pod's veth pair and namespace and frees its address. The veth goes
+    /// first and explicitly: a namespace outlives its name while sockets in it are still
+    /// closing (e.g. retransmitting a FIN to a peer that is gone), and would keep its
+    /// veth, and thus a link on the host, for minutes.
     pub fn detach(&self, a: &PodAddress) {
-        // Fails harmlessly when plumbing stopped before the namespace existed.
+        // Both fail harmlessly when plumbing stopped before they existed.
+        let _deleted = run("ip", &["link", "del", &a.host_veth]);
         let _deleted = run("ip", &["netns", "del", &a.netns]);
+        forget_cleanup(&format!("0-{}", a.host_veth));
         forget_cleanup(&format!("1-{}", a.netns));
         let host = a.ip.octets()[3];
         self.used

@@ -92,6 +92,9 @@ struct Worker {
     runs: Vec<Run>,
     start_time: String,
     setup_error: Option<String>,
+    /// When to write the volumes again: service-account tokens expire (an hour by
+    /// default), and a real kubelet renews them at 80 % of their lifetime.
+    refresh_at: Option<Instant>,
     /// The IP of a finished pod whose namespace is gone (still its status.podIP).
     released_ip: Option<std::net::Ipv4Addr>,
     terminal: bool,
@@ -120,6 +123,7 @@ impl Worker {
             runs: Vec::new(),
             start_time: now(),
             setup_error: None,
+            refresh_at: None,
             released_ip: None,
             terminal,
             conditions: BTreeMap::new(),
@@ -136,6 +140,8 @@ impl Worker {
             if !self.terminal {
                 if self.runs.is_empty() {
                     self.setup().await;
+                } else if self.refresh_at.is_some_and(|t| t <= Instant::now()) {
+                    self.refresh_volumes().await;
                 }
                 self.step().await;
             }
@@ -211,6 +217,7 @@ impl Worker {
             dir: &self.dir,
         };
         let volumes = materializer.volumes().await?;
+        self.refresh_at = token_lifetime(&spec).map(|lifetime| Instant::now() + lifetime * 4 / 5);
         let (hostname, etc) = self.write_etc(&pod_ip, &gateway)?;
         let mut runs = Vec::new();
         for container in &spec.containers {
@@ -299,6 +306,35 @@ impl Worker {
             });
         }
         Ok(runs)
+    }
+
+    /// Writes the volumes' files again (fresh tokens; same paths, so the containers see
+    /// the new contents through their bind mounts).
+    async fn refresh_volumes(&mut self) {
+        let Some(address) = self.address.clone() else {
+            return;
+        };
+        let pod_ip = address.ip.to_string();
+        let gateway = self.shared.network.gateway().to_string();
+        let materializer = Materializer {
+            client: &self.shared.client,
+            pod: &self.pod,
+            pod_ip: &pod_ip,
+            host_ip: &gateway,
+            dir: &self.dir,
+        };
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        match materializer.volumes().await {
+            Ok(_) => {
+                self.refresh_at =
+                    token_lifetime(&spec).map(|lifetime| Instant::now() + lifetime * 4 / 5);
+            }
+            Err(e) => {
+                self.shared
+                    .log(&format!("{}: refreshing volumes: {e}", self.key));
+                self.refresh_at = Some(Instant::now() + Duration::from_secs(10));
+            }
+        }
     }
 
     /// The pod's `/etc/hosts` (its host name → its IP, as a kubelet writes it, which is
@@ -854,6 +890,20 @@ async fn run_probe(
         return matches!(tokio::time::timeout(timeout, status).await, Ok(Ok(s)) if s.success());
     }
     false
+}
+
+/// The shortest lifetime of the service-account tokens the pod's volumes project.
+fn token_lifetime(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<Duration> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .filter_map(|s| s.service_account_token.as_ref())
+        .map(|t| {
+            Duration::from_secs(u64::try_from(t.expiration_seconds.unwrap_or(3600)).unwrap_or(3600))
+        })
+        .min()
 }
 
 fn secs(n: i32) -> Duration {

@@ -1,0 +1,140 @@
+//! `make demo`: the local cluster with the operator from `deploy/` and the sample
+//! CacheCluster, running until Ctrl-C, with instructions for reaching the cache and for
+//! using kubectl against the cluster.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use tidecache_e2e::cluster::LocalCluster;
+use tidecache_e2e::control_plane::Error;
+
+const NAMESPACE: &str = "default";
+const SELECTOR: &str = "app.kubernetes.io/instance=demo,app.kubernetes.io/component=cache";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
+    eprintln!("demo: starting the local cluster (the first run builds Kubernetes, ~10 min)");
+    let cluster = LocalCluster::start().await?;
+    eprintln!("demo: kubectl apply -k deploy/");
+    cluster.deploy_operator(Duration::from_secs(180)).await?;
+    let sample = LocalCluster::deploy_dir().join("samples/minimal.yaml");
+    eprintln!("demo: kubectl apply -f {}", sample.display());
+    cluster
+        .plane()
+        .kubectl(&["apply", "-f", &sample.to_string_lossy()])
+        .await?;
+    let pods = wait_ready(&cluster, 3, Duration::from_secs(180)).await?;
+
+    let kubeconfig = cluster.plane().admin_kubeconfig().display().to_string();
+    let kubectl = cluster
+        .plane()
+        .binaries()
+        .path("kubectl")
+        .display()
+        .to_string();
+    let table = cluster
+        .plane()
+        .kubectl(&["get", "cacheclusters,pods", "-n", NAMESPACE, "-o", "wide"])
+        .await?;
+    let first = pods.first().map(|(_, ip)| ip.clone()).unwrap_or_default();
+    let gateway = cluster.network().gateway();
+    println!(
+        "\n\
+The local cluster is up: a real kube-apiserver, controller manager and scheduler, 3 zones x 2
+fake nodes, the tidecache operator from deploy/ and the sample CacheCluster `demo`.
+
+{table}
+kubectl (the one built for this cluster, v1.37):
+  export KUBECONFIG={kubeconfig}
+  alias kubectl={kubectl}
+  kubectl get cacheclusters            # printer columns: replicas, ready, zones, schedule
+  kubectl describe cachecluster demo   # conditions and events
+  kubectl scale cachecluster demo --replicas=5
+
+The cache: every pod serves HTTP on its own IP (port 8080), and writes are replicated:
+{pod_lines}
+  curl -X PUT --data-binary 'hello' 'http://{first}:8080/v1/keys/greeting?ttl=10m'
+  curl http://{first}:8080/v1/keys/greeting
+  curl http://{first}:8080/metrics
+
+Cluster DNS for the pods is at {gateway}:53 (e.g. demo-peers.default.svc.cluster.local);
+Service ClusterIPs are not routed here, so use the pod IPs above.
+Pod output is under {}/pods/<namespace>_<pod>_<uid>/logs/, the kubelet's log in {}.
+
+Press Ctrl-C to stop and remove everything.",
+        cluster.kubelet().dir().display(),
+        cluster.kubelet().log_path().display(),
+        pod_lines = pods
+            .iter()
+            .map(|(name, ip)| format!("  {name}  http://{ip}:8080"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    // Ctrl-C is handled by the harness: it stops every process group, deletes the
+    // pods' network namespaces, the bridge and the temp dirs, and exits.
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Waits until `replicas` cache pods are Ready; returns (name, IP) of each.
+async fn wait_ready(
+    cluster: &LocalCluster,
+    replicas: usize,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>, Error> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await?, NAMESPACE);
+    let start = Instant::now();
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels(SELECTOR))
+            .await
+            .map_err(|source| Error::Api {
+                context: "listing the cache pods".into(),
+                source,
+            })?;
+        let ready: Vec<(String, String)> = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .map(|p| {
+                let ip = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_default();
+                (p.name_any(), ip)
+            })
+            .collect();
+        if ready.len() >= replicas {
+            let mut ready = ready;
+            ready.sort();
+            return Ok(ready);
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Timeout {
+                what: format!("{replicas} ready cache pods"),
+                waited: timeout,
+                last: format!("{} ready of {}", ready.len(), list.items.len()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
