@@ -234,7 +234,7 @@ fn route_label(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/openapi.json" => "/openapi.json",
-        p if p.starts_with("/internal/v1/buckets/") => "/internal/v1/buckets/{bucket}",
+        "/internal/v1/fetch" => "/internal/v1/fetch",
         "/internal/v1/replicate" => "/internal/v1/replicate",
         "/internal/v1/digests" => "/internal/v1/digests",
         _ => "unmatched",

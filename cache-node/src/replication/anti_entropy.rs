@@ -27,7 +27,7 @@ use super::hlc::HybridClock;
 use super::membership::Peer;
 use super::metrics::ReplicationMetrics;
 use super::transport::{self, HttpClient, PeerError};
-use super::wire::{self, BUCKETS_PATH, BucketDigest, Cutoff, DIGESTS_PATH, NO_EXPIRY_BUCKET};
+use super::wire::{self, BucketDigest, Cutoff, DIGESTS_PATH, FETCH_PATH, Fetch, NO_EXPIRY_BUCKET};
 use super::{Applied, Replica};
 use crate::clock::{Clock, Timestamp};
 
@@ -42,7 +42,7 @@ pub enum SyncError {
     /// The request failed.
     #[error(transparent)]
     Peer(#[from] PeerError),
-    /// The digest list was not valid JSON.
+    /// The digest list was not valid JSON (or the fetch request could not be written).
     #[error("the digests of {peer} are not valid: {source}")]
     Digests {
         /// The peer.
@@ -50,13 +50,13 @@ pub enum SyncError {
         /// Why.
         source: serde_json::Error,
     },
-    /// A bucket's records were damaged.
-    #[error("bucket {bucket} from {peer} is damaged: {source}")]
-    Bucket {
+    /// The records fetched were damaged.
+    #[error("the records of {ranges} key ranges from {peer} are damaged: {source}")]
+    Fetch {
         /// The peer.
         peer: Peer,
-        /// The bucket.
-        bucket: i64,
+        /// How many ranges were asked for.
+        ranges: usize,
         /// Why.
         source: wire::BatchError,
     },
@@ -69,7 +69,7 @@ pub struct PassReport {
     pub peers_ok: usize,
     /// Peers that could not be reached or answered badly.
     pub peers_failed: usize,
-    /// Key ranges of buckets fetched because they differed.
+    /// Key ranges of buckets fetched because their digests differed.
     pub buckets_fetched: usize,
     /// Records that changed this node's store.
     pub repaired: u64,
@@ -150,19 +150,40 @@ impl AntiEntropy {
             .into_iter()
             .map(|digest| ((digest.bucket, digest.range), digest))
             .collect();
-        for digest in theirs {
-            let expired = digest.bucket != NO_EXPIRY_BUCKET && digest.bucket <= now.as_millis();
-            if expired || ours.get(&(digest.bucket, digest.range)) == Some(&digest) {
-                continue;
-            }
-            let path = format!("{BUCKETS_PATH}/{}/{}{query}", digest.bucket, digest.range);
-            let bytes = transport::get(&self.client, peer, &path, self.timeout).await?;
-            let records = wire::decode_batch(&bytes).map_err(|source| SyncError::Bucket {
+        let differing: Vec<(i64, u16)> = theirs
+            .into_iter()
+            .filter(|digest| {
+                let expired = digest.bucket != NO_EXPIRY_BUCKET && digest.bucket <= now.as_millis();
+                !expired && ours.get(&(digest.bucket, digest.range)) != Some(digest)
+            })
+            .map(|digest| (digest.bucket, digest.range))
+            .collect();
+        // One request (one scan of the peer's store) per chunk of ranges, so that a response
+        // stays a bounded share of the store.
+        for chunk in differing.chunks(usize::from(wire::RANGES)) {
+            let fetch = Fetch {
+                before: cutoff.before,
+                ranges: chunk.to_vec(),
+            };
+            let body = serde_json::to_vec(&fetch).map_err(|source| SyncError::Digests {
                 peer: peer.clone(),
-                bucket: digest.bucket,
                 source,
             })?;
-            report.buckets_fetched += 1;
+            let bytes = transport::post_returning(
+                &self.client,
+                peer,
+                FETCH_PATH,
+                "application/json",
+                body.into(),
+                self.timeout,
+            )
+            .await?;
+            let records = wire::decode_batch(&bytes).map_err(|source| SyncError::Fetch {
+                peer: peer.clone(),
+                ranges: chunk.len(),
+                source,
+            })?;
+            report.buckets_fetched += chunk.len();
             let (changed, _) = apply_all(&*self.replica, &self.hlc, &*self.clock, records, persist);
             report.repaired += changed;
             self.metrics.repaired(changed);

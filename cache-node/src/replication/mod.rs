@@ -37,6 +37,7 @@ pub mod routes;
 pub mod transport;
 pub mod wire;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -72,9 +73,9 @@ pub trait Replica: std::fmt::Debug + Send + Sync + 'static {
     /// The digest of every key range of every bucket holding entries or tombstones with
     /// versions `cutoff` includes.
     fn digests(&self, cutoff: Cutoff) -> Vec<BucketDigest>;
-    /// The entries and tombstones in `range` of `bucket` (see [`wire::NO_EXPIRY_BUCKET`]) with
-    /// versions `cutoff` includes.
-    fn bucket_records(&self, bucket: i64, range: u16, cutoff: Cutoff) -> Vec<Record>;
+    /// The entries and tombstones in the `(bucket, range)` pairs of `ranges` (see
+    /// [`wire::NO_EXPIRY_BUCKET`]) with versions `cutoff` includes, found in one scan.
+    fn range_records(&self, ranges: &HashSet<(i64, u16)>, cutoff: Cutoff) -> Vec<Record>;
 }
 
 /// What applying a received record did.

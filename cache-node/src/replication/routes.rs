@@ -2,18 +2,19 @@
 //! merged into the node's router under `/internal/v1/`; in Kubernetes a NetworkPolicy (or the
 //! auth layer) keeps clients off them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{StatusCode, header};
 use serde_json::json;
 
 use super::anti_entropy::apply_all;
-use super::wire::{self, BUCKETS_PATH, DIGESTS_PATH, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
+use super::wire::{self, DIGESTS_PATH, FETCH_PATH, Fetch, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
 use super::{Cutoff, Replication};
 
 /// The internal routes over `replication`, accepting batches up to `max_body` bytes.
@@ -24,7 +25,7 @@ pub fn routes<S>(replication: Arc<Replication>, max_body: usize) -> Router<S> {
             post(replicate).layer(DefaultBodyLimit::max(max_body)),
         )
         .route(DIGESTS_PATH, get(digests))
-        .route(&format!("{BUCKETS_PATH}/{{bucket}}/{{range}}"), get(bucket))
+        .route(FETCH_PATH, post(fetch))
         .with_state(replication)
 }
 
@@ -70,15 +71,17 @@ async fn digests(
     axum::Json(replication.replica.digests(cutoff)).into_response()
 }
 
-/// The records (values and tombstones) of one key range of one bucket with versions before
-/// `?before=`, as a segment.
-async fn bucket(
+/// The records (values and tombstones) of the key ranges a [`Fetch`] names, as a segment.
+async fn fetch(
     State(replication): State<Arc<Replication>>,
-    Path((bucket, range)): Path<(i64, u16)>,
-    Query(cutoff): Query<Cutoff>,
+    axum::Json(fetch): axum::Json<Fetch>,
 ) -> Response {
+    let ranges: HashSet<(i64, u16)> = fetch.ranges.into_iter().collect();
+    let cutoff = Cutoff {
+        before: fetch.before,
+    };
     let mut encoded = Vec::new();
-    for record in replication.replica.bucket_records(bucket, range, cutoff) {
+    for record in replication.replica.range_records(&ranges, cutoff) {
         match wire::encode_record(record.borrowed()) {
             Ok(bytes) => encoded.push(bytes),
             Err(error) => tracing::error!(%error, "a stored record cannot be encoded"),

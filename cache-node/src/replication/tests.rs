@@ -1,7 +1,7 @@
 //! Replication between in-process nodes on real sockets, each with a small last-writer-wins
 //! map as its store: the transport, acknowledgements and anti-entropy without the cache.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,7 +64,7 @@ impl Replica for MapReplica {
         }
     }
 
-    fn bucket_records(&self, _bucket: i64, _range: u16, cutoff: Cutoff) -> Vec<Record> {
+    fn range_records(&self, _ranges: &HashSet<(i64, u16)>, cutoff: Cutoff) -> Vec<Record> {
         self.records
             .lock()
             .expect("lock")

@@ -476,14 +476,28 @@ pub async fn post(
     body: Bytes,
     timeout: Duration,
 ) -> Result<(), PeerError> {
+    post_returning(client, peer, path, SEGMENT_CONTENT_TYPE, body, timeout)
+        .await
+        .map(drop)
+}
+
+/// `POST`s `body` of `content_type` to `path` on `peer`; the body of a 2xx answer.
+pub async fn post_returning(
+    client: &HttpClient,
+    peer: &Peer,
+    path: &str,
+    content_type: &'static str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, PeerError> {
     let request = http::Request::post(format!("http://{}{path}", peer.address()))
-        .header(http::header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE)
+        .header(http::header::CONTENT_TYPE, content_type)
         .body(Full::new(body))
         .map_err(|source| PeerError::Address {
             peer: peer.to_string(),
             source,
         })?;
-    send(client, peer, request, timeout).await.map(drop)
+    send(client, peer, request, timeout).await
 }
 
 /// `GET`s `path` from `peer`; the body of a 2xx answer.

@@ -13,9 +13,8 @@ use tidecache_contract::disk::{
 pub const REPLICATE_PATH: &str = "/internal/v1/replicate";
 /// The route that lists this node's bucket digests.
 pub const DIGESTS_PATH: &str = "/internal/v1/digests";
-/// The route prefix that returns the records of one key range of one bucket
-/// (`/internal/v1/buckets/{bucket}/{range}?before=`).
-pub const BUCKETS_PATH: &str = "/internal/v1/buckets";
+/// The route that returns the records of the key ranges a [`Fetch`] names.
+pub const FETCH_PATH: &str = "/internal/v1/fetch";
 /// The content type of a batch: a segment.
 pub const SEGMENT_CONTENT_TYPE: &str = "application/vnd.tidecache.segment";
 
@@ -58,6 +57,16 @@ impl Cutoff {
     pub fn includes(self, version: Version) -> bool {
         version.hlc < self.before
     }
+}
+
+/// What anti-entropy asks a peer for: the records in some key ranges of some buckets, with
+/// versions before a cutoff. Answered with one scan of the peer's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetch {
+    /// Only versions with a smaller clock value.
+    pub before: u64,
+    /// `(bucket, range)` pairs.
+    pub ranges: Vec<(i64, u16)>,
 }
 
 /// FNV-1a of a key: the same on every node.

@@ -13,7 +13,7 @@
 //! (the lock is held for one shard's visit). Anti-entropy asks for them once per peer per
 //! interval.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 
@@ -184,12 +184,11 @@ impl Replica for Store {
         digests.into_values().collect()
     }
 
-    fn bucket_records(&self, bucket: i64, range: u16, cutoff: Cutoff) -> Vec<Record> {
+    fn range_records(&self, ranges: &HashSet<(i64, u16)>, cutoff: Cutoff) -> Vec<Record> {
         let mut records = Vec::new();
         self.visit_unexpired(|entry| {
-            if bucket_id(entry) == bucket
-                && cutoff.includes(entry.version.to_disk())
-                && range_of(&entry.key) == range
+            if cutoff.includes(entry.version.to_disk())
+                && ranges.contains(&(bucket_id(entry), range_of(&entry.key)))
             {
                 records.push(Record {
                     key: entry.key.to_vec(),
@@ -304,7 +303,7 @@ mod tests {
         assert_eq!(store.apply(replay), Applied::Stale);
         // The tombstone is what the digests and transfers carry.
         let digest = store.digests(ALL)[0];
-        let records = store.bucket_records(digest.bucket, digest.range, ALL);
+        let records = store.range_records(&HashSet::from([(digest.bucket, digest.range)]), ALL);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].value, None);
         assert_eq!(records[0].version, deleted.tombstone.to_disk());
@@ -357,10 +356,9 @@ mod tests {
         let other = store(3);
         other.apply(record("a", Some("1"), 5, 1));
         assert_ne!(other.digests(ALL), digests);
-        for digest in &digests {
-            for r in forward.bucket_records(digest.bucket, digest.range, ALL) {
-                other.apply(r);
-            }
+        let all: HashSet<(i64, u16)> = digests.iter().map(|d| (d.bucket, d.range)).collect();
+        for r in forward.range_records(&all, ALL) {
+            other.apply(r);
         }
         assert_eq!(other.digests(ALL), digests);
         // A cutoff leaves out newer versions on both sides alike.

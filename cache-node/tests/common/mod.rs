@@ -55,7 +55,8 @@ fn free_ports(count: usize) -> Vec<u16> {
 }
 
 impl Cluster {
-    /// `size` nodes with `extra` flags each (e.g. `--ack=quorum`), started and ready.
+    /// `size` nodes with `extra` flags each (e.g. `--ack=quorum`), started and ready. Anti-entropy
+    /// runs every second unless `extra` says otherwise.
     pub fn start(size: usize, extra: &[&str]) -> Cluster {
         let data = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(size);
@@ -103,9 +104,15 @@ impl Cluster {
             .arg(format!("--peers={}", self.peers))
             .arg(format!("--node-id={}", node.id))
             .arg(format!("--data-dir={}", self.data.path().display()))
-            .arg("--anti-entropy-interval=1s")
             .arg("--drain-timeout=1s")
             .args(&node.extra)
+            .args(
+                (!node
+                    .extra
+                    .iter()
+                    .any(|a| a.starts_with("--anti-entropy-interval")))
+                .then_some("--anti-entropy-interval=1s"),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
