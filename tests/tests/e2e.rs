@@ -658,7 +658,8 @@ async fn janitor_sweeps(env: &Env) -> TestResult {
                     .creation_timestamp
                     .as_ref()
                     .map(|t| t.0.as_second());
-                created.is_some_and(|c| c >= seeded.timestamp())
+                // Strictly later: a Job of the same second may have run before the seed.
+                created.is_some_and(|c| c > seeded.timestamp())
                     && j.status.as_ref().and_then(|s| s.succeeded) == Some(1)
             });
             Ok(done)
