@@ -27,7 +27,8 @@ pub const OPERATOR_DEPLOYMENT: &str = "tidecache-operator";
 /// the nodes and the control plane, the network last.
 pub struct LocalCluster {
     kubelet: Kubelet,
-    nodes: FakeNodes,
+    /// Held for its heartbeat, which keeps the nodes Ready.
+    _nodes: FakeNodes,
     plane: ControlPlane,
     network: Arc<PodNetwork>,
 }
@@ -64,7 +65,7 @@ impl LocalCluster {
         );
         Ok(Self {
             kubelet,
-            nodes,
+            _nodes: nodes,
             plane,
             network,
         })
@@ -78,11 +79,6 @@ impl LocalCluster {
     /// The kubelet.
     pub fn kubelet(&self) -> &Kubelet {
         &self.kubelet
-    }
-
-    /// The fake nodes.
-    pub fn nodes(&self) -> &FakeNodes {
-        &self.nodes
     }
 
     /// The pod network.

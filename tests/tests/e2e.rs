@@ -49,7 +49,7 @@ async fn operator_end_to_end() {
     let client = cluster.client().await.expect("admin client");
     let env = Env { cluster, client };
     let mut failures = Vec::new();
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         (
             "0 operator from deploy/ under its own ServiceAccount",
             |e| Box::pin(operator_from_deploy(e)),
@@ -70,6 +70,9 @@ async fn operator_end_to_end() {
             Box::pin(scale_and_schedule(e))
         }),
         ("5 drift is undone", |e| Box::pin(drift(e))),
+        ("9 a pod cut off the network turns NotReady", |e| {
+            Box::pin(network_cut(e))
+        }),
         ("6 invalid CacheCluster refused", |e| {
             Box::pin(invalid_refused(e))
         }),
@@ -831,6 +834,56 @@ async fn drift(env: &Env) -> TestResult {
     })
     .await?;
     wait_settled(env, 2).await.map(drop)
+}
+
+/// Taking a pod's veth down (how a zone will be cut off) fails its readiness probe:
+/// the pod turns NotReady and the CacheCluster counts one ready replica less; back up,
+/// it is Ready again without a restart.
+async fn network_cut(env: &Env) -> TestResult {
+    let pods = wait_settled(env, 2).await?;
+    let (name, pod) = pods.iter().next().ok_or("no cache pod")?;
+    let uid = pod.uid().unwrap_or_default();
+    let address = env
+        .cluster
+        .kubelet()
+        .pod_address(&uid)
+        .ok_or_else(|| format!("the kubelet has no network namespace for {name}"))?;
+    let network = env.cluster.network();
+    network
+        .set_link(&address, false)
+        .map_err(|e| e.to_string())?;
+    let cut = wait_for(&format!("{name} to turn NotReady"), TIMEOUT, async || {
+        let now = api::<Pod>(env).get(name).await.map_err(|e| e.to_string())?;
+        let cc = cache_cluster(env, NAME).await?;
+        let ready = cc["status"]["readyReplicas"].as_u64();
+        if !is_ready(&now) && ready == Some(1) {
+            Ok(Some(()))
+        } else {
+            Err(format!(
+                "pod ready {}, CacheCluster readyReplicas {ready:?}",
+                is_ready(&now)
+            ))
+        }
+    })
+    .await;
+    // Reconnect whatever happened, so that a failure here does not cascade.
+    network
+        .set_link(&address, true)
+        .map_err(|e| e.to_string())?;
+    cut?;
+    let pods = wait_settled(env, 2).await?;
+    let restarts = pods[name]
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map_or(0, |c| c.restart_count);
+    if restarts != 0 {
+        return Err(format!(
+            "{name} restarted {restarts} times during a short cut"
+        ));
+    }
+    Ok(())
 }
 
 /// A CacheCluster breaking a CEL rule is refused by `kubectl apply` with its message.

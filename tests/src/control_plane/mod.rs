@@ -155,11 +155,6 @@ impl ControlPlane {
         self.apiserver_port
     }
 
-    /// The pod network's gateway the apiserver also serves on, if any.
-    pub fn pod_gateway(&self) -> Option<Ipv4Addr> {
-        self.pod_gateway
-    }
-
     /// A kubeconfig for `kubernetes-admin` (group `system:masters`).
     pub fn admin_kubeconfig(&self) -> &Path {
         &self.admin_kubeconfig

@@ -167,11 +167,6 @@ impl Kubelet {
             .cloned()
     }
 
-    /// The pod network.
-    pub fn network(&self) -> &PodNetwork {
-        &self.shared.network
-    }
-
     /// The directory under which the provisioner creates claims' host directories.
     pub fn dir(&self) -> &Path {
         self.dir.path()
