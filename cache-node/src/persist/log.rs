@@ -374,9 +374,14 @@ impl Writer {
 
     /// The records of `change` and their areas.
     fn plan<'c>(&mut self, change: &'c Change) -> Result<Planned<'c>, CommitError> {
-        let version = DiskVersion {
-            hlc: change.version.get(),
-            node: self.node_tag,
+        // A replicated store's versions carry this node's tag already; a single node's do not,
+        // and the disk still needs it to order two nodes' writes of the same clock value.
+        let version = match change.version.node() {
+            0 => DiskVersion {
+                hlc: change.version.get(),
+                node: self.node_tag,
+            },
+            _ => change.version.to_disk(),
         };
         let tombstone = |expires_at: Option<Timestamp>| RecordRef {
             key: &change.key,

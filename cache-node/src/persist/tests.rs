@@ -513,3 +513,61 @@ async fn a_failed_fsync_stops_the_log_and_nothing_more_is_acknowledged() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_replicated_node_reloads_whole_versions_and_tombstones() {
+    use crate::replication::hlc::HybridClock;
+    use crate::replication::{Applied, Replica};
+    use tidecache_contract::disk::Record;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let replicated = || {
+        Arc::new(Store::with_versions(
+            StoreConfig::new(Schedule::every_minute()),
+            clock.clone(),
+            Arc::new(HybridClock::new(settings.node.tag())),
+            true,
+        ))
+    };
+    let start = |store: Arc<Store>| {
+        let metrics = Arc::new(Metrics::new(store.clone()));
+        let report =
+            warm_start(&settings.root(), &store, metrics.persistence()).expect("warm start");
+        let log = Arc::new(
+            Log::start(&settings, store.clone(), metrics.persistence().clone()).expect("log"),
+        );
+        store.attach_journal(log.clone());
+        Node {
+            store,
+            log,
+            metrics,
+            report,
+        }
+    };
+    let node = start(replicated());
+    let kept = node.put("kept", "v", None).await.expect("durable");
+    assert_eq!(kept.node(), settings.node.tag());
+    let deleted = node.put("deleted", "v", Some(600)).await.expect("durable");
+    node.delete("deleted").await.expect("durable");
+    node.stop().await;
+
+    let node = start(replicated());
+    assert_eq!(node.store.get(b"kept").expect("loaded").version, kept);
+    assert_eq!(node.value("deleted"), None);
+    assert_eq!((node.report.loaded, node.report.deleted), (1, 1));
+    // The tombstone outranks what it deleted when a peer offers it again.
+    let late = Record {
+        key: b"deleted".to_vec(),
+        version: deleted.to_disk(),
+        expiry_unix_nanos: clock
+            .now()
+            .checked_add(Duration::from_secs(600))
+            .map(|at| at.as_millis() * 1_000_000),
+        value: Some(b"v".to_vec()),
+    };
+    assert_eq!(node.store.apply(late), Applied::Stale);
+    assert_eq!(node.value("deleted"), None);
+    node.stop().await;
+}

@@ -10,6 +10,9 @@
 //!   short by a crash) is ignored; an unreadable segment is counted, logged and skipped. None
 //!   of them stops the node.
 //! - Winners already expired, and entries the memory capacity refuses, are not loaded.
+//! - A single node loads versions without their node tag, as it issues them; a replicated
+//!   node keeps whole versions and loads winning tombstones as tombstones, through the same
+//!   last-writer-wins path as records from peers.
 //!
 //! The winners are collected first and stored afterwards, so the store only ever sees one
 //! version of a key and the order segments are read in does not matter.
@@ -20,11 +23,12 @@ use bytes::Bytes;
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
 use tidecache_contract::disk::{
-    Area, AreaReader, ClusterRoot, Decoded, DiskError, Version as DiskVersion,
+    Area, AreaReader, ClusterRoot, Decoded, DiskError, Record, Version as DiskVersion,
 };
 
 use super::metrics::PersistMetrics;
 use crate::clock::Timestamp;
+use crate::replication::{Applied, Replica};
 use crate::store::{Store, Version};
 
 /// How often a long load logs its progress.
@@ -163,7 +167,28 @@ pub fn warm_start(
             "warm start: area read"
         );
     }
+    let replicated = store.keeps_tombstones();
     for (key, record) in newest {
+        if replicated {
+            // A replicated node keeps whole versions (its ETags and last-writer-wins against
+            // peers) and tombstones (so that a peer's older write cannot bring a deleted key
+            // back), exactly as if the records had arrived from a peer.
+            store.versions().observe(record.version, now);
+            let tombstone = record.value.is_none();
+            let record = Record {
+                key,
+                version: record.version,
+                expiry_unix_nanos: record.expiry_unix_nanos,
+                value: record.value,
+            };
+            match store.apply(record) {
+                Applied::Changed if tombstone => report.deleted += 1,
+                Applied::Changed => report.loaded += 1,
+                Applied::Stale => report.expired += 1,
+                Applied::Refused => report.refused += 1,
+            }
+            continue;
+        }
         let Some(value) = record.value else {
             report.deleted += 1;
             continue;
