@@ -115,11 +115,34 @@ fn persisted_writes(
     writes: usize,
     value_bytes: usize,
 ) -> (Duration, u64, Arc<Metrics>) {
+    let (store, log, metrics) = node(dir, fsync);
+    let elapsed = concurrent_writes(&store, writes, value_bytes, || log.close());
+    let bytes = metric(&metrics, "tidecache_persist_appended_bytes_total") as u64;
+    (elapsed, bytes, metrics)
+}
+
+/// The same writes into a store without persistence: what the writers and the store alone
+/// can do on this machine, the ceiling of the persisted figures.
+fn memory_writes(writes: usize, value_bytes: usize) -> Duration {
+    let store = Arc::new(Store::new(
+        StoreConfig::new(Schedule::every_minute()),
+        Arc::new(SystemClock),
+    ));
+    concurrent_writes(&store, writes, value_bytes, || ())
+}
+
+/// `writes` writes of `value_bytes` into `store` from `WRITERS` tasks, each awaiting its
+/// commit; `finish` runs before the clock stops.
+fn concurrent_writes(
+    store: &Arc<Store>,
+    writes: usize,
+    value_bytes: usize,
+    finish: impl FnOnce(),
+) -> Duration {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (store, log, metrics) = node(dir, fsync);
     let value = Bytes::from(vec![0x5Au8; value_bytes]);
     let keys: Arc<Vec<Bytes>> = Arc::new(
         (0..KEYS)
@@ -155,16 +178,31 @@ fn persisted_writes(
             task.await.expect("writer");
         }
     });
-    log.close();
-    let elapsed = started.elapsed();
-    let bytes = metric(&metrics, "tidecache_persist_appended_bytes_total") as u64;
-    (elapsed, bytes, metrics)
+    finish();
+    started.elapsed()
 }
 
 fn throughput(total_bytes: usize) -> serde_json::Value {
     let mut runs = Vec::new();
+    let mut memory = Vec::new();
     for value_bytes in VALUE_SIZES {
         let writes = total_bytes / value_bytes;
+        let best = (0..REPEATS)
+            .map(|_| memory_writes(writes, value_bytes))
+            .min()
+            .unwrap_or_default();
+        let per_second = writes as f64 / best.as_secs_f64();
+        progress(format!(
+            "  {value_bytes} B, memory only (no persistence): {per_second:.0} writes/s, {:.0} MB/s \
+             of values: the ceiling of these writers on this machine",
+            per_second * value_bytes as f64 / 1e6
+        ));
+        memory.push(json!({
+            "value_bytes": value_bytes,
+            "writes": writes,
+            "seconds": best.as_secs_f64(),
+            "writes_per_second": per_second,
+        }));
         for fsync in [
             FsyncPolicy::Always,
             FsyncPolicy::Everysec,
@@ -226,7 +264,12 @@ fn throughput(total_bytes: usize) -> serde_json::Value {
             }));
         }
     }
-    json!({ "goal_everysec_ratio": 0.7, "repeats": REPEATS, "runs": runs })
+    json!({
+        "goal_everysec_ratio": 0.7,
+        "repeats": REPEATS,
+        "runs": runs,
+        "memory_only": memory,
+    })
 }
 
 fn warm_start_1m(entries: usize) -> serde_json::Value {
