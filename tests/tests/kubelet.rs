@@ -1,0 +1,252 @@
+//! The test kubelet's own promises, on pods written for them (the operator's pods use
+//! only part of what it supports): env from fieldRef/configMapKeyRef/secretKeyRef and
+//! envFrom, configMap/secret/downwardAPI/emptyDir volumes at their container paths, the
+//! pod's host name and DNS, exit codes → Succeeded/Failed, OnFailure restarts, a
+//! liveness exec probe restarting a container, and deletion within the grace period.
+//!
+//! The pods use our janitor image (so the kubelet accepts them) with `command`
+//! overridden by a shell from the host, which the container's root mirrors.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tidecache_e2e::cluster::LocalCluster;
+
+const NS: &str = "default";
+const IMAGE: &str = "ghcr.io/tidecache/janitor:0.1.0";
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn pod(name: &str, restart: &str, script: &str, extra: serde_json::Value) -> Pod {
+    let mut spec = json!({
+        "restartPolicy": restart,
+        "terminationGracePeriodSeconds": 30,
+        "containers": [{
+            "name": "main",
+            "image": IMAGE,
+            "command": ["/bin/sh", "-c", script],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+        }],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }))
+    .expect("a valid pod")
+}
+
+async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, done: impl Fn(&Pod) -> bool) -> Pod {
+    let start = Instant::now();
+    loop {
+        let pod = pods.get(name).await.expect("reading the pod");
+        if done(&pod) {
+            return pod;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "timed out waiting for {name} to {what}; status: {:?}",
+            pod.status
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
+fn main_status(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStatus {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first().cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubelet_runs_pods_as_specified() {
+    let cluster = LocalCluster::start()
+        .await
+        .expect("starting the local cluster");
+    let client: Client = cluster.client().await.expect("admin client");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let post = PostParams::default();
+
+    let config: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "settings"},
+        "data": {"greeting": "hello", "color": "blue"},
+    }))
+    .expect("configmap");
+    Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .create(&post, &config)
+        .await
+        .expect("creating the ConfigMap");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "credentials"},
+        "stringData": {"token": "s3cret"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&post, &secret)
+        .await
+        .expect("creating the Secret");
+
+    // Every check prints what it saw, so a failure explains itself in the log.
+    let checks = r#"
+        set -u
+        fail=0
+        check() { if [ "$2" = "$3" ]; then echo "ok $1"; else echo "FAIL $1: '$2' != '$3'"; fail=1; fi; }
+        check greeting "$GREETING" hello
+        check token "$TOKEN" s3cret
+        check envFrom "$CFG_color" blue
+        check expanded "$SAY" "hello world"
+        check podName "$POD_NAME" env-and-volumes
+        check nodeZone "$(echo "$NODE" | cut -c1-5)" zone-
+        check nameFile "$(cat /etc/podinfo/name)" env-and-volumes
+        check podIP "$POD_IP" "$(awk '/env-and-volumes/ {print $1}' /etc/hosts)"
+        check hostname "$(cat /proc/sys/kernel/hostname)" env-and-volumes
+        check configVolume "$(cat /etc/settings/greeting)" hello
+        check secretVolume "$(cat /etc/credentials/token)" s3cret
+        check namespaceFile "$(cat /etc/podinfo/namespace)" default
+        check apiserver "${KUBERNETES_SERVICE_HOST:+set}" set
+        check resolver "$(awk '/^search/ {print $2}' /etc/resolv.conf)" default.svc.cluster.local
+        check janitorBinary "$(test -x /usr/local/bin/janitor && echo yes)" yes
+        exit $fail
+    "#;
+    let env_pod = pod(
+        "env-and-volumes",
+        "Never",
+        checks,
+        json!({
+            "containers": [{
+                "name": "main",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c", checks],
+                "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "token"}}},
+                    {"name": "SAY", "value": "$(GREETING) world"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                ],
+                "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "settings"}}],
+                "volumeMounts": [
+                    {"name": "settings", "mountPath": "/etc/settings"},
+                    {"name": "credentials", "mountPath": "/etc/credentials"},
+                    {"name": "podinfo", "mountPath": "/etc/podinfo"},
+                ],
+            }],
+            "volumes": [
+                {"name": "settings", "configMap": {"name": "settings"}},
+                {"name": "credentials", "secret": {"secretName": "credentials"}},
+                {"name": "podinfo", "downwardAPI": {"items": [
+                    {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                    {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
+                ]}},
+            ],
+        }),
+    );
+    let failing = pod("exits-3", "Never", "exit 3", json!({}));
+    let on_failure = pod(
+        "fails-once",
+        "OnFailure",
+        "if [ -f /scratch/once ]; then exit 0; fi; touch /scratch/once; exit 1",
+        json!({}),
+    );
+    let mut liveness = pod("liveness", "Always", "exec sleep 600", json!({}));
+    if let Some(c) = liveness
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.first_mut())
+    {
+        c.liveness_probe = Some(
+            serde_json::from_value(json!({
+                "exec": {"command": ["/bin/sh", "-c", "test -f /scratch/alive"]},
+                "periodSeconds": 1,
+                "failureThreshold": 2,
+            }))
+            .expect("probe"),
+        );
+    }
+    let graceful = pod(
+        "graceful",
+        "Always",
+        "trap 'echo terminating; exit 0' TERM; while true; do sleep 0.2; done",
+        json!({}),
+    );
+    for p in [&env_pod, &failing, &on_failure, &liveness, &graceful] {
+        pods.create(&post, p).await.expect("creating a pod");
+    }
+
+    let done = wait_pod(&pods, "env-and-volumes", "finish", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    let log = cluster
+        .kubelet()
+        .container_log(NS, "env-and-volumes", "main");
+    assert_eq!(phase(&done), "Succeeded", "checks inside the pod:\n{log}");
+
+    let failed = wait_pod(&pods, "exits-3", "fail", |p| phase(p) == "Failed").await;
+    let exit = main_status(&failed)
+        .state
+        .and_then(|s| s.terminated)
+        .map(|t| t.exit_code);
+    assert_eq!(exit, Some(3), "the exit code is reported");
+
+    let retried = wait_pod(&pods, "fails-once", "succeed", |p| phase(p) == "Succeeded").await;
+    assert_eq!(
+        main_status(&retried).restart_count,
+        1,
+        "OnFailure restarts once"
+    );
+
+    let restarted = wait_pod(&pods, "liveness", "be restarted by its probe", |p| {
+        main_status(p).restart_count >= 1
+    })
+    .await;
+    assert_eq!(phase(&restarted), "Running");
+
+    wait_pod(&pods, "graceful", "run", |p| {
+        main_status(p).state.and_then(|s| s.running).is_some()
+    })
+    .await;
+    let asked = Instant::now();
+    pods.delete("graceful", &DeleteParams::default())
+        .await
+        .expect("deleting the pod");
+    loop {
+        let gone = pods.get_opt("graceful").await.expect("reading").is_none();
+        if gone {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "the pod is not gone well within its 30 s grace period after exiting on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let names: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .expect("listing")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert!(!names.contains(&"graceful".to_owned()));
+}
