@@ -5,7 +5,9 @@
 //! # Group commit
 //! Changes queue on a channel while the thread writes and syncs; each round takes everything
 //! queued, appends each area's records with one `write`, syncs each touched segment once (under
-//! `always`) and then answers every waiter. Concurrent writers therefore share one fsync.
+//! `always`) and then answers every waiter. Concurrent writers therefore share one fsync. The
+//! answers (waking each waiting writer) are delivered by a second thread, so that the next
+//! round is appended meanwhile.
 //!
 //! # Guarantees
 //! - A change is acknowledged only after its records were written (and, under `always`,
@@ -97,6 +99,14 @@ impl Log {
         metrics: PersistMetrics,
     ) -> io::Result<Log> {
         let (tx, rx) = mpsc::channel();
+        let (answer_tx, answer_rx) = mpsc::channel::<Answers>();
+        let answering = std::thread::Builder::new()
+            .name("tidecache-answer".to_string())
+            .spawn(move || {
+                for answers in answer_rx {
+                    deliver(answers);
+                }
+            })?;
         let (stop_tx, stopped) = tokio::sync::watch::channel(None);
         #[cfg(test)]
         let fail_next_sync = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -124,12 +134,19 @@ impl Log {
             compacted_bytes: 0,
             compact_min_bytes: settings.compact_min_bytes,
             areas: AreaCache::default(),
+            answers: Vec::new(),
+            answer_tx,
             #[cfg(test)]
             fail_next_sync: fail_next_sync.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("tidecache-log".to_string())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                writer.run(rx);
+                // The writer is gone with its queue: the answering thread delivers what is
+                // left and ends, before `close` returns.
+                let _ = answering.join();
+            })?;
         Ok(Log {
             tx,
             stopped,
@@ -229,6 +246,10 @@ struct Writer {
     compact_min_bytes: u64,
     /// The areas of recently seen buckets.
     areas: AreaCache,
+    /// This round's answers, handed to the answering thread at its end.
+    answers: Answers,
+    /// The answering thread's queue.
+    answer_tx: Sender<Answers>,
     /// See [`Log::fail_next_sync`].
     #[cfg(test)]
     fail_next_sync: Arc<std::sync::atomic::AtomicBool>,
@@ -237,7 +258,21 @@ struct Writer {
 /// A change's records: at most a value and a tombstone.
 type Planned<'a> = Vec<(Area, RecordRef<'a>)>;
 
+/// One round's answers: each change (dropped after answering: it may hold the last reference
+/// to a replaced value), its waiter and its outcome.
+type Answers = Vec<(Change, CommitSender, Result<(), CommitError>)>;
+
+/// Answers the waiters of one round. Waking a writer costs about as much as appending its
+/// record, so a second thread does it while the log thread appends the next round.
+fn deliver(answers: Answers) {
+    for (change, sender, result) in answers {
+        sender.send(result);
+        drop(change);
+    }
+}
+
 impl Writer {
+    /// Takes rounds of changes until closed (or until the log is dropped).
     fn run(mut self, rx: Receiver<Message>) {
         let mut last_housekeeping = Instant::now();
         loop {
@@ -273,8 +308,9 @@ impl Writer {
                 // Anything still queued was appended after the close: refuse it.
                 self.stop("the log was closed".to_string(), false);
                 while let Ok(Message::Change(change, sender)) = rx.try_recv() {
-                    self.fail(&change, sender, CommitError::Stopped);
+                    self.fail(change, sender, CommitError::Stopped);
                 }
+                self.answer();
                 return;
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
@@ -301,8 +337,9 @@ impl Writer {
         self.metrics.batch_changes.observe(batch.len() as f64);
         if self.stopped.is_some() {
             for (change, sender) in batch {
-                self.fail(&change, sender, CommitError::Stopped);
+                self.fail(change, sender, CommitError::Stopped);
             }
+            self.answer();
             return;
         }
         let mut results: Vec<Result<(), CommitError>> = vec![Ok(()); batch.len()];
@@ -366,10 +403,11 @@ impl Writer {
         }
         for ((change, sender), result) in batch.into_iter().zip(results) {
             match result {
-                Ok(()) => self.succeed(&change, sender),
-                Err(error) => self.fail(&change, sender, error),
+                Ok(()) => self.succeed(change, sender),
+                Err(error) => self.fail(change, sender, error),
             }
         }
+        self.answer();
     }
 
     /// The records of `change` and their areas.
@@ -634,18 +672,18 @@ impl Writer {
     }
 
     /// Answers a change that is durable.
-    fn succeed(&mut self, change: &Change, sender: CommitSender) {
+    fn succeed(&mut self, change: Change, sender: CommitSender) {
         if !self.durable.is_empty() {
             self.durable.remove(&change.key);
         }
         if change.is_delete() {
             self.store.settle_delete(&change.key, change.version);
         }
-        sender.send(Ok(()));
+        self.answers.push((change, sender, Ok(())));
     }
 
     /// Reverts a change that is not durable and answers it with `error`.
-    fn fail(&mut self, change: &Change, sender: CommitSender, error: CommitError) {
+    fn fail(&mut self, change: Change, sender: CommitSender, error: CommitError) {
         let kind = match error {
             CommitError::DiskFull(_) => "disk_full",
             CommitError::Io(_) => "io",
@@ -656,8 +694,20 @@ impl Writer {
             .durable
             .entry(change.key.clone())
             .or_insert_with(|| change.previous.clone());
-        self.store.revert(change, restore.as_ref());
-        sender.send(Err(error));
+        self.store.revert(&change, restore.as_ref());
+        self.answers.push((change, sender, Err(error)));
+    }
+
+    /// Hands this round's answers to the answering thread.
+    fn answer(&mut self) {
+        if self.answers.is_empty() {
+            return;
+        }
+        let answers = std::mem::take(&mut self.answers);
+        if let Err(mpsc::SendError(answers)) = self.answer_tx.send(answers) {
+            // The answering thread is gone (it panicked): answer here.
+            deliver(answers);
+        }
     }
 
     /// The client-facing error of a failed append; a failed sync (a rotation syncs) stops the
