@@ -146,9 +146,4 @@ impl ReplicationMetrics {
     pub(crate) fn observe_anti_entropy(&self, elapsed: Duration) {
         self.anti_entropy.observe(elapsed.as_secs_f64());
     }
-
-    /// Records anti-entropy and catch-up repaired so far (tests read it).
-    pub fn repaired_total(&self) -> u64 {
-        self.repaired.get()
-    }
 }

@@ -206,21 +206,6 @@ impl Replication {
         self.accepting.load(Ordering::Acquire)
     }
 
-    /// The acknowledgement level of writes that do not ask for one.
-    pub fn default_ack(&self) -> AckLevel {
-        self.settings.default_ack
-    }
-
-    /// The metrics.
-    pub fn metrics(&self) -> &Arc<ReplicationMetrics> {
-        &self.metrics
-    }
-
-    /// The peers known now.
-    pub fn peers(&self) -> PeerList {
-        self.transport.peers()
-    }
-
     /// Sends a write (or, with no value, a delete) that the local store has applied to the
     /// key's other replicas and waits for `level` (the default if `None`).
     ///
@@ -290,11 +275,6 @@ impl Replication {
             let peers = self.transport.peers();
             self.anti_entropy.pass(&peers, false).await;
         }
-    }
-
-    /// The wall clock replication reads.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
     }
 }
 
