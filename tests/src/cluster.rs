@@ -38,6 +38,16 @@ impl LocalCluster {
     /// returns once the nodes are Ready and the kubelet runs.
     pub async fn start() -> Result<Self> {
         let started = Instant::now();
+        if !rustix::process::geteuid().is_root() {
+            return Err(Error::io(
+                "starting the local cluster",
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the test kubelet needs root: it creates a bridge, a network namespace per \
+                     pod and a mount namespace per container",
+                ),
+            ));
+        }
         let images = tokio::task::spawn_blocking(Images::build)
             .await
             .map_err(|e| Error::io("building the images", std::io::Error::other(e)))??;

@@ -220,6 +220,31 @@ async fn kubelet_runs_pods_as_specified() {
     })
     .await;
     assert_eq!(phase(&restarted), "Running");
+    // The kubelet's Events explain it in `kubectl describe pod`.
+    let start = Instant::now();
+    loop {
+        let described = cluster
+            .plane()
+            .kubectl(&["describe", "pod", "liveness", "-n", NS])
+            .await
+            .expect("kubectl describe pod");
+        if [
+            "Started",
+            "Unhealthy",
+            "Liveness probe of main failed",
+            "BackOff",
+        ]
+        .iter()
+        .all(|needle| described.contains(needle))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "kubectl describe pod lacks the kubelet's events:\n{described}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     wait_pod(&pods, "graceful", "run", |p| {
         main_status(p).state.and_then(|s| s.running).is_some()

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -101,6 +102,10 @@ struct Worker {
     /// Condition type → (status, lastTransitionTime).
     conditions: BTreeMap<&'static str, (bool, String)>,
     published: Value,
+    /// Events to publish on the pod (warning?, reason, message), as a kubelet does, so
+    /// that `kubectl describe pod` tells what happened.
+    events: Vec<(bool, &'static str, String)>,
+    recorder: Recorder,
 }
 
 impl Worker {
@@ -113,7 +118,17 @@ impl Worker {
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
         );
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let recorder = Recorder::new(
+            shared.client.clone(),
+            Reporter {
+                controller: "kubelet".into(),
+                instance: node,
+            },
+        );
         Self {
+            events: Vec::new(),
+            recorder,
             shared,
             key: format!("{namespace}/{name}"),
             uid,
@@ -184,6 +199,7 @@ impl Worker {
                 if self.setup_error.as_deref() != Some(&message) {
                     self.shared
                         .log(&format!("{}: setup failed: {message}", self.key));
+                    self.events.push((true, "FailedSetup", message.clone()));
                 }
                 self.setup_error = Some(message);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -453,11 +469,24 @@ impl Worker {
             if run.started_at.is_some_and(|t| t.elapsed() > BACKOFF_RESET) {
                 run.backoff = FIRST_BACKOFF;
             }
+            self.events.push((
+                true,
+                "BackOff",
+                format!(
+                    "Container {} exited with {code}; restarting in {:?}",
+                    run.spec.name, run.backoff
+                ),
+            ));
             run.next_start = Some(Instant::now() + run.backoff);
             run.backoff = (run.backoff * 2).min(MAX_BACKOFF);
             run.last_state = terminated;
             run.state = json!({"waiting": {"reason": "CrashLoopBackOff"}});
         } else {
+            self.events.push((
+                code != 0,
+                if code == 0 { "Completed" } else { "Failed" },
+                format!("Container {} exited with {code}", run.spec.name),
+            ));
             run.next_start = None;
             run.state = terminated;
         }
@@ -514,10 +543,20 @@ impl Worker {
                     run.spec.name,
                     run.argv.join(" ")
                 ));
+                self.events.push((
+                    false,
+                    "Started",
+                    format!("Started container {} (pid {pid})", run.spec.name),
+                ));
             }
             Err(e) => {
                 self.shared
                     .log(&format!("{key}: starting {}: {e}", run.spec.name));
+                self.events.push((
+                    true,
+                    "Failed",
+                    format!("Error starting container {}: {e}", run.spec.name),
+                ));
                 run.next_start = Some(Instant::now() + run.backoff);
             }
         }
@@ -545,6 +584,11 @@ impl Worker {
                             "{}: startup probe of {} failed",
                             self.key, spec.name
                         ));
+                        self.events.push((
+                            true,
+                            "Unhealthy",
+                            format!("Startup probe of {} failed; killing it", spec.name),
+                        ));
                         self.restart(i).await;
                     }
                     None => {}
@@ -567,6 +611,11 @@ impl Worker {
             self.shared.log(&format!(
                 "{}: liveness probe of {} failed",
                 self.key, spec.name
+            ));
+            self.events.push((
+                true,
+                "Unhealthy",
+                format!("Liveness probe of {} failed; killing it", spec.name),
             ));
             self.restart(i).await;
             return;
@@ -636,6 +685,12 @@ impl Worker {
                 "{}: deleted, stopping containers (grace {grace:?})",
                 self.key
             ));
+            self.events.push((
+                false,
+                "Killing",
+                format!("Stopping containers (grace period {grace:?})"),
+            ));
+            self.flush_events().await;
         }
         self.kill_all(grace).await;
         self.release();
@@ -679,7 +734,29 @@ impl Worker {
         }
     }
 
+    async fn flush_events(&mut self) {
+        let reference = self.pod.object_ref(&());
+        for (warning, reason, note) in std::mem::take(&mut self.events) {
+            let event = Event {
+                type_: if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: reason.into(),
+                note: Some(note),
+                action: reason.into(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &reference).await {
+                self.shared
+                    .log(&format!("{}: publishing event {reason}: {e}", self.key));
+            }
+        }
+    }
+
     async fn publish(&mut self) {
+        self.flush_events().await;
         let ip = self
             .address
             .as_ref()
