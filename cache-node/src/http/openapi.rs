@@ -37,13 +37,33 @@ pub fn document(limits: &Limits) -> Value {
         "ETag": etag_header, "Expires": expires_header, "Tidecache-Ttl": ttl_header,
         "Content-Length": { "description": "The value's length.", "schema": { "type": "integer" } }
     });
+    let acked_headers = json!({
+        "Tidecache-Acked": {
+            "description": "Replicas (this node included) that acknowledged the write; only on a replicated node.",
+            "schema": { "type": "integer" }
+        },
+        "Tidecache-Replicas": {
+            "description": "Replicas that hold the key (the cluster size); only on a replicated node.",
+            "schema": { "type": "integer" }
+        }
+    });
     let write_headers = json!({
         "ETag": etag_header, "Expires": expires_header, "Tidecache-Ttl": ttl_header,
         "Tidecache-Bucket": {
             "description": "The expiry bucket (fire time of the schedule, UTC, e.g. 20261123T140500Z) the entry is filed under.",
             "schema": { "type": "string" }
-        }
+        },
+        "Tidecache-Acked": acked_headers["Tidecache-Acked"],
+        "Tidecache-Replicas": acked_headers["Tidecache-Replicas"]
     });
+    let ack = json!({
+        "name": "Tidecache-Ack", "in": "header", "required": false,
+        "description": "How many replicas must acknowledge the write before the answer: one (this node), quorum (a majority) or all; default: the node's --ack. 503 with the count reached when the level is not reached in time.",
+        "schema": { "type": "string", "enum": ["one", "quorum", "all"] }
+    });
+    let ack_not_reached = error(
+        "The acknowledgement level was not reached in time (Tidecache-Acked says how many did); the write is applied where acknowledged and spreads from there, but is not acknowledged.",
+    );
     let if_match = json!({
         "name": "If-Match", "in": "header", "required": false,
         "description": "Write only if the current entry's ETag is listed (compare-and-set), or exists (*). 412 otherwise.",
@@ -114,7 +134,7 @@ pub fn document(limits: &Limits) -> Value {
                           "schema": { "type": "string", "pattern": "^[0-9]+[smh]?$" } },
                         { "name": "Expires", "in": "header", "required": false,
                           "description": "Absolute expiry as an HTTP date.", "schema": { "type": "string" } },
-                        if_match, if_none_match_write
+                        if_match, if_none_match_write, ack
                     ],
                     "requestBody": {
                         "required": true,
@@ -128,18 +148,20 @@ pub fn document(limits: &Limits) -> Value {
                         "412": error("If-Match or If-None-Match did not hold; ETag carries the current version."),
                         "413": error("The value is larger than the maximum (refused before reading it)."),
                         "414": error("The key is longer than the maximum."),
+                        "503": ack_not_reached,
                         "507": error("Out of memory and the eviction policy is noeviction, or the entry exceeds the capacity.")
                     }
                 },
                 "delete": {
                     "summary": "Delete a value",
-                    "parameters": [if_match, if_none_match_write],
+                    "parameters": [if_match, if_none_match_write, ack],
                     "responses": {
-                        "204": { "description": "Deleted." },
+                        "204": { "description": "Deleted.", "headers": acked_headers },
                         "400": error("Malformed key encoding or precondition header."),
                         "404": error("The key does not exist or has expired."),
                         "412": error("If-Match or If-None-Match did not hold."),
-                        "414": error("The key is longer than the maximum.")
+                        "414": error("The key is longer than the maximum."),
+                        "503": ack_not_reached
                     }
                 }
             },
