@@ -45,6 +45,17 @@ async fn a_write_on_one_node_is_read_on_the_others() {
         assert_eq!(&got.body[..], b"hello");
         assert_eq!(got.header("etag"), etag, "the same version everywhere");
     }
+    let bad = client
+        .put(
+            cluster.address(0),
+            "greeting",
+            "x",
+            &[("tidecache-ack", "most")],
+        )
+        .await
+        .expect("put");
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&bad.body).contains("bad_ack_level"));
     // The default (one) acknowledges at once and replicates in the background.
     let put = client
         .put(cluster.address(1), "later", "v", &[])
@@ -56,6 +67,19 @@ async fn a_write_on_one_node_is_read_on_the_others() {
             .eventually(cluster.address(node), "later", SETTLE, |v| v == Some("v"))
             .await;
         assert_eq!(value.as_deref(), Some("v"), "node {node}");
+    }
+    let metrics = client
+        .send(http::Method::GET, cluster.address(1), "/metrics", &[], "")
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    for name in [
+        "tidecache_replication_lag_seconds_bucket",
+        "tidecache_replication_queue_depth",
+        "tidecache_replication_applied_total",
+        "tidecache_anti_entropy_pass_duration_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
 }
 
