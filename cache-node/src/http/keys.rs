@@ -120,7 +120,9 @@ pub async fn put(
     let mut response = status.into_response();
     let response_headers = response.headers_mut();
     response_headers.insert(header::ETAG, etag(outcome.version));
-    insert_expiry(response_headers, expires_at, state.store.clock().now());
+    // The lifetime granted, measured from the instant it was computed from: a slow disk or
+    // replica must not make the response report less than the client asked for.
+    insert_expiry(response_headers, expires_at, now);
     replicate::insert_ack_headers(response_headers, replicated);
     if let Some(bucket) = outcome
         .bucket
