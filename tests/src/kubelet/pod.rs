@@ -160,7 +160,11 @@ impl Worker {
                 }
                 self.step().await;
             }
-            self.publish().await;
+            // A pod that had finished before this worker saw it keeps the status its
+            // containers left; there is nothing of ours to report.
+            if !(self.terminal && self.runs.is_empty()) {
+                self.publish().await;
+            }
             tokio::select! {
                 changed = updates.changed() => {
                     if changed.is_err() {
