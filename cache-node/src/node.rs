@@ -55,10 +55,13 @@ pub async fn serve(
     let replication = match settings.replication.clone() {
         Some(config) => {
             let discovery: Box<dyn Discovery> = match &config.peers {
-                PeerSource::Static(list) => Box::new(StaticPeers::new(
-                    list.iter().map(String::as_str),
-                    &listen.to_string(),
-                )),
+                PeerSource::Static(list) => Box::new(
+                    StaticPeers::resolved(
+                        list.iter().map(String::as_str),
+                        &membership::own_addresses(listen).await,
+                    )
+                    .await,
+                ),
                 PeerSource::Service(service) => Box::new(DnsPeers::new(
                     service,
                     listen.port(),
@@ -223,24 +226,29 @@ async fn start(
     Ok(log)
 }
 
-/// A future that completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
-///
-/// The handlers are installed when this is called, not when the future is first polled, so a
-/// signal that arrives right after startup (a quick rollout, a test) is never lost and never
-/// kills the process before it drains.
-///
-/// # Errors
-/// The OS refused to install a signal handler.
-pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
         }
-    })
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
 }
 
 fn describe_capacity(settings: &Settings) -> String {

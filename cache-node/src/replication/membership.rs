@@ -85,6 +85,28 @@ impl StaticPeers {
         }
     }
 
+    /// As [`StaticPeers::new`], also leaving out entries that resolve to one of `own` (this
+    /// node's addresses): `localhost:8080` in the list of a node listening on `127.0.0.1:8080`
+    /// is the node itself, and replicating to itself would count its own acknowledgement
+    /// twice. Entries that do not resolve (yet) are kept.
+    pub async fn resolved<'a>(
+        list: impl IntoIterator<Item = &'a str>,
+        own: &[SocketAddr],
+    ) -> StaticPeers {
+        let mut others = Vec::new();
+        for entry in list {
+            let entry = entry.trim();
+            let is_self = match tokio::net::lookup_host(entry).await {
+                Ok(mut addresses) => addresses.any(|address| own.contains(&address)),
+                Err(_) => false,
+            };
+            if !is_self {
+                others.push(entry);
+            }
+        }
+        StaticPeers::new(others, "")
+    }
+
     /// The peers.
     pub fn peers(&self) -> PeerList {
         self.peers.clone()
@@ -214,6 +236,23 @@ mod tests {
         );
         let addresses: Vec<_> = peers.peers().iter().map(|p| p.to_string()).collect();
         assert_eq!(addresses, ["127.0.0.1:2", "127.0.0.1:3"]);
+    }
+
+    #[tokio::test]
+    async fn the_static_list_leaves_out_names_that_resolve_to_this_node() {
+        let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let peers = StaticPeers::resolved(
+            [
+                "localhost:7000",
+                "127.0.0.1:7000",
+                "127.0.0.1:7001",
+                "missing-port",
+            ],
+            &[own],
+        )
+        .await;
+        let addresses: Vec<_> = peers.peers().iter().map(|p| p.to_string()).collect();
+        assert_eq!(addresses, ["127.0.0.1:7001", "missing-port"]);
     }
 
     #[tokio::test]
