@@ -11,6 +11,7 @@ use tidecache_contract::disk::{NameError, ObjectName};
 use tidecache_contract::{Schedule, ScheduleError};
 
 use crate::http::Limits;
+use crate::http::auth::{AuthToken, AuthTokenError};
 use crate::persist::{FsyncPolicy, PersistSettings};
 use crate::replication::{AckLevel, ReplicationSettings, TransportSettings};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
@@ -156,6 +157,12 @@ pub struct Config {
     /// writes waiting for acknowledgements wait for room).
     #[arg(long, env = "TIDECACHE_REPLICATION_QUEUE", default_value_t = 16_384)]
     pub replication_queue: usize,
+
+    /// A bearer token that key and internal routes require (`Authorization: Bearer
+    /// <token>`); also sent to peers. In Kubernetes it comes from the Secret in `spec.auth`.
+    /// Unset: no authentication.
+    #[arg(long, env = "TIDECACHE_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 /// Where a replicated node finds its peers.
@@ -208,6 +215,9 @@ pub enum ConfigError {
     /// No `--node-id` and no usable hostname.
     #[error("--node-id is required: the hostname cannot be read")]
     NoNodeId,
+    /// `--auth-token`.
+    #[error("invalid --auth-token: {0}")]
+    AuthToken(#[from] AuthTokenError),
     /// `--schedule` / `--time-zone`.
     #[error("invalid --schedule/--time-zone: {0}")]
     Schedule(#[from] ScheduleError),
@@ -269,6 +279,8 @@ pub struct Settings {
     /// The tag of this node's name (`--node-id`, else the hostname): the second half of every
     /// version it issues (0 when it has no name).
     pub node_tag: u64,
+    /// The token clients and peers must present; `None` without `--auth-token`.
+    pub auth: Option<AuthToken>,
 }
 
 impl Config {
@@ -287,6 +299,7 @@ impl Config {
     /// As [`Config::validate`].
     pub fn validate_with_cgroup_root(self, cgroup_root: &Path) -> Result<Settings, ConfigError> {
         let schedule = Schedule::new(&self.schedule, Some(&self.time_zone))?;
+        let auth = self.auth_token.as_deref().map(AuthToken::new).transpose()?;
         let usize_of = |value: u64, flag| {
             if value == 0 {
                 return Err(ConfigError::Zero { flag });
@@ -345,6 +358,7 @@ impl Config {
             persistence,
             replication,
             node_tag,
+            auth,
             listen: self.listen,
             store: StoreConfig {
                 schedule,
@@ -402,6 +416,7 @@ impl Config {
                     queue_capacity: self.replication_queue,
                     ..TransportSettings::default()
                 },
+                peer_token: self.auth_token.as_deref().map(AuthToken::new).transpose()?,
             },
         }))
     }

@@ -80,7 +80,8 @@ pub async fn serve(
         }
         None => None,
     };
-    let mut app_state = AppState::new(store.clone(), settings.limits.clone(), metrics.clone());
+    let mut app_state = AppState::new(store.clone(), settings.limits.clone(), metrics.clone())
+        .with_auth(settings.auth.clone());
     if let Some(replication) = &replication {
         app_state = app_state.with_replication(replication.clone());
     }

@@ -695,3 +695,54 @@ async fn serves_a_real_socket_and_drains_on_shutdown() {
     assert!(!node.state.ready.load(std::sync::atomic::Ordering::Acquire));
     assert!(node.state.store.clock().now() >= Timestamp::from_millis(START));
 }
+
+#[tokio::test]
+async fn a_token_guards_key_routes_but_not_probes() {
+    let node = Node::new();
+    let token = cache_node::http::auth::AuthToken::new("s3cret").expect("valid token");
+    let state = Arc::new(
+        AppState::new(
+            node.state.store.clone(),
+            Limits::default(),
+            node.state.metrics.clone(),
+        )
+        .with_auth(Some(token)),
+    );
+    let guarded = Node {
+        state,
+        clock: node.clock.clone(),
+    };
+    let refused = guarded.put("/v1/keys/k", "v").await;
+    refused.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(
+        refused.header(header::WWW_AUTHENTICATE),
+        "Bearer realm=\"tidecache\""
+    );
+    assert_eq!(
+        guarded.get("/v1/keys/k").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let batch = guarded
+        .send(
+            request(Method::POST, "/v1/batch/get")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"keys":["k"]}"#))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::UNAUTHORIZED);
+    let stored = guarded
+        .send(
+            request(Method::PUT, "/v1/keys/k")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .body(Body::from("v"))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED);
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert_eq!(guarded.get(path).await.status, StatusCode::OK, "{path}");
+    }
+    // Only the authorised write is stored.
+    assert_eq!(&node.get("/v1/keys/k").await.body[..], b"v");
+}

@@ -183,6 +183,12 @@ pub enum ApiError {
          when they are reachable, but it is not acknowledged at the level asked for"
     )]
     AckNotReached(AckError),
+    /// Authentication is on and the request lacks the token (or carries another one).
+    #[error(
+        "missing or wrong token: send 'Authorization: Bearer <token>' with the token from the \
+         Secret named in the CacheCluster's spec.auth"
+    )]
+    Unauthorized,
     /// The node is not ready (starting or draining).
     #[error("the node is not ready: {0}")]
     NotReady(&'static str),
@@ -218,6 +224,7 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::KeyNotFound | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientStorage(_) | ApiError::DiskFull(_) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
@@ -256,6 +263,7 @@ impl ApiError {
             ApiError::PersistenceFailed(_) => "persistence_failed",
             ApiError::RouteNotFound { .. } => "no_route",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::NotReady(_) => "not_ready",
             ApiError::BadAckLevel(_) => "bad_ack_level",
             ApiError::AckNotReached(_) => "ack_level_not_reached",
@@ -282,6 +290,12 @@ impl IntoResponse for ApiError {
             let headers = response.headers_mut();
             headers.insert(ACKED_HEADER, HeaderValue::from(error.acked));
             headers.insert(REPLICAS_HEADER, HeaderValue::from(error.replicas));
+        }
+        if let ApiError::Unauthorized = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tidecache\""),
+            );
         }
         if let ApiError::MethodNotAllowed { .. } = self {
             response.headers_mut().insert(

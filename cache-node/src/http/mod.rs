@@ -9,6 +9,7 @@
 //! [`app`] builds the router from an [`AppState`], so tests drive it in-process; [`run`]
 //! serves it on a listener until a shutdown future completes, then drains.
 
+pub mod auth;
 mod batch;
 mod body;
 pub mod error;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub loaded: AtomicBool,
     /// Replication to the other nodes; `None` on a node without peers.
     pub replication: Option<Arc<Replication>>,
+    /// The bearer token key and internal routes require; `None` serves them openly.
+    pub auth: Option<auth::AuthToken>,
 }
 
 impl AppState {
@@ -97,6 +100,15 @@ impl AppState {
             ready: AtomicBool::new(true),
             loaded: AtomicBool::new(true),
             replication: None,
+            auth: None,
+        }
+    }
+
+    /// The same state with key and internal routes requiring `token`.
+    pub fn with_auth(self, token: Option<auth::AuthToken>) -> AppState {
+        AppState {
+            auth: token,
+            ..self
         }
     }
 
@@ -124,14 +136,22 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/keys", any(keys::empty))
         .route("/v1/batch/get", post(batch::get))
         .route("/v1/batch/put", post(batch::put))
-        .route_layer(middleware::from_fn_with_state(state.clone(), until_loaded));
+        .route_layer(middleware::from_fn_with_state(state.clone(), until_loaded))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     let internal = match &state.replication {
         // A batch holds up to the transport's batch size, and one record may be as large as
         // the largest value.
         Some(replication) => replication::routes::routes(
             replication.clone(),
             (8 << 20_usize).max(state.limits.max_value_bytes.saturating_mul(2)),
-        ),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        )),
         None => Router::new(),
     };
     Router::new()

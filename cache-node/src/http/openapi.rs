@@ -94,6 +94,7 @@ pub fn document(limits: &Limits) -> Value {
     );
     json!({
         "openapi": "3.1.0",
+        "security": [{}, { "bearer": [] }],
         "info": {
             "title": "tidecache cache-node",
             "version": env!("CARGO_PKG_VERSION"),
@@ -213,6 +214,15 @@ pub fn document(limits: &Limits) -> Value {
                 "200": { "description": "OpenAPI 3.1.", "content": { "application/json": { "schema": { "type": "object" } } } } } } }
         },
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "Only when the node runs with --auth-token (TIDECACHE_AUTH_TOKEN, from \
+                        the Secret in the CacheCluster's spec.auth): /v1/* and /internal/* then answer 401 \
+                        {\"error\": \"unauthorized\"} without 'Authorization: Bearer <token>'. Probes, \
+                        /metrics and this document stay open."
+                }
+            },
             "schemas": {
                 "Error": {
                     "type": "object", "required": ["error", "message"],

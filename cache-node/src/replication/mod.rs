@@ -55,6 +55,7 @@ pub use transport::{Pending, Replicated, Transport, TransportSettings};
 pub use wire::{BucketDigest, Cutoff};
 
 use crate::clock::Clock;
+use crate::http::auth::AuthToken;
 use anti_entropy::{AntiEntropy, PassReport};
 
 /// What replication needs from the local store.
@@ -103,6 +104,9 @@ pub struct ReplicationSettings {
     pub catch_up_timeout: Duration,
     /// Queues, batches and retries.
     pub transport: TransportSettings,
+    /// The token sent to peers when the cluster requires one (their internal routes check
+    /// it like the key routes).
+    pub peer_token: Option<AuthToken>,
 }
 
 impl Default for ReplicationSettings {
@@ -113,6 +117,7 @@ impl Default for ReplicationSettings {
             anti_entropy_interval: Duration::from_secs(10),
             catch_up_timeout: Duration::from_secs(30),
             transport: TransportSettings::default(),
+            peer_token: None,
         }
     }
 }
@@ -164,7 +169,7 @@ impl Replication {
     ) -> Arc<Replication> {
         let (peers_tx, peers_rx) = watch::channel(discovery.initial());
         tokio::spawn(discovery.run(peers_tx));
-        let client = transport::http_client();
+        let client = transport::http_client(settings.peer_token.as_ref());
         let transport = Transport::start(
             peers_rx,
             Placement::Full,

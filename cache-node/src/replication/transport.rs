@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,20 +32,31 @@ use super::membership::{Peer, PeerList};
 use super::metrics::ReplicationMetrics;
 use super::placement::Placement;
 use super::wire::{self, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
+use crate::http::auth::AuthToken;
 
-/// The HTTP client every link and anti-entropy share: pooled keep-alive connections.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The HTTP client every link and anti-entropy share: pooled keep-alive connections, and the
+/// cluster's token on every request when authentication is on.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    /// The pooled client.
+    inner: Client<HttpConnector, Full<Bytes>>,
+    /// `Authorization: Bearer <token>` for peers that require it.
+    authorization: Option<HeaderValue>,
+}
 
 /// A client with keep-alive connections and `TCP_NODELAY` (batches are small and latency
 /// bound; Nagle's algorithm would add up to 40 ms to every acknowledgement).
-pub fn http_client() -> HttpClient {
+pub fn http_client(token: Option<&AuthToken>) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(4)
-        .build(connector)
+    HttpClient {
+        inner: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(4)
+            .build(connector),
+        authorization: token.map(AuthToken::header_value),
+    }
 }
 
 /// How links behave.
@@ -519,17 +531,24 @@ pub async fn get(
 async fn send(
     client: &HttpClient,
     peer: &Peer,
-    request: http::Request<Full<Bytes>>,
+    mut request: http::Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<Bytes, PeerError> {
+    if let Some(authorization) = &client.authorization {
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, authorization.clone());
+    }
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|source| PeerError::Request {
-                peer: peer.to_string(),
-                source,
-            })?;
+        let response =
+            client
+                .inner
+                .request(request)
+                .await
+                .map_err(|source| PeerError::Request {
+                    peer: peer.to_string(),
+                    source,
+                })?;
         let status = response.status();
         let body = response
             .into_body()
