@@ -15,6 +15,7 @@ use crate::config::{CapacitySource, PeerSource, Settings};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::persist::{self, Log, PersistSettings};
+use crate::replication::endpoint_slices::EndpointSlicePeers;
 use crate::replication::membership::{self, DnsPeers, StaticPeers};
 use crate::replication::{Discovery, HybridClock, Replication};
 use crate::store::Store;
@@ -62,12 +63,13 @@ pub async fn serve(
                     )
                     .await,
                 ),
-                PeerSource::Service(service) => Box::new(DnsPeers::new(
-                    service,
-                    listen.port(),
-                    membership::own_addresses(listen).await,
-                    DNS_INTERVAL,
-                )),
+                PeerSource::Service(service) => {
+                    let own = membership::own_addresses(listen).await;
+                    match EndpointSlicePeers::in_cluster(service, listen.port(), &own).await {
+                        Some(watch) => Box::new(watch),
+                        None => Box::new(DnsPeers::new(service, listen.port(), own, DNS_INTERVAL)),
+                    }
+                }
             };
             Some(Replication::start(
                 store.clone(),

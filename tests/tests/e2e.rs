@@ -545,6 +545,19 @@ async fn spread_and_serve(env: &Env) -> TestResult {
             return Err(format!("GET from {name}: {status} {body}"));
         }
     }
+    // Every pod found its peers by watching the Service's EndpointSlices with its own
+    // ServiceAccount (the RBAC the operator grants it), not by the DNS fallback.
+    for name in pods.keys() {
+        let log = env.cluster.kubelet().container_log(NS, name, "cache-node");
+        if !log.contains("finding peers by watching EndpointSlices")
+            || !log.contains("peers changed (EndpointSlices)")
+        {
+            return Err(format!(
+                "{name} did not discover its peers through EndpointSlices:\n{}",
+                tail(&log, 20)
+            ));
+        }
+    }
     // Every pod serves every entry: writes are replicated to the peers it discovered.
     for (name, pod) in &pods {
         let addr = pod_addr(pod)?;

@@ -29,6 +29,7 @@
 
 pub mod ack;
 pub mod anti_entropy;
+pub mod endpoint_slices;
 pub mod hlc;
 pub mod membership;
 pub mod metrics;
