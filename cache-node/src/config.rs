@@ -15,7 +15,7 @@ use crate::http::auth::{AuthToken, AuthTokenError};
 use crate::persist::{FsyncPolicy, PersistSettings};
 use crate::replication::{AckLevel, ReplicationSettings, TransportSettings};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
-use crate::units::{parse_duration, parse_size};
+use tidecache_contract::units::{parse_duration, parse_size};
 
 /// The share of a container's memory limit given to entries when `--max-memory` is unset;
 /// the rest covers connection buffers, allocator fragmentation and the runtime.

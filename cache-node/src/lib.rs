@@ -11,7 +11,8 @@
 //! - [`persist`]: persistence on the shared volume (segment log with group commit and fsync
 //!   policies, warm start, compaction of the persistent area).
 //! - [`node`]: wires the pieces together and runs them until a shutdown signal.
-//! - [`clock`], [`units`]: injectable time; duration and size parsing.
+//! - [`clock`]: injectable time. Durations and sizes are parsed by
+//!   `tidecache_contract::units`, the same parser the janitor and the operator use.
 //!
 //! Persistence and replication plug in at the [`store`] boundary: the store owns versions
 //! and expiry, the HTTP layer only translates requests.
@@ -27,4 +28,3 @@ pub mod persist;
 pub mod replication;
 pub mod store;
 pub mod sweeper;
-pub mod units;

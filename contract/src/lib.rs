@@ -11,6 +11,8 @@
 //! - [`disk`]: contract 2, the shared volume's layout and segment format (checksummed records,
 //!   torn-tail detection, the segment writer and reader). cache-node persists and loads with
 //!   it; the janitor deletes bucket directories by its names.
+//! - [`units`]: the durations and byte sizes of flags and spec fields, parsed the same way by
+//!   every binary.
 //!
 //! The operator validates `spec.expiry` with the same code, so a schedule it accepts is one
 //! the nodes and the janitor can run.
@@ -20,6 +22,7 @@
 pub mod bucket;
 pub mod disk;
 pub mod schedule;
+pub mod units;
 
 pub use bucket::{Bucket, is_bucket_expired};
 pub use schedule::{Schedule, ScheduleError};

@@ -117,22 +117,11 @@ impl Args {
     }
 }
 
-/// Parses a non-negative duration: whole seconds, or a whole number followed by `s`, `m` or
-/// `h` (`60s`, `90`, `5m`, `1h`). Kept this small on purpose: it is one flag the operator
-/// fills in from `spec.expiry.grace`.
+/// Parses `--grace`: whole seconds, or a whole number followed by `s`, `m` or `h` (`60s`,
+/// `90`, `5m`, `1h`), by the parser cache-node and the operator use for the same values.
 pub fn parse_grace(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (digits, unit_seconds) = match text.char_indices().last()? {
-        (i, 's') => (&text[..i], 1),
-        (i, 'm') => (&text[..i], 60),
-        (i, 'h') => (&text[..i], 3600),
-        _ => (text, 1),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let seconds = digits.parse::<i64>().ok()?.checked_mul(unit_seconds)?;
-    Duration::try_seconds(seconds)
+    let parsed = tidecache_contract::units::parse_duration(text.trim()).ok()?;
+    Duration::from_std(parsed).ok()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
-use tidecache_contract::{Schedule, ScheduleError};
+use tidecache_contract::{Schedule, ScheduleError, units};
 
 use crate::crd::{CacheCluster, CacheClusterSpec};
 
@@ -140,62 +140,25 @@ fn schedule_error(error: &ScheduleError) -> ValidationError {
     ValidationError::invalid(field, error.to_string())
 }
 
-/// Seconds in a duration written as `<digits><s|m|h>`, the form cache-node and the janitor
-/// accept.
+/// Seconds in a duration (`90s`, `15m`, `2h`), parsed by the contract crate exactly as
+/// cache-node and the janitor will parse the flag the operator passes them.
 ///
 /// # Errors
 /// A message saying which form is expected.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let bad =
-        || format!("\"{text}\" is not a duration; write a number and a unit, e.g. 90s, 15m or 2h");
-    let split = text.len().checked_sub(1).ok_or_else(bad)?;
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let value: u64 = digits.parse().map_err(|_| bad())?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(bad()),
-    };
-    value.checked_mul(factor).ok_or_else(bad)
+    units::parse_duration(text)
+        .map(|duration| duration.as_secs())
+        .map_err(|error| error.to_string())
 }
 
 /// Bytes in a Kubernetes quantity written as an integer with an optional binary (Ki…Ei) or
-/// decimal (k…E) suffix.
+/// decimal (k…E) suffix, parsed by the contract crate as cache-node parses its size flags;
+/// zero is refused because a capacity must be positive.
 ///
 /// # Errors
 /// A message saying which form is expected.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let bad =
-        || format!("\"{text}\" is not a whole number of bytes; write e.g. 536870912, 512Mi or 2Gi");
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(bad());
-    }
-    let value: u64 = digits.parse().map_err(|_| bad())?;
-    let factor: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "P" => 1_000_000_000_000_000,
-        "E" => 1_000_000_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        "Ei" => 1 << 60,
-        _ => return Err(bad()),
-    };
-    let bytes = value.checked_mul(factor).ok_or_else(bad)?;
+    let bytes = units::parse_size(text).map_err(|error| error.to_string())?;
     if bytes == 0 {
         return Err(format!("\"{text}\" is zero; a capacity must be positive"));
     }

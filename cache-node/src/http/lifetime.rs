@@ -8,7 +8,7 @@ use http::{HeaderMap, header};
 use super::Limits;
 use super::error::ApiError;
 use crate::clock::Timestamp;
-use crate::units::parse_duration;
+use tidecache_contract::units::parse_duration;
 
 /// The expiry a write asks for, resolved against the limits; `None` means no expiry.
 ///

@@ -1,6 +1,8 @@
-//! The textual units people type: durations (`90s`, `15m`, `2h`, plain seconds) for TTLs
-//! and timeouts, and byte sizes (`512MiB`, `1GB`, plain bytes) for limits. One parser each,
-//! shared by the command line and the HTTP API so that both accept the same spellings.
+//! The textual units people type: durations (`90s`, `15m`, `2h`, plain seconds) for TTLs,
+//! grace periods and timeouts, and byte sizes (`512MiB`, `1GB`, Kubernetes' `2Gi`, plain
+//! bytes) for limits. One parser each, shared by cache-node (flags and the HTTP API), the
+//! janitor (`--grace`) and the operator (which validates `spec` values it hands to both), so
+//! that a value one accepts the others accept too.
 
 use std::time::Duration;
 
@@ -40,9 +42,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         .ok_or_else(error)
 }
 
-/// Parses a byte size: plain bytes, or a number with a binary (`KiB`, `MiB`, `GiB`, `TiB`)
-/// or decimal (`KB`, `MB`, `GB`, `TB`, and Kubernetes' `Ki`, `Mi`, `Gi`, `Ti`, `k`, `M`, `G`,
-/// `T`) unit.
+/// Parses a byte size: plain bytes, or a number with a binary (`KiB`…`EiB`, and Kubernetes'
+/// `Ki`…`Ei`) or decimal (`KB`…`EB`, and Kubernetes' `k`, `M`, `G`, `T`, `P`, `E`) unit.
 ///
 /// # Errors
 /// [`UnitError::Size`] for anything else, including overflow.
@@ -58,10 +59,14 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         "MiB" | "Mi" => 1 << 20,
         "GiB" | "Gi" => 1 << 30,
         "TiB" | "Ti" => 1 << 40,
+        "PiB" | "Pi" => 1 << 50,
+        "EiB" | "Ei" => 1 << 60,
         "KB" | "kB" | "k" => 1_000,
         "MB" | "M" => 1_000_000,
         "GB" | "G" => 1_000_000_000,
         "TB" | "T" => 1_000_000_000_000,
+        "PB" | "P" => 1_000_000_000_000_000,
+        "EB" | "E" => 1_000_000_000_000_000_000,
         _ => return Err(error()),
     };
     parse_digits(digits)
@@ -108,7 +113,17 @@ mod tests {
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert_eq!(parse_size("2Gi"), Ok(2 << 30));
         assert_eq!(parse_size("3GB"), Ok(3_000_000_000));
-        for bad in ["", "MiB", "1.5GiB", "-1", "1 parsec", "99999999999999TiB"] {
+        assert_eq!(parse_size("1Pi"), Ok(1 << 50));
+        assert_eq!(parse_size("2E"), Ok(2_000_000_000_000_000_000));
+        for bad in [
+            "",
+            "MiB",
+            "1.5GiB",
+            "-1",
+            "1 parsec",
+            "99999999999999TiB",
+            "16Ei",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
         }
     }
