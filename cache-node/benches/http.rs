@@ -16,10 +16,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
-use cache_node::clock::SystemClock;
-use cache_node::http::{AppState, Limits, app};
-use cache_node::metrics::Metrics;
-use cache_node::store::{Preconditions, Store, StoreConfig};
+use cache_node::base::time::SystemClock;
+use cache_node::cache::{Cache, CacheSettings, Limits};
+use cache_node::http::{AppState, app};
+use cache_node::store::{Preconditions, StoreConfig};
 use common::{progress, write_results};
 use serde_json::json;
 use tidecache_contract::Schedule;
@@ -121,11 +121,15 @@ impl Server {
                 get(|| async { Bytes::from_static(VALUE) }),
             ),
             Server::CacheNode => {
-                let store = Arc::new(Store::new(
-                    StoreConfig::new(Schedule::every_minute()),
-                    Arc::new(SystemClock),
-                ));
-                store
+                let settings = CacheSettings {
+                    store: StoreConfig::new(Schedule::every_minute()),
+                    limits: Limits::default(),
+                    persistence: None,
+                    node_tag: 0,
+                };
+                let cache = Arc::new(Cache::start(settings, Arc::new(SystemClock), None));
+                cache
+                    .store()
                     .put(
                         Bytes::from_static(b"bench"),
                         Bytes::from_static(VALUE),
@@ -133,8 +137,7 @@ impl Server {
                         &Preconditions::none(),
                     )
                     .expect("stored");
-                let metrics = Arc::new(Metrics::new(store.clone()));
-                app(Arc::new(AppState::new(store, Limits::default(), metrics)))
+                app(Arc::new(AppState::new(cache)))
             }
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_node::clock::{Clock, SystemClock, Timestamp};
+use cache_node::base::time::{Clock, SystemClock, Timestamp};
 use cache_node::metrics::Metrics;
 use cache_node::persist::{FsyncPolicy, Log, PersistSettings, warm_start};
 use cache_node::store::{Preconditions, Store, StoreConfig};
@@ -78,9 +78,16 @@ fn node(dir: &Path, fsync: FsyncPolicy) -> (Arc<Store>, Arc<Log>, Arc<Metrics>) 
         Arc::new(SystemClock),
     ));
     let metrics = Arc::new(Metrics::new(store.clone()));
-    warm_start(&settings.root(), &store, metrics.persistence()).expect("warm start");
-    let log =
-        Arc::new(Log::start(&settings, store.clone(), metrics.persistence().clone()).expect("log"));
+    warm_start(&settings.root(), &*store, metrics.persistence()).expect("warm start");
+    let log = Arc::new(
+        Log::start(
+            &settings,
+            store.clone(),
+            store.clock().clone(),
+            metrics.persistence().clone(),
+        )
+        .expect("log"),
+    );
     store.attach_journal(log.clone());
     (store, log, metrics)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_node::clock::{ManualClock, Timestamp};
+use cache_node::base::time::{ManualClock, Timestamp};
 use cache_node::store::{Preconditions, Store, StoreConfig};
 use common::{progress, write_results};
 use serde_json::json;

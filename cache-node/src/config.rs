@@ -10,8 +10,8 @@ use clap::{Parser, ValueEnum};
 use tidecache_contract::disk::{NameError, ObjectName};
 use tidecache_contract::{Schedule, ScheduleError};
 
-use crate::http::Limits;
-use crate::http::auth::{AuthToken, AuthTokenError};
+use crate::base::auth::{AuthToken, AuthTokenError};
+use crate::cache::Limits;
 use crate::persist::{FsyncPolicy, PersistSettings};
 use crate::replication::{AckLevel, ReplicationSettings, TransportSettings};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};

@@ -1,25 +1,31 @@
 //! cache-node: the tidecache cache server.
 //!
 //! # Layout
-//! - [`store`]: the sharded in-memory store (values, versions, expiry buckets, capacity).
-//! - [`sweeper`]: the task that evicts due buckets at each fire time of the schedule.
-//! - [`http`]: the HTTP API (routes, errors, headers) and the server loop.
-//! - [`metrics`]: the Prometheus registry.
-//! - [`config`]: flags and `TIDECACHE_*` variables, validated into [`config::Settings`].
-//! - [`replication`]: multi-pod synchronisation (HLC versions, transport, acknowledgements,
-//!   discovery, anti-entropy).
-//! - [`persist`]: persistence on the shared volume (segment log with group commit and fsync
-//!   policies, warm start, compaction of the persistent area).
-//! - [`node`]: wires the pieces together and runs them until a shutdown signal.
-//! - [`clock`]: injectable time. Durations and sizes are parsed by
-//!   `tidecache_contract::units`, the same parser the janitor and the operator use.
+//! The modules form a stack; each depends only on those below it (a test in
+//! `tests/module_graph.rs` fails on a cycle):
 //!
-//! Persistence and replication plug in at the [`store`] boundary: the store owns versions
-//! and expiry, the HTTP layer only translates requests.
+//! ```text
+//! node, config          wiring: flags → settings → a running node
+//! http                  the HTTP API: translates requests into Cache calls
+//! cache                 the service: reads, the write path, readiness, shutdown
+//! sweeper, metrics      background eviction; the Prometheus registry
+//! persist | replication the shared volume; the other nodes
+//! store                 the in-memory entries
+//! base                  time, versions, the HLC, the auth token, journal and replica traits, tasks
+//! ```
+//!
+//! `store`, `persist` and `replication` are siblings: none imports another, and where one
+//! must call another it does so through a narrow trait in [`base`] (the store is the
+//! persistence log's [`Undo`](base::journal::Undo) and replication's
+//! [`Replica`](base::replica::Replica)).
+//!
+//! Durations and sizes are parsed by `tidecache_contract::units`, the same parser the
+//! janitor and the operator use.
 
 #![deny(clippy::unwrap_used)]
 
-pub mod clock;
+pub mod base;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -27,4 +33,4 @@ pub mod node;
 pub mod persist;
 pub mod replication;
 pub mod store;
-pub mod sweeper;
+mod sweeper;

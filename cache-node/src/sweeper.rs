@@ -2,11 +2,10 @@
 //! that are due (contract 1). Reads already hide expired entries; the sweeper is what gives
 //! their memory back, at a cost proportional to what expires.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::Timestamp;
+use crate::base::time::Timestamp;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -15,9 +14,9 @@ use crate::store::Store;
 /// wall-clock step (NTP correction, suspend); naps bound the error.
 const MAX_NAP: Duration = Duration::from_secs(30);
 
-/// Sweeps `store` at every fire time of its schedule until `shutdown` completes.
-pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
+/// Sweeps `store` at every fire time of its schedule; runs in the node's [`Tasks`](crate::base::tasks::Tasks),
+/// which stop it between sweeps.
+pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>) {
     // Anything already due (e.g. loaded from disk by a later version) goes first.
     sweep(&store, &metrics, None);
     loop {
@@ -39,10 +38,7 @@ pub async fn run(store: Arc<Store>, metrics: Arc<Metrics>, shutdown: impl Future
                 next = earlier;
             }
             let nap = now.until(next).min(MAX_NAP);
-            tokio::select! {
-                () = tokio::time::sleep(nap) => {}
-                () = &mut shutdown => return,
-            }
+            tokio::time::sleep(nap).await;
         }
         sweep(&store, &metrics, Some(next));
     }
@@ -77,7 +73,8 @@ mod tests {
     use tidecache_contract::Schedule;
 
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::base::tasks::Tasks;
+    use crate::base::time::ManualClock;
     use crate::store::{Preconditions, StoreConfig};
 
     #[tokio::test(start_paused = true)]
@@ -99,10 +96,8 @@ mod tests {
                 &Preconditions::none(),
             )
             .expect("stored");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(store.clone(), metrics.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let tasks = Tasks::new();
+        tasks.spawn(run(store.clone(), metrics.clone()));
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(store.stats().entries, 1, "not due yet");
         clock.advance(Duration::from_secs(40)); // exactly the fire time
@@ -114,8 +109,8 @@ mod tests {
             text.contains("tidecache_sweep_duration_seconds_count 2"),
             "{text}"
         );
-        let _ = stop.send(());
-        task.await.expect("sweeper ends cleanly");
+        tasks.stop().await;
+        assert_eq!(tasks.running(), 0, "the sweeper stopped");
     }
 
     #[tokio::test(start_paused = true)]
@@ -127,7 +122,7 @@ mod tests {
             clock.clone(),
         ));
         let metrics = Arc::new(Metrics::new(store.clone()));
-        let task = tokio::spawn(run(store.clone(), metrics, std::future::pending()));
+        let task = tokio::spawn(run(store.clone(), metrics));
         tokio::time::sleep(Duration::from_secs(1)).await;
         // The clock steps back an hour; an entry expires in the minute that is now current.
         let stepped = Timestamp::from_millis(start.as_millis() - 3_600_000);

@@ -7,10 +7,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use cache_node::clock::{ManualClock, Timestamp};
-use cache_node::http::{AppState, Limits, app, run};
-use cache_node::metrics::Metrics;
-use cache_node::store::{EvictionPolicy, Store, StoreConfig, entry_charge};
+use cache_node::base::auth::AuthToken;
+use cache_node::base::time::{ManualClock, Timestamp};
+use cache_node::cache::{Cache, CacheSettings, Limits};
+use cache_node::http::{AppState, app, run};
+use cache_node::store::{EvictionPolicy, StoreConfig, entry_charge};
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -32,18 +33,20 @@ impl Node {
 
     fn with(limits: Limits, capacity: u64, policy: EvictionPolicy) -> Node {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START)));
-        let store = Arc::new(Store::new(
-            StoreConfig {
+        let settings = CacheSettings {
+            store: StoreConfig {
                 schedule: Schedule::every_minute(),
                 capacity_bytes: capacity,
                 eviction_policy: policy,
                 shards: 8,
             },
-            clock.clone(),
-        ));
-        let metrics = Arc::new(Metrics::new(store.clone()));
+            limits,
+            persistence: None,
+            node_tag: 0,
+        };
+        let cache = Arc::new(Cache::start(settings, clock.clone(), None));
         Node {
-            state: Arc::new(AppState::new(store, limits, metrics)),
+            state: Arc::new(AppState::new(cache)),
             clock,
         }
     }
@@ -547,7 +550,7 @@ async fn batch_rejections_store_nothing() {
         .await
         .assert_error(StatusCode::BAD_REQUEST, "bad_json");
     assert_eq!(node.get("/v1/keys/a").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(node.state.store.stats().entries, 0);
+    assert_eq!(node.state.cache.store().stats().entries, 0);
 }
 
 #[tokio::test]
@@ -578,9 +581,7 @@ async fn probes_metrics_and_openapi() {
         (StatusCode::OK, json!({ "status": "ok" }))
     );
     assert_eq!(node.get("/readyz").await.status, StatusCode::OK);
-    node.state
-        .ready
-        .store(false, std::sync::atomic::Ordering::Release);
+    node.state.cache.start_draining();
     node.get("/readyz")
         .await
         .assert_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
@@ -588,7 +589,7 @@ async fn probes_metrics_and_openapi() {
     node.put("/v1/keys/k?ttl=5s", "v").await;
     node.get("/v1/keys/nope").await;
     node.clock.advance(Duration::from_secs(40));
-    node.state.store.evict_expired();
+    node.state.cache.store().evict_expired();
     let metrics = node.get("/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
     assert!(
@@ -692,22 +693,15 @@ async fn serves_a_real_socket_and_drains_on_shutdown() {
         .await
         .expect("server task")
         .expect("server ends cleanly");
-    assert!(!node.state.ready.load(std::sync::atomic::Ordering::Acquire));
-    assert!(node.state.store.clock().now() >= Timestamp::from_millis(START));
+    assert!(!node.state.cache.is_serving());
+    assert!(node.state.cache.store().clock().now() >= Timestamp::from_millis(START));
 }
 
 #[tokio::test]
 async fn a_token_guards_key_routes_but_not_probes() {
     let node = Node::new();
-    let token = cache_node::http::auth::AuthToken::new("s3cret").expect("valid token");
-    let state = Arc::new(
-        AppState::new(
-            node.state.store.clone(),
-            Limits::default(),
-            node.state.metrics.clone(),
-        )
-        .with_auth(Some(token)),
-    );
+    let token = AuthToken::new("s3cret").expect("valid token");
+    let state = Arc::new(AppState::new(node.state.cache.clone()).with_auth(Some(token)));
     let guarded = Node {
         state,
         clock: node.clock.clone(),

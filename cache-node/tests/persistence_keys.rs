@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
-use cache_node::clock::SystemClock;
-use cache_node::http::{AppState, Limits, app};
-use cache_node::metrics::Metrics;
-use cache_node::persist::{FsyncPolicy, Log, PersistSettings, warm_start};
-use cache_node::store::{Store, StoreConfig};
+use cache_node::base::time::SystemClock;
+use cache_node::cache::{Cache, CacheSettings, Limits};
+use cache_node::http::{AppState, app};
+use cache_node::persist::{FsyncPolicy, PersistSettings};
+use cache_node::store::StoreConfig;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
@@ -19,10 +19,9 @@ use tidecache_contract::Schedule;
 use tidecache_contract::disk::{Area, ObjectName, SegmentId};
 use tower::ServiceExt;
 
-/// A node persisting under `data_dir`, with its log.
+/// A node persisting under `data_dir`.
 struct Node {
     state: Arc<AppState>,
-    log: Arc<Log>,
 }
 
 fn settings(data_dir: &Path) -> PersistSettings {
@@ -38,25 +37,20 @@ fn settings(data_dir: &Path) -> PersistSettings {
 }
 
 impl Node {
-    fn start(data_dir: &Path) -> Node {
-        let settings = settings(data_dir);
-        let store = Arc::new(Store::new(
-            StoreConfig::new(Schedule::every_minute()),
-            Arc::new(SystemClock),
-        ));
-        let metrics = Arc::new(Metrics::new(store.clone()));
-        warm_start(&settings.root(), &store, metrics.persistence()).expect("warm start");
-        let log = Arc::new(
-            Log::start(&settings, store.clone(), metrics.persistence().clone()).expect("log"),
-        );
-        store.attach_journal(log.clone());
-        let limits = Limits {
-            max_key_bytes: 4096,
-            ..Limits::default()
+    async fn start(data_dir: &Path) -> Node {
+        let settings = CacheSettings {
+            store: StoreConfig::new(Schedule::every_minute()),
+            limits: Limits {
+                max_key_bytes: 4096,
+                ..Limits::default()
+            },
+            persistence: Some(settings(data_dir)),
+            node_tag: 0,
         };
+        let cache = Arc::new(Cache::start(settings, Arc::new(SystemClock), None));
+        cache.load().await.expect("the volume loads");
         Node {
-            state: Arc::new(AppState::new(store, limits, metrics)),
-            log,
+            state: Arc::new(AppState::new(cache)),
         }
     }
 
@@ -76,10 +70,7 @@ impl Node {
     }
 
     async fn stop(self) {
-        let log = self.log;
-        tokio::task::spawn_blocking(move || log.close())
-            .await
-            .expect("closed");
+        assert!(self.state.cache.close().await.log_closed);
     }
 }
 
@@ -173,7 +164,7 @@ proptest! {
         let outer = tempfile::tempdir().expect("tempdir");
         let data_dir = outer.path().join("data");
         runtime.block_on(async {
-            let node = Node::start(&data_dir);
+            let node = Node::start(&data_dir).await;
             let mut stored = Vec::new();
             for (index, key) in keys.iter().enumerate() {
                 let path = format!("/v1/keys/{key}");
@@ -212,7 +203,7 @@ proptest! {
             prop_assert_eq!(entries, vec![std::ffi::OsString::from("data")]);
             assert_only_format_names(&data_dir);
 
-            let node = Node::start(&data_dir);
+            let node = Node::start(&data_dir).await;
             for (path, value) in &last {
                 let (status, body) = node.call(Method::GET, path, b"").await;
                 prop_assert_eq!(status, StatusCode::OK, "GET {} after restart", path);

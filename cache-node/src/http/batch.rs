@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::headers::{self, http_date};
-use super::{AppState, body, key, lifetime, replicate};
-use crate::clock::Timestamp;
-use crate::store::Preconditions;
+use super::{AppState, ack, body, key, lifetime};
+use crate::base::time::Timestamp;
+use crate::cache::Write;
 
 /// `POST /v1/batch/get` body.
 #[derive(Debug, Deserialize)]
@@ -108,18 +108,18 @@ pub async fn get(
     let request: GetRequest = read_json(&state, &request_headers, request_body).await?;
     check_count(&state, request.keys.len())?;
     for (index, key) in request.keys.iter().enumerate() {
-        key::check(key.as_bytes(), state.limits.max_key_bytes).map_err(|error| {
+        key::check(key.as_bytes(), state.cache.limits().max_key_bytes).map_err(|error| {
             ApiError::BatchEntry {
                 index,
                 problem: error.to_string(),
             }
         })?;
     }
-    let now = state.store.clock().now();
+    let now = state.cache.now();
     let entries = request
         .keys
         .into_iter()
-        .map(|key| match state.store.get(key.as_bytes()) {
+        .map(|key| match state.cache.get(key.as_bytes()) {
             Some(hit) => GetResult {
                 found: true,
                 value: Some(BASE64.encode(&hit.value)),
@@ -148,10 +148,10 @@ pub async fn put(
     request_body: Body,
 ) -> Result<Json<PutResponse>, ApiError> {
     let request: PutRequest = read_json(&state, &request_headers, request_body).await?;
-    let level = replicate::requested_level(&request_headers)?;
+    let level = ack::requested_level(&request_headers)?;
     check_count(&state, request.entries.len())?;
-    let now = state.store.clock().now();
-    let writes = request
+    let now = state.cache.now();
+    let (keys, writes): (Vec<String>, Vec<Write>) = request
         .entries
         .into_iter()
         .enumerate()
@@ -161,91 +161,47 @@ pub async fn put(
                 problem: error.to_string(),
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    // Every entry is applied first and the commits awaited afterwards, so the whole batch
-    // shares group commits instead of waiting for one fsync per entry.
-    let applied: Vec<_> = writes
+        .collect::<Result<Vec<_>, _>>()?
         .into_iter()
-        .map(|write| {
-            let result = state.store.put_journaled(
-                write.key.clone(),
-                write.value.clone(),
-                write.expires_at,
-                &write.conditions,
-            );
-            (write, result)
-        })
-        .collect();
-    let mut results = Vec::with_capacity(applied.len());
-    // Then replicated, all entries at once, so that the batch shares the peers' batches too.
-    let mut durable = Vec::with_capacity(applied.len());
-    for (write, result) in applied {
-        let outcome = match result {
-            Ok(journaled) => journaled.durable().await.map_err(ApiError::from),
-            Err(error) => Err(ApiError::from(error)),
-        };
-        durable.push((write, outcome));
-    }
-    let mut pending = Vec::with_capacity(durable.len());
-    for (write, outcome) in &durable {
-        pending.push(match outcome {
-            Ok(outcome) => {
-                let applied = replicate::Applied {
-                    key: &write.key,
-                    version: outcome.version,
-                    expires_at: write.expires_at,
-                    value: Some(&write.value),
-                };
-                replicate::send(&state, applied, level).await
-            }
-            Err(_) => Ok(None),
-        });
-    }
-    for ((write, outcome), pending) in durable.into_iter().zip(pending) {
-        let (key, expires_at) = (write.key_text, write.expires_at);
-        let replicated = match pending {
-            Ok(Some(pending)) => pending
-                .wait()
-                .await
-                .map(drop)
-                .map_err(ApiError::AckNotReached),
-            Ok(None) => Ok(()),
-            Err(error) => Err(error),
-        };
-        let outcome = outcome.and_then(|outcome| replicated.map(|()| outcome));
-        results.push(match outcome {
-            Ok(outcome) => PutResult {
+        .unzip();
+    let results = state
+        .cache
+        .put_many(writes, level)
+        .await
+        .into_iter()
+        .zip(keys)
+        .map(|(outcome, key)| match outcome {
+            Ok(written) => PutResult {
                 key,
-                status: if outcome.created { 201 } else { 204 },
-                etag: Some(format!("\"{}\"", outcome.version)),
-                expires: expires_at.map(date),
+                status: if written.created { 201 } else { 204 },
+                etag: Some(format!("\"{}\"", written.version)),
+                expires: written.expires_at.map(date),
                 error: None,
                 message: None,
             },
-            Err(error) => PutResult {
-                key,
-                status: error.status().as_u16(),
-                etag: None,
-                expires: None,
-                error: Some(error.code()),
-                message: Some(error.to_string()),
-            },
-        });
-    }
+            Err(error) => {
+                let error = ApiError::from(error);
+                PutResult {
+                    key,
+                    status: error.status().as_u16(),
+                    etag: None,
+                    expires: None,
+                    error: Some(error.code()),
+                    message: Some(error.to_string()),
+                }
+            }
+        })
+        .collect();
     Ok(Json(PutResponse { results }))
 }
 
-/// A batch put entry, checked and decoded.
-struct Write {
-    key_text: String,
-    key: Bytes,
-    value: Bytes,
-    expires_at: Option<Timestamp>,
-    conditions: Preconditions,
-}
-
-fn validate(state: &AppState, entry: PutEntry, now: Timestamp) -> Result<Write, ApiError> {
-    let limits = &state.limits;
+/// A batch put entry, checked and decoded: its key as sent (for the results) and the write.
+fn validate(
+    state: &AppState,
+    entry: PutEntry,
+    now: Timestamp,
+) -> Result<(String, Write), ApiError> {
+    let limits = state.cache.limits();
     key::check(entry.key.as_bytes(), limits.max_key_bytes)?;
     let value = BASE64
         .decode(&entry.value)
@@ -273,13 +229,13 @@ fn validate(state: &AppState, entry: PutEntry, now: Timestamp) -> Result<Write, 
     }
     let conditions = headers::preconditions(&condition_headers)?;
     let expires_at = lifetime::expiry(entry.ttl.as_deref(), &HeaderMap::new(), now, limits)?;
-    Ok(Write {
+    let write = Write {
         key: Bytes::copy_from_slice(entry.key.as_bytes()),
-        key_text: entry.key,
         value: Bytes::from(value),
         expires_at,
         conditions,
-    })
+    };
+    Ok((entry.key, write))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
@@ -294,7 +250,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     if !is_json {
         return Err(ApiError::NotJson);
     }
-    let max = state.limits.max_batch_bytes;
+    let max = state.cache.limits().max_batch_bytes;
     let bytes = body::read_limited(
         request_body,
         request_headers,
@@ -308,7 +264,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 fn check_count(state: &AppState, count: usize) -> Result<(), ApiError> {
-    let max = state.limits.max_batch_entries;
+    let max = state.cache.limits().max_batch_entries;
     if count > max {
         return Err(ApiError::TooManyEntries { count, max });
     }

@@ -9,9 +9,12 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use super::headers::etag;
+use crate::base::journal::CommitError;
+use crate::base::version::Version;
+use crate::cache::WriteError;
+use crate::replication::AckError;
 use crate::replication::ack::{ACKED_HEADER, REPLICAS_HEADER};
-use crate::replication::{AckError, ReplicateError};
-use crate::store::{CommitError, DeleteError, PutError, Version};
+use crate::store::{DeleteError, PutError};
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -340,14 +343,29 @@ impl From<DeleteError> for ApiError {
     }
 }
 
-impl From<ReplicateError> for ApiError {
-    fn from(error: ReplicateError) -> ApiError {
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> ApiError {
         match error {
-            ReplicateError::Ack(error) => ApiError::AckNotReached(error),
-            ReplicateError::Encode(error) => {
+            WriteError::Put(error) => error.into(),
+            WriteError::Delete(error) => error.into(),
+            WriteError::Commit(error) => error.into(),
+            WriteError::Ack(error) => ApiError::AckNotReached(error),
+            WriteError::Encode(error) => {
                 tracing::error!(%error, "an accepted write cannot be encoded for replication");
                 ApiError::Internal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_volume_is_507_disk_full() {
+        let full = ApiError::from(CommitError::DiskFull("ENOSPC".to_string()));
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.code(), "disk_full");
     }
 }

@@ -4,8 +4,9 @@
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::error::ApiError;
-use crate::clock::Timestamp;
-use crate::store::{EtagMatch, Preconditions, Version};
+use crate::base::time::Timestamp;
+use crate::base::version::Version;
+use crate::store::{EtagMatch, Preconditions};
 
 /// Remaining lifetime in whole seconds (rounded down), for clients that would rather not
 /// compare `Expires` with their own clock.

@@ -9,7 +9,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use super::error::ApiError;
 use super::headers::{self, BUCKET, etag, insert_expiry};
-use super::{AppState, body, key, lifetime, replicate};
+use super::{AppState, ack, body, key, lifetime};
+use crate::cache::Write;
 use crate::store::{EtagMatch, Hit};
 
 /// `GET`: the value with `ETag`, `Expires` and `Tidecache-Ttl`; 304 if `If-None-Match`
@@ -37,14 +38,14 @@ fn read(
     request_headers: &HeaderMap,
     with_body: bool,
 ) -> Result<Response, ApiError> {
-    let key = key::from_path(uri.path(), state.limits.max_key_bytes)?;
+    let key = key::from_path(uri.path(), state.cache.limits().max_key_bytes)?;
     let conditions = headers::preconditions(request_headers)?;
     let Hit {
         value,
         version,
         expires_at,
-    } = state.store.get(&key).ok_or(ApiError::KeyNotFound)?;
-    let now = state.store.clock().now();
+    } = state.cache.get(&key).ok_or(ApiError::KeyNotFound)?;
+    let now = state.cache.now();
     let not_modified = conditions
         .if_none_match
         .as_ref()
@@ -81,13 +82,13 @@ pub async fn put(
     request_headers: HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
-    let limits = &state.limits;
+    let limits = state.cache.limits();
     // Everything about the request is checked before the body is read, so a bad request
     // costs no body transfer.
     let key = key::from_path(uri.path(), limits.max_key_bytes)?;
     let conditions = headers::preconditions(&request_headers)?;
-    let level = replicate::requested_level(&request_headers)?;
-    let now = state.store.clock().now();
+    let level = ack::requested_level(&request_headers)?;
+    let now = state.cache.now();
     let ttl = lifetime::ttl_param(uri.query())?;
     let expires_at = lifetime::expiry(ttl, &request_headers, now, limits)?;
     let value = body::read_limited(
@@ -99,32 +100,26 @@ pub async fn put(
         },
     )
     .await?;
-    // Acknowledged only once durable (as `--fsync` defines it); a failed write was undone.
-    let outcome = state
-        .store
-        .put_journaled(key.clone(), value.clone(), expires_at, &conditions)?
-        .durable()
-        .await?;
-    let applied = replicate::Applied {
-        key: &key,
-        version: outcome.version,
+    let write = Write {
+        key,
+        value,
         expires_at,
-        value: Some(&value),
+        conditions,
     };
-    let replicated = replicate::replicate(&state, applied, level).await?;
-    let status = if outcome.created {
+    let written = state.cache.put(write, level).await?;
+    let status = if written.created {
         StatusCode::CREATED
     } else {
         StatusCode::NO_CONTENT
     };
     let mut response = status.into_response();
     let response_headers = response.headers_mut();
-    response_headers.insert(header::ETAG, etag(outcome.version));
+    response_headers.insert(header::ETAG, etag(written.version));
     // The lifetime granted, measured from the instant it was computed from: a slow disk or
     // replica must not make the response report less than the client asked for.
     insert_expiry(response_headers, expires_at, now);
-    replicate::insert_ack_headers(response_headers, replicated);
-    if let Some(bucket) = outcome
+    ack::insert_ack_headers(response_headers, written.replicated);
+    if let Some(bucket) = written
         .bucket
         .and_then(|fire| fire.to_datetime())
         .and_then(tidecache_contract::Bucket::new)
@@ -141,23 +136,12 @@ pub async fn delete(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = key::from_path(uri.path(), state.limits.max_key_bytes)?;
+    let key = key::from_path(uri.path(), state.cache.limits().max_key_bytes)?;
     let conditions = headers::preconditions(&request_headers)?;
-    let level = replicate::requested_level(&request_headers)?;
-    let deleted = state
-        .store
-        .delete_journaled(&key, &conditions)?
-        .durable()
-        .await?;
-    let applied = replicate::Applied {
-        key: &key,
-        version: deleted.tombstone,
-        expires_at: deleted.expires_at,
-        value: None,
-    };
-    let replicated = replicate::replicate(&state, applied, level).await?;
+    let level = ack::requested_level(&request_headers)?;
+    let removed = state.cache.delete(key, conditions, level).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    replicate::insert_ack_headers(response.headers_mut(), replicated);
+    ack::insert_ack_headers(response.headers_mut(), removed.replicated);
     Ok(response)
 }
 
@@ -165,7 +149,7 @@ pub async fn delete(
 pub async fn empty(State(state): State<Arc<AppState>>, method: Method) -> ApiError {
     match method {
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE => ApiError::EmptyKey {
-            max: state.limits.max_key_bytes,
+            max: state.cache.limits().max_key_bytes,
         },
         other => ApiError::MethodNotAllowed {
             method: other.to_string(),

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, header};
 
-use super::Limits;
 use super::error::ApiError;
-use crate::clock::Timestamp;
+use crate::base::time::Timestamp;
+use crate::cache::Limits;
 use tidecache_contract::units::parse_duration;
 
 /// The expiry a write asks for, resolved against the limits; `None` means no expiry.

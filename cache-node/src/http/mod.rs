@@ -1,30 +1,37 @@
 //! The HTTP API (contract 3): routes, the request middleware, and the server loop.
 //!
 //! # Layout
-//! - `keys`: single-key `PUT`/`GET`/`HEAD`/`DELETE`; `batch`: batch get and put.
+//! - `keys`: single-key `PUT`/`GET`/`HEAD`/`DELETE`; `batch`: batch get and put; `peer`: the
+//!   internal routes peers call.
 //! - `probes`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`; `openapi`: the document.
 //! - `error`: every refusal with its status and JSON body; `headers`, `key`, `lifetime`,
-//!   `body`: parsing what a request carries.
+//!   `body`, `ack`: parsing what a request carries; `auth`: the bearer-token check.
+//!
+//! Every handler only translates: it parses the request, calls the [`Cache`], and renders
+//! the outcome. The write path itself is `cache::write`.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests drive it in-process; [`run`]
 //! serves it on a listener until a shutdown future completes, then drains.
 
-pub mod auth;
+mod ack;
+mod auth;
 mod batch;
 mod body;
-pub mod error;
+mod error;
 mod headers;
 mod key;
 mod keys;
 mod lifetime;
 mod openapi;
+mod peer;
 mod probes;
-mod replicate;
+
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -35,88 +42,29 @@ use axum::routing::{any, get, post};
 use http::{Method, Uri};
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
-use crate::replication::{self, Replication};
-use crate::store::Store;
-use error::ApiError;
-
-/// Request limits: configuration, so that every refusal is deliberate and documented.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Longest key, in bytes after percent-decoding.
-    pub max_key_bytes: usize,
-    /// Largest value.
-    pub max_value_bytes: usize,
-    /// Most entries in one batch request.
-    pub max_batch_entries: usize,
-    /// Largest batch request body.
-    pub max_batch_bytes: usize,
-    /// Lifetime of entries written without `ttl` or `Expires`; `None` = no expiry.
-    pub default_ttl: Option<Duration>,
-    /// Longest lifetime a write may ask for; `None` = unbounded.
-    pub max_ttl: Option<Duration>,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            max_batch_entries: 1000,
-            max_batch_bytes: 16 << 20,
-            default_ttl: None,
-            max_ttl: None,
-        }
-    }
-}
+use crate::base::auth::AuthToken;
+use crate::cache::Cache;
+pub use error::ApiError;
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
-    /// The entries.
-    pub store: Arc<Store>,
-    /// Request limits.
-    pub limits: Limits,
-    /// The metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Whether `/readyz` says ready; cleared when draining starts.
-    pub ready: AtomicBool,
-    /// Whether key requests are served: cleared while the data volume is being loaded, so
-    /// that no request sees (or writes over) a half-loaded store.
-    pub loaded: AtomicBool,
-    /// Replication to the other nodes; `None` on a node without peers.
-    pub replication: Option<Arc<Replication>>,
+    /// The cache every route calls.
+    pub cache: Arc<Cache>,
     /// The bearer token key and internal routes require; `None` serves them openly.
-    pub auth: Option<auth::AuthToken>,
+    pub auth: Option<AuthToken>,
 }
 
 impl AppState {
-    /// State over `store`, ready to serve.
-    pub fn new(store: Arc<Store>, limits: Limits, metrics: Arc<Metrics>) -> AppState {
-        AppState {
-            store,
-            limits,
-            metrics,
-            ready: AtomicBool::new(true),
-            loaded: AtomicBool::new(true),
-            replication: None,
-            auth: None,
-        }
+    /// State over `cache`, serving key and internal routes openly.
+    pub fn new(cache: Arc<Cache>) -> AppState {
+        AppState { cache, auth: None }
     }
 
     /// The same state with key and internal routes requiring `token`.
-    pub fn with_auth(self, token: Option<auth::AuthToken>) -> AppState {
+    pub fn with_auth(self, token: Option<AuthToken>) -> AppState {
         AppState {
             auth: token,
-            ..self
-        }
-    }
-
-    /// The same state with writes replicated through `replication` and its internal routes
-    /// served.
-    pub fn with_replication(self, replication: Arc<Replication>) -> AppState {
-        AppState {
-            replication: Some(replication),
             ..self
         }
     }
@@ -141,18 +89,13 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    let internal = match &state.replication {
-        // A batch holds up to the transport's batch size, and one record may be as large as
-        // the largest value.
-        Some(replication) => replication::routes::routes(
-            replication.clone(),
-            (8 << 20_usize).max(state.limits.max_value_bytes.saturating_mul(2)),
-        )
-        .route_layer(middleware::from_fn_with_state(
+    let internal = if state.cache.is_replicated() {
+        peer::routes(state.cache.limits()).route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        )),
-        None => Router::new(),
+        ))
+    } else {
+        Router::new()
     };
     Router::new()
         .merge(data)
@@ -179,10 +122,10 @@ pub async fn run(
     drain: Duration,
 ) -> io::Result<()> {
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let ready_state = state.clone();
+    let cache = state.cache.clone();
     let signal = async move {
         shutdown.await;
-        ready_state.ready.store(false, Ordering::Release);
+        cache.start_draining();
         tracing::info!(
             drain_secs = drain.as_secs_f64(),
             "shutting down: draining requests"
@@ -212,7 +155,7 @@ async fn until_loaded(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if state.loaded.load(Ordering::Acquire) {
+    if state.cache.is_loaded() {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::NotReady("loading the data volume"))
@@ -237,9 +180,12 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let route = route_label(request.uri().path());
     let method = method_label(request.method());
     let response = next.run(request).await;
-    state
-        .metrics
-        .observe_request(route, method, response.status().as_u16(), started.elapsed());
+    state.cache.metrics().observe_request(
+        route,
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::Limits;
+use crate::cache::Limits;
 
 /// The document, with the configured limits filled in.
 pub fn document(limits: &Limits) -> Value {

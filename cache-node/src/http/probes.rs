@@ -1,7 +1,6 @@
 //! Liveness, readiness and metrics endpoints, and the API description.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
@@ -23,9 +22,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !state.ready.load(Ordering::Acquire) {
+    if !state.cache.is_serving() {
         Err(ApiError::NotReady("shutting down"))
-    } else if !state.loaded.load(Ordering::Acquire) {
+    } else if !state.cache.is_loaded() {
         Err(ApiError::NotReady("loading the data volume"))
     } else {
         Ok(Json(serde_json::json!({ "status": "ready" })))
@@ -34,7 +33,11 @@ pub async fn readyz(
 
 /// `/metrics`: OpenMetrics text.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let text = state.metrics.encode().map_err(|_| ApiError::Internal)?;
+    let text = state
+        .cache
+        .metrics()
+        .encode()
+        .map_err(|_| ApiError::Internal)?;
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -45,5 +48,5 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
 
 /// `/openapi.json`: the OpenAPI 3.1 description of every route.
 pub async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(openapi::document(&state.limits))
+    Json(openapi::document(state.cache.limits()))
 }

@@ -43,8 +43,8 @@ use tidecache_contract::disk::{
 use super::compaction::{self, Compacted};
 use super::metrics::PersistMetrics;
 use super::{FsyncPolicy, PersistSettings};
-use crate::clock::Timestamp;
-use crate::store::{Change, Commit, CommitError, CommitSender, Journal, Previous, Store};
+use crate::base::journal::{Change, Commit, CommitError, CommitSender, Journal, Previous, Undo};
+use crate::base::time::{Clock, Timestamp};
 
 /// The most changes one round commits; bounds the latency of the first waiter of a round.
 const MAX_BATCH: usize = 4096;
@@ -95,7 +95,8 @@ impl Log {
     /// measured.
     pub fn start(
         settings: &PersistSettings,
-        store: Arc<Store>,
+        store: Arc<dyn Undo>,
+        clock: Arc<dyn Clock>,
         metrics: PersistMetrics,
     ) -> io::Result<Log> {
         let (tx, rx) = mpsc::channel();
@@ -122,6 +123,7 @@ impl Log {
             },
             policy: settings.fsync,
             store,
+            clock,
             metrics,
             open: HashMap::new(),
             tick: 0,
@@ -221,7 +223,9 @@ struct Writer {
     options: WriterOptions,
     policy: FsyncPolicy,
     /// Where failed changes are reverted.
-    store: Arc<Store>,
+    store: Arc<dyn Undo>,
+    /// The store's clock: which buckets are expired.
+    clock: Arc<dyn Clock>,
     metrics: PersistMetrics,
     /// Segments being written, by area.
     open: HashMap<Area, OpenSegment>,
@@ -424,7 +428,7 @@ impl Writer {
         let tombstone = |expires_at: Option<Timestamp>| RecordRef {
             key: &change.key,
             version,
-            expiry_unix_nanos: expires_at.and_then(unix_nanos),
+            expiry_unix_nanos: expires_at.and_then(Timestamp::to_unix_nanos),
             value: None,
         };
         let mut records = Vec::with_capacity(2);
@@ -435,7 +439,7 @@ impl Writer {
                     RecordRef {
                         key: &change.key,
                         version,
-                        expiry_unix_nanos: change.expires_at.and_then(unix_nanos),
+                        expiry_unix_nanos: change.expires_at.and_then(Timestamp::to_unix_nanos),
                         value: Some(value),
                     },
                 ));
@@ -593,7 +597,7 @@ impl Writer {
     /// The periodic work: closing segments of expired buckets (the
     /// janitor deletes their directories), and compacting the persistent area.
     fn housekeeping(&mut self) {
-        let now = self.store.clock().now().to_datetime();
+        let now = self.clock.now().to_datetime();
         let expired: Vec<Area> = self
             .open
             .keys()
@@ -784,9 +788,4 @@ impl AreaCache {
         self.0.insert(fire, area);
         Ok(area)
     }
-}
-
-/// A timestamp in unix nanoseconds, as records store expiries.
-fn unix_nanos(at: Timestamp) -> Option<i64> {
-    at.as_millis().checked_mul(1_000_000)
 }

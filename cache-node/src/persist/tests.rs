@@ -11,9 +11,11 @@ use tidecache_contract::Schedule;
 use tidecache_contract::disk::{Area, ObjectName};
 
 use super::*;
-use crate::clock::{Clock, ManualClock, Timestamp};
+use crate::base::journal::CommitError;
+use crate::base::time::{Clock, ManualClock, Timestamp};
+use crate::base::version::Version;
 use crate::metrics::Metrics;
-use crate::store::{CommitError, Preconditions, Store, StoreConfig, Version};
+use crate::store::{Preconditions, Store, StoreConfig};
 
 /// 2026-11-19T00:00:20Z: twenty seconds into a minute.
 const START: i64 = 1_795_046_420_000;
@@ -46,9 +48,15 @@ impl Node {
         ));
         let metrics = Arc::new(Metrics::new(store.clone()));
         let report =
-            warm_start(&settings.root(), &store, metrics.persistence()).expect("warm start");
+            warm_start(&settings.root(), &*store, metrics.persistence()).expect("warm start");
         let log = Arc::new(
-            Log::start(settings, store.clone(), metrics.persistence().clone()).expect("log"),
+            Log::start(
+                settings,
+                store.clone(),
+                store.clock().clone(),
+                metrics.persistence().clone(),
+            )
+            .expect("log"),
         );
         assert!(store.attach_journal(log.clone()));
         Node {
@@ -397,94 +405,11 @@ async fn a_mostly_garbage_persistent_area_is_compacted() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn the_api_answers_a_refused_write_with_a_json_503_and_serves_the_old_value() {
-    use axum::body::Body;
-    use http::{Method, Request, StatusCode};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    use crate::http::{AppState, Limits, app};
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
-    let clock = clock();
-    let node = Node::start(&settings, &clock);
-    node.put("k", "durable", None).await.expect("durable");
-    let state = Arc::new(AppState::new(
-        node.store.clone(),
-        Limits::default(),
-        node.metrics.clone(),
-    ));
-    let call = |method: Method, uri: &str, body: &'static str| {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body))
-            .expect("request");
-        let app = app(state.clone());
-        async move {
-            let response = app.oneshot(request).await.expect("infallible");
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        }
-    };
-    // Block the directory of the bucket a one-hour lifetime lands in.
-    let later = clock
-        .now()
-        .checked_add(Duration::from_secs(3600))
-        .expect("time");
-    let bucket = Schedule::every_minute()
-        .bucket_for(later.to_datetime().expect("time"))
-        .and_then(tidecache_contract::Bucket::new)
-        .expect("bucket");
-    fs::write(
-        settings.root().area_dir(Area::Bucket(bucket)),
-        b"in the way",
-    )
-    .expect("block");
-    let (status, body) = call(Method::PUT, "/v1/keys/k?ttl=1h", "lost").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
-    assert_eq!(json["error"], "persistence_failed");
-    assert!(
-        json["message"]
-            .as_str()
-            .is_some_and(|message| message.starts_with("nothing was stored")),
-        "{json}"
-    );
-    let (status, body) = call(Method::GET, "/v1/keys/k", "").await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "durable"));
-
-    // While the volume loads, key requests and readiness wait.
-    state
-        .loaded
-        .store(false, std::sync::atomic::Ordering::Release);
-    let (status, body) = call(Method::GET, "/v1/keys/k", "").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body.contains("loading the data volume"), "{body}");
-    assert_eq!(
-        call(Method::GET, "/readyz", "").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(call(Method::GET, "/healthz", "").await.0, StatusCode::OK);
-    node.stop().await;
-}
-
 #[test]
 fn out_of_space_and_quota_errors_are_disk_full() {
     assert!(log::is_disk_full(&std::io::Error::from_raw_os_error(28)));
     assert!(log::is_disk_full(&std::io::Error::from_raw_os_error(122)));
     assert!(!log::is_disk_full(&std::io::Error::from_raw_os_error(5)));
-    let full = crate::http::error::ApiError::from(CommitError::DiskFull("ENOSPC".to_string()));
-    assert_eq!(full.status(), http::StatusCode::INSUFFICIENT_STORAGE);
-    assert_eq!(full.code(), "disk_full");
 }
 
 #[tokio::test]
@@ -516,8 +441,8 @@ async fn a_failed_fsync_stops_the_log_and_nothing_more_is_acknowledged() {
 
 #[tokio::test]
 async fn a_replicated_node_reloads_whole_versions_and_tombstones() {
-    use crate::replication::hlc::HybridClock;
-    use crate::replication::{Applied, Replica};
+    use crate::base::hlc::HybridClock;
+    use crate::base::replica::{Applied, Replica};
     use tidecache_contract::disk::Record;
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -534,9 +459,15 @@ async fn a_replicated_node_reloads_whole_versions_and_tombstones() {
     let start = |store: Arc<Store>| {
         let metrics = Arc::new(Metrics::new(store.clone()));
         let report =
-            warm_start(&settings.root(), &store, metrics.persistence()).expect("warm start");
+            warm_start(&settings.root(), &*store, metrics.persistence()).expect("warm start");
         let log = Arc::new(
-            Log::start(&settings, store.clone(), metrics.persistence().clone()).expect("log"),
+            Log::start(
+                &settings,
+                store.clone(),
+                store.clock().clone(),
+                metrics.persistence().clone(),
+            )
+            .expect("log"),
         );
         store.attach_journal(log.clone());
         Node {

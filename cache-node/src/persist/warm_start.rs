@@ -27,9 +27,9 @@ use tidecache_contract::disk::{
 };
 
 use super::metrics::PersistMetrics;
-use crate::clock::Timestamp;
-use crate::replication::{Applied, Replica};
-use crate::store::{Store, Version};
+use crate::base::replica::{Applied, Loader};
+use crate::base::time::Timestamp;
+use crate::base::version::Version;
 
 /// How often a long load logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -71,12 +71,12 @@ pub struct LoadReport {
 /// returned.
 pub fn warm_start(
     root: &ClusterRoot,
-    store: &Store,
+    store: &dyn Loader,
     metrics: &PersistMetrics,
 ) -> Result<LoadReport, DiskError> {
     let started = Instant::now();
     let mut report = LoadReport::default();
-    let now = store.clock().now();
+    let now = store.now();
     let now_time = now.to_datetime();
     let areas = root.list_areas()?;
     for foreign in &areas.foreign {
@@ -173,7 +173,7 @@ pub fn warm_start(
             // A replicated node keeps whole versions (its ETags and last-writer-wins against
             // peers) and tombstones (so that a peer's older write cannot bring a deleted key
             // back), exactly as if the records had arrived from a peer.
-            store.versions().observe(record.version, now);
+            store.observe(record.version, now);
             let tombstone = record.value.is_none();
             let record = Record {
                 key,
@@ -193,20 +193,15 @@ pub fn warm_start(
             report.deleted += 1;
             continue;
         };
-        let expires_at = record
-            .expiry_unix_nanos
-            .map(|nanos| Timestamp::from_millis(nanos.div_euclid(1_000_000)));
+        let expires_at = record.expiry_unix_nanos.map(Timestamp::from_unix_nanos);
         if expires_at.is_some_and(|expiry| expiry <= now) {
             report.expired += 1;
             continue;
         }
         let version = Version::new(record.version.hlc);
         match store.load(Bytes::from(key), Bytes::from(value), version, expires_at) {
-            Ok(_) => report.loaded += 1,
-            Err(error) => {
-                report.refused += 1;
-                tracing::warn!(%error, "entry not loaded");
-            }
+            Applied::Changed => report.loaded += 1,
+            Applied::Stale | Applied::Refused => report.refused += 1,
         }
     }
     report.elapsed = started.elapsed();

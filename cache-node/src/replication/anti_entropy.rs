@@ -22,14 +22,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::hlc;
-use super::hlc::HybridClock;
 use super::membership::Peer;
 use super::metrics::ReplicationMetrics;
 use super::transport::{self, HttpClient, PeerError};
-use super::wire::{self, BucketDigest, Cutoff, DIGESTS_PATH, FETCH_PATH, Fetch, NO_EXPIRY_BUCKET};
-use super::{Applied, Replica};
-use crate::clock::{Clock, Timestamp};
+use super::wire::{self, DIGESTS_PATH, FETCH_PATH, Fetch};
+use crate::base::digest::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, RANGES};
+use crate::base::hlc::{self, HybridClock};
+use crate::base::replica::{Applied, Replica};
+use crate::base::time::{Clock, Timestamp};
 
 /// How old a version must be before a periodic pass compares it: replication normally
 /// delivers a write in well under a millisecond, so a difference older than this is one the
@@ -160,7 +160,7 @@ impl AntiEntropy {
             .collect();
         // One request (one scan of the peer's store) per chunk of ranges, so that a response
         // stays a bounded share of the store.
-        for chunk in differing.chunks(usize::from(wire::RANGES)) {
+        for chunk in differing.chunks(usize::from(RANGES)) {
             let fetch = Fetch {
                 before: cutoff.before,
                 ranges: chunk.to_vec(),

@@ -28,14 +28,12 @@
 //!   minute ahead is logged and does not move this node's clock.
 
 pub mod ack;
-pub mod anti_entropy;
+mod anti_entropy;
 pub mod endpoint_slices;
-pub mod hlc;
 pub mod membership;
-pub mod metrics;
-pub mod placement;
-pub mod routes;
-pub mod transport;
+mod metrics;
+mod placement;
+mod transport;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -44,53 +42,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tidecache_contract::disk::{Record, RecordError, RecordRef};
+use tidecache_contract::disk::{RecordError, RecordRef};
 use tokio::sync::watch;
 
 pub use ack::{AckError, AckLevel};
-pub use hlc::HybridClock;
 pub use membership::{Discovery, DnsPeers, Peer, PeerList, StaticPeers};
 pub use metrics::ReplicationMetrics;
-pub use placement::Placement;
-pub use transport::{Pending, Replicated, Transport, TransportSettings};
-pub use wire::{BucketDigest, Cutoff};
+pub use transport::{Pending, Replicated, TransportSettings};
 
-use crate::clock::Clock;
-use crate::http::auth::AuthToken;
+use crate::base::auth::AuthToken;
+use crate::base::digest::{BucketDigest, Cutoff};
+use crate::base::hlc::HybridClock;
+use crate::base::replica::Replica;
+use crate::base::tasks::Tasks;
+use crate::base::time::Clock;
 use anti_entropy::{AntiEntropy, PassReport};
-
-/// What replication needs from the local store.
-pub trait Replica: std::fmt::Debug + Send + Sync + 'static {
-    /// Applies a record from a peer if its version is larger than the key's current one
-    /// (value or tombstone); an expired record changes nothing.
-    fn apply(&self, record: Record) -> Applied;
-    /// As [`Replica::apply`], and a record that changed the store is also written to this
-    /// node's log, as if this node had accepted it. The join catch-up uses it: what peers
-    /// send then is what the shared volume lacks (writes acknowledged by peers whose
-    /// accepting node crashed before its fsync), and persisting it here makes it survive a
-    /// later restart of every node.
-    fn apply_durably(&self, record: Record) -> Applied {
-        self.apply(record)
-    }
-    /// The digest of every key range of every bucket holding entries or tombstones with
-    /// versions `cutoff` includes.
-    fn digests(&self, cutoff: Cutoff) -> Vec<BucketDigest>;
-    /// The entries and tombstones in the `(bucket, range)` pairs of `ranges` (see
-    /// [`wire::NO_EXPIRY_BUCKET`]) with versions `cutoff` includes, found in one scan.
-    fn range_records(&self, ranges: &HashSet<(i64, u16)>, cutoff: Cutoff) -> Vec<Record>;
-}
-
-/// What applying a received record did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The record was newer and is now the key's state.
-    Changed,
-    /// The key already holds this version or a newer one (or the record is expired).
-    Stale,
-    /// The store cannot hold it: no room under `noeviction`, or no bucket for its expiry.
-    /// Anti-entropy will offer it again.
-    Refused,
-}
+use placement::Placement;
+use transport::Transport;
+use wire::{BatchError, Fetch};
 
 /// How replication behaves.
 #[derive(Debug, Clone)]
@@ -123,15 +92,25 @@ impl Default for ReplicationSettings {
     }
 }
 
-/// Why a write could not be replicated as asked.
+/// Why a batch from a peer was not applied. The peer retries; anti-entropy repairs what it
+/// gives up on.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplicateError {
-    /// The record could not be encoded (a request the HTTP layer should have refused).
-    #[error("cannot encode the record: {0}")]
-    Encode(#[from] RecordError),
-    /// Too few acknowledgements.
+pub enum ReceiveError {
+    /// This node is still loading the data volume.
+    #[error("the node is loading the data volume; retry later")]
+    NotAccepting,
+    /// The batch is damaged; nothing of it was applied.
     #[error(transparent)]
-    Ack(#[from] AckError),
+    Damaged(#[from] BatchError),
+}
+
+/// What a received batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Records that changed the store.
+    pub applied: u64,
+    /// Records that lost to newer local versions (or could not be held).
+    pub stale: u64,
 }
 
 /// A node's replication: its clock, transport, anti-entropy and the local store.
@@ -154,12 +133,14 @@ pub struct Replication {
     /// Whether batches from peers are applied; off until the node has loaded the data volume,
     /// whose older versions would otherwise overwrite what peers sent meanwhile.
     accepting: AtomicBool,
+    /// Discovery, the membership watcher, the per-peer links and anti-entropy.
+    tasks: Tasks,
 }
 
 impl Replication {
     /// Starts replication of `replica` for the node whose clock is `hlc`, following the
-    /// peers `discovery` finds. Must be called inside a tokio runtime (it spawns the
-    /// discovery and per-peer tasks).
+    /// peers `discovery` finds. Its tasks (discovery, the per-peer links) run in `tasks`
+    /// until [`Replication::stop`]; must be called inside a tokio runtime.
     pub fn start(
         replica: Arc<dyn Replica>,
         hlc: Arc<HybridClock>,
@@ -167,9 +148,10 @@ impl Replication {
         discovery: Box<dyn Discovery>,
         settings: ReplicationSettings,
         metrics: Arc<ReplicationMetrics>,
+        tasks: Tasks,
     ) -> Arc<Replication> {
         let (peers_tx, peers_rx) = watch::channel(discovery.initial());
-        tokio::spawn(discovery.run(peers_tx));
+        tasks.spawn(discovery.run(peers_tx));
         let client = transport::http_client(settings.peer_token.as_ref());
         let transport = Transport::start(
             peers_rx,
@@ -177,6 +159,7 @@ impl Replication {
             settings.transport.clone(),
             client.clone(),
             metrics.clone(),
+            tasks.clone(),
         );
         let anti_entropy = AntiEntropy {
             replica: replica.clone(),
@@ -198,6 +181,7 @@ impl Replication {
             settings,
             metrics,
             accepting: AtomicBool::new(false),
+            tasks,
         })
     }
 
@@ -207,36 +191,53 @@ impl Replication {
         self.accepting.store(true, Ordering::Release);
     }
 
-    /// Whether batches from peers are applied.
-    pub fn accepts_batches(&self) -> bool {
-        self.accepting.load(Ordering::Acquire)
-    }
-
-    /// Sends a write (or, with no value, a delete) that the local store has applied to the
-    /// key's other replicas and waits for `level` (the default if `None`).
+    /// Applies a batch a peer sent (the segment bytes of [`wire::batch`]) by
+    /// last-writer-wins.
     ///
     /// # Errors
-    /// [`ReplicateError::Ack`] when `level` was not reached in time: the write stays applied
-    /// locally and spreads by anti-entropy, but the client must not be told it is
-    /// acknowledged.
-    pub async fn replicate(
-        &self,
-        record: RecordRef<'_>,
-        level: Option<AckLevel>,
-    ) -> Result<Replicated, ReplicateError> {
-        Ok(self.send(record, level).await?.wait().await?)
+    /// [`ReceiveError`]: not accepting yet, or a damaged batch (nothing applied).
+    pub fn receive(&self, batch: &[u8]) -> Result<Received, ReceiveError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(ReceiveError::NotAccepting);
+        }
+        let records = wire::decode_batch(batch)?;
+        let (applied, stale) =
+            anti_entropy::apply_all(&*self.replica, &self.hlc, &*self.clock, records, false);
+        self.metrics.applied(applied, stale);
+        Ok(Received { applied, stale })
+    }
+
+    /// This node's digests of the versions `cutoff` includes, for a peer's anti-entropy.
+    pub fn digests(&self, cutoff: Cutoff) -> Vec<BucketDigest> {
+        self.replica.digests(cutoff)
+    }
+
+    /// The records (values and tombstones) of the key ranges `fetch` names, as a batch.
+    pub fn fetch(&self, fetch: Fetch) -> Bytes {
+        let ranges: HashSet<(i64, u16)> = fetch.ranges.into_iter().collect();
+        let cutoff = Cutoff {
+            before: fetch.before,
+        };
+        let mut encoded = Vec::new();
+        for record in self.replica.range_records(&ranges, cutoff) {
+            match wire::encode_record(record.borrowed()) {
+                Ok(bytes) => encoded.push(bytes),
+                Err(error) => tracing::error!(%error, "a stored record cannot be encoded"),
+            }
+        }
+        wire::batch(&encoded)
     }
 
     /// Queues a write for the key's other replicas without waiting for acknowledgements, so
     /// that many writes (a batch request) can be queued before any is waited for.
     ///
     /// # Errors
-    /// [`ReplicateError::Encode`] for a record the format cannot hold.
+    /// A [`RecordError`] for a record the format cannot hold.
     pub async fn send(
         &self,
         record: RecordRef<'_>,
         level: Option<AckLevel>,
-    ) -> Result<Pending, ReplicateError> {
+    ) -> Result<Pending, RecordError> {
         let encoded: Bytes = wire::encode_record(record)?;
         let level = level.unwrap_or(self.settings.default_ack);
         Ok(self
@@ -267,20 +268,34 @@ impl Replication {
             })
     }
 
-    /// Runs anti-entropy passes every interval until `shutdown` completes.
-    pub async fn run_anti_entropy(&self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Starts the periodic anti-entropy pass, which runs until [`Replication::stop`].
+    pub fn start_anti_entropy(self: &Arc<Self>) {
+        let replication = self.clone();
+        self.tasks
+            .spawn(async move { replication.run_anti_entropy().await });
+    }
+
+    /// Runs anti-entropy passes every interval.
+    async fn run_anti_entropy(&self) {
         let mut ticker = tokio::time::interval(self.settings.anti_entropy_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
-        tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                _ = ticker.tick() => {}
-            }
+            ticker.tick().await;
             let peers = self.transport.peers();
             self.anti_entropy.pass(&peers, false).await;
         }
+    }
+
+    /// Replication tasks running now.
+    pub fn running_tasks(&self) -> usize {
+        self.tasks.running()
+    }
+
+    /// Stops every replication task (discovery, links, anti-entropy) and waits until each
+    /// has ended: nothing is sent or applied afterwards.
+    pub async fn stop(&self) {
+        self.tasks.stop().await;
     }
 }
 

@@ -8,9 +8,14 @@ use std::time::Duration;
 use tidecache_contract::disk::{Record, RecordRef, Version};
 use tokio::net::TcpListener;
 
-use super::wire::{BucketDigest, NO_EXPIRY_BUCKET, fingerprint};
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+
+use super::wire::{DIGESTS_PATH, FETCH_PATH, REPLICATE_PATH};
 use super::*;
-use crate::clock::SystemClock;
+use crate::base::digest::{NO_EXPIRY_BUCKET, fingerprint};
+use crate::base::replica::Applied;
+use crate::base::time::SystemClock;
 
 /// A map from key to its newest record.
 #[derive(Debug, Default)]
@@ -107,14 +112,46 @@ fn node(listener: TcpListener, own: &str, peers: &[String], node_tag: u64) -> Te
         Box::new(StaticPeers::new(peers.iter().map(String::as_str), own)),
         settings,
         Arc::new(ReplicationMetrics::default()),
+        Tasks::new(),
     );
     replication.accept_batches();
-    let app: axum::Router = routes::routes(replication.clone(), 8 << 20);
+    let app = peer_routes(replication.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     TestNode {
         replica,
         replication,
     }
+}
+
+/// The internal routes a peer calls, bare: these tests exercise replication, not the HTTP
+/// layer that serves them in a node.
+fn peer_routes(replication: Arc<Replication>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            REPLICATE_PATH,
+            post(
+                |State(r): State<Arc<Replication>>, body: axum::body::Bytes| async move {
+                    r.receive(&body).map(|_| ()).map_err(|e| e.to_string())
+                },
+            ),
+        )
+        .route(
+            DIGESTS_PATH,
+            get(
+                |State(r): State<Arc<Replication>>, Query(cutoff): Query<Cutoff>| async move {
+                    axum::Json(r.digests(cutoff))
+                },
+            ),
+        )
+        .route(
+            FETCH_PATH,
+            post(
+                |State(r): State<Arc<Replication>>, axum::Json(fetch): axum::Json<Fetch>| async move {
+                    r.fetch(fetch).to_vec()
+                },
+            ),
+        )
+        .with_state(replication)
 }
 
 fn record(key: &[u8], value: Option<&[u8]>, version: Version) -> Record {
@@ -132,12 +169,12 @@ async fn write(
     key: &[u8],
     value: Option<&[u8]>,
     level: AckLevel,
-) -> Result<Replicated, ReplicateError> {
+) -> Result<Replicated, AckError> {
     let version = node.replication.hlc.next(SystemClock.now());
     let record = record(key, value, version);
     node.replica.put(record.clone());
     node.replication
-        .replicate(
+        .send(
             RecordRef {
                 key,
                 version,
@@ -146,6 +183,9 @@ async fn write(
             },
             Some(level),
         )
+        .await
+        .expect("the record encodes")
+        .wait()
         .await
 }
 
@@ -203,9 +243,6 @@ async fn an_unreachable_peer_fails_all_but_not_quorum() {
     let error = write(&node_a, b"q", Some(b"2"), AckLevel::All)
         .await
         .expect_err("the dead peer never acknowledges");
-    let ReplicateError::Ack(error) = error else {
-        panic!("expected an acknowledgement error, got {error}");
-    };
     assert_eq!((error.acked, error.required, error.replicas), (2, 3, 3));
 }
 

@@ -32,7 +32,8 @@ use super::membership::{Peer, PeerList};
 use super::metrics::ReplicationMetrics;
 use super::placement::Placement;
 use super::wire::{self, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
-use crate::http::auth::AuthToken;
+use crate::base::auth::AuthToken;
+use crate::base::tasks::Tasks;
 
 /// The HTTP client every link and anti-entropy share: pooled keep-alive connections, and the
 /// cluster's token on every request when authentication is on.
@@ -180,6 +181,8 @@ pub struct Transport {
     client: HttpClient,
     /// Counters and gauges.
     metrics: Arc<ReplicationMetrics>,
+    /// Where the membership watcher and the links run.
+    tasks: Tasks,
 }
 
 impl Transport {
@@ -192,6 +195,7 @@ impl Transport {
         settings: TransportSettings,
         client: HttpClient,
         metrics: Arc<ReplicationMetrics>,
+        tasks: Tasks,
     ) -> Arc<Transport> {
         let transport = Arc::new(Transport {
             links: Mutex::new(HashMap::new()),
@@ -200,11 +204,12 @@ impl Transport {
             settings,
             client,
             metrics,
+            tasks: tasks.clone(),
         });
         transport.sync_links(&peers.borrow());
         let weak = Arc::downgrade(&transport);
         let mut changes = peers;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while changes.changed().await.is_ok() {
                 let Some(transport) = weak.upgrade() else {
                     return;
@@ -233,7 +238,7 @@ impl Transport {
     ) -> Pending {
         let peers = self.peers();
         let targets = self.placement.peers_for(key, &peers);
-        let replicas = targets.len() + 1;
+        let replicas = self.placement.replicas_for(key, &peers);
         let links: Vec<(Peer, Option<Link>)> = {
             let links = lock(&self.links);
             targets
@@ -312,7 +317,7 @@ impl Transport {
                 client: self.client.clone(),
                 metrics: self.metrics.clone(),
             };
-            tokio::spawn(sender.run());
+            self.tasks.spawn(sender.run());
         }
     }
 }

@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tidecache_contract::disk::{
-    Decoded, Record, RecordError, RecordRef, SegmentDecoder, SegmentError, Version,
+    Decoded, Record, RecordError, RecordRef, SegmentDecoder, SegmentError,
 };
 
 /// The route a batch of records is posted to.
@@ -18,47 +18,6 @@ pub const FETCH_PATH: &str = "/internal/v1/fetch";
 /// The content type of a batch: a segment.
 pub const SEGMENT_CONTENT_TYPE: &str = "application/vnd.tidecache.segment";
 
-/// The bucket id of entries without expiry, which no sweep ever evicts.
-pub const NO_EXPIRY_BUCKET: i64 = i64::MAX;
-
-/// Key ranges per bucket: a difference moves one range's records, about 1/64 of the bucket.
-pub const RANGES: u16 = 64;
-
-/// A summary of one key range of one bucket on one node, over the versions older than a
-/// cutoff: two nodes with equal digests hold the same keys at the same versions there (up to
-/// a 64-bit hash collision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BucketDigest {
-    /// The bucket's fire time in Unix milliseconds, [`NO_EXPIRY_BUCKET`] for no expiry.
-    pub bucket: i64,
-    /// The key range, `0..RANGES` (see [`range_of`]).
-    pub range: u16,
-    /// Entries and tombstones in it.
-    pub count: u64,
-    /// XOR of [`fingerprint`] over them: independent of order.
-    pub xor: u64,
-}
-
-/// Which digests a request asks for: versions before `before` (a clock value), so that both
-/// sides summarise the same writes and those still in flight do not count as differences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cutoff {
-    /// Only versions with a smaller clock value count; absent: all.
-    #[serde(default = "Cutoff::all")]
-    pub before: u64,
-}
-
-impl Cutoff {
-    fn all() -> u64 {
-        u64::MAX
-    }
-
-    /// Whether a version counts.
-    pub fn includes(self, version: Version) -> bool {
-        version.hlc < self.before
-    }
-}
-
 /// What anti-entropy asks a peer for: the records in some key ranges of some buckets, with
 /// versions before a cutoff. Answered with one scan of the peer's store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,33 +26,6 @@ pub struct Fetch {
     pub before: u64,
     /// `(bucket, range)` pairs.
     pub ranges: Vec<(i64, u16)>,
-}
-
-/// FNV-1a of a key: the same on every node.
-fn key_hash(key: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    key.iter()
-        .fold(OFFSET, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(PRIME))
-}
-
-/// The key range of `key`, `0..RANGES`.
-pub fn range_of(key: &[u8]) -> u16 {
-    u16::try_from(mix(key_hash(key)) % u64::from(RANGES)).unwrap_or(0)
-}
-
-/// The fingerprint of one key at one version, identical on every node (unlike the store's
-/// randomly seeded table hash).
-pub fn fingerprint(key: &[u8], version: Version) -> u64 {
-    mix(key_hash(key) ^ mix(version.hlc ^ mix(version.node)))
-}
-
-/// splitmix64's finaliser: spreads every input bit over the output, so XOR-ing fingerprints
-/// does not cancel structured differences.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// One record encoded once, shared by every peer's queue.
@@ -146,6 +78,8 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Record>, BatchError> {
 
 #[cfg(test)]
 mod tests {
+    use tidecache_contract::disk::Version;
+
     use super::*;
 
     fn record(key: &'static [u8], value: Option<&'static [u8]>, hlc: u64) -> RecordRef<'static> {
@@ -179,15 +113,5 @@ mod tests {
         ));
         assert!(decode_batch(b"not a segment at all").is_err());
         assert_eq!(decode_batch(&batch(&[])).expect("empty batch"), Vec::new());
-    }
-
-    #[test]
-    fn fingerprints_depend_on_key_and_whole_version() {
-        let v = Version { hlc: 10, node: 1 };
-        let base = fingerprint(b"k", v);
-        assert_eq!(base, fingerprint(b"k", v));
-        assert_ne!(base, fingerprint(b"l", v));
-        assert_ne!(base, fingerprint(b"k", Version { hlc: 11, node: 1 }));
-        assert_ne!(base, fingerprint(b"k", Version { hlc: 10, node: 2 }));
     }
 }

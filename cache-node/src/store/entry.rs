@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::Version;
 use super::key::{INLINE_KEY_BYTES, StoredKey};
-use crate::clock::Timestamp;
+use crate::base::time::Timestamp;
 
 /// A key's current value and the metadata every path needs: the version for conditional
 /// writes, the exact expiry for reads, the bucket it is filed under for the sweeper, and the

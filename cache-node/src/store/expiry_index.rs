@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use tidecache_contract::Schedule;
 
-use crate::clock::Timestamp;
+use crate::base::time::Timestamp;
 
 /// Bucket fire time to entry hashes, plus a one-interval cache of the schedule search.
 #[derive(Debug, Default)]

@@ -8,10 +8,10 @@
 //! - `shard`: one lock's worth of state: the table, its expiry index and its CLOCK queue.
 //! - `expiry_index`: bucket fire time to entry hashes (contract 1).
 //! - `entry`: the entry and its memory charge; `key`: short keys inline.
-//! - `version`, `precondition`: ETags and `If-Match`/`If-None-Match`.
+//! - `precondition`: `If-Match`/`If-None-Match` over [`Version`]s.
 //! - `replica`: records from peers applied by last-writer-wins; digests for anti-entropy.
-//! - `journal`: the hook through which changes become durable before they are acknowledged
-//!   ([`Journal`], [`Commit`]); a failed change is undone with [`Store::revert`].
+//! - `journal`: the store's side of the [`Journal`] protocol (attaching it, undoing what did
+//!   not become durable).
 //!
 //! # Guarantees
 //! - No global lock: a request locks one shard for a hash lookup; only the byte and entry
@@ -29,7 +29,6 @@ mod key;
 mod precondition;
 mod replica;
 mod shard;
-mod version;
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -41,13 +40,13 @@ use hashbrown::DefaultHashBuilder;
 use tidecache_contract::Schedule;
 
 pub use entry::{ENTRY_OVERHEAD, entry_charge};
-pub use journal::{Change, Commit, CommitError, CommitSender, Journal, Journaled, Previous};
 pub use key::INLINE_KEY_BYTES;
 pub use precondition::{EtagMatch, Preconditions};
-pub use version::{ParseVersionError, Version};
 
-use crate::clock::{Clock, Timestamp};
-use crate::replication::hlc::HybridClock;
+use crate::base::hlc::HybridClock;
+use crate::base::journal::{Change, Journal, Journaled, Previous};
+use crate::base::time::{Clock, Timestamp};
+use crate::base::version::Version;
 use entry::Entry;
 use key::StoredKey;
 use shard::{NewEntry, Shard};
@@ -397,7 +396,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::put`] (an expired entry, no bucket, no room under `noeviction`).
-    pub fn load(
+    pub fn load_entry(
         &self,
         key: Bytes,
         value: Bytes,

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use tidecache_contract::Schedule;
 
 use super::*;
-use crate::clock::{ManualClock, Timestamp};
+use crate::base::time::{ManualClock, Timestamp};
 
 const START: i64 = 1_795_046_420_000;
 

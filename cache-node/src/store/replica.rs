@@ -24,19 +24,9 @@ use super::entry::{Entry, entry_charge};
 use super::key::StoredKey;
 use super::shard::NewEntry;
 use super::{Change, EvictionPolicy, Previous, Store, Version};
-use crate::clock::Timestamp;
-use crate::replication::wire::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, fingerprint, range_of};
-use crate::replication::{Applied, Replica};
-
-/// Unix nanoseconds (the disk format's expiry) as a timestamp, rounded down to milliseconds.
-pub(crate) fn from_unix_nanos(nanos: i64) -> Timestamp {
-    Timestamp::from_millis(nanos.div_euclid(1_000_000))
-}
-
-/// A timestamp as Unix nanoseconds; `None` beyond the year 2262.
-pub(crate) fn to_unix_nanos(time: Timestamp) -> Option<i64> {
-    time.as_millis().checked_mul(1_000_000)
-}
+use crate::base::digest::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, fingerprint, range_of};
+use crate::base::replica::{Applied, Loader, Replica};
+use crate::base::time::Timestamp;
 
 /// The bucket id of an entry in digests and transfers.
 fn bucket_id(entry: &Entry) -> i64 {
@@ -50,7 +40,7 @@ impl Store {
     /// store (see [`Replica::apply_durably`]).
     fn apply_record(&self, record: Record, persist: bool) -> Applied {
         let now = self.clock.now();
-        let expires_at = record.expiry_unix_nanos.map(from_unix_nanos);
+        let expires_at = record.expiry_unix_nanos.map(Timestamp::from_unix_nanos);
         if expires_at.is_some_and(|expiry| expiry <= now) {
             return Applied::Stale;
         }
@@ -155,6 +145,36 @@ impl Store {
     }
 }
 
+impl Loader for Store {
+    fn keeps_tombstones(&self) -> bool {
+        self.keep_tombstones
+    }
+
+    fn observe(&self, version: tidecache_contract::disk::Version, now: Timestamp) {
+        self.versions.observe(version, now);
+    }
+
+    fn load(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        version: Version,
+        expires_at: Option<Timestamp>,
+    ) -> Applied {
+        match self.load_entry(key, value, version, expires_at) {
+            Ok(_) => Applied::Changed,
+            Err(error) => {
+                tracing::warn!(%error, "entry not loaded");
+                Applied::Refused
+            }
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
 impl Replica for Store {
     fn apply(&self, record: Record) -> Applied {
         self.apply_record(record, false)
@@ -193,7 +213,7 @@ impl Replica for Store {
                 records.push(Record {
                     key: entry.key.to_vec(),
                     version: entry.version.to_disk(),
-                    expiry_unix_nanos: entry.expires_at().and_then(to_unix_nanos),
+                    expiry_unix_nanos: entry.expires_at().and_then(Timestamp::to_unix_nanos),
                     value: (!entry.tombstone).then(|| entry.value.to_vec()),
                 });
             }
@@ -210,8 +230,8 @@ mod tests {
     use tidecache_contract::disk::Version as DiskVersion;
 
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::replication::HybridClock;
+    use crate::base::hlc::HybridClock;
+    use crate::base::time::ManualClock;
     use crate::store::{DeleteError, Preconditions, StoreConfig};
 
     /// 2026-11-19T00:00:20Z.
@@ -232,7 +252,7 @@ mod tests {
         Record {
             key: key.as_bytes().to_vec(),
             version: DiskVersion { hlc, node },
-            expiry_unix_nanos: to_unix_nanos(Timestamp::from_millis(START + 90_000)),
+            expiry_unix_nanos: Timestamp::from_millis(START + 90_000).to_unix_nanos(),
             value: value.map(|v| v.as_bytes().to_vec()),
         }
     }
@@ -264,7 +284,7 @@ mod tests {
         );
         assert_eq!(value(&store, "k").as_deref(), Some("new"));
         let mut expired = record("gone", Some("x"), 20, 1);
-        expired.expiry_unix_nanos = to_unix_nanos(Timestamp::from_millis(START - 1));
+        expired.expiry_unix_nanos = Timestamp::from_millis(START - 1).to_unix_nanos();
         assert_eq!(store.apply(expired), Applied::Stale);
     }
 
@@ -297,7 +317,7 @@ mod tests {
         let replay = Record {
             key: b"k".to_vec(),
             version: put.version.to_disk(),
-            expiry_unix_nanos: expires.and_then(to_unix_nanos),
+            expiry_unix_nanos: expires.and_then(Timestamp::to_unix_nanos),
             value: Some(b"v".to_vec()),
         };
         assert_eq!(store.apply(replay), Applied::Stale);
@@ -372,10 +392,10 @@ mod tests {
     #[derive(Debug, Default)]
     struct Recorder(std::sync::Mutex<Vec<Change>>);
 
-    impl crate::store::Journal for Recorder {
-        fn append(&self, change: Change) -> crate::store::Commit {
+    impl crate::base::journal::Journal for Recorder {
+        fn append(&self, change: Change) -> crate::base::journal::Commit {
             self.0.lock().expect("lock").push(change);
-            crate::store::Commit::done(Ok(()))
+            crate::base::journal::Commit::done(Ok(()))
         }
     }
 

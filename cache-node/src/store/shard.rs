@@ -12,7 +12,7 @@ use super::entry::{Entry, MAX_REFERENCED};
 use super::expiry_index::ExpiryIndex;
 use super::key::StoredKey;
 use super::{EvictionReason, Previous, Version};
-use crate::clock::Timestamp;
+use crate::base::time::Timestamp;
 
 /// A shard. Every method runs under the shard's lock and does no I/O and no allocation
 /// proportional to the shard's size, so the lock is held for microseconds.

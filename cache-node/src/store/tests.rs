@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tidecache_contract::Schedule;
 
 use super::*;
-use crate::clock::{ManualClock, Timestamp};
+use crate::base::time::{ManualClock, Timestamp};
 
 /// 2026-11-19T00:00:20Z: twenty seconds into a minute.
 const START: i64 = 1_795_046_420_000;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tidecache_contract::disk::Version;
 
-use crate::clock::Timestamp;
+use crate::base::time::Timestamp;
 
 /// Bits of a clock value that hold the logical counter.
 const LOGICAL_BITS: u32 = 16;

@@ -50,6 +50,18 @@ impl Timestamp {
         UNIX_EPOCH + Duration::from_millis(u64::try_from(self.0).unwrap_or(0))
     }
 
+    /// The instant `nanos` Unix nanoseconds (the disk and wire format's expiry) name,
+    /// rounded down to milliseconds.
+    pub const fn from_unix_nanos(nanos: i64) -> Timestamp {
+        Timestamp(nanos.div_euclid(1_000_000))
+    }
+
+    /// This instant as Unix nanoseconds, as records store expiries; `None` beyond the year
+    /// 2262, which the format cannot express.
+    pub const fn to_unix_nanos(self) -> Option<i64> {
+        self.0.checked_mul(1_000_000)
+    }
+
     /// A `SystemTime` as a timestamp; `None` before 1970 or beyond the range.
     pub fn from_system_time(time: SystemTime) -> Option<Timestamp> {
         let since = time.duration_since(UNIX_EPOCH).ok()?;
@@ -142,5 +154,13 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(t.until(Timestamp::from_millis(0)), Duration::ZERO);
+        let nanos = t.to_unix_nanos().expect("before 2262");
+        assert_eq!(nanos, 1_795_000_000_123_000_000);
+        assert_eq!(Timestamp::from_unix_nanos(nanos + 999_999), t);
+        assert_eq!(Timestamp::from_unix_nanos(-1), Timestamp::from_millis(-1));
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX / 1_000).to_unix_nanos(),
+            None
+        );
     }
 }

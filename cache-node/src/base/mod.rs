@@ -1,0 +1,23 @@
+//! The bottom layer: the nouns every other layer shares, and nothing that uses them. It
+//! depends on `tidecache-contract` only; `store`, `persist` and `replication` depend on it
+//! and never on each other.
+//!
+//! # Layout
+//! - `time`: [`Timestamp`](time::Timestamp) and the injectable [`Clock`](time::Clock).
+//! - `version`: [`Version`](version::Version), what an ETag names; `hlc`: the clock that
+//!   issues versions.
+//! - `auth`: the cluster's [`AuthToken`](auth::AuthToken).
+//! - `journal`: how a change becomes durable before it is acknowledged ([`Journal`](journal::Journal)
+//!   and [`Commit`](journal::Commit)), and how the store undoes one that did not.
+//! - `replica`: what replication and the warm start need from the store.
+//! - `digest`: key-range digests anti-entropy compares.
+//! - `tasks`: who owns a background task, and how it is stopped.
+
+pub mod auth;
+pub mod digest;
+pub mod hlc;
+pub mod journal;
+pub mod replica;
+pub mod tasks;
+pub mod time;
+pub mod version;

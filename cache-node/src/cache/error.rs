@@ -1,0 +1,32 @@
+//! Why a write or delete was not acknowledged: one type for every front end, which each
+//! translates into its protocol's refusal (an HTTP status and JSON body, a RESP error).
+
+use tidecache_contract::disk::RecordError;
+
+use crate::base::journal::CommitError;
+use crate::replication::AckError;
+use crate::store::{DeleteError, PutError};
+
+/// A write or delete the cache did not acknowledge. Except for [`WriteError::Ack`], nothing
+/// changed; with `Ack` the change is applied on this node and spreads by anti-entropy, but
+/// the level asked for was not reached in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The store refused the write: a failed precondition, an expiry not in the future or
+    /// past the schedule, or no room.
+    #[error(transparent)]
+    Put(#[from] PutError),
+    /// The store refused the delete: a failed precondition, or no such key.
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
+    /// The change could not be made durable and was undone.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// Too few replicas acknowledged in time.
+    #[error(transparent)]
+    Ack(#[from] AckError),
+    /// The record could not be encoded for the replicas: a write the limits should have
+    /// refused before it reached the store.
+    #[error("cannot encode the record for the replicas: {0}")]
+    Encode(#[from] RecordError),
+}

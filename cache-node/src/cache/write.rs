@@ -1,0 +1,260 @@
+//! The write path: the one place where a write or delete becomes an acknowledged one. Every
+//! front end (the HTTP key and batch routes today) calls it; none repeats its steps.
+//!
+//! # Protocol
+//! 1. **Apply** in memory under the key's shard lock, checking preconditions and capacity
+//!    ([`Store::put_journaled`](crate::store::Store::put_journaled)); the change is handed to
+//!    the log in the same step.
+//! 2. **Durable**: wait for the log's commit (as `--fsync` defines it). A change that could
+//!    not be made durable has been reverted in memory; the client hears the refusal.
+//! 3. **Replicate**: queue the record for the key's other replicas.
+//! 4. **Acknowledge**: wait until the acknowledgement level is reached.
+//!
+//! A batch runs each step for all its writes before the next step, so the batch shares group
+//! commits and the peers' batches instead of paying one round per entry. A write refused at
+//! one step skips the later ones; the others go on.
+
+use bytes::Bytes;
+use tidecache_contract::disk::RecordRef;
+
+use super::Cache;
+use super::error::WriteError;
+use crate::base::journal::Journaled;
+use crate::base::time::Timestamp;
+use crate::base::version::Version;
+use crate::replication::{AckLevel, Pending, Replicated};
+use crate::store::{Deleted, Preconditions, PutOutcome, Store};
+
+/// One write: a key, its value and expiry, and the preconditions it is conditional on.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The key (already checked against the key limits).
+    pub key: Bytes,
+    /// The value (already checked against the value limit).
+    pub value: Bytes,
+    /// When the entry expires; `None` = never.
+    pub expires_at: Option<Timestamp>,
+    /// `If-Match` / `If-None-Match`.
+    pub conditions: Preconditions,
+}
+
+/// An acknowledged write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Whether the key had no live entry before.
+    pub created: bool,
+    /// The new entry's version (its ETag).
+    pub version: Version,
+    /// When it expires.
+    pub expires_at: Option<Timestamp>,
+    /// The bucket (fire time) it is filed under, if it expires.
+    pub bucket: Option<Timestamp>,
+    /// How many replicas acknowledged; `None` on a node without replication.
+    pub replicated: Option<Replicated>,
+}
+
+/// An acknowledged delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The version of the entry deleted.
+    pub version: Version,
+    /// How many replicas acknowledged; `None` on a node without replication.
+    pub replicated: Option<Replicated>,
+}
+
+/// A delete: the key and the preconditions it is conditional on.
+#[derive(Debug, Clone)]
+struct Delete {
+    key: Bytes,
+    conditions: Preconditions,
+}
+
+/// What memory did for one change: the record it replicates, and what the client hears.
+struct Applied<T> {
+    key: Bytes,
+    /// `None` for a delete.
+    value: Option<Bytes>,
+    /// The write's version, or the delete's tombstone's.
+    version: Version,
+    /// The entry's expiry (a delete: the deleted entry's, which its tombstone keeps).
+    expires_at: Option<Timestamp>,
+    /// The store's own report.
+    outcome: T,
+}
+
+/// A change the protocol carries: a write or a delete. Only step 1 differs between them.
+trait Change {
+    /// What the store reports for it.
+    type Outcome;
+    /// Step 1: applies the change in memory and hands it to the log.
+    fn apply(self, store: &Store) -> Result<Journaled<Applied<Self::Outcome>>, WriteError>;
+}
+
+impl Change for Write {
+    type Outcome = PutOutcome;
+
+    fn apply(self, store: &Store) -> Result<Journaled<Applied<PutOutcome>>, WriteError> {
+        let journaled = store.put_journaled(
+            self.key.clone(),
+            self.value.clone(),
+            self.expires_at,
+            &self.conditions,
+        )?;
+        Ok(map_journaled(journaled, |outcome| Applied {
+            key: self.key,
+            value: Some(self.value),
+            version: outcome.version,
+            expires_at: self.expires_at,
+            outcome,
+        }))
+    }
+}
+
+impl Change for Delete {
+    type Outcome = Deleted;
+
+    fn apply(self, store: &Store) -> Result<Journaled<Applied<Deleted>>, WriteError> {
+        let journaled = store.delete_journaled(&self.key, &self.conditions)?;
+        Ok(map_journaled(journaled, |deleted| Applied {
+            key: self.key,
+            value: None,
+            version: deleted.tombstone,
+            expires_at: deleted.expires_at,
+            outcome: deleted,
+        }))
+    }
+}
+
+/// A change through the whole protocol: what memory did, and who acknowledged it.
+type Acknowledged<T> = Result<(Applied<T>, Option<Replicated>), WriteError>;
+
+impl Cache {
+    /// Stores `write`, acknowledged at `ack` (the cluster default if `None`).
+    ///
+    /// # Errors
+    /// [`WriteError`]: a failed precondition, a refused expiry or capacity, a write that did
+    /// not become durable (undone), or too few acknowledgements (the write stays applied here
+    /// and spreads by anti-entropy, but is not acknowledged).
+    pub async fn put(&self, write: Write, ack: Option<AckLevel>) -> Result<Written, WriteError> {
+        self.one(write, ack).await.map(written)
+    }
+
+    /// Deletes `key` if `conditions` hold, acknowledged at `ack`.
+    ///
+    /// # Errors
+    /// As [`Cache::put`]; [`WriteError::Delete`] when the key is absent.
+    pub async fn delete(
+        &self,
+        key: Bytes,
+        conditions: Preconditions,
+        ack: Option<AckLevel>,
+    ) -> Result<Removed, WriteError> {
+        let (applied, replicated) = self.one(Delete { key, conditions }, ack).await?;
+        Ok(Removed {
+            version: applied.outcome.version,
+            replicated,
+        })
+    }
+
+    /// Stores every write of a batch, each on its own (one refused write does not stop the
+    /// others), sharing group commits and peer batches; results in request order.
+    pub async fn put_many(
+        &self,
+        writes: Vec<Write>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Result<Written, WriteError>> {
+        self.run(writes, ack)
+            .await
+            .into_iter()
+            .map(|result| result.map(written))
+            .collect()
+    }
+
+    async fn one<C: Change>(&self, change: C, ack: Option<AckLevel>) -> Acknowledged<C::Outcome> {
+        self.run(vec![change], ack)
+            .await
+            .pop()
+            .unwrap_or_else(|| unreachable!("run yields one result per change"))
+    }
+
+    /// The protocol (see the module documentation), step by step over all of `changes`.
+    async fn run<C: Change>(
+        &self,
+        changes: Vec<C>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Acknowledged<C::Outcome>> {
+        // 1. Apply.
+        let applied: Vec<_> = changes
+            .into_iter()
+            .map(|change| change.apply(&self.store))
+            .collect();
+        // 2. Durable.
+        let mut durable = Vec::with_capacity(applied.len());
+        for journaled in applied {
+            durable.push(match journaled {
+                Ok(journaled) => journaled.durable().await.map_err(WriteError::from),
+                Err(error) => Err(error),
+            });
+        }
+        // 3. Replicate.
+        let mut sent = Vec::with_capacity(durable.len());
+        for applied in durable {
+            sent.push(match applied {
+                Ok(applied) => self
+                    .send(&applied, ack)
+                    .await
+                    .map(|pending| (applied, pending)),
+                Err(error) => Err(error),
+            });
+        }
+        // 4. Acknowledge.
+        let mut done = Vec::with_capacity(sent.len());
+        for sent in sent {
+            done.push(match sent {
+                Ok((applied, Some(pending))) => match pending.wait().await {
+                    Ok(replicated) => Ok((applied, Some(replicated))),
+                    Err(error) => Err(error.into()),
+                },
+                Ok((applied, None)) => Ok((applied, None)),
+                Err(error) => Err(error),
+            });
+        }
+        done
+    }
+
+    /// Step 3: queues the record of `applied` for the other replicas; `None` without
+    /// replication.
+    async fn send<T>(
+        &self,
+        applied: &Applied<T>,
+        ack: Option<AckLevel>,
+    ) -> Result<Option<Pending>, WriteError> {
+        let Some(replication) = &self.replication else {
+            return Ok(None);
+        };
+        let record = RecordRef {
+            key: &applied.key,
+            version: applied.version.to_disk(),
+            expiry_unix_nanos: applied.expires_at.and_then(Timestamp::to_unix_nanos),
+            value: applied.value.as_deref(),
+        };
+        Ok(Some(replication.send(record, ack).await?))
+    }
+}
+
+fn map_journaled<T, U>(journaled: Journaled<T>, f: impl FnOnce(T) -> U) -> Journaled<U> {
+    Journaled {
+        outcome: f(journaled.outcome),
+        commit: journaled.commit,
+    }
+}
+
+fn written((applied, replicated): (Applied<PutOutcome>, Option<Replicated>)) -> Written {
+    Written {
+        created: applied.outcome.created,
+        version: applied.outcome.version,
+        expires_at: applied.expires_at,
+        bucket: applied.outcome.bucket,
+        replicated,
+    }
+}

@@ -1,0 +1,82 @@
+//! The internal routes peers call (contract 4): receive a batch, list digests, fetch key
+//! ranges. They are served under `/internal/v1/` only on a replicated node; the auth layer
+//! (and, in Kubernetes, a NetworkPolicy) keeps clients off them. Each only translates into a
+//! call of the [`Cache`](crate::cache::Cache).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{StatusCode, header};
+use serde_json::json;
+
+use super::AppState;
+use crate::base::digest::Cutoff;
+use crate::cache::{Limits, PeerError};
+use crate::replication::ReceiveError;
+use crate::replication::wire::{
+    DIGESTS_PATH, FETCH_PATH, Fetch, REPLICATE_PATH, SEGMENT_CONTENT_TYPE,
+};
+
+/// The internal routes. A batch holds up to the transport's batch size, and one record may
+/// be as large as the largest value, so the body limit follows the value limit.
+pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
+    let max_body = (8 << 20_usize).max(limits.max_value_bytes.saturating_mul(2));
+    Router::new()
+        .route(
+            REPLICATE_PATH,
+            post(replicate).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route(DIGESTS_PATH, get(digests))
+        .route(FETCH_PATH, post(fetch))
+}
+
+/// Applies a batch. 200 with how many records changed the store; 503 while loading and 400
+/// for a damaged batch (nothing applied; the sender retries).
+async fn replicate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    match state.cache.receive(&body) {
+        Ok(received) => axum::Json(json!({
+            "applied": received.applied,
+            "stale": received.stale,
+        }))
+        .into_response(),
+        Err(error) => refusal(&error),
+    }
+}
+
+/// This node's digests of the versions before `?before=` (all without it).
+async fn digests(State(state): State<Arc<AppState>>, Query(cutoff): Query<Cutoff>) -> Response {
+    match state.cache.digests(cutoff) {
+        Ok(digests) => axum::Json(digests).into_response(),
+        Err(error) => refusal(&error),
+    }
+}
+
+/// The records (values and tombstones) of the key ranges a [`Fetch`] names, as a segment.
+async fn fetch(
+    State(state): State<Arc<AppState>>,
+    axum::Json(fetch): axum::Json<Fetch>,
+) -> Response {
+    match state.cache.fetch(fetch) {
+        Ok(batch) => ([(header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE)], batch).into_response(),
+        Err(error) => refusal(&error),
+    }
+}
+
+fn refusal(error: &PeerError) -> Response {
+    let (status, code) = match error {
+        PeerError::NotReplicated => (StatusCode::NOT_FOUND, "no_route"),
+        PeerError::Receive(ReceiveError::NotAccepting) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+        }
+        PeerError::Receive(ReceiveError::Damaged(_)) => (StatusCode::BAD_REQUEST, "bad_batch"),
+    };
+    (
+        status,
+        axum::Json(json!({ "error": code, "message": error.to_string() })),
+    )
+        .into_response()
+}
