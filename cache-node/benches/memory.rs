@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_node::base::time::{Clock, SystemClock};
-use cache_node::store::{ENTRY_OVERHEAD, Preconditions, Store, StoreConfig};
+use cache_node::{Clock, SystemClock};
+use cache_node::{ENTRY_OVERHEAD, Preconditions, Store, StoreConfig};
 use common::{progress, write_results};
 use serde_json::json;
 use tidecache_contract::Schedule;

@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_node::base::time::{Clock, SystemClock, Timestamp};
-use cache_node::metrics::Metrics;
-use cache_node::persist::{FsyncPolicy, Log, PersistSettings, warm_start};
-use cache_node::store::{Preconditions, Store, StoreConfig};
+use cache_node::Metrics;
+use cache_node::{Clock, SystemClock, Timestamp};
+use cache_node::{FsyncPolicy, Log, PersistSettings, warm_start};
+use cache_node::{Preconditions, Store, StoreConfig};
 use common::{progress, write_results};
 use serde_json::json;
 use tidecache_contract::disk::{

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_node::base::time::{ManualClock, Timestamp};
-use cache_node::store::{Preconditions, Store, StoreConfig};
+use cache_node::{ManualClock, Timestamp};
+use cache_node::{Preconditions, Store, StoreConfig};
 use common::{progress, write_results};
 use serde_json::json;
 use tidecache_contract::Schedule;

@@ -24,13 +24,33 @@
 
 #![deny(clippy::unwrap_used)]
 
-pub mod base;
-pub mod cache;
-pub mod config;
-pub mod http;
-pub mod metrics;
-pub mod node;
-pub mod persist;
-pub mod replication;
-pub mod store;
+pub(crate) mod base;
+pub(crate) mod cache;
+pub(crate) mod config;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod node;
+pub(crate) mod persist;
+pub(crate) mod replication;
+pub(crate) mod store;
 mod sweeper;
+
+// The public surface: what the binary, the integration tests and the benchmarks use.
+
+/// Time and the cluster's token, as the service takes them.
+pub use base::auth::AuthToken;
+pub use base::time::{Clock, ManualClock, SystemClock, Timestamp};
+/// The service and what it is made of.
+pub use cache::{Cache, CacheSettings, Limits};
+/// Flags and environment, validated into settings.
+pub use config::{Config, LogFormat, Settings};
+/// The HTTP API over a cache, for in-process tests and benchmarks.
+pub use http::{AppState, app, run};
+/// The metrics registry.
+pub use metrics::Metrics;
+/// Running a node until a shutdown signal.
+pub use node::{serve, shutdown_signal};
+/// Persistence, for benchmarks that drive the log directly.
+pub use persist::{FsyncPolicy, Log, PersistSettings, warm_start};
+/// The store, for benchmarks and tests that measure it alone.
+pub use store::{ENTRY_OVERHEAD, EvictionPolicy, Preconditions, Store, StoreConfig, entry_charge};

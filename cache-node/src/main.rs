@@ -1,8 +1,8 @@
-//! The `cache-node` binary: flags and logging, then [`cache_node::node::serve`].
+//! The `cache-node` binary: flags and logging, then [`cache_node::serve`].
 
 use std::process::ExitCode;
 
-use cache_node::config::{Config, LogFormat};
+use cache_node::{Config, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shutdown = match cache_node::node::shutdown_signal() {
+    let shutdown = match cache_node::shutdown_signal() {
         Ok(shutdown) => shutdown,
         Err(error) => {
             tracing::error!(%error, "cannot install the SIGTERM/SIGINT handlers");
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cache_node::node::serve(settings, listener, shutdown).await {
+    match cache_node::serve(settings, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "server failed");

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
-use cache_node::base::time::SystemClock;
-use cache_node::cache::{Cache, CacheSettings, Limits};
-use cache_node::http::{AppState, app};
-use cache_node::persist::{FsyncPolicy, PersistSettings};
-use cache_node::store::StoreConfig;
+use cache_node::StoreConfig;
+use cache_node::SystemClock;
+use cache_node::{AppState, app};
+use cache_node::{Cache, CacheSettings, Limits};
+use cache_node::{FsyncPolicy, PersistSettings};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use proptest::prelude::*;

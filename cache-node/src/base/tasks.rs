@@ -45,12 +45,6 @@ impl Tasks {
         });
     }
 
-    /// Completes once the group is told to stop: for a task that must finish a step cleanly
-    /// rather than be dropped at its next await.
-    pub async fn stopping(&self) {
-        self.cancel.cancelled().await;
-    }
-
     /// Stops every task of the group and waits until each has ended (dropped what it held).
     pub async fn stop(&self) {
         self.cancel.cancel();

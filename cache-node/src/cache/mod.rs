@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 pub use error::WriteError;
 pub use limits::Limits;
-pub use write::{Removed, Write, Written};
+pub use write::Write;
 
 use crate::base::digest::{BucketDigest, Cutoff};
 use crate::base::hlc::HybridClock;

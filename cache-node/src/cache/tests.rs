@@ -10,7 +10,8 @@ use tidecache_contract::disk::ObjectName;
 use super::*;
 use crate::base::time::{ManualClock, Timestamp};
 use crate::persist::FsyncPolicy;
-use crate::replication::{StaticPeers, TransportSettings};
+use crate::replication::TransportSettings;
+use crate::replication::membership::StaticPeers;
 use crate::store::{Preconditions, PutError};
 
 /// 2026-11-19T00:00:20Z: twenty seconds into a minute.

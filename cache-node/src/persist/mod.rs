@@ -6,7 +6,7 @@
 //! # Layout
 //! - `policy`: [`FsyncPolicy`], what `--fsync` promises.
 //! - `log`: [`Log`], the writer thread: group commit, fsync policy, reverting what could not be
-//!   written, stopping on a failed fsync. It is the store's [`Journal`](crate::store::Journal).
+//!   written, stopping on a failed fsync. It is the store's [`Journal`](crate::base::journal::Journal).
 //! - `warm_start`: [`warm_start`], loading the volume into the store.
 //! - `compaction`: rewriting this node's persistent area (entries without expiry) once it is
 //!   mostly garbage.
@@ -32,7 +32,7 @@ use tidecache_contract::disk::{ClusterRoot, ObjectName, Record};
 pub use log::Log;
 pub use metrics::PersistMetrics;
 pub use policy::FsyncPolicy;
-pub use warm_start::{LoadReport, warm_start};
+pub use warm_start::warm_start;
 
 /// Where and how this node persists.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tidecache_contract::Schedule;
 use tidecache_contract::disk::{Area, ObjectName};
 
+use super::warm_start::LoadReport;
 use super::*;
 use crate::base::journal::CommitError;
 use crate::base::time::{Clock, ManualClock, Timestamp};

@@ -106,11 +106,6 @@ impl StaticPeers {
         }
         StaticPeers::new(others, "")
     }
-
-    /// The peers.
-    pub fn peers(&self) -> PeerList {
-        self.peers.clone()
-    }
 }
 
 impl Discovery for StaticPeers {
@@ -234,7 +229,7 @@ mod tests {
             "127.0.0.1:2, 127.0.0.1:1,127.0.0.1:3,,127.0.0.1:2".split(','),
             "127.0.0.1:1",
         );
-        let addresses: Vec<_> = peers.peers().iter().map(|p| p.to_string()).collect();
+        let addresses: Vec<_> = peers.initial().iter().map(|p| p.to_string()).collect();
         assert_eq!(addresses, ["127.0.0.1:2", "127.0.0.1:3"]);
     }
 
@@ -251,7 +246,7 @@ mod tests {
             &[own],
         )
         .await;
-        let addresses: Vec<_> = peers.peers().iter().map(|p| p.to_string()).collect();
+        let addresses: Vec<_> = peers.initial().iter().map(|p| p.to_string()).collect();
         assert_eq!(addresses, ["127.0.0.1:7001", "missing-port"]);
     }
 

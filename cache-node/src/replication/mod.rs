@@ -46,7 +46,7 @@ use tidecache_contract::disk::{RecordError, RecordRef};
 use tokio::sync::watch;
 
 pub use ack::{AckError, AckLevel};
-pub use membership::{Discovery, DnsPeers, Peer, PeerList, StaticPeers};
+pub use membership::Discovery;
 pub use metrics::ReplicationMetrics;
 pub use transport::{Pending, Replicated, TransportSettings};
 

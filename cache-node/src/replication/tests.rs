@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 
+use super::membership::StaticPeers;
 use super::wire::{DIGESTS_PATH, FETCH_PATH, REPLICATE_PATH};
 use super::*;
 use crate::base::digest::{NO_EXPIRY_BUCKET, fingerprint};

@@ -40,7 +40,6 @@ use hashbrown::DefaultHashBuilder;
 use tidecache_contract::Schedule;
 
 pub use entry::{ENTRY_OVERHEAD, entry_charge};
-pub use key::INLINE_KEY_BYTES;
 pub use precondition::{EtagMatch, Preconditions};
 
 use crate::base::hlc::HybridClock;
