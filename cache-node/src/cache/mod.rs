@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 pub use error::WriteError;
-pub use limits::Limits;
+pub use limits::{Lifetime, LifetimeError, Limits};
 pub use write::Write;
 
 use crate::base::digest::{BucketDigest, Cutoff};

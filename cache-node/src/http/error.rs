@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use super::headers::etag;
 use crate::base::journal::CommitError;
 use crate::base::version::Version;
-use crate::cache::WriteError;
+use crate::cache::{LifetimeError, WriteError};
 use crate::replication::AckError;
 use crate::replication::ack::{ACKED_HEADER, REPLICAS_HEADER};
 use crate::store::{DeleteError, PutError};
@@ -339,6 +339,16 @@ impl From<DeleteError> for ApiError {
         match error {
             DeleteError::NotFound => ApiError::KeyNotFound,
             DeleteError::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
+        }
+    }
+}
+
+impl From<LifetimeError> for ApiError {
+    fn from(error: LifetimeError) -> ApiError {
+        match error {
+            LifetimeError::InPast => ApiError::ExpiresInPast,
+            LifetimeError::OverMax { asked, max } => ApiError::TtlOverMax { asked, max },
+            LifetimeError::Required { max } => ApiError::TtlRequired { max },
         }
     }
 }

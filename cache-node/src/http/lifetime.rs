@@ -7,14 +7,14 @@ use http::{HeaderMap, header};
 
 use super::error::ApiError;
 use crate::base::time::Timestamp;
-use crate::cache::Limits;
+use crate::cache::{Lifetime, Limits};
 use tidecache_contract::units::parse_duration;
 
-/// The expiry a write asks for, resolved against the limits; `None` means no expiry.
+/// The expiry a write asks for, resolved against the limits ([`Limits::expiry`]); `None`
+/// means no expiry.
 ///
 /// # Errors
-/// A bad or zero `ttl`, a bad or past `Expires`, both at once, or a lifetime above the maximum
-/// (including "forever" when a maximum is set and there is no default).
+/// A bad or zero `ttl`, a bad `Expires`, both at once, or a lifetime the limits refuse.
 pub fn expiry(
     ttl: Option<&str>,
     headers: &HeaderMap,
@@ -24,43 +24,19 @@ pub fn expiry(
     let expires = headers.get(header::EXPIRES);
     let asked = match (ttl, expires) {
         (Some(_), Some(_)) => return Err(ApiError::TtlAndExpires),
-        (Some(text), None) => Some(ttl_from_text(text)?),
+        (Some(text), None) => Lifetime::For(ttl_from_text(text)?),
         (None, Some(value)) => {
             let bad = || ApiError::BadExpires {
                 value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
             };
             let text = value.to_str().map_err(|_| bad())?;
             let at: SystemTime = httpdate::parse_http_date(text).map_err(|_| bad())?;
-            let at = Timestamp::from_system_time(at).ok_or_else(bad)?;
-            if at <= now {
-                return Err(ApiError::ExpiresInPast);
-            }
-            Some(now.until(at))
+            Lifetime::Until(Timestamp::from_system_time(at).ok_or_else(bad)?)
         }
-        (None, None) => limits.default_ttl,
+        (None, None) => Lifetime::Default,
     };
-    // HTTP dates end with year 9999; a later expiry could not be told to the client.
-    let horizon = now.until(LAST_HTTP_DATE);
-    match (asked, limits.max_ttl) {
-        (Some(asked), Some(max)) if asked > max => Err(ApiError::TtlOverMax { asked, max }),
-        (Some(asked), _) if asked > horizon => Err(ApiError::TtlOverMax {
-            asked,
-            max: horizon,
-        }),
-        (None, Some(max)) => Err(ApiError::TtlRequired { max }),
-        (Some(asked), _) => now
-            .checked_add(asked)
-            .map(Some)
-            .ok_or(ApiError::TtlOverMax {
-                asked,
-                max: horizon,
-            }),
-        (None, None) => Ok(None),
-    }
+    Ok(limits.expiry(asked, now)?)
 }
-
-/// 9999-12-31T23:59:59Z, the last instant an HTTP date can express.
-const LAST_HTTP_DATE: Timestamp = Timestamp::from_millis(253_402_300_799_000);
 
 /// A `ttl` as sent: a positive duration.
 ///
