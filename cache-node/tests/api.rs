@@ -694,7 +694,83 @@ async fn serves_a_real_socket_and_drains_on_shutdown() {
         .expect("server task")
         .expect("server ends cleanly");
     assert!(!node.state.cache.is_serving());
-    assert!(node.state.cache.store().clock().now() >= Timestamp::from_millis(START));
+}
+
+#[tokio::test]
+async fn shutdown_turns_unready_at_once_finishes_requests_in_flight_and_refuses_new_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let node = Node::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let drain = Duration::from_secs(2);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(
+        listener,
+        node.state.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+        drain,
+    ));
+    // Two PUTs in flight: their bodies are half sent. One will finish, one never does.
+    let mut finishing = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let mut stalled = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    for (stream, key) in [(&mut finishing, "finishing"), (&mut stalled, "stalled")] {
+        let head = format!(
+            "PUT /v1/keys/{key} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello"
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+    }
+    // Let the server start reading both requests before the signal.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(node.get("/readyz").await.status, StatusCode::OK);
+
+    let signalled = tokio::time::Instant::now();
+    let _ = stop.send(());
+    let deadline = signalled + Duration::from_secs(1);
+    while node.get("/readyz").await.status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(tokio::time::Instant::now() < deadline, "/readyz still 200");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The listener is closed: a new connection is refused.
+    let deadline = signalled + Duration::from_secs(1);
+    while tokio::net::TcpStream::connect(address).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new connections still accepted while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The request in flight completes and is stored.
+    finishing.write_all(b"world").await.expect("write");
+    let mut response = String::new();
+    finishing.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 201 Created"), "{response}");
+    assert_eq!(
+        &node.get("/v1/keys/finishing").await.body[..],
+        b"helloworld"
+    );
+    // The stalled one is cut at the drain timeout, and the server ends.
+    server
+        .await
+        .expect("server task")
+        .expect("server ends cleanly");
+    let took = signalled.elapsed();
+    assert!(
+        took >= drain && took < drain + Duration::from_secs(5),
+        "the server ended {took:?} after the signal, drain timeout {drain:?}"
+    );
+    assert_eq!(
+        node.get("/v1/keys/stalled").await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -250,26 +250,45 @@ mod tests {
         assert_eq!(addresses, ["127.0.0.1:7001", "missing-port"]);
     }
 
-    #[tokio::test]
-    async fn dns_discovery_publishes_resolved_addresses_without_this_node() {
-        let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
-        let (tx, mut rx) = watch::channel(PeerList::from(Vec::new()));
-        let discovery = Box::new(DnsPeers::new(
-            "localhost",
-            7000,
-            own_addresses(own).await,
-            Duration::from_millis(10),
-        ));
+    /// Runs DNS discovery of `service` until it publishes a list, starting from a sentinel
+    /// list it must replace, so that a discovery that never resolves fails the test.
+    async fn discover(service: &str, own: Vec<SocketAddr>) -> Vec<String> {
+        let sentinel = PeerList::from(vec![Peer::new("sentinel.invalid:1")]);
+        let (tx, mut rx) = watch::channel(sentinel);
+        let discovery = Box::new(DnsPeers::new(service, 7000, own, Duration::from_millis(10)));
         let task = tokio::spawn(discovery.run(tx));
-        // localhost resolves to 127.0.0.1 (this node, left out) and maybe ::1.
-        tokio::time::timeout(Duration::from_millis(300), rx.changed())
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
             .await
-            .ok();
-        let peers = rx.borrow().clone();
-        assert!(
-            peers.iter().all(|p| p.address() != "127.0.0.1:7000"),
-            "{peers:?}"
-        );
+            .expect("discovery publishes within 10 s")
+            .expect("the sender is alive");
         task.abort();
+        rx.borrow().iter().map(|p| p.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn dns_discovery_publishes_what_the_name_resolves_to_without_this_node() {
+        let resolved: BTreeSet<String> = tokio::net::lookup_host("localhost:7000")
+            .await
+            .expect("localhost resolves")
+            .map(|address| address.to_string())
+            .collect();
+        assert!(resolved.contains("127.0.0.1:7000"), "{resolved:?}");
+
+        // Another node's view: every address, with the service's port filled in.
+        let seen = discover("localhost", vec!["127.0.0.1:7001".parse().expect("addr")]).await;
+        assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), resolved);
+        // An explicit port wins over the default one.
+        let other_port = discover("localhost:7002", Vec::new()).await;
+        assert!(
+            other_port.contains(&"127.0.0.1:7002".to_string()),
+            "{other_port:?}"
+        );
+
+        // This node's own view: its address is left out, the rest stays.
+        let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let without_self = discover("localhost", own_addresses(own).await).await;
+        let mut expected = resolved.clone();
+        expected.remove("127.0.0.1:7000");
+        assert_eq!(without_self.into_iter().collect::<BTreeSet<_>>(), expected);
     }
 }

@@ -1,7 +1,7 @@
 //! Replication between in-process nodes on real sockets, each with a small last-writer-wins
 //! map as its store: the transport, acknowledgements and anti-entropy without the cache.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use super::membership::StaticPeers;
 use super::wire::{DIGESTS_PATH, FETCH_PATH, REPLICATE_PATH};
 use super::*;
-use crate::base::digest::{NO_EXPIRY_BUCKET, fingerprint};
+use crate::base::digest::{NO_EXPIRY_BUCKET, fingerprint, range_of};
 use crate::base::replica::Applied;
 use crate::base::time::SystemClock;
 
@@ -49,33 +49,36 @@ impl Replica for MapReplica {
         }
     }
 
-    /// One digest for everything (range 0 of the no-expiry bucket): enough for these tests.
+    /// A digest per key range of the no-expiry bucket (these records never expire), as the
+    /// store computes them.
     fn digests(&self, cutoff: Cutoff) -> Vec<BucketDigest> {
-        let mut digest = BucketDigest {
-            bucket: NO_EXPIRY_BUCKET,
-            range: 0,
-            count: 0,
-            xor: 0,
-        };
+        let mut digests: BTreeMap<u16, BucketDigest> = BTreeMap::new();
         for record in self.records.lock().expect("lock").values() {
-            if cutoff.includes(record.version) {
-                digest.count += 1;
-                digest.xor ^= fingerprint(&record.key, record.version);
+            if !cutoff.includes(record.version) {
+                continue;
             }
+            let range = range_of(&record.key);
+            let digest = digests.entry(range).or_insert(BucketDigest {
+                bucket: NO_EXPIRY_BUCKET,
+                range,
+                count: 0,
+                xor: 0,
+            });
+            digest.count += 1;
+            digest.xor ^= fingerprint(&record.key, record.version);
         }
-        if digest.count == 0 {
-            vec![]
-        } else {
-            vec![digest]
-        }
+        digests.into_values().collect()
     }
 
-    fn range_records(&self, _ranges: &HashSet<(i64, u16)>, cutoff: Cutoff) -> Vec<Record> {
+    fn range_records(&self, ranges: &HashSet<(i64, u16)>, cutoff: Cutoff) -> Vec<Record> {
         self.records
             .lock()
             .expect("lock")
             .values()
-            .filter(|record| cutoff.includes(record.version))
+            .filter(|record| {
+                cutoff.includes(record.version)
+                    && ranges.contains(&(NO_EXPIRY_BUCKET, range_of(&record.key)))
+            })
             .cloned()
             .collect()
     }
@@ -84,6 +87,19 @@ impl Replica for MapReplica {
 struct TestNode {
     replica: Arc<MapReplica>,
     replication: Arc<Replication>,
+    metrics: Arc<ReplicationMetrics>,
+}
+
+impl TestNode {
+    /// A sample of this node's replication metrics, once recorded.
+    fn sample(&self, sample: &str) -> Option<f64> {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("tidecache");
+        self.metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
 async fn listener() -> (TcpListener, String) {
@@ -95,10 +111,13 @@ async fn listener() -> (TcpListener, String) {
 /// A node listening on `listener`, with `peers` as its static peer list.
 fn node(listener: TcpListener, own: &str, peers: &[String], node_tag: u64) -> TestNode {
     let replica = Arc::new(MapReplica::default());
+    let metrics = Arc::new(ReplicationMetrics::default());
+    // Generous timeouts: a loaded machine must not turn a slow acknowledgement into a
+    // failure. The unreachable peer refuses connections, which fails at once.
     let settings = ReplicationSettings {
-        ack_timeout: Duration::from_millis(500),
+        ack_timeout: Duration::from_secs(10),
         transport: TransportSettings {
-            request_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(5),
             max_retries: 1,
             retry_backoff: Duration::from_millis(10),
             probe_interval: Duration::from_millis(20),
@@ -112,7 +131,7 @@ fn node(listener: TcpListener, own: &str, peers: &[String], node_tag: u64) -> Te
         Arc::new(SystemClock),
         Box::new(StaticPeers::new(peers.iter().map(String::as_str), own)),
         settings,
-        Arc::new(ReplicationMetrics::default()),
+        metrics.clone(),
         Tasks::new(),
     );
     replication.accept_batches();
@@ -121,6 +140,7 @@ fn node(listener: TcpListener, own: &str, peers: &[String], node_tag: u64) -> Te
     TestNode {
         replica,
         replication,
+        metrics,
     }
 }
 
@@ -203,7 +223,7 @@ async fn cluster(size: usize) -> Vec<TestNode> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_with_ack_all_is_on_every_node_when_acknowledged() {
     let nodes = cluster(3).await;
     let replicated = write(&nodes[0], b"k", Some(b"v"), AckLevel::All)
@@ -224,7 +244,7 @@ async fn a_write_with_ack_all_is_on_every_node_when_acknowledged() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_fails_all_but_not_quorum() {
     let (a_listener, a) = listener().await;
     let (b_listener, b) = listener().await;
@@ -247,7 +267,7 @@ async fn an_unreachable_peer_fails_all_but_not_quorum() {
     assert_eq!((error.acked, error.required, error.replicas), (2, 3, 3));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_pulls_what_a_node_missed_and_keeps_newer_tombstones() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -269,4 +289,62 @@ async fn anti_entropy_pulls_what_a_node_missed_and_keeps_newer_tombstones() {
     let report = b.replication.catch_up().await;
     assert_eq!(report.repaired, 0);
     assert!(a.replication.hlc.next(SystemClock.now()) > new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_repairs_a_write_the_transport_dropped_fetching_only_its_range() {
+    let (a_listener, a) = listener().await;
+    // b's port is free while the write happens: the connection is refused and the link
+    // drops the record (after its retry) instead of delivering it.
+    let b = {
+        let (probe, address) = listener().await;
+        drop(probe);
+        address
+    };
+    let peers = vec![a.clone(), b.clone()];
+    let node_a = node(a_listener, &a, &peers, 1);
+    // Fifty keys both nodes hold at the same versions: their ranges must not be fetched.
+    let mut shared = Vec::new();
+    for i in 0..50 {
+        let key = format!("shared-{i}");
+        shared.push(record(
+            key.as_bytes(),
+            Some(b"same"),
+            Version {
+                hlc: 100 + i,
+                node: 1,
+            },
+        ));
+    }
+    for record in &shared {
+        node_a.replica.put(record.clone());
+    }
+    write(&node_a, b"dropped", Some(b"v"), AckLevel::One)
+        .await
+        .expect("acknowledged by a alone");
+    let dropped = format!("tidecache_replication_dropped_total{{peer=\"{b}\"}}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node_a.sample(&dropped).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the link never dropped the record"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(node_a.sample(&dropped), Some(1.0));
+
+    let b_listener = TcpListener::bind(&b).await.expect("b's port is free again");
+    let node_b = node(b_listener, &b, &peers, 2);
+    for record in shared {
+        node_b.replica.put(record);
+    }
+    assert_eq!(node_b.replica.get(b"dropped"), None, "the drop happened");
+    let report = node_b.replication.catch_up().await;
+    assert_eq!(report.peers_ok, 1);
+    assert_eq!(report.repaired, 1, "exactly the dropped write");
+    assert_eq!(report.buckets_fetched, 1, "only the range holding it");
+    assert_eq!(
+        node_b.replica.get(b"dropped").and_then(|r| r.value),
+        Some(b"v".to_vec())
+    );
 }
