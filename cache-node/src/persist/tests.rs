@@ -424,6 +424,55 @@ async fn a_mostly_garbage_persistent_area_is_compacted() {
     node.stop().await;
 }
 
+#[tokio::test]
+async fn compaction_keeps_a_tombstone_that_shadows_another_nodes_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let mut settings_a = settings(dir.path(), "node-a", FsyncPolicy::Never);
+    settings_a.compact_min_bytes = 16 * 1024;
+    let settings_b = settings(dir.path(), "node-b", FsyncPolicy::Never);
+    // node-b wrote the key before it left; its segment stays on the shared volume.
+    let b = Node::start(&settings_b, &clock);
+    b.put("shadowed", "from b", None).await.expect("durable");
+    b.stop().await;
+
+    let a = Node::start(&settings_a, &clock);
+    assert_eq!(a.value("shadowed").as_deref(), Some("from b"));
+    a.delete("shadowed").await.expect("durable");
+    a.put("only-mine", "v", None).await.expect("durable");
+    a.delete("only-mine").await.expect("durable");
+    // Garbage enough for a compaction: a hundred overwrites of ten keys.
+    let value = "x".repeat(100);
+    for round in 0..100 {
+        for key in 0..10 {
+            a.put(&format!("k{key}"), &format!("{round}{value}"), None)
+                .await
+                .expect("durable");
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while a
+        .sample("tidecache_persist_compactions_total{kind=\"rewritten\"}")
+        .is_none()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        a.metric("tidecache_persist_compactions_total{kind=\"rewritten\"}"),
+        1.0
+    );
+    a.stop().await;
+
+    // A restart reads both nodes' segments: the delete must still win over node-b's record.
+    let restarted = Node::start(&settings_a, &clock);
+    assert_eq!(restarted.value("shadowed"), None, "a deleted key came back");
+    assert_eq!(restarted.value("only-mine"), None);
+    assert_eq!(restarted.value("k3"), Some(format!("99{value}")));
+    assert_eq!(restarted.report.loaded, 10);
+    restarted.stop().await;
+}
+
 #[test]
 fn out_of_space_and_quota_errors_are_disk_full() {
     assert!(log::is_disk_full(&std::io::Error::from_raw_os_error(28)));
