@@ -172,11 +172,17 @@ proptest! {
         prop_assert_eq!(a.dir_name().len(), 16);
     }
 
-    /// Anything that is not exactly a name we would write is "not ours".
+    /// Anything that is not exactly a name we would write is "not ours": names a bucket
+    /// wrote, the same with one character replaced, and the bucket shape with any digits,
+    /// so that both outcomes occur often.
     #[test]
-    fn foreign_names_are_not_buckets(name in "\\PC{0,20}") {
-        if let Some(bucket) = Bucket::from_dir_name(&name) {
-            prop_assert_eq!(bucket.dir_name(), name);
+    fn only_names_a_bucket_writes_are_buckets(name in bucket_like_name()) {
+        match Bucket::from_dir_name(&name) {
+            Some(bucket) => prop_assert_eq!(bucket.dir_name(), name),
+            None => prop_assert!(
+                !is_canonical(&name),
+                "{name} has the canonical form of a valid time but was refused"
+            ),
         }
     }
 
@@ -186,6 +192,33 @@ proptest! {
         let grace = Duration::seconds(grace_secs);
         prop_assert_eq!(is_bucket_expired(fire, now, grace), fire + grace <= now);
     }
+}
+
+/// Names near the bucket format: written ones, one character off, and the shape with
+/// arbitrary digits (invalid dates and times among them), plus arbitrary text.
+fn bucket_like_name() -> impl Strategy<Value = String> {
+    fn written() -> impl Strategy<Value = String> {
+        instant().prop_map(|t| {
+            Bucket::new(t.with_nanosecond(0).expect("valid"))
+                .expect("in range")
+                .dir_name()
+        })
+    }
+    let one_off =
+        (written(), any::<prop::sample::Index>(), any::<char>()).prop_map(|(name, at, c)| {
+            let mut chars: Vec<char> = name.chars().collect();
+            let at = at.index(chars.len());
+            chars[at] = c;
+            chars.into_iter().collect::<String>()
+        });
+    prop_oneof![written(), one_off, "[0-9]{8}T[0-9]{6}Z", "\\PC{0,20}"]
+}
+
+/// Whether `name` is `YYYYMMDDTHHMMSSZ` of a real UTC second, checked with chrono's parser
+/// (independent of the code under test).
+fn is_canonical(name: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(name, "%Y%m%dT%H%M%SZ")
+        .is_ok_and(|time| time.format("%Y%m%dT%H%M%SZ").to_string() == name)
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use chrono::Duration;
@@ -220,35 +222,50 @@ fn appends_to_a_live_bucket_during_sweeps_are_kept() {
     populate(tmp.path());
     let live = Area::from_dir_name("20261123T160000Z").expect("bucket");
     let data = tmp.path().to_path_buf();
+    // The writer appends until told to stop, so every janitor run below overlaps it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = stop.clone();
     let writer = thread::spawn(move || {
         let options = WriterOptions {
             max_segment_bytes: 2048,
         };
         let mut writer =
             SegmentWriter::open(&root(&data), live, &name("cache-9"), options).expect("open");
-        for i in 0..2000u32 {
-            let key = format!("live-{i}");
+        let mut written = 0u32;
+        while !writing.load(Ordering::Relaxed) || written < 2000 {
+            let key = format!("live-{written}");
             writer
                 .append(RecordRef {
                     key: key.as_bytes(),
                     version: Version {
-                        hlc: u64::from(i),
+                        hlc: u64::from(written),
                         node: 9,
                     },
                     expiry_unix_nanos: utc("2026-11-23T15:59:00Z").timestamp_nanos_opt(),
                     value: Some(b"v"),
                 })
                 .expect("append");
+            written += 1;
+            if written.is_multiple_of(256) {
+                thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
+        written
     });
-    while !writer.is_finished() {
+    let runs = 5;
+    for _ in 0..runs {
         let output = janitor(tmp.path(), &[]).output().expect("runs");
         assert!(output.status.success(), "{output:?}");
+        assert!(!writer.is_finished(), "the writer runs through every sweep");
     }
-    writer.join().expect("writer");
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer");
     let live_keys = load(&root(tmp.path()))
         .into_iter()
         .filter(|(key, _)| key.starts_with(b"live-"))
         .count();
-    assert_eq!(live_keys, 2000);
+    assert_eq!(
+        live_keys, written as usize,
+        "{runs} sweeps during the appends lost none"
+    );
 }

@@ -99,14 +99,34 @@ proptest! {
         prop_assert_eq!(damage, 1);
     }
 
+    /// Valid names are single, safe path components; the generator makes valid names and
+    /// near misses (dots, slashes, upper case, empty parts) about equally often.
     #[test]
-    fn names_are_single_safe_components(name in "\\PC{0,300}") {
-        if let Ok(valid) = ObjectName::new(&name) {
-            let path = std::path::Path::new(valid.as_str());
-            let mut components = path.components();
-            prop_assert!(matches!(components.next(), Some(std::path::Component::Normal(_))));
-            prop_assert!(components.next().is_none());
-            prop_assert!(!valid.as_str().contains(".."));
+    fn names_are_single_safe_components(name in prop_oneof![
+        "[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?){0,3}",
+        "[-a-zA-Z0-9./]{0,12}",
+        "\\PC{0,300}",
+    ]) {
+        match ObjectName::new(&name) {
+            Ok(valid) => {
+                let path = std::path::Path::new(valid.as_str());
+                let mut components = path.components();
+                prop_assert!(matches!(components.next(), Some(std::path::Component::Normal(_))));
+                prop_assert!(components.next().is_none());
+                prop_assert!(!valid.as_str().contains(".."));
+                prop_assert!(!valid.as_str().contains('/'));
+            }
+            Err(_) => prop_assert!(
+                name.is_empty()
+                    || name.len() > 253
+                    || name.split('.').any(|label| {
+                        label.is_empty()
+                            || !label.starts_with(|c: char| c.is_ascii_alphanumeric())
+                            || !label.ends_with(|c: char| c.is_ascii_alphanumeric())
+                            || !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    }),
+                "{name:?} follows every rule but was refused"
+            ),
         }
         prop_assert_eq!(SegmentId::from_file_name(&name).map(|id| id.file_name()).is_some(),
             SegmentId::from_file_name(&name).is_some_and(|id| id.file_name() == name));
