@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use tidecache_contract::args as flag;
 use tidecache_contract::disk::{NameError, ObjectName};
 use tidecache_contract::{Schedule, ScheduleError};
 
@@ -73,8 +74,8 @@ pub struct Config {
 
     /// What to do when memory is full: evict (clock, an LRU approximation) or refuse writes
     /// with 507 (noeviction).
-    #[arg(long, env = "TIDECACHE_EVICTION_POLICY", value_enum, default_value_t = PolicyArg::Clock)]
-    pub eviction_policy: PolicyArg,
+    #[arg(long, env = "TIDECACHE_EVICTION_POLICY", value_enum, default_value_t = flag::EvictionPolicy::Clock)]
+    pub eviction_policy: flag::EvictionPolicy,
 
     /// Log format.
     #[arg(long, env = "TIDECACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -108,8 +109,8 @@ pub struct Config {
 
     /// When persisted writes reach stable storage: always (fsync before acknowledging),
     /// everysec (fsync each second), never (the kernel decides).
-    #[arg(long, env = "TIDECACHE_FSYNC", value_enum, default_value_t = FsyncPolicy::Everysec)]
-    pub fsync: FsyncPolicy,
+    #[arg(long, env = "TIDECACHE_FSYNC", value_enum, default_value_t = flag::FsyncPolicy::Everysec)]
+    pub fsync: flag::FsyncPolicy,
 
     /// Segment files are rotated at this size.
     #[arg(long, env = "TIDECACHE_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_size)]
@@ -137,8 +138,8 @@ pub struct Config {
 
     /// How many replicas acknowledge a write that does not say (Tidecache-Ack): one (this
     /// node), quorum (a majority) or all.
-    #[arg(long, env = "TIDECACHE_WRITE_ACK", value_enum, default_value_t = AckLevel::One)]
-    pub ack: AckLevel,
+    #[arg(long, env = "TIDECACHE_WRITE_ACK", value_enum, default_value_t = flag::AckLevel::One)]
+    pub ack: flag::AckLevel,
 
     /// How long a write waits for its acknowledgements before the client gets 503.
     #[arg(long, env = "TIDECACHE_ACK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
@@ -183,22 +184,38 @@ pub struct ReplicationConfig {
     pub settings: ReplicationSettings,
 }
 
-/// `--eviction-policy` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PolicyArg {
-    /// CLOCK (second chance): expired entries first, then those not read recently.
-    Clock,
-    /// Refuse writes that do not fit (HTTP 507).
-    Noeviction,
+/// `--log-format` values, spelled by the contract the operator renders flags with.
+pub use tidecache_contract::args::LogFormat;
+
+/// The flag values are the contract's, so that their spelling exists once; each maps onto the
+/// type that implements it here.
+impl From<flag::EvictionPolicy> for EvictionPolicy {
+    fn from(policy: flag::EvictionPolicy) -> EvictionPolicy {
+        match policy {
+            flag::EvictionPolicy::Clock => EvictionPolicy::Clock,
+            flag::EvictionPolicy::NoEviction => EvictionPolicy::NoEviction,
+        }
+    }
 }
 
-/// `--log-format` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
+impl From<flag::FsyncPolicy> for FsyncPolicy {
+    fn from(policy: flag::FsyncPolicy) -> FsyncPolicy {
+        match policy {
+            flag::FsyncPolicy::Always => FsyncPolicy::Always,
+            flag::FsyncPolicy::Everysec => FsyncPolicy::Everysec,
+            flag::FsyncPolicy::Never => FsyncPolicy::Never,
+        }
+    }
+}
+
+impl From<flag::AckLevel> for AckLevel {
+    fn from(level: flag::AckLevel) -> AckLevel {
+        match level {
+            flag::AckLevel::One => AckLevel::One,
+            flag::AckLevel::Quorum => AckLevel::Quorum,
+            flag::AckLevel::All => AckLevel::All,
+        }
+    }
 }
 
 /// Why the configuration was refused.
@@ -363,10 +380,7 @@ impl Config {
             store: StoreConfig {
                 schedule,
                 capacity_bytes,
-                eviction_policy: match self.eviction_policy {
-                    PolicyArg::Clock => EvictionPolicy::Clock,
-                    PolicyArg::Noeviction => EvictionPolicy::NoEviction,
-                },
+                eviction_policy: self.eviction_policy.into(),
                 shards: self.shards,
             },
             capacity_source,
@@ -408,7 +422,7 @@ impl Config {
         Ok(Some(ReplicationConfig {
             peers,
             settings: ReplicationSettings {
-                default_ack: self.ack,
+                default_ack: self.ack.into(),
                 ack_timeout: self.ack_timeout,
                 anti_entropy_interval: self.anti_entropy_interval,
                 catch_up_timeout: self.catch_up_timeout,
@@ -440,7 +454,7 @@ impl Config {
             namespace: name("namespace", &self.namespace)?,
             cluster: name("cluster", &self.cluster)?,
             node,
-            fsync: self.fsync,
+            fsync: self.fsync.into(),
             segment_bytes: self.segment_bytes,
             compact_min_bytes: self.compact_min_bytes,
         })

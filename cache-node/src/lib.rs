@@ -43,7 +43,7 @@ pub use base::time::{Clock, ManualClock, SystemClock, Timestamp};
 /// The service and what it is made of.
 pub use cache::{Cache, CacheSettings, Limits};
 /// Flags and environment, validated into settings.
-pub use config::{Config, LogFormat, Settings};
+pub use config::{CapacitySource, Config, LogFormat, PeerSource, Settings};
 /// The HTTP API over a cache, for in-process tests and benchmarks.
 pub use http::{AppState, app, run};
 /// The metrics registry.

@@ -13,12 +13,16 @@
 //!   it; the janitor deletes bucket directories by its names.
 //! - [`units`]: the durations and byte sizes of flags and spec fields, parsed the same way by
 //!   every binary.
+//! - [`args`]: the command lines and environments the operator gives cache-node and the
+//!   janitor, typed, with every flag-value enum spelled once and parsed by the binaries' own
+//!   `clap` parsers.
 //!
 //! The operator validates `spec.expiry` with the same code, so a schedule it accepts is one
 //! the nodes and the janitor can run.
 
 #![deny(clippy::unwrap_used)]
 
+pub mod args;
 pub mod bucket;
 pub mod disk;
 pub mod schedule;

@@ -42,6 +42,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         .ok_or_else(error)
 }
 
+/// Writes a duration as [`parse_duration`] reads it, in the largest unit that divides it
+/// exactly (`2h`, `15m`, `90s`, `0s`), so that a value written in its natural unit keeps its
+/// spelling on the command lines the operator renders. Fractions of a second are dropped:
+/// no flag takes them.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds != 0 && seconds.is_multiple_of(3_600) {
+        format!("{}h", seconds / 3_600)
+    } else if seconds != 0 && seconds.is_multiple_of(60) {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
 /// Parses a byte size: plain bytes, or a number with a binary (`KiB`…`EiB`, and Kubernetes'
 /// `Ki`…`Ei`) or decimal (`KB`…`EB`, and Kubernetes' `k`, `M`, `G`, `T`, `P`, `E`) unit.
 ///
@@ -103,6 +118,31 @@ mod tests {
             "99999999999999999999h",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations_are_formatted_in_their_largest_exact_unit() {
+        for (seconds, text) in [
+            (0, "0s"),
+            (45, "45s"),
+            (60, "1m"),
+            (90, "90s"),
+            (900, "15m"),
+            (5_400, "90m"),
+            (7_200, "2h"),
+            (86_400, "24h"),
+        ] {
+            assert_eq!(format_duration(Duration::from_secs(seconds)), text);
+        }
+        assert_eq!(format_duration(Duration::from_millis(1_500)), "1s");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn formatted_durations_parse_back(seconds in 0u64..=u64::MAX / 3_600) {
+            let duration = Duration::from_secs(seconds);
+            proptest::prop_assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
         }
     }
 

@@ -6,7 +6,9 @@
 //! (`spec: {}`) is complete once stored. Validation that the API server can do itself (ranges,
 //! enums, patterns, CEL rules across fields and on updates) is in the schema, so a bad resource is
 //! refused at `kubectl apply`; what only Rust can check (the cron expression and time zone, by the
-//! shared contract crate) is checked by [`crate::validate`] and reported in status.
+//! shared contract crate) is checked by [`crate::validate`] and reported in status. The enums
+//! that reach cache-node map onto the contract's flag values here (`From` impls), the one place
+//! where the spec's names meet the binaries' spellings.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -14,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tidecache_contract::args;
 
 /// The cache-node image used when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/tidecache/cache-node:0.1.0";
@@ -237,12 +240,12 @@ pub enum EvictionPolicy {
     NoEviction,
 }
 
-impl EvictionPolicy {
-    /// The value of cache-node's `--eviction-policy` flag.
-    pub fn flag_value(self) -> &'static str {
-        match self {
-            EvictionPolicy::ApproximateLRU => "clock",
-            EvictionPolicy::NoEviction => "noeviction",
+/// The spec's names are for admins; cache-node's flag says how: CLOCK approximates LRU.
+impl From<EvictionPolicy> for args::EvictionPolicy {
+    fn from(policy: EvictionPolicy) -> args::EvictionPolicy {
+        match policy {
+            EvictionPolicy::ApproximateLRU => args::EvictionPolicy::Clock,
+            EvictionPolicy::NoEviction => args::EvictionPolicy::NoEviction,
         }
     }
 }
@@ -408,13 +411,12 @@ pub enum FsyncPolicy {
     Never,
 }
 
-impl FsyncPolicy {
-    /// The value of cache-node's `--fsync` flag.
-    pub fn flag_value(self) -> &'static str {
-        match self {
-            FsyncPolicy::Always => "always",
-            FsyncPolicy::EverySec => "everysec",
-            FsyncPolicy::Never => "never",
+impl From<FsyncPolicy> for args::FsyncPolicy {
+    fn from(policy: FsyncPolicy) -> args::FsyncPolicy {
+        match policy {
+            FsyncPolicy::Always => args::FsyncPolicy::Always,
+            FsyncPolicy::EverySec => args::FsyncPolicy::Everysec,
+            FsyncPolicy::Never => args::FsyncPolicy::Never,
         }
     }
 }
@@ -451,13 +453,12 @@ pub enum WriteAcknowledgement {
     All,
 }
 
-impl WriteAcknowledgement {
-    /// The value of cache-node's `TIDECACHE_WRITE_ACK` setting.
-    pub fn flag_value(self) -> &'static str {
-        match self {
-            WriteAcknowledgement::One => "one",
-            WriteAcknowledgement::Quorum => "quorum",
-            WriteAcknowledgement::All => "all",
+impl From<WriteAcknowledgement> for args::AckLevel {
+    fn from(level: WriteAcknowledgement) -> args::AckLevel {
+        match level {
+            WriteAcknowledgement::One => args::AckLevel::One,
+            WriteAcknowledgement::Quorum => args::AckLevel::Quorum,
+            WriteAcknowledgement::All => args::AckLevel::All,
         }
     }
 }

@@ -4,13 +4,21 @@
 //! The schema already refuses most bad resources at `kubectl apply`; this step re-checks what
 //! the builders rely on (a CRD older than the operator may have let something through) and adds
 //! what only Rust can check: the schedule and time zone, by the shared contract crate, so that
-//! the operator, the cache nodes and the janitor agree on them.
+//! the operator, the cache nodes and the janitor agree on them. What it parses it keeps, as
+//! the contract's typed settings of cache-node and the janitor, so the builders only assemble.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
+use tidecache_contract::args::{JanitorArgs, LogFormat, NodeArgs, SecretKeyRef};
 use tidecache_contract::{Schedule, ScheduleError, units};
 
+use crate::build::{DATA_DIR, HTTP_PORT};
 use crate::crd::{CacheCluster, CacheClusterSpec};
+use crate::labels;
 
 /// Longest CacheCluster name: the janitor CronJob is named `<name>-janitor` and a CronJob name
 /// may have at most 52 characters.
@@ -43,6 +51,10 @@ impl ValidationError {
 }
 
 /// A CacheCluster whose spec the builders can turn into children without further checks.
+///
+/// Every spec value that needs parsing is carried here parsed, in the types the binaries are
+/// given (the contract's [`NodeArgs`] and [`JanitorArgs`]), so no builder reads or re-parses
+/// the text of such a field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedCluster {
     /// The CacheCluster's name, the prefix of every child's name.
@@ -51,12 +63,17 @@ pub struct ValidatedCluster {
     pub namespace: String,
     /// The ownerReference every child carries, so that garbage collection removes them.
     pub owner: OwnerReference,
-    /// The spec as stored (with schema defaults applied).
+    /// The spec as stored (with schema defaults applied), for the fields children take over
+    /// verbatim: replicas, images, resources, topology, the janitor's Job settings, the
+    /// Service, the budget and the volume's class, access mode and size (a quantity the
+    /// PersistentVolumeClaim takes as written).
     pub spec: CacheClusterSpec,
-    /// The parsed expiry schedule.
+    /// The expiry schedule and its time zone, for the CronJob and the status.
     pub schedule: Schedule,
-    /// `spec.memory.capacity` in bytes.
-    pub memory_bytes: u64,
+    /// What every cache pod is started with.
+    pub node: NodeArgs,
+    /// What every janitor run is started with.
+    pub janitor: JanitorArgs,
 }
 
 /// Checks `cluster` and returns the builders' input.
@@ -95,9 +112,9 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         .map_err(|message| ValidationError::invalid("spec.expiry.defaultTTL", message))?;
     let max_ttl = parse_duration(&spec.expiry.max_ttl)
         .map_err(|message| ValidationError::invalid("spec.expiry.maxTTL", message))?;
-    parse_duration(&spec.expiry.grace)
+    let grace = parse_duration(&spec.expiry.grace)
         .map_err(|message| ValidationError::invalid("spec.expiry.grace", message))?;
-    if default_ttl == 0 || max_ttl == 0 {
+    if default_ttl.is_zero() || max_ttl.is_zero() {
         return Err(ValidationError::invalid(
             "spec.expiry",
             "defaultTTL and maxTTL must be longer than 0s",
@@ -109,8 +126,10 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
             "expiry.defaultTTL must not be longer than expiry.maxTTL",
         ));
     }
-    let memory_bytes = parse_bytes(&spec.memory.capacity)
+    let max_memory = parse_bytes(&spec.memory.capacity)
         .map_err(|message| ValidationError::invalid("spec.memory.capacity", message))?;
+    let max_key_bytes = positive(spec.memory.max_key_bytes, "spec.memory.maxKeyBytes")?;
+    let max_value_bytes = positive(spec.memory.max_value_bytes, "spec.memory.maxValueBytes")?;
     parse_bytes(&spec.persistence.size)
         .map_err(|message| ValidationError::invalid("spec.persistence.size", message))?;
     let pdb = &spec.pod_disruption_budget;
@@ -121,14 +140,50 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
              podDisruptionBudget.maxUnavailable",
         ));
     }
+    let node = NodeArgs {
+        listen: SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)),
+        schedule: schedule.clone(),
+        default_ttl,
+        max_ttl,
+        max_key_bytes,
+        max_value_bytes,
+        max_memory,
+        eviction_policy: spec.memory.eviction_policy.into(),
+        log_format: LogFormat::Json,
+        data_dir: PathBuf::from(DATA_DIR),
+        cluster: name.clone(),
+        fsync: spec.persistence.fsync.into(),
+        peers_service: labels::names::peers_service(&name),
+        write_ack: spec.replication.write_acknowledgement.into(),
+        auth_token: spec.auth.as_ref().map(|auth| SecretKeyRef {
+            name: auth.secret_name.clone(),
+            key: auth.key.clone(),
+        }),
+    };
+    let janitor = JanitorArgs {
+        data_dir: PathBuf::from(DATA_DIR),
+        schedule: schedule.clone(),
+        grace,
+        namespace: namespace.clone(),
+        cluster: name.clone(),
+    };
     Ok(ValidatedCluster {
         name,
         namespace,
         owner,
         spec: spec.clone(),
         schedule,
-        memory_bytes,
+        node,
+        janitor,
     })
+}
+
+/// A byte limit the schema bounds to be positive, re-checked because an older CRD may not.
+fn positive(value: i64, field: &'static str) -> Result<u64, ValidationError> {
+    u64::try_from(value)
+        .ok()
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| ValidationError::invalid(field, format!("{value} must be at least 1")))
 }
 
 /// Which field a schedule error is about: the time zone or the expression.
@@ -140,15 +195,13 @@ fn schedule_error(error: &ScheduleError) -> ValidationError {
     ValidationError::invalid(field, error.to_string())
 }
 
-/// Seconds in a duration (`90s`, `15m`, `2h`), parsed by the contract crate exactly as
-/// cache-node and the janitor will parse the flag the operator passes them.
+/// A duration (`90s`, `15m`, `2h`), parsed by the contract crate exactly as cache-node and the
+/// janitor parse the flag the operator passes them.
 ///
 /// # Errors
 /// A message saying which form is expected.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    units::parse_duration(text)
-        .map(|duration| duration.as_secs())
-        .map_err(|error| error.to_string())
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    units::parse_duration(text).map_err(|error| error.to_string())
 }
 
 /// Bytes in a Kubernetes quantity written as an integer with an optional binary (Ki…Ei) or
@@ -181,7 +234,10 @@ mod tests {
     fn minimal_cluster_is_valid() {
         let validated = validate(&fixtures::minimal()).expect("valid");
         assert_eq!(validated.name, "demo");
-        assert_eq!(validated.memory_bytes, 256 << 20);
+        assert_eq!(validated.node.max_memory, 256 << 20);
+        assert_eq!(validated.node.default_ttl, Duration::from_secs(3_600));
+        assert_eq!(validated.janitor.grace, Duration::from_secs(60));
+        assert_eq!(validated.node.peers_service, "demo-peers");
         assert_eq!(validated.schedule.expression(), "* * * * *");
         assert_eq!(validated.owner.controller, Some(true));
     }
@@ -253,6 +309,12 @@ mod tests {
         cluster.spec.memory.capacity = "1.5Gi".into();
         assert!(invalid_message(&cluster).starts_with("spec.memory.capacity"));
         let mut cluster = fixtures::minimal();
+        cluster.spec.memory.max_key_bytes = 0;
+        assert_eq!(
+            invalid_message(&cluster),
+            "spec.memory.maxKeyBytes: 0 must be at least 1"
+        );
+        let mut cluster = fixtures::minimal();
         cluster.metadata.name = Some("x".repeat(MAX_NAME_LEN + 1));
         assert!(invalid_message(&cluster).starts_with("metadata.name"));
     }
@@ -264,9 +326,9 @@ mod tests {
         assert_eq!(parse_bytes("1024"), Ok(1024));
         assert!(parse_bytes("0").is_err());
         assert!(parse_bytes("Gi").is_err());
-        assert_eq!(parse_duration("90s"), Ok(90));
-        assert_eq!(parse_duration("15m"), Ok(900));
-        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
     }

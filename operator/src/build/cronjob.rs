@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{
-    DATA_DIR, DATA_VOLUME, child_meta, restricted_container_security, restricted_pod_security,
+    DATA_DIR, DATA_VOLUME, child_meta, invocation, restricted_container_security,
+    restricted_pod_security,
 };
 use crate::labels::{self, JANITOR_COMPONENT};
 use crate::validate::ValidatedCluster;
@@ -59,6 +60,7 @@ pub(super) fn janitor(cluster: &ValidatedCluster) -> CronJob {
 
 fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
     let janitor = &cluster.spec.janitor;
+    let (args, env) = invocation(&cluster.janitor);
     PodSpec {
         restart_policy: Some("Never".into()),
         // The janitor only touches the volume; it has no business with the API.
@@ -68,14 +70,8 @@ fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
             name: "janitor".into(),
             image: Some(janitor.image.clone()),
             image_pull_policy: Some(cluster.spec.image_pull_policy.as_str().into()),
-            args: Some(vec![
-                format!("--data-dir={DATA_DIR}"),
-                format!("--schedule={}", cluster.schedule.expression()),
-                format!("--time-zone={}", cluster.schedule.time_zone()),
-                format!("--grace={}", cluster.spec.expiry.grace),
-                format!("--namespace={}", cluster.namespace),
-                format!("--cluster={}", cluster.name),
-            ]),
+            args,
+            env,
             resources: janitor.resources.clone(),
             security_context: Some(restricted_container_security()),
             volume_mounts: Some(vec![VolumeMount {

@@ -13,12 +13,15 @@ mod statefulset;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
-    Capabilities, PersistentVolumeClaim, PodSecurityContext, SeccompProfile, SecurityContext,
-    Service, ServiceAccount,
+    Capabilities, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
+    PodSecurityContext, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use tidecache_contract::args::{self, EnvSource, Invocation};
 
 use crate::labels;
 use crate::validate::ValidatedCluster;
@@ -28,7 +31,7 @@ pub use rbac::CACHE_NODE_CLUSTER_ROLE;
 /// Where the shared volume is mounted in cache and janitor containers.
 pub const DATA_DIR: &str = "/data";
 /// The cache-node HTTP port inside the pod.
-pub const HTTP_PORT: i32 = 8080;
+pub const HTTP_PORT: u16 = 8080;
 /// Name of the cache-node container port, used by probes and Services.
 pub const HTTP_PORT_NAME: &str = "http";
 /// The unprivileged user and group the containers run as (the distroless `nonroot` user).
@@ -80,6 +83,46 @@ fn child_meta(cluster: &ValidatedCluster, name: String, component: &str) -> Obje
         labels: Some(labels::common(&cluster.name, component)),
         owner_references: Some(vec![cluster.owner.clone()]),
         ..ObjectMeta::default()
+    }
+}
+
+/// A binary's command line and environment as a container's `args` and `env` (`None` when
+/// there is none, as Kubernetes stores it).
+fn invocation(binary: &impl Invocation) -> (Option<Vec<String>>, Option<Vec<EnvVar>>) {
+    let env: Vec<EnvVar> = binary.to_env().into_iter().map(env_var).collect();
+    (Some(binary.to_args()), (!env.is_empty()).then_some(env))
+}
+
+/// The one mapping of the contract's variable sources onto Kubernetes' `EnvVar`.
+fn env_var(var: args::EnvVar) -> EnvVar {
+    let (value, value_from) = match var.source {
+        EnvSource::Value(value) => (Some(value), None),
+        EnvSource::PodField(field) => (
+            None,
+            Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: Some("v1".into()),
+                    field_path: field.path().into(),
+                }),
+                ..EnvVarSource::default()
+            }),
+        ),
+        EnvSource::SecretKey(secret) => (
+            None,
+            Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name,
+                    key: secret.key,
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        ),
+    };
+    EnvVar {
+        name: var.name.into(),
+        value,
+        value_from,
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) fn peers(cluster: &ValidatedCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(labels::selector(&cluster.name, CACHE_COMPONENT)),
-            ports: Some(vec![http_port(HTTP_PORT)]),
+            ports: Some(vec![http_port(i32::from(HTTP_PORT))]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

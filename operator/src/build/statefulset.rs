@@ -1,19 +1,20 @@
 //! The cache pods: a StatefulSet (stable pod names are the node identities of contract 4) spread
 //! over zones and hosts, all mounting the shared volume, configured entirely through
-//! cache-node's flags.
+//! cache-node's flags and environment as the contract renders them from
+//! [`ValidatedCluster::node`].
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, TopologySpreadConstraint, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, TopologySpreadConstraint,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME, child_meta, restricted_container_security,
-    restricted_pod_security,
+    DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME, child_meta, invocation,
+    restricted_container_security, restricted_pod_security,
 };
 use crate::crd::WhenUnsatisfiable;
 use crate::labels::{self, CACHE_COMPONENT};
@@ -122,15 +123,16 @@ fn container(cluster: &ValidatedCluster) -> Container {
             ..HTTPGetAction::default()
         })
     };
+    let (args, env) = invocation(&cluster.node);
     Container {
         name: "cache-node".into(),
         image: Some(cluster.spec.image.clone()),
         image_pull_policy: Some(cluster.spec.image_pull_policy.as_str().into()),
-        args: Some(args(cluster)),
-        env: Some(env(cluster)),
+        args,
+        env,
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.into()),
-            container_port: HTTP_PORT,
+            container_port: i32::from(HTTP_PORT),
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
@@ -168,78 +170,4 @@ fn container(cluster: &ValidatedCluster) -> Container {
         ]),
         ..Container::default()
     }
-}
-
-/// cache-node's flags for everything that is the same on every pod.
-fn args(cluster: &ValidatedCluster) -> Vec<String> {
-    let spec = &cluster.spec;
-    vec![
-        format!("--listen=0.0.0.0:{HTTP_PORT}"),
-        format!("--schedule={}", cluster.schedule.expression()),
-        format!("--time-zone={}", cluster.schedule.time_zone()),
-        format!("--default-ttl={}", spec.expiry.default_ttl),
-        format!("--max-ttl={}", spec.expiry.max_ttl),
-        format!("--max-key-bytes={}", spec.memory.max_key_bytes),
-        format!("--max-value-bytes={}", spec.memory.max_value_bytes),
-        format!("--max-memory={}", cluster.memory_bytes),
-        format!(
-            "--eviction-policy={}",
-            spec.memory.eviction_policy.flag_value()
-        ),
-        "--log-format=json".into(),
-        format!("--data-dir={DATA_DIR}"),
-        format!("--cluster={}", cluster.name),
-        format!("--fsync={}", spec.persistence.fsync.flag_value()),
-        format!(
-            "--peers-service={}",
-            labels::names::peers_service(&cluster.name)
-        ),
-    ]
-}
-
-/// Settings that differ per pod (its name and namespace, from the downward API) or come from a
-/// Secret, passed as cache-node's `TIDECACHE_*` environment variables.
-fn env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
-    let field = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                api_version: Some("v1".into()),
-                field_path: path.into(),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
-    let mut env = vec![
-        field("TIDECACHE_NODE_ID", "metadata.name"),
-        field("TIDECACHE_NAMESPACE", "metadata.namespace"),
-        EnvVar {
-            name: "TIDECACHE_WRITE_ACK".into(),
-            value: Some(
-                cluster
-                    .spec
-                    .replication
-                    .write_acknowledgement
-                    .flag_value()
-                    .into(),
-            ),
-            ..EnvVar::default()
-        },
-    ];
-    if let Some(auth) = &cluster.spec.auth {
-        env.push(EnvVar {
-            name: "TIDECACHE_AUTH_TOKEN".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: auth.secret_name.clone(),
-                    key: auth.key.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        });
-    }
-    env
 }
