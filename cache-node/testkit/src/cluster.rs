@@ -26,6 +26,7 @@ pub struct Builder {
     auth_token: Option<String>,
     flags: Vec<String>,
     env: Vec<(String, String)>,
+    data: Option<PathBuf>,
 }
 
 impl Builder {
@@ -61,6 +62,13 @@ impl Builder {
         self
     }
 
+    /// The shared data directory, e.g. a crashable [`Volume`](crate::Volume)'s; a new empty
+    /// directory otherwise.
+    pub fn data_dir(mut self, path: &Path) -> Builder {
+        self.data = Some(path.to_path_buf());
+        self
+    }
+
     /// Starts every node, then waits until each is ready.
     ///
     /// # Panics
@@ -68,8 +76,8 @@ impl Builder {
     /// If a node exits or is not ready within 60 s, with its log.
     pub fn start(self) -> Cluster {
         let dir = tempfile::tempdir().expect("cluster directory");
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("data directory");
+        let data = self.data.unwrap_or_else(|| dir.path().join("data"));
+        std::fs::create_dir_all(&data).expect("data directory");
         let ports = free_ports(self.size);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut args = vec![
@@ -130,7 +138,8 @@ pub struct Cluster {
     env: Vec<(String, String)>,
     /// The shared data directory.
     data: PathBuf,
-    /// Holds the data directory and the logs; removed on drop.
+    /// Holds the logs (and the data directory unless the builder was given one); removed on
+    /// drop.
     _dir: tempfile::TempDir,
 }
 
@@ -153,6 +162,7 @@ impl Cluster {
             auth_token: None,
             flags: Vec::new(),
             env: Vec::new(),
+            data: None,
         }
     }
 
