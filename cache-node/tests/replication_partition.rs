@@ -63,7 +63,9 @@ async fn a_node_cut_off_for_30_seconds_converges_after_the_heal() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let last = format!("during-{}", written - 1);
-    let expected_before = client.get(a, "before").await.expect("get");
+    // The last overwrite of `before` was the loop's last: `written` when it was sent.
+    let expected_before = Some(written.to_string());
+    assert_eq!(client.get(a, "before").await.expect("get"), expected_before);
 
     cluster.signal(2, "CONT");
     let healed_at = Instant::now();
@@ -88,7 +90,11 @@ async fn a_node_cut_off_for_30_seconds_converges_after_the_heal() {
         client.get(c, &last).await.expect("get").as_deref(),
         Some("v1")
     );
-    assert_eq!(client.get(c, "before").await.expect("get"), expected_before);
+    assert_eq!(
+        client.get(c, "before").await.expect("get"),
+        expected_before,
+        "c holds the overwrite made while it was cut off"
+    );
     assert_eq!(
         client.get(c, "needs-all").await.expect("get").as_deref(),
         Some("x")
