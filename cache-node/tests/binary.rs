@@ -1,78 +1,64 @@
-//! The `cache-node` binary as a process: it starts with flags, logs JSON, serves, and on
-//! SIGTERM drains and exits 0; a bad flag stops it with a clear message.
+//! The `cache-node` binary as a process: it starts with flags and environment, logs JSON,
+//! serves, and on SIGTERM drains and exits 0; a bad flag stops it with a clear message.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use cache_node_testkit::{Client, Cluster, cache_node};
+use http::StatusCode;
 
-fn exchange(address: &str, raw: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream.write_all(raw.as_bytes()).expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    response
-}
-
-#[test]
-fn serves_and_exits_zero_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cache-node"))
-        .args(["--listen=127.0.0.1:0", "--log-format=json", "--max-ttl=1h"])
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_and_exits_zero_on_sigterm() {
+    let mut cluster = Cluster::builder(1)
+        .independent()
+        .flag("--log-format=json")
+        .flag("--max-ttl=1h")
         .env("TIDECACHE_DEFAULT_TTL", "90s")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cache-node starts");
-    let mut logs = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    let address = loop {
-        line.clear();
-        assert!(
-            logs.read_line(&mut line).expect("log line") > 0,
-            "exited early"
-        );
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if event["fields"]["message"] == "cache-node serving" {
-            break event["fields"]["listen"]
+        .start();
+    let address = cluster.address(0).to_string();
+    let client = Client::default();
+    // With --max-ttl and no default a write without a lifetime is refused, so a 201 here
+    // means the default came from the environment.
+    let put = client.put(&address, "k", "hi", &[]).await.expect("PUT");
+    assert_eq!(put.status, StatusCode::CREATED, "{put:?}");
+    assert_eq!(
+        put.header("tidecache-ttl"),
+        "90",
+        "default TTL from the environment"
+    );
+    let got = client.get(&address, "k").await.expect("GET");
+    assert_eq!(got.as_deref(), Some("hi"));
+
+    let status = cluster.stop(0);
+    assert_eq!(status.code(), Some(0), "{}", cluster.log(0));
+    let log = cluster.log(0);
+    let messages: Vec<String> = log
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            event["fields"]["message"]
                 .as_str()
-                .expect("listen field")
-                .to_string();
-        }
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let position = |message: &str| {
+        messages
+            .iter()
+            .position(|m| m == message)
+            .unwrap_or_else(|| panic!("no {message:?} in the log:\n{log}"))
     };
-
-    let put = exchange(
-        &address,
-        "PUT /v1/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
-    );
-    assert!(put.starts_with("HTTP/1.1 201"), "{put}");
     assert!(
-        put.contains("tidecache-ttl: 90"),
-        "default TTL from the environment: {put}"
+        position("cache-node serving") < position("SIGTERM received"),
+        "{log}"
     );
-    let get = exchange(
-        &address,
-        "GET /v1/keys/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    assert!(
+        position("SIGTERM received") < position("cache-node stopped"),
+        "{log}"
     );
-    assert!(get.ends_with("hi"), "{get}");
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let status = child.wait().expect("exits");
-    assert_eq!(status.code(), Some(0));
-    let mut rest = String::new();
-    logs.read_to_string(&mut rest).expect("remaining logs");
-    assert!(rest.contains("SIGTERM received"), "{rest}");
-    assert!(rest.contains("cache-node stopped"), "{rest}");
 }
 
 #[test]
 fn refuses_an_invalid_schedule() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cache-node"))
+    let output = cache_node()
         .args(["--listen=127.0.0.1:0", "--schedule=61 * * * *"])
         .output()
         .expect("cache-node runs");

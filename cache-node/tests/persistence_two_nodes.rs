@@ -2,19 +2,19 @@
 //! subdirectories), killed, then both restarted: each loads the other's entries, the newest
 //! version of every key wins, and deleted keys stay deleted.
 
-mod persist_support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use persist_support::{Client, Server};
+use cache_node_testkit::{Client, Cluster};
+use http::{Method, StatusCode};
 
-/// Client threads; each owns a set of keys and sends every operation to a random node.
-const THREADS: usize = 2;
-const KEYS_PER_THREAD: usize = 30;
-const OPS_PER_THREAD: usize = 300;
-/// Two operations on one key are spaced by at least this much, so that their versions (node
-/// clocks in microseconds, without replication to merge them) order them as real time does.
+/// Client tasks; each owns a set of keys and sends every operation to a random node.
+const TASKS: usize = 2;
+const KEYS_PER_TASK: usize = 30;
+const OPS_PER_TASK: usize = 300;
+/// Two operations on one key are spaced by at least this much, so that their versions (each
+/// node's own clock in milliseconds, without replication to merge them) order them as real
+/// time does.
 const SPACING: Duration = Duration::from_millis(3);
 
 /// The expected state of a key: its value and ETag, or absent.
@@ -33,40 +33,46 @@ impl Lcg {
     }
 }
 
-/// Runs one thread's operations; returns each key's expected state.
-fn operate(thread: usize, nodes: [std::net::SocketAddr; 2]) -> HashMap<String, Expected> {
-    let mut clients = nodes.map(Client::new);
-    let mut rng = Lcg(thread as u64 + 7);
+/// Runs one task's operations; returns each key's expected state.
+async fn operate(task: usize, nodes: [String; 2]) -> HashMap<String, Expected> {
+    let client = Client::default();
+    let mut rng = Lcg(task as u64 + 7);
     let mut expected: HashMap<String, Expected> = HashMap::new();
     // Which node holds each key's latest value: a node can only delete what it has.
     let mut holder: HashMap<String, usize> = HashMap::new();
     let mut last_op: HashMap<String, Instant> = HashMap::new();
-    for seq in 0..OPS_PER_THREAD {
-        let key = format!("t{thread}-k{}", rng.next(KEYS_PER_THREAD));
+    for seq in 0..OPS_PER_TASK {
+        let key = format!("t{task}-k{}", rng.next(KEYS_PER_TASK));
         if let Some(since) = last_op.get(&key) {
-            std::thread::sleep(SPACING.saturating_sub(since.elapsed()));
+            tokio::time::sleep(SPACING.saturating_sub(since.elapsed())).await;
         }
         let delete = holder.contains_key(&key) && rng.next(4) == 0;
         if delete {
             let node = holder.remove(&key).expect("held");
-            let reply = clients[node]
-                .request("DELETE", &format!("/v1/keys/{key}"), b"")
+            let reply = client
+                .delete(&nodes[node], &key, &[])
+                .await
                 .expect("DELETE");
-            assert_eq!(reply.status, 204, "DELETE {key} on node {node}");
+            assert_eq!(
+                reply.status,
+                StatusCode::NO_CONTENT,
+                "DELETE {key} on node {node}"
+            );
             expected.insert(key.clone(), None);
         } else {
             let node = rng.next(2);
             let value = format!("{key}-v{seq}-n{node}");
             let ttl = if rng.next(2) == 0 { "?ttl=1h" } else { "" };
-            let reply = clients[node]
-                .request("PUT", &format!("/v1/keys/{key}{ttl}"), value.as_bytes())
+            let reply = client
+                .put(&nodes[node], &format!("{key}{ttl}"), &value, &[])
+                .await
                 .expect("PUT");
             assert!(
-                matches!(reply.status, 201 | 204),
-                "PUT {key}: {}",
-                reply.status
+                matches!(reply.status, StatusCode::CREATED | StatusCode::NO_CONTENT),
+                "PUT {key}: {reply:?}"
             );
-            let etag = reply.header("etag").expect("ETag").to_string();
+            let etag = reply.header("etag");
+            assert!(!etag.is_empty(), "PUT {key}: no ETag");
             holder.insert(key.clone(), node);
             expected.insert(key.clone(), Some((value, etag)));
         }
@@ -75,52 +81,55 @@ fn operate(thread: usize, nodes: [std::net::SocketAddr; 2]) -> HashMap<String, E
     expected
 }
 
-fn check(server: &Server, expected: &HashMap<String, Expected>, who: &str) {
-    let mut client = server.client();
+async fn check(cluster: &Cluster, node: usize, expected: &HashMap<String, Expected>) {
+    let client = Client::default();
+    let who = cluster.id(node);
     for (key, want) in expected {
         let reply = client
-            .request("GET", &format!("/v1/keys/{key}"), b"")
+            .send(
+                Method::GET,
+                cluster.address(node),
+                &format!("/v1/keys/{key}"),
+                &[],
+                "",
+            )
+            .await
             .expect("GET");
         let got = match reply.status {
-            200 => Some((
-                String::from_utf8(reply.body.clone()).expect("utf-8"),
-                reply.header("etag").expect("ETag").to_string(),
-            )),
-            404 => None,
+            StatusCode::OK => Some((reply.text(), reply.header("etag"))),
+            StatusCode::NOT_FOUND => None,
             status => panic!("GET {key} on {who}: {status}"),
         };
         assert_eq!(&got, want, "{key} on {who}");
     }
 }
 
-#[test]
-fn two_nodes_on_one_volume_load_each_others_entries_newest_wins_and_deletes_hold() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = Server::start(dir.path(), "node-a", "always");
-    let b = Server::start(dir.path(), "node-b", "always");
-    let nodes = [a.addr, b.addr];
-    let threads: Vec<_> = (0..THREADS)
-        .map(|thread| std::thread::spawn(move || operate(thread, nodes)))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_volume_load_each_others_entries_newest_wins_and_deletes_hold() {
+    let mut cluster = Cluster::builder(2).independent().fsync("always").start();
+    let nodes = [0, 1].map(|node| cluster.address(node).to_string());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| tokio::spawn(operate(task, nodes.clone())))
         .collect();
     let mut expected = HashMap::new();
-    for thread in threads {
-        expected.extend(thread.join().expect("client thread"));
+    for task in tasks {
+        expected.extend(task.await.expect("client task"));
     }
     let deleted = expected.values().filter(|want| want.is_none()).count();
     assert!(deleted > 0 && deleted < expected.len(), "{deleted} deleted");
-    a.kill();
-    b.kill();
+    cluster.kill(0);
+    cluster.kill(1);
 
-    let a = Server::start(dir.path(), "node-a", "always");
-    let b = Server::start(dir.path(), "node-b", "always");
-    check(&a, &expected, "node-a");
-    check(&b, &expected, "node-b");
-    for node in ["node-a", "node-b"] {
-        let segments = std::fs::read_dir(dir.path().join("default/tidecache/persistent"))
+    cluster.start_nodes(0..2);
+    check(&cluster, 0, &expected).await;
+    check(&cluster, 1, &expected).await;
+    for node in 0..2 {
+        let id = cluster.id(node);
+        let segments = std::fs::read_dir(cluster.data_dir().join("default/tidecache/persistent"))
             .expect("persistent area")
             .filter_map(Result::ok)
-            .any(|entry| entry.file_name() == node);
-        assert!(segments, "{node} wrote its own subdirectory");
+            .any(|entry| entry.file_name() == id);
+        assert!(segments, "{id} wrote its own subdirectory");
     }
     println!(
         "two nodes: {} keys ({deleted} deleted) identical on both after the restart",

@@ -2,9 +2,7 @@
 //! are refused and change nothing, probes stay open, and replication between the nodes
 //! carries the token (an `ack=all` write reaches every node).
 
-mod common;
-
-use common::{Client, Cluster};
+use cache_node_testkit::{Client, Cluster};
 use http::{Method, StatusCode};
 
 const TOKEN: &str = "s3cret-token";
@@ -12,7 +10,7 @@ const TOKEN: &str = "s3cret-token";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_requests_with_the_token_are_served_and_peers_present_it() {
     // The token comes from the environment in Kubernetes; the flag is the same setting.
-    let cluster = Cluster::start(3, &["--auth-token=s3cret-token"]);
+    let cluster = Cluster::builder(3).auth_token(TOKEN).start();
     let client = Client::default();
     let bearer = format!("Bearer {TOKEN}");
 
@@ -25,7 +23,11 @@ async fn only_requests_with_the_token_are_served_and_peers_present_it() {
         refused.header("www-authenticate"),
         "Bearer realm=\"tidecache\""
     );
-    assert!(String::from_utf8_lossy(&refused.body).contains("\"error\":\"unauthorized\""));
+    assert!(
+        refused.text().contains("\"error\":\"unauthorized\""),
+        "{}",
+        refused.text()
+    );
 
     let wrong = client
         .put(

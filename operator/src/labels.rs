@@ -55,6 +55,20 @@ pub fn selector_string(cluster: &str, component: &str) -> String {
         .join(",")
 }
 
+/// The labels every child of `cluster` carries whatever its component, as a label-selector
+/// string: what the orphan sweep lists children by.
+pub fn children_selector_string(cluster: &str) -> String {
+    BTreeMap::from([
+        (NAME_KEY, APP_NAME),
+        (INSTANCE_KEY, cluster),
+        (MANAGED_BY_KEY, MANAGER),
+    ])
+    .iter()
+    .map(|(key, value)| format!("{key}={value}"))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
 /// Names of the children of one CacheCluster, derived from its name.
 pub mod names {
     /// The StatefulSet (and so the prefix of the pod names).
@@ -104,6 +118,17 @@ mod tests {
             "app.kubernetes.io/component=cache,app.kubernetes.io/instance=demo,\
              app.kubernetes.io/name=tidecache"
         );
+    }
+
+    #[test]
+    fn every_child_matches_the_children_selector() {
+        for component in [CACHE_COMPONENT, JANITOR_COMPONENT] {
+            let labels = common("demo", component);
+            for requirement in children_selector_string("demo").split(',') {
+                let (key, value) = requirement.split_once('=').expect("key=value");
+                assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
+            }
+        }
     }
 
     #[test]

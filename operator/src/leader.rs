@@ -1,16 +1,31 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease (through `kube-lease-manager`), so that
 //! two operator replicas never reconcile at the same time: only the holder of the Lease runs the
 //! controller, and a replica that loses the Lease stops reconciling at once.
+//!
+//! # Task ownership
+//! The Lease is held by one task spawned on the caller's [`TaskTracker`], so the process waits
+//! for it at shutdown like for every other task. It is stopped by a [`CancellationToken`] that
+//! [`Candidacy`] owns: [`Candidacy::release`] (or dropping the candidacy) cancels it, and the
+//! task then releases the Lease before it ends, so a successor can take over at once.
+
+use std::time::Duration;
 
 use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::warn;
 
 /// Seconds a Lease is valid without renewal: how long a crashed leader blocks a successor.
 pub const LEASE_SECONDS: u64 = 15;
 /// Seconds before expiry at which the holder renews.
 pub const RENEW_GRACE_SECONDS: u64 = 5;
+/// First pause after the Lease could not be read or written; doubled per failure in a row.
+const RETRY_START: Duration = Duration::from_secs(1);
+/// Longest pause between attempts after failures (kube-lease-manager's own watcher's limit).
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Why leader election failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,16 +49,19 @@ pub enum LeaderError {
     Release(#[source] LeaseManagerError),
 }
 
-/// This replica's candidacy: a background task keeps trying to take and renew the Lease.
+/// This replica's candidacy: a task keeps trying to take and renew the Lease until the
+/// candidacy is released.
 pub struct Candidacy {
     /// `true` while this replica holds the Lease.
     leading: watch::Receiver<bool>,
-    /// The task holding the Lease; it releases the Lease when `leading` is dropped.
-    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    /// Stops the Lease task when released or dropped.
+    stop: DropGuard,
+    /// The Lease task; its result says whether the Lease was released.
+    task: JoinHandle<Result<(), LeaderError>>,
 }
 
 impl Candidacy {
-    /// Starts competing for the Lease `namespace/name` as `identity`.
+    /// Starts competing for the Lease `namespace/name` as `identity`, in a task on `tasks`.
     ///
     /// # Errors
     /// [`LeaderError::Setup`] if the Lease cannot be created or read (RBAC, API down).
@@ -52,6 +70,7 @@ impl Candidacy {
         namespace: &str,
         name: &str,
         identity: &str,
+        tasks: &TaskTracker,
     ) -> Result<Candidacy, LeaderError> {
         let manager = LeaseManagerBuilder::new(client, name)
             .with_namespace(namespace)
@@ -66,8 +85,14 @@ impl Candidacy {
                 name: name.to_string(),
                 source,
             })?;
-        let (leading, task) = manager.watch().await;
-        Ok(Candidacy { leading, task })
+        let (sender, leading) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let task = tasks.spawn(hold(manager, sender, stop.clone()));
+        Ok(Candidacy {
+            leading,
+            stop: stop.drop_guard(),
+            task,
+        })
     }
 
     /// Waits until this replica holds the Lease.
@@ -88,17 +113,46 @@ impl Candidacy {
         let _ = self.leading.wait_for(|leading| !*leading).await;
     }
 
-    /// Gives the Lease up so that a successor can take over at once.
+    /// Stops competing and gives the Lease up so that a successor can take over at once;
+    /// returns when the Lease task has ended.
     ///
     /// # Errors
     /// [`LeaderError::Release`] if the Lease could not be released, [`LeaderError::Stopped`] if
     /// the task panicked.
     pub async fn release(self) -> Result<(), LeaderError> {
-        drop(self.leading);
-        match self.task.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(LeaderError::Release(error)),
-            Err(_) => Err(LeaderError::Stopped),
+        drop(self.stop);
+        self.task.await.unwrap_or(Err(LeaderError::Stopped))
+    }
+}
+
+/// The Lease task: takes the Lease when it is free and renews it while held, publishing each
+/// change in `leading`, until `stop`; then releases the Lease. Errors of the API are retried
+/// with backoff, as kube-lease-manager's own watcher does.
+async fn hold(
+    manager: LeaseManager,
+    leading: watch::Sender<bool>,
+    stop: CancellationToken,
+) -> Result<(), LeaderError> {
+    let mut retry = RETRY_START;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            changed = manager.changed() => match changed {
+                Ok(state) => {
+                    retry = RETRY_START;
+                    leading.send_replace(state);
+                }
+                Err(error) => {
+                    warn!(%error, retry = ?retry, "cannot update the leader Lease");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(retry) => {}
+                    }
+                    retry = retry.saturating_mul(2).min(RETRY_MAX);
+                }
+            },
         }
     }
+    manager.release().await.map_err(LeaderError::Release)
 }

@@ -5,8 +5,9 @@
 //! The reconcile pipeline follows the data: [`crd`] (what the admin writes) →
 //! [`validate`] (one [`validate::ValidatedCluster`] or a message saying what to fix) →
 //! [`build`] (pure functions from the validated cluster to the child objects) →
-//! [`controller`] (server-side apply of what differs, then status) → [`status`] (pure
-//! computation of the status and its conditions). [`labels`] owns every label key and child
+//! [`controller`] (server-side apply of what differs, the sweep of children no longer built,
+//! the observation, then status) → [`status`] (pure computation of the status and its
+//! conditions). [`labels`] owns every label key and child
 //! name; [`crdgen`] renders the CRD YAML checked into `crds/`. The process around it —
 //! leader election ([`leader`]), metrics and health ([`telemetry`]) — is
 //! wired in `main.rs`.

@@ -1,10 +1,30 @@
 //! The operator process: configuration, logging, the health and metrics server, leader
 //! election, the controller, and graceful shutdown on SIGTERM.
+//!
+//! # Tasks and shutdown
+//! Every task is spawned on one [`TaskTracker`] and stopped through a [`CancellationToken`];
+//! `run` returns only once the tracker is empty, so no task outlives the orderly exit:
+//! - the signal task cancels `shutdown` on SIGTERM or Ctrl-C, and ends when `shutdown` is
+//!   cancelled for any reason;
+//! - the health server serves `/metrics`, `/healthz` and `/readyz` until its own token is
+//!   cancelled;
+//! - the Lease task (see [`operator::leader`]) takes and renews the Lease until its candidacy
+//!   is released;
+//! - the controller reconciles until `shutdown` is cancelled.
+//!
+//! Shutdown begins when `shutdown` is cancelled: by a signal, by losing the Lease, or because
+//! the controller or the election stopped on its own. Then, in this order:
+//! 1. `/readyz` fails at once (the server keeps serving `/metrics` and `/healthz` meanwhile);
+//! 2. the controller drains: its running reconciles get `DRAIN_TIMEOUT`, then it is aborted;
+//! 3. the Lease is released, only now that no reconcile can run any more, so that a successor
+//!    takes over at once;
+//! 4. the health server stops;
+//! 5. the tracker is closed and waited for, which joins the signal task and every task above.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,7 +33,9 @@ use operator::controller::{self, Context};
 use operator::error_chain;
 use operator::leader::Candidacy;
 use operator::telemetry::{self, Health, Metrics};
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 /// How long running reconciles may take to finish after SIGTERM; below the Deployment's
@@ -94,24 +116,24 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             error_chain(&e)
         )
     })?;
-    let metrics = Arc::new(Metrics::default());
-    let serving = Arc::new(AtomicBool::new(true));
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(signal_stop(stop));
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let metrics = Arc::new(Metrics::default());
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    tasks.spawn(signal_stop(shutdown.clone()));
+
     let router = telemetry::router(Health {
         metrics: metrics.clone(),
-        serving: serving.clone(),
+        shutdown: shutdown.clone(),
     });
-    let server_stop = wait_stop(stopped.clone());
-    let server = tokio::spawn(async move {
+    let server_stop = CancellationToken::new();
+    let server = tasks.spawn(
         axum::serve(listener, router)
-            .with_graceful_shutdown(server_stop)
-            .await
-    });
+            .with_graceful_shutdown(server_stop.clone().cancelled_owned())
+            .into_future(),
+    );
     info!(listen = %args.listen, "serving /metrics, /healthz and /readyz");
 
     let identity = args
@@ -123,36 +145,44 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         metrics.clone(),
         Some(identity.clone()),
     ));
-    let code = if args.leader_election {
+    let outcome = if args.leader_election {
         let namespace = args
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
-        lead_and_run(
-            client,
-            context,
-            &namespace,
-            &args.lease_name,
-            &identity,
-            stopped,
-        )
-        .await?
+        let lease = Lease {
+            namespace: &namespace,
+            name: &args.lease_name,
+            identity: &identity,
+        };
+        lead_and_run(client, context, lease, &tasks, &shutdown).await
     } else {
-        let mut controller = tokio::spawn(controller::run(context, wait_stop(stopped.clone())));
-        tokio::select! {
-            _ = &mut controller => {}
-            () = wait_stop(stopped) => drain(controller).await,
-        }
-        ExitCode::SUCCESS
+        let controller = tasks.spawn(controller::run(context, shutdown.clone().cancelled_owned()));
+        run_until_shutdown(controller, &shutdown).await;
+        Ok(ExitCode::SUCCESS)
     };
-    serving.store(false, Ordering::Relaxed);
+    // Steps 1 to 3 are done (or were never started); whatever ended the run ends the process.
+    shutdown.cancel();
+    server_stop.cancel();
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "metrics server failed"),
         Err(e) => warn!(error = %e, "metrics server task failed"),
     }
+    tasks.close();
+    tasks.wait().await;
     info!("operator stopped");
-    Ok(code)
+    outcome
+}
+
+/// The leader Lease this replica competes for.
+struct Lease<'a> {
+    /// The Lease's namespace.
+    namespace: &'a str,
+    /// The Lease's name.
+    name: &'a str,
+    /// This replica's identity in the Lease.
+    identity: &'a str,
 }
 
 /// Waits for the Lease, runs the controller while holding it, and releases it on shutdown. A
@@ -161,44 +191,39 @@ async fn run(args: Args) -> Result<ExitCode, String> {
 async fn lead_and_run(
     client: Client,
     context: Arc<Context>,
-    namespace: &str,
-    lease: &str,
-    identity: &str,
-    stopped: watch::Receiver<bool>,
+    lease: Lease<'_>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
 ) -> Result<ExitCode, String> {
-    let mut candidacy = Candidacy::start(client, namespace, lease, identity)
+    let Lease {
+        namespace,
+        name,
+        identity,
+    } = lease;
+    let mut candidacy = Candidacy::start(client, namespace, name, identity, tasks)
         .await
         .map_err(|e| error_chain(&e))?;
-    info!(lease, namespace, identity, "waiting for leadership");
+    info!(lease = name, namespace, identity, "waiting for leadership");
     tokio::select! {
         acquired = candidacy.acquired() => acquired.map_err(|e| error_chain(&e))?,
-        () = wait_stop(stopped.clone()) => {
+        () = shutdown.cancelled() => {
             candidacy.release().await.map_err(|e| error_chain(&e))?;
             return Ok(ExitCode::SUCCESS);
         }
     }
     info!(identity, "leading; starting the controller");
     context.metrics.leader.set(1);
-    let (lost_tx, lost_rx) = watch::channel(false);
-    let controller_stop = {
-        let stopped = stopped.clone();
-        let lost = lost_rx.clone();
-        async move {
-            tokio::select! {
-                () = wait_stop(stopped) => {}
-                () = wait_stop(lost) => {}
-            }
-        }
-    };
-    let controller = tokio::spawn(controller::run(context.clone(), controller_stop));
+    let controller = tasks.spawn(controller::run(
+        context.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
     let lost = tokio::select! {
         () = candidacy.lost() => {
             error!(identity, "lost leadership; stopping");
-            // The receiver lives in `controller_stop` until the controller has stopped.
-            let _ = lost_tx.send(true);
+            shutdown.cancel();
             true
         }
-        () = wait_stop(stopped) => false,
+        () = shutdown.cancelled() => false,
     };
     drain(controller).await;
     context.metrics.leader.set(0);
@@ -210,22 +235,33 @@ async fn lead_and_run(
     })
 }
 
+/// Runs the controller until it stops on its own or `shutdown` is cancelled, then drains it.
+async fn run_until_shutdown(mut controller: JoinHandle<()>, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = &mut controller => {}
+        () = shutdown.cancelled() => drain(controller).await,
+    }
+}
+
 /// Waits for the stopping controller to finish its running reconciles, at most
 /// [`DRAIN_TIMEOUT`]; then it is aborted so that the Lease is released within the pod's
 /// termination grace period (kube's graceful shutdown can wait on a watch that keeps failing).
-async fn drain(mut controller: tokio::task::JoinHandle<()>) {
+async fn drain(mut controller: JoinHandle<()>) {
     match tokio::time::timeout(DRAIN_TIMEOUT, &mut controller).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "controller task failed"),
         Err(_) => {
             warn!(timeout = ?DRAIN_TIMEOUT, "controller did not stop in time; aborting it");
             controller.abort();
+            // An aborted task ends at its next await; wait for it, so step 3 follows step 2.
+            let _ = controller.await;
         }
     }
 }
 
-/// Sets `stop` on SIGTERM or Ctrl-C.
-async fn signal_stop(stop: watch::Sender<bool>) {
+/// Cancels `shutdown` on SIGTERM or Ctrl-C; ends without a signal once `shutdown` is cancelled
+/// otherwise.
+async fn signal_stop(shutdown: CancellationToken) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -238,6 +274,7 @@ async fn signal_stop(stop: watch::Sender<bool>) {
         }
     };
     tokio::select! {
+        () = shutdown.cancelled() => return,
         () = terminate => info!("SIGTERM: shutting down"),
         result = tokio::signal::ctrl_c() => {
             if result.is_ok() {
@@ -245,10 +282,5 @@ async fn signal_stop(stop: watch::Sender<bool>) {
             }
         }
     }
-    let _ = stop.send(true);
-}
-
-/// Completes once `flag` is set (or its sender is gone).
-async fn wait_stop(mut flag: watch::Receiver<bool>) {
-    let _ = flag.wait_for(|set| *set).await;
+    shutdown.cancel();
 }

@@ -2,7 +2,6 @@
 //! `/healthz` and `/readyz` endpoints that serve them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 
 /// Labels of the failure counter: which step failed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,8 +106,8 @@ impl Metrics {
 pub struct Health {
     /// The metrics to serve.
     pub metrics: Arc<Metrics>,
-    /// False once shutdown has begun, so that readiness fails while the process drains.
-    pub serving: Arc<AtomicBool>,
+    /// The process's shutdown: once it is cancelled readiness fails, while the process drains.
+    pub shutdown: CancellationToken,
 }
 
 /// `/metrics`, `/healthz` (the process is alive) and `/readyz` (it is not shutting down).
@@ -130,16 +130,29 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
 }
 
 async fn ready(State(health): State<Health>) -> impl IntoResponse {
-    if health.serving.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
+    if health.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else {
+        (StatusCode::OK, "ok")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn readiness_fails_once_shutdown_begins() {
+        let health = Health {
+            metrics: Arc::new(Metrics::default()),
+            shutdown: CancellationToken::new(),
+        };
+        let ok = ready(State(health.clone())).await.into_response();
+        assert_eq!(ok.status(), StatusCode::OK);
+        health.shutdown.cancel();
+        let stopping = ready(State(health.clone())).await.into_response();
+        assert_eq!(stopping.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn metrics_are_encoded_with_the_prefix() {

@@ -6,13 +6,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::client::Body;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::*;
-use crate::fixtures;
+use super::pipeline::{RESYNC, reconcile, reconcile_guarded};
+use super::{Context, Error};
+use crate::crd::CacheCluster;
+use crate::labels::{self, APPLIED_HASH_ANNOTATION, CACHE_COMPONENT};
+use crate::telemetry::Metrics;
+use crate::{fixtures, status};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -99,6 +107,7 @@ async fn serve(mut handle: Handle, state: Arc<Mutex<State>>) {
     while let Some((request, send)) = handle.next_request().await {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        let selector = label_selector(request.uri().query().unwrap_or_default());
         let body = request
             .into_body()
             .collect_bytes()
@@ -109,7 +118,13 @@ async fn serve(mut handle: Handle, state: Arc<Mutex<State>>) {
         } else {
             serde_json::from_slice(&body).expect("json body")
         };
-        let (code, response) = answer(&mut state.lock().expect("state lock"), &method, &path, body);
+        let (code, response) = answer(
+            &mut state.lock().expect("state lock"),
+            &method,
+            &path,
+            &selector,
+            body,
+        );
         let response = Response::builder()
             .status(code)
             .header("content-type", "application/json")
@@ -127,7 +142,70 @@ fn not_found() -> (StatusCode, Value) {
     )
 }
 
-fn answer(state: &mut State, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
+/// The `key=value` requirements of a request's `labelSelector` (the only selector form the
+/// operator uses).
+fn label_selector(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("labelSelector="))
+        .flat_map(|selector| {
+            percent_decode(selector)
+                .split(',')
+                .filter_map(|requirement| {
+                    let (key, value) = requirement.split_once('=')?;
+                    Some((key.to_string(), value.to_string()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes of a query value.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| text.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(if bytes[index] == b'+' {
+                    b' '
+                } else {
+                    bytes[index]
+                });
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).expect("UTF-8 query")
+}
+
+/// Whether `path` names a namespaced collection (`.../namespaces/<ns>/<plural>`) rather than
+/// one object in it.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.first() {
+        Some(&"api") => segments.len() == 5 && segments[2] == "namespaces",
+        Some(&"apis") => segments.len() == 6 && segments[3] == "namespaces",
+        _ => false,
+    }
+}
+
+fn answer(
+    state: &mut State,
+    method: &Method,
+    path: &str,
+    selector: &[(String, String)],
+    body: Value,
+) -> (StatusCode, Value) {
     state.requests += 1;
     if path.contains("/events") {
         let event = format!(
@@ -144,23 +222,28 @@ fn answer(state: &mut State, method: &Method, path: &str, body: Value) -> (Statu
             if let Some(object) = state.objects.get(path) {
                 return (StatusCode::OK, object.clone());
             }
-            let kind = if path.ends_with("/pods") {
-                "PodList"
-            } else if path.ends_with("/jobs") {
-                "JobList"
-            } else {
+            if !is_collection(path) {
                 return not_found();
-            };
+            }
             let prefix = format!("{path}/");
             let items: Vec<Value> = state
                 .objects
                 .iter()
-                .filter(|(key, _)| key.starts_with(&prefix))
-                .map(|(_, value)| value.clone())
+                .filter(|(key, _)| {
+                    key.strip_prefix(&prefix)
+                        .is_some_and(|name| !name.contains('/'))
+                })
+                .map(|(_, value)| value)
+                .filter(|object| {
+                    selector
+                        .iter()
+                        .all(|(key, value)| object["metadata"]["labels"][key] == value.as_str())
+                })
+                .cloned()
                 .collect();
             (
                 StatusCode::OK,
-                json!({"kind": kind, "apiVersion": "v1", "metadata": {}, "items": items}),
+                json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}),
             )
         }
         Method::PATCH => {
@@ -429,6 +512,40 @@ async fn disabling_the_budget_deletes_it() {
 }
 
 #[tokio::test]
+async fn the_sweep_deletes_only_children_this_cluster_owns() {
+    let api = FakeApi::start();
+    let cluster = fixtures::minimal();
+    api.put_cluster(&cluster);
+    api.reconcile().await;
+    api.take();
+    let uid = cluster.metadata.uid.clone().expect("uid");
+    let service = |name: &str, owner_uid: &str| {
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": name, "namespace": "apps",
+                            "labels": labels::common("demo", CACHE_COMPONENT),
+                            "ownerReferences": [{"apiVersion": "tidecache.io/v1alpha1",
+                                                 "kind": "CacheCluster", "name": "demo",
+                                                 "uid": owner_uid, "controller": true}]}})
+    };
+    let orphan = "/api/v1/namespaces/apps/services/demo-old";
+    let foreign = "/api/v1/namespaces/apps/services/demo-foreign";
+    {
+        let mut state = api.lock();
+        state
+            .objects
+            .insert(orphan.into(), service("demo-old", &uid));
+        state
+            .objects
+            .insert(foreign.into(), service("demo-foreign", "another-uid"));
+    }
+    api.reconcile().await;
+    let (writes, events) = api.take();
+    assert_eq!(writes, [format!("DELETE {orphan}")]);
+    assert_eq!(events, ["Normal Deleted: deleted Service demo-old"]);
+    assert!(api.lock().objects.contains_key(foreign));
+}
+
+#[tokio::test]
 async fn ready_pods_are_counted_per_zone() {
     let api = FakeApi::start();
     api.put_cluster(&fixtures::minimal());
@@ -441,7 +558,8 @@ async fn ready_pods_are_counted_per_zone() {
         ] {
             state.objects.insert(
                 format!("/api/v1/namespaces/apps/pods/{pod}"),
-                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+                json!({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": pod, "labels": labels::common("demo", CACHE_COMPONENT)},
                        "spec": {"nodeName": node, "containers": []},
                        "status": {"conditions": [{"type": "Ready",
                                                    "status": if ready { "True" } else { "False" }}]}}),
@@ -465,26 +583,4 @@ async fn ready_pods_are_counted_per_zone() {
         .map(|z| (z.zone, z.ready_replicas))
         .collect();
     assert_eq!(zones, [("zone-a".into(), 1), ("zone-b".into(), 1)]);
-}
-
-#[test]
-fn subset_ignores_extra_fields_but_not_changed_ones() {
-    let desired = json!({"a": 1, "b": {"c": [1, {"d": 2}]}});
-    assert!(is_subset(
-        &desired,
-        &json!({"a": 1, "x": 0, "b": {"c": [1, {"d": 2, "e": 3}]}})
-    ));
-    assert!(!is_subset(
-        &desired,
-        &json!({"a": 2, "b": {"c": [1, {"d": 2}]}})
-    ));
-    assert!(!is_subset(&desired, &json!({"a": 1, "b": {"c": [1]}})));
-}
-
-#[test]
-fn backoff_grows_and_is_capped() {
-    assert_eq!(backoff(1), Duration::from_secs(2));
-    assert_eq!(backoff(2), Duration::from_secs(4));
-    assert_eq!(backoff(5), Duration::from_secs(32));
-    assert_eq!(backoff(40), BACKOFF_MAX);
 }

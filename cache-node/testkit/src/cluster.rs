@@ -1,0 +1,338 @@
+//! Real `cache-node` processes on loopback sharing one data directory (the stand-in for the
+//! RWX volume), each with a fixed address and node id, so that a node can be killed and
+//! started again as the same pod.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::Client;
+
+/// How long a node may take to load the volume and catch up before `/readyz` turns 200.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the nodes of a [`Cluster`] are started with; [`Builder::start`] starts them.
+#[derive(Debug)]
+#[must_use]
+pub struct Builder {
+    size: usize,
+    replicated: bool,
+    fsync: Option<String>,
+    auth_token: Option<String>,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+    data: Option<PathBuf>,
+}
+
+impl Builder {
+    /// Nodes that do not know each other (no `--peers`): each persists its own writes to the
+    /// shared directory and loads everyone's at start, as without replication.
+    pub fn independent(mut self) -> Builder {
+        self.replicated = false;
+        self
+    }
+
+    /// `--fsync` (`always`, `everysec`, `never`); cache-node's default otherwise.
+    pub fn fsync(mut self, policy: &str) -> Builder {
+        self.fsync = Some(policy.to_string());
+        self
+    }
+
+    /// `--auth-token`: every node requires it and presents it to its peers.
+    pub fn auth_token(mut self, token: &str) -> Builder {
+        self.auth_token = Some(token.to_string());
+        self
+    }
+
+    /// Any other flag, e.g. `--ack=quorum`. Replicated nodes run anti-entropy every second
+    /// unless a flag sets `--anti-entropy-interval`, so that tests converge quickly.
+    pub fn flag(mut self, flag: &str) -> Builder {
+        self.flags.push(flag.to_string());
+        self
+    }
+
+    /// An environment variable for every node, e.g. a `TIDECACHE_*` setting.
+    pub fn env(mut self, name: &str, value: &str) -> Builder {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The shared data directory, e.g. a crashable [`Volume`](crate::Volume)'s; a new empty
+    /// directory otherwise.
+    pub fn data_dir(mut self, path: &Path) -> Builder {
+        self.data = Some(path.to_path_buf());
+        self
+    }
+
+    /// Starts every node, then waits until each is ready.
+    ///
+    /// # Panics
+    ///
+    /// If a node exits or is not ready within 60 s, with its log.
+    pub fn start(self) -> Cluster {
+        let dir = tempfile::tempdir().expect("cluster directory");
+        let data = self.data.unwrap_or_else(|| dir.path().join("data"));
+        std::fs::create_dir_all(&data).expect("data directory");
+        let ports = free_ports(self.size);
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut args = vec![
+            format!("--data-dir={}", data.display()),
+            "--drain-timeout=1s".to_string(),
+        ];
+        if self.replicated {
+            args.push(format!("--peers={}", addresses.join(",")));
+            if !self
+                .flags
+                .iter()
+                .any(|f| f.starts_with("--anti-entropy-interval"))
+            {
+                args.push("--anti-entropy-interval=1s".to_string());
+            }
+        }
+        args.extend(self.fsync.map(|policy| format!("--fsync={policy}")));
+        args.extend(self.auth_token.map(|token| format!("--auth-token={token}")));
+        args.extend(self.flags);
+        let nodes = addresses
+            .into_iter()
+            .enumerate()
+            .map(|(i, address)| Node {
+                address,
+                id: format!("cache-{i}"),
+                child: None,
+                log: dir.path().join(format!("cache-{i}.log")),
+            })
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            args,
+            env: self.env,
+            data,
+            _dir: dir,
+        };
+        cluster.start_nodes(0..self.size);
+        cluster
+    }
+}
+
+/// One node: its fixed identity and its process while it runs.
+struct Node {
+    /// `127.0.0.1:port`, the same across restarts.
+    address: String,
+    /// `--node-id`: the subdirectories it writes on the volume.
+    id: String,
+    child: Option<Child>,
+    /// Its stderr, appended to across restarts.
+    log: PathBuf,
+}
+
+/// Nodes started by a [`Builder`]; every node still running is killed on drop.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    /// The flags every node gets besides `--listen` and `--node-id`.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// The shared data directory.
+    data: PathBuf,
+    /// Holds the logs (and the data directory unless the builder was given one); removed on
+    /// drop.
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `size` nodes that know each other (`--peers`), with `flags`, persisting to one data
+    /// directory; started and ready.
+    pub fn start(size: usize, flags: &[&str]) -> Cluster {
+        flags
+            .iter()
+            .fold(Cluster::builder(size), |builder, flag| builder.flag(flag))
+            .start()
+    }
+
+    /// `size` nodes that know each other unless [`Builder::independent`].
+    pub fn builder(size: usize) -> Builder {
+        Builder {
+            size,
+            replicated: true,
+            fsync: None,
+            auth_token: None,
+            flags: Vec::new(),
+            env: Vec::new(),
+            data: None,
+        }
+    }
+
+    /// Node `i`'s address, `127.0.0.1:port`.
+    pub fn address(&self, i: usize) -> &str {
+        &self.nodes[i].address
+    }
+
+    /// Node `i`'s `--node-id`, the name of its subdirectories on the volume.
+    pub fn id(&self, i: usize) -> &str {
+        &self.nodes[i].id
+    }
+
+    /// The shared data directory (`--data-dir` of every node).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Node `i`'s log so far, every run of it.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Starts the stopped nodes `nodes`, all of them first and then waits for each to be
+    /// ready, so that nodes restarted together catch up from each other.
+    ///
+    /// # Panics
+    ///
+    /// If one is running already, or exits or is not ready within 60 s (with its log).
+    pub fn start_nodes(&mut self, nodes: impl IntoIterator<Item = usize> + Clone) {
+        for i in nodes.clone() {
+            self.spawn(i);
+        }
+        for i in nodes {
+            self.wait_ready(i);
+        }
+    }
+
+    /// SIGKILL to node `i` (a crash: no drain, no final sync), and waits for it to be gone.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.take_child(i);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("killed node reaped");
+    }
+
+    /// SIGTERM to node `i` (a clean stop: drain, sync, exit), and waits for it to exit.
+    pub fn stop(&mut self, i: usize) -> ExitStatus {
+        let mut child = self.take_child(i);
+        kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
+        child.wait().expect("stopped node reaped")
+    }
+
+    /// `STOP` pauses node `i` (a partition: its sockets stay open, nothing answers); `CONT`
+    /// resumes it.
+    ///
+    /// # Panics
+    ///
+    /// On any other signal name, or if the node is not running.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let signal = match signal {
+            "STOP" => Signal::STOP,
+            "CONT" => Signal::CONT,
+            other => panic!("signal {other}: use kill or stop to end a node"),
+        };
+        let child = self.nodes[i].child.as_ref().expect("node is running");
+        kill_process(Pid::from_child(child), signal).expect("signal delivered");
+    }
+
+    fn take_child(&mut self, i: usize) -> Child {
+        self.nodes[i]
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {i} is not running"))
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        assert!(node.child.is_none(), "node {i} is running already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = crate::cache_node()
+            .arg(format!("--listen={}", node.address))
+            .arg(format!("--node-id={}", node.id))
+            .args(&self.args)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
+            .env("RUST_LOG", "info")
+            // Plain text in the log files that failure messages quote.
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cache-node starts");
+        self.nodes[i].child = Some(child);
+    }
+
+    /// Waits until node `i` answers `/readyz` with 200: it has loaded the volume (and caught
+    /// up from its peers).
+    fn wait_ready(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let (address, child) = (node.address.as_str(), &mut node.child);
+        let outcome = on_own_runtime(async move {
+            let client = Client::default();
+            let deadline = Instant::now() + READY_TIMEOUT;
+            loop {
+                if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    return Err(format!("exited with {status} before it was ready"));
+                }
+                let ready = client.send(Method::GET, address, "/readyz", &[], "").await;
+                if ready.is_ok_and(|reply| reply.status == StatusCode::OK) {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("not ready in {READY_TIMEOUT:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        if let Err(why) = outcome {
+            panic!("node {i} {why}:\n{}", self.log(i));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                // A paused node must be resumed to die of SIGKILL promptly on every kernel.
+                let _ = kill_process(Pid::from_child(&child), Signal::CONT);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Picks `count` free loopback ports, known before any node starts because every node is
+/// given every address in `--peers`. The sockets are closed before the nodes bind them, so
+/// another process could take one in between; the ephemeral range makes that unlikely.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// Runs `future` to completion on a runtime of its own, on a thread of its own: the cluster
+/// is started and restarted from synchronous code and from async tests alike, and a runtime
+/// cannot be blocked on from inside another.
+fn on_own_runtime<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(future)
+            })
+            .join()
+            .expect("runtime thread")
+    })
+}
