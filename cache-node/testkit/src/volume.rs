@@ -85,16 +85,24 @@ impl Volume {
     /// (clearing the error the crash recorded and replaying the journal) and mounted again.
     pub fn recover(&mut self) {
         self.unmount();
-        // Exit status 1 means errors were corrected: the one the crash recorded.
-        let status = Command::new("e2fsck")
-            .args(["-f", "-y", &self.device])
-            .output()
-            .expect("e2fsck runs");
-        assert!(
-            matches!(status.status.code(), Some(0 | 1)),
-            "e2fsck {}: {status:?}",
-            self.device
-        );
+        // Exit status 1 (or 2) means errors were corrected: the one the crash recorded. 8 is
+        // an operational error, e.g. the device still busy right after the unmount on a
+        // loaded machine: try again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let status = Command::new("e2fsck")
+                .args(["-f", "-y", &self.device])
+                .output()
+                .expect("e2fsck runs");
+            match status.status.code() {
+                Some(0..=2) => break,
+                Some(8) if attempts < 10 => {
+                    std::thread::sleep(std::time::Duration::from_millis(200))
+                }
+                _ => panic!("e2fsck {} (attempt {attempts}): {status:?}", self.device),
+            }
+        }
         self.mount();
     }
 
