@@ -1,9 +1,10 @@
 # The two commands of the README, and the checks CI runs.
 .PHONY: run demo test fmt-check clippy unit
 
-## Run a cache-node on 127.0.0.1:8080, memory only, expiry schedule "* * * * *" in UTC.
+## Run a cache-node on 127.0.0.1:8080 (HTTP) and 127.0.0.1:6379 (Redis protocol), memory
+## only, expiry schedule "* * * * *" in UTC.
 run:
-	cargo run --release -p cache-node
+	cargo run --release -p cache-node -- --resp-listen 127.0.0.1:6379
 
 ## The local cluster (real control plane, 3 zones x 2 fake nodes, the test kubelet; needs
 ## root for network namespaces), the operator from deploy/ and the sample CacheCluster;

@@ -33,6 +33,16 @@ pub struct Config {
     #[arg(long, env = "TIDECACHE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address to serve the Redis protocol (RESP2, RESP3 after HELLO 3) on, beside HTTP;
+    /// unset: no RESP listener.
+    #[arg(long, env = "TIDECACHE_RESP_LISTEN")]
+    pub resp_listen: Option<SocketAddr>,
+
+    /// Let FLUSHDB and FLUSHALL over RESP delete every key of the cluster (refused
+    /// otherwise).
+    #[arg(long, env = "TIDECACHE_RESP_ALLOW_FLUSH")]
+    pub resp_allow_flush: bool,
+
     /// Expiry schedule: a 5-field cron expression (or @hourly etc.); entries are evicted in
     /// buckets at its fire times.
     #[arg(long, env = "TIDECACHE_SCHEDULE", default_value = "* * * * *")]
@@ -279,6 +289,10 @@ pub enum CapacitySource {
 pub struct Settings {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where to serve RESP; `None` without `--resp-listen`.
+    pub resp_listen: Option<SocketAddr>,
+    /// Whether `FLUSHDB`/`FLUSHALL` are allowed (`--resp-allow-flush`).
+    pub resp_allow_flush: bool,
     /// The store's setup (schedule, capacity, policy, shards).
     pub store: StoreConfig,
     /// Where the capacity came from.
@@ -377,6 +391,8 @@ impl Config {
             node_tag,
             auth,
             listen: self.listen,
+            resp_listen: self.resp_listen,
+            resp_allow_flush: self.resp_allow_flush,
             store: StoreConfig {
                 schedule,
                 capacity_bytes,

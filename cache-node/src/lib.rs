@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! node, config          wiring: flags → settings → a running node
-//! http                  the HTTP API: translates requests into Cache calls
+//! http | resp           the HTTP API and the Redis protocol: translate requests into Cache calls
 //! cache                 the service: reads, the write path, readiness, shutdown
 //! sweeper, metrics      background eviction; the Prometheus registry
 //! persist | replication the shared volume; the other nodes
@@ -32,6 +32,7 @@ pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod persist;
 pub(crate) mod replication;
+pub(crate) mod resp;
 pub(crate) mod store;
 mod sweeper;
 
@@ -52,5 +53,7 @@ pub use metrics::Metrics;
 pub use node::{serve, shutdown_signal};
 /// Persistence, for benchmarks that drive the log directly.
 pub use persist::{FsyncPolicy, Log, PersistSettings, warm_start};
+/// The Redis protocol over a cache, for in-process tests and benchmarks.
+pub use resp::{RespSettings, RespState, run as run_resp};
 /// The store, for benchmarks and tests that measure it alone.
 pub use store::{ENTRY_OVERHEAD, EvictionPolicy, Preconditions, Store, StoreConfig, entry_charge};

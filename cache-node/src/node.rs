@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::base::time::SystemClock;
 use crate::cache::{Cache, CacheSettings, Peers};
@@ -17,21 +18,22 @@ use crate::http::{self, AppState};
 use crate::replication::Discovery;
 use crate::replication::endpoint_slices::EndpointSlicePeers;
 use crate::replication::membership::{self, DnsPeers, StaticPeers};
+use crate::resp::{self, RespSettings, RespState};
 
 /// How often `--peers-service` is resolved again.
 const DNS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Serves on `listener` with the wall clock until `shutdown` completes, then shuts down in
-/// this order:
-/// 1. stop accepting: `/readyz` turns 503 and the listener closes;
-/// 2. drain: in-flight requests get up to the drain timeout to finish;
+/// Serves HTTP on `listener` (and RESP on `--resp-listen`, bound here) with the wall clock
+/// until `shutdown` completes, then shuts down in this order:
+/// 1. stop accepting: `/readyz` turns 503 and both listeners close;
+/// 2. drain: in-flight requests and commands get up to the drain timeout to finish;
 /// 3. stop replication: no record is sent to or applied from a peer any more;
 /// 4. stop the sweeper, then sync and close the log.
 ///
 /// With persistence, the data volume is loaded first (key requests answer 503 meanwhile).
 ///
 /// # Errors
-/// An I/O error of the listener; a data volume that cannot be loaded; a failed fsync (the
+/// An I/O error of a listener (the RESP address cannot be bound); a data volume that cannot be loaded; a failed fsync (the
 /// node stops at once so that it restarts and recovers from disk).
 pub async fn serve(
     settings: Settings,
@@ -39,6 +41,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listen = listener.local_addr()?;
+    let resp_listener = match settings.resp_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot listen for RESP on {address}: {error}"),
+            )
+        })?),
+        None => None,
+    };
     let peers = match &settings.replication {
         Some(config) => Some(peers(config, listen).await),
         None => None,
@@ -54,8 +65,13 @@ pub async fn serve(
         peers,
     ));
     let state = Arc::new(AppState::new(cache.clone()).with_auth(settings.auth.clone()));
+    let resp_listen = resp_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     tracing::info!(
         listen = %listen,
+        resp_listen = ?resp_listen,
         schedule = %cache.store().schedule(),
         capacity = %describe_capacity(&settings),
         eviction_policy = %settings.store.eviction_policy,
@@ -65,12 +81,57 @@ pub async fn serve(
     // liveness probe); key requests and /readyz wait for it.
     let loading = cache.load();
     tokio::pin!(loading);
-    let http = http::run(listener, state, shutdown, settings.drain_timeout);
-    tokio::pin!(http);
+    // One stop for both front ends: the shutdown signal, or either server ending.
+    let stop = CancellationToken::new();
+    let http = {
+        let stop = stop.clone();
+        let signalled = stop.clone();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = signalled.cancelled() => {}
+            }
+            // RESP stops accepting at the same moment as HTTP.
+            signalled.cancel();
+        };
+        let run = http::run(listener, state, shutdown, settings.drain_timeout);
+        async move {
+            let result = run.await;
+            stop.cancel();
+            result
+        }
+    };
+    let resp = {
+        let stop = stop.clone();
+        let drain = settings.drain_timeout;
+        let settings = RespSettings {
+            auth: settings.auth.clone(),
+            allow_flush: settings.resp_allow_flush,
+        };
+        let cache = cache.clone();
+        async move {
+            let (Some(listener), Some(address)) = (resp_listener, resp_listen) else {
+                return Ok(());
+            };
+            let state = Arc::new(RespState::new(cache, settings, address));
+            let result = resp::run(listener, state, stop.clone().cancelled_owned(), drain).await;
+            stop.cancel();
+            result
+        }
+    };
+    let servers = async move {
+        let (http, resp) = tokio::join!(http, resp);
+        http.and(resp)
+    };
+    tokio::pin!(servers);
     let mut loaded = false;
+    let mut stopped = false;
     let result = loop {
         tokio::select! {
-            result = &mut http => break result,
+            result = &mut servers => {
+                stopped = true;
+                break result;
+            }
             outcome = &mut loading, if !loaded => {
                 loaded = true;
                 if let Err(error) = outcome {
@@ -83,6 +144,13 @@ pub async fn serve(
             }
         }
     };
+    if !stopped {
+        // A failure ended the loop: the front ends stop (and drain) before the cache closes.
+        stop.cancel();
+        if let Err(error) = servers.await {
+            tracing::warn!(%error, "a front end failed while stopping");
+        }
+    }
     let closed = cache.close().await;
     tracing::info!(
         tasks_running_at_log_close = closed.tasks_running_at_log_close,

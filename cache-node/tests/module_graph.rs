@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["sweeper"],
     &["cache"],
-    &["http"],
+    &["http", "resp"],
     &["config"],
     &["node"],
 ];

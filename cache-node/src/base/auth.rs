@@ -64,6 +64,12 @@ impl AuthToken {
         };
         bool::from(presented.trim().as_bytes().ct_eq(self.0.as_bytes()))
     }
+
+    /// Whether a password given in a protocol's own login command (RESP `AUTH`, `HELLO ...
+    /// AUTH`) is this token, compared in constant time.
+    pub fn admits_password(&self, password: &[u8]) -> bool {
+        bool::from(password.ct_eq(self.0.as_bytes()))
+    }
 }
 
 impl fmt::Debug for AuthToken {
@@ -87,5 +93,7 @@ mod tests {
         assert!(!token.admits(Some(&HeaderValue::from_static("Bearer s3cre"))));
         assert!(!token.admits(Some(&HeaderValue::from_static("Basic s3cret"))));
         assert!(!token.admits(None));
+        assert!(token.admits_password(b"s3cret"));
+        assert!(!token.admits_password(b"s3cret "));
     }
 }

@@ -52,6 +52,22 @@ impl Tasks {
         self.tracker.wait().await;
     }
 
+    /// Closes the group to new tasks and waits up to `grace` for its tasks to end on their
+    /// own (connections finishing their last request), then stops the rest. Returns how
+    /// many had to be stopped.
+    pub async fn drain(&self, grace: std::time::Duration) -> usize {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = self.tracker.len();
+        self.stop().await;
+        left
+    }
+
     /// Tasks of the group that have not ended.
     pub fn running(&self) -> usize {
         self.tracker.len()
@@ -98,6 +114,18 @@ mod tests {
             after,
             "nothing runs after stop"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_tasks_that_end_and_stops_the_rest() {
+        let tasks = Tasks::new();
+        tasks.spawn(tokio::time::sleep(Duration::from_millis(10)));
+        assert_eq!(tasks.drain(Duration::from_secs(1)).await, 0);
+        let tasks = Tasks::new();
+        tasks.spawn(tokio::time::sleep(Duration::from_millis(10)));
+        tasks.spawn(std::future::pending());
+        assert_eq!(tasks.drain(Duration::from_millis(100)).await, 1);
+        assert_eq!(tasks.running(), 0);
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! - this file: [`Cache`], its start (load the volume, catch up from peers), its shutdown,
 //!   reads and the calls peers make.
 //! - `write`: the write path (apply, durable, replicate, acknowledge).
+//! - `update`: read-modify-write as compare-and-set over the write path; the key walk, flush.
 //! - `error`: [`WriteError`]; `limits`: [`Limits`].
 //!
 //! # Lifecycle
@@ -20,6 +21,7 @@
 
 mod error;
 mod limits;
+mod update;
 mod write;
 
 #[cfg(test)]
@@ -33,6 +35,7 @@ use bytes::Bytes;
 
 pub use error::WriteError;
 pub use limits::{Lifetime, LifetimeError, Limits};
+pub use update::{Edit, UpdateError};
 pub use write::Write;
 
 use crate::base::digest::{BucketDigest, Cutoff};
@@ -290,6 +293,11 @@ impl Cache {
     /// Starts draining: readiness turns false so that new traffic goes elsewhere.
     pub fn start_draining(&self) {
         self.serving.store(false, Ordering::Release);
+    }
+
+    /// Whether writes are persisted to the shared volume.
+    pub fn is_persistent(&self) -> bool {
+        self.persistence.is_some()
     }
 
     /// Whether the node replicates (and serves the peers' internal calls).

@@ -1,5 +1,6 @@
 //! The write path: the one place where a write or delete becomes an acknowledged one. Every
-//! front end (the HTTP key and batch routes today) calls it; none repeats its steps.
+//! front end (the HTTP key and batch routes, the RESP commands) calls it; none repeats its
+//! steps. Read-modify-write (`update`) is a compare-and-set loop over it.
 //!
 //! # Protocol
 //! 1. **Apply** in memory under the key's shard lock, checking preconditions and capacity
@@ -154,6 +155,29 @@ impl Cache {
             version: applied.outcome.version,
             replicated,
         })
+    }
+
+    /// Deletes every key of a batch if its conditions hold, each on its own, sharing group
+    /// commits and peer batches; results in request order.
+    pub async fn delete_many(
+        &self,
+        deletes: Vec<(Bytes, Preconditions)>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Result<Removed, WriteError>> {
+        let deletes = deletes
+            .into_iter()
+            .map(|(key, conditions)| Delete { key, conditions })
+            .collect();
+        self.run(deletes, ack)
+            .await
+            .into_iter()
+            .map(|result| {
+                result.map(|(applied, replicated)| Removed {
+                    version: applied.outcome.version,
+                    replicated,
+                })
+            })
+            .collect()
     }
 
     /// Stores every write of a batch, each on its own (one refused write does not stop the

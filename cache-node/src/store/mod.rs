@@ -10,6 +10,7 @@
 //! - `entry`: the entry and its memory charge; `key`: short keys inline.
 //! - `precondition`: `If-Match`/`If-None-Match` over [`Version`]s.
 //! - `replica`: records from peers applied by last-writer-wins; digests for anti-entropy.
+//! - `keys`: the key walk (`SCAN`), a random key, the live-key count.
 //! - `journal`: the store's side of the [`Journal`] protocol (attaching it, undoing what did
 //!   not become durable).
 //!
@@ -26,6 +27,7 @@ mod entry;
 mod expiry_index;
 mod journal;
 mod key;
+mod keys;
 mod precondition;
 mod replica;
 mod shard;
@@ -40,6 +42,7 @@ use hashbrown::DefaultHashBuilder;
 use tidecache_contract::Schedule;
 
 pub use entry::{ENTRY_OVERHEAD, entry_charge};
+pub use keys::{LiveKeys, ScanStep};
 pub use precondition::{EtagMatch, Preconditions};
 
 use crate::base::hlc::HybridClock;
@@ -324,6 +327,11 @@ impl Store {
     /// The schedule whose fire times bound the buckets.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
+    }
+
+    /// What happens when a write does not fit.
+    pub fn policy(&self) -> EvictionPolicy {
+        self.policy
     }
 
     /// Whether deletes leave tombstones (a replicated node).

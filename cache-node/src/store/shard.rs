@@ -171,6 +171,21 @@ impl Shard {
         }
     }
 
+    /// The key of the first live entry at or after table slot `start` (wrapping round), or
+    /// `None` if the shard holds none: a random pick when `start` is random.
+    pub(super) fn live_from(&self, start: usize, now: Timestamp) -> Option<&[u8]> {
+        let slots = self.table.num_buckets();
+        if slots == 0 {
+            return None;
+        }
+        let start = start % slots;
+        (start..slots)
+            .chain(0..start)
+            .filter_map(|slot| self.table.get_bucket(slot))
+            .find(|entry| entry.is_live(now))
+            .map(|entry| &*entry.key)
+    }
+
     /// The key's entry, live or expired, without counting a reference.
     pub(super) fn peek(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
         self.table.find(hash, |e| *e.key == *key)

@@ -1,0 +1,139 @@
+//! One client connection: its session state and its loop. Each read is parsed into every
+//! complete request it holds, the requests are executed in order, and their replies leave
+//! in one write: a pipeline of N commands costs one read and one write, not N of each.
+//!
+//! # Shutdown
+//! The loop checks for shutdown only while waiting for a read, so requests already read are
+//! executed and answered; then the connection closes. The server closes a connection that
+//! is still busy when the drain timeout passes.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::RespState;
+use super::clients::Client;
+use super::cmd;
+use super::frame::Parser;
+use super::reply::{Protocol, Reply};
+use crate::base::version::Version;
+
+/// Bytes a read may fill at least: one read takes a whole pipeline of small requests.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Output is written out mid-pipeline once it is this large, so that a pipeline of large
+/// `GET`s does not buffer every value.
+const FLUSH_AT: usize = 1 << 20;
+
+/// What a connection remembers between requests.
+#[derive(Debug)]
+pub struct Session {
+    /// The client as the registry lists it.
+    pub client: Arc<Client>,
+    /// Whether the client may run commands (always, without a token).
+    pub authenticated: bool,
+    /// RESP2 or RESP3.
+    pub protocol: Protocol,
+    /// The commands queued since `MULTI`, while a transaction is open.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// Whether a command was refused while queueing: `EXEC` then aborts.
+    pub multi_failed: bool,
+    /// `WATCH`ed keys and the version each had (`None`: absent) when watched.
+    pub watched: Vec<(Bytes, Option<Version>)>,
+    /// Set by `QUIT`: close once the reply is written.
+    pub quit: bool,
+}
+
+impl Session {
+    /// A new connection's session; authenticated unless the cluster has a token.
+    pub fn new(client: Arc<Client>, authenticated: bool) -> Session {
+        Session {
+            client,
+            authenticated,
+            protocol: Protocol::Resp2,
+            multi: None,
+            multi_failed: false,
+            watched: Vec::new(),
+            quit: false,
+        }
+    }
+}
+
+/// Serves one client until it disconnects, sends a bad frame, says `QUIT`, or `stop` is
+/// cancelled.
+pub async fn serve(
+    state: Arc<RespState>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    // Small replies must leave at once, not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let registration = state.clients.register(peer, local, stream.as_raw_fd());
+    let mut session = Session::new(registration.client.clone(), state.settings.auth.is_none());
+    let (mut reader, mut writer) = stream.split();
+    let mut parser = Parser::new(state.limits);
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = BytesMut::with_capacity(READ_CHUNK);
+    let mut args = Vec::new();
+    loop {
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            read = reader.read_buf(&mut input) => read,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        session.client.touch();
+        let mut close = false;
+        loop {
+            match parser.next(&mut input, &mut args) {
+                Ok(true) => {
+                    let mut reply = Reply::new(&mut output, session.protocol);
+                    cmd::execute(&state, &mut session, &args, &mut reply).await;
+                    session.protocol = reply.protocol();
+                    if session.quit {
+                        close = true;
+                        break;
+                    }
+                    if output.len() >= FLUSH_AT {
+                        if writer.write_all(&output).await.is_err() {
+                            return;
+                        }
+                        output.clear();
+                    }
+                }
+                Ok(false) => break,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "closing a RESP connection after a bad request");
+                    Reply::new(&mut output, session.protocol).error(&error);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        args.clear();
+        if !output.is_empty() {
+            if writer.write_all(&output).await.is_err() {
+                break;
+            }
+            output.clear();
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+    drop(registration);
+}
