@@ -84,7 +84,6 @@ pub async fn expire(
     absolute: bool,
     command: &'static str,
 ) -> Result<(), CommandError> {
-    let amount = integer(&args[1])?;
     let mut condition = Condition::default();
     for option in &args[2..] {
         if is(option, "nx") {
@@ -107,6 +106,8 @@ pub async fn expire(
     if condition.gt && condition.lt {
         return Err(CommandError::ExpireGtWithLt);
     }
+    // Redis checks the options before the amount.
+    let amount = integer(&args[1])?;
     let now = ctx.state.cache.now();
     let at = deadline(amount, unit, absolute, now, command)?;
     let key = Bytes::copy_from_slice(&args[0]);

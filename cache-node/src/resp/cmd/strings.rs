@@ -299,14 +299,16 @@ pub async fn getdel(
     Ok(())
 }
 
-/// `GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST]`.
+/// `GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST]`. As in Redis, the options are
+/// checked first, then an absent key answers nil, and only then is the amount read.
 pub async fn getex(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
     let now = ctx.state.cache.now();
-    let mut change: Option<Option<Ask>> = None; // Some(None) = PERSIST
+    // `Some(None)`: PERSIST; `Some(Some(..))`: an expiry still to read.
+    let mut asked: Option<Option<(Unit, bool, &Bytes)>> = None;
     let mut rest = args[1..].iter();
     while let Some(option) = rest.next() {
         let timed = [
@@ -318,24 +320,34 @@ pub async fn getex(
         .into_iter()
         .find(|(name, _, _)| is(option, name));
         if let Some((_, unit, absolute)) = timed {
-            let amount = integer(rest.next().ok_or(CommandError::Syntax)?)?;
-            if change.is_some() {
+            let amount = rest.next().ok_or(CommandError::Syntax)?;
+            if asked.is_some() {
                 return Err(CommandError::Syntax);
             }
-            if amount <= 0 {
-                return Err(CommandError::InvalidExpire("getex"));
-            }
-            change = Some(Some(Ask::Until(deadline(
-                amount, unit, absolute, now, "getex",
-            )?)));
-        } else if is(option, "persist") && change.is_none() {
-            change = Some(None);
+            asked = Some(Some((unit, absolute, amount)));
+        } else if is(option, "persist") && asked.is_none() {
+            asked = Some(None);
         } else {
             return Err(CommandError::Syntax);
         }
     }
-    let Some(change) = change else {
+    let Some(asked) = asked else {
         return get(ctx, args, reply);
+    };
+    if ctx.state.cache.get(&args[0]).is_none() {
+        ctx.count_read(false);
+        reply.null();
+        return Ok(());
+    }
+    let change = match asked {
+        None => None,
+        Some((unit, absolute, amount)) => {
+            let amount = integer(amount)?;
+            if amount <= 0 {
+                return Err(CommandError::InvalidExpire("getex"));
+            }
+            Some(Ask::Until(deadline(amount, unit, absolute, now, "getex")?))
+        }
     };
     let limits = ctx.state.cache.limits().clone();
     let key = Bytes::copy_from_slice(&args[0]);

@@ -1,0 +1,233 @@
+//! What the RESP tests share: a `cache-node` process serving RESP on a free port, a
+//! `redis-server` started the same way, a blocking RESP client that parses replies, and
+//! the check that a tool a test needs is installed (a test fails with a clear message
+//! when it is not; it never skips).
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fails the test unless `tool` runs (`tool --version`), saying how to install it.
+pub fn require(tool: &str, install: &str) {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        found,
+        "this test needs `{tool}`, which is not installed: {install} (.ci/run installs it)"
+    );
+}
+
+/// A free loopback port (closed again before the server binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// A server process, killed when dropped.
+pub struct Server {
+    /// The RESP port.
+    pub port: u16,
+    /// The HTTP port (cache-node only).
+    pub http_port: u16,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// A memory-only cache-node with `extra` flags, ready for commands.
+    pub fn cache_node(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("cache-node.log");
+        let (port, http_port) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_cache-node"))
+            .arg(format!("--listen=127.0.0.1:{http_port}"))
+            .arg(format!("--resp-listen=127.0.0.1:{port}"))
+            .arg("--drain-timeout=1s")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("cache-node starts");
+        Server::ready(port, http_port, child, log, dir)
+    }
+
+    /// A `redis-server` without persistence, with one database as cache-node has.
+    pub fn redis_server() -> Server {
+        require("redis-server", "apt-get install -y redis-server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("redis.log");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--databases", "1"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        Server::ready(port, 0, child, log, dir)
+    }
+
+    fn ready(
+        port: u16,
+        http_port: u16,
+        mut child: Child,
+        log: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!(
+                    "the server exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not listen on {port} in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server {
+            port,
+            http_port,
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// A new connection.
+    pub fn connect(&self) -> Conn {
+        Conn::new(self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reply, as RESP2 and RESP3 type it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Vec<u8>),
+    Null,
+    Array(Vec<Value>),
+    Map(Vec<(Value, Value)>),
+    Set(Vec<Value>),
+    Double(String),
+    Verbatim(String),
+}
+
+/// A blocking RESP connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    /// Connects to `port` on loopback.
+    pub fn new(port: u16) -> Conn {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Conn {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call(&mut self, args: &[&[u8]]) -> Value {
+        self.send(args);
+        self.read()
+    }
+
+    /// [`Conn::call`] with text arguments.
+    pub fn cmd(&mut self, args: &[&str]) -> Value {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.call(&args)
+    }
+
+    /// Sends one command without reading.
+    pub fn send(&mut self, args: &[&[u8]]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend(format!("${}\r\n", arg.len()).into_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&out).expect("write");
+    }
+
+    /// Reads one reply.
+    pub fn read(&mut self) -> Value {
+        let line = self.line();
+        let (kind, rest) = line.split_at(1);
+        let number = || rest.parse::<i64>().expect("a length");
+        match kind {
+            "+" => Value::Simple(rest.to_string()),
+            "-" => Value::Error(rest.to_string()),
+            ":" => Value::Integer(number()),
+            "_" => Value::Null,
+            "," => Value::Double(rest.to_string()),
+            "$" | "=" if number() < 0 => Value::Null,
+            "$" => Value::Bulk(self.bytes(number() as usize)),
+            "=" => Value::Verbatim(
+                String::from_utf8_lossy(&self.bytes(number() as usize)[4..]).into_owned(),
+            ),
+            "*" if number() < 0 => Value::Null,
+            "*" => Value::Array((0..number()).map(|_| self.read()).collect()),
+            "~" => Value::Set((0..number()).map(|_| self.read()).collect()),
+            "%" => Value::Map((0..number()).map(|_| (self.read(), self.read())).collect()),
+            other => panic!("unexpected reply type {other:?} in {line:?}"),
+        }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a reply line");
+        assert!(line.ends_with("\r\n"), "a truncated reply: {line:?}");
+        line.truncate(line.len() - 2);
+        line
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len + 2];
+        self.reader.read_exact(&mut bytes).expect("a bulk string");
+        bytes.truncate(len);
+        bytes
+    }
+}
