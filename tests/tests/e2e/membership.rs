@@ -1,10 +1,16 @@
 //! Membership changes on a CacheCluster of its own (`e2e-scale/scaling`): scaling
-//! 3 → 5 → 2 with the zone spread kept and a schedule change rolling every pod.
+//! 3 → 5 → 2 with the zone spread kept and a schedule change rolling every pod, with
+//! every entry written before served by every pod after each step.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::CronJob;
 
 use crate::suite::Env;
-use crate::support::{TIMEOUT, Target, TestResult, api, apply, check_spread, kubectl, wait_for};
+use crate::support::{
+    TIMEOUT, Target, TestResult, api, apply, check_spread, kubectl, pod_addr, put,
+    replicated_everywhere, served_everywhere, wait_for,
+};
 
 /// The scenario's own namespace (created and deleted by the suite).
 pub const NAMESPACE: &str = "e2e-scale";
@@ -12,9 +18,14 @@ const SCALING: Target = Target {
     namespace: NAMESPACE,
     name: "scaling",
 };
+/// Entries written before the membership changes, spread over the first three pods.
+const ENTRIES: usize = 12;
 
 /// `kubectl scale` 3 → 5 → 2 (the scale subresource) is followed with the zone spread
 /// kept, and a new schedule reaches the CronJob and, by a rolling restart, the pods.
+/// After each step every entry written at the start is read on every pod, once: a
+/// Ready pod must already hold it (joining pods load the shared volume and catch up
+/// from their peers before they turn ready; pods that stay keep what they had).
 pub async fn scale_and_schedule(env: &Env) -> TestResult {
     apply(
         env,
@@ -27,6 +38,17 @@ pub async fn scale_and_schedule(env: &Env) -> TestResult {
     .await?;
     let pods = SCALING.wait_settled(env, 3).await?;
     check_spread(env, &pods).await?;
+    let members: Vec<_> = pods.values().collect();
+    let mut entries = BTreeMap::new();
+    for i in 0..ENTRIES {
+        let (key, value) = (
+            format!("member-{i}"),
+            format!("written before scaling, {i}"),
+        );
+        put(pod_addr(members[i % members.len()])?, &key, &value).await?;
+        entries.insert(key, value);
+    }
+    replicated_everywhere(&pods, &entries).await?;
 
     for replicas in [5usize, 2] {
         let arg = format!("--replicas={replicas}");
@@ -37,6 +59,9 @@ pub async fn scale_and_schedule(env: &Env) -> TestResult {
         .await?;
         let pods = SCALING.wait_settled(env, replicas).await?;
         check_spread(env, &pods).await?;
+        served_everywhere(&pods, &entries)
+            .await
+            .map_err(|e| format!("after scaling to {replicas}: {e}"))?;
     }
 
     let schedule = "*/2 * * * *";
@@ -61,7 +86,7 @@ pub async fn scale_and_schedule(env: &Env) -> TestResult {
     })
     .await?;
     let arg = format!("--schedule={schedule}");
-    wait_for(
+    let pods = wait_for(
         "the pods to run with the new schedule",
         TIMEOUT,
         async || {
@@ -80,13 +105,16 @@ pub async fn scale_and_schedule(env: &Env) -> TestResult {
                 .map(|(n, _)| n)
                 .collect();
             if stale.is_empty() {
-                Ok(Some(()))
+                Ok(Some(pods))
             } else {
                 Err(format!("old schedule on {stale:?}"))
             }
         },
     )
     .await?;
+    served_everywhere(&pods, &entries)
+        .await
+        .map_err(|e| format!("after the rolling restart: {e}"))?;
     let cc = SCALING.get(env).await?;
     let status = cc["status"]["schedule"].as_str().unwrap_or_default();
     if !status.starts_with(schedule) {

@@ -2,15 +2,16 @@
 //! replicate to the peers they discovered; the janitor sweeps the shared volume of
 //! what expired and of nothing else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use tidecache_contract::Bucket;
 
 use crate::suite::Env;
 use crate::support::{
@@ -81,8 +82,9 @@ pub async fn spread_and_serve(env: &Env) -> TestResult {
 }
 
 /// The CronJob fires (every minute) and its Job runs the janitor against the shared
-/// volume: an expired bucket directory is deleted, live entries are still served, and
-/// the CacheCluster's status records the run.
+/// volume: an expired bucket directory is deleted, every bucket directory still live
+/// when the Job finished is left, live entries are still served, and the
+/// CacheCluster's status records the run.
 pub async fn janitor_sweeps(env: &Env) -> TestResult {
     let pods = DEMO.wait_settled(env, 3).await?;
     let mut entries = BTreeMap::new();
@@ -91,6 +93,7 @@ pub async fn janitor_sweeps(env: &Env) -> TestResult {
         put(pod_addr(pod)?, &key, &value).await?;
         entries.insert(key, value);
     }
+    let written = Utc::now();
     let cluster_dir = volume_dir(env, "demo-data")
         .await?
         .join(DEMO.namespace)
@@ -102,6 +105,16 @@ pub async fn janitor_sweeps(env: &Env) -> TestResult {
         .and_then(|()| std::fs::write(&segment, b"stale"))
         .map_err(|e| format!("seeding {}: {e}", expired.display()))?;
     let seeded = Utc::now();
+    let before = buckets(&cluster_dir)?;
+    // The entries just written expire in an hour: their bucket is on the volume, so
+    // "the live buckets are left" is about at least that one.
+    let an_hour = chrono::Duration::minutes(59);
+    if !before.iter().any(|b| b.fire_time() >= written + an_hour) {
+        return Err(format!(
+            "no bucket directory for the entries just written in {}: {before:?}",
+            cluster_dir.display()
+        ));
+    }
     let jobs = api::<Job>(env, DEMO.namespace);
     let job = wait_for(
         "a janitor Job created after seeding to succeed",
@@ -130,6 +143,26 @@ pub async fn janitor_sweeps(env: &Env) -> TestResult {
         return Err(format!(
             "{} survived janitor Job {job_name}",
             expired.display()
+        ));
+    }
+    // The janitor decided before the Job completed; what was unexpired then must be
+    // there (`completionTime` has whole seconds, hence the second added).
+    let completed: DateTime<Utc> = job
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_ref())
+        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+        .ok_or_else(|| format!("Job {job_name} succeeded without a completionTime"))?;
+    let after = buckets(&cluster_dir)?;
+    let lost: Vec<&Bucket> = before
+        .iter()
+        .filter(|b| b.fire_time() > completed + chrono::Duration::seconds(1))
+        .filter(|b| !after.contains(b))
+        .collect();
+    if !lost.is_empty() {
+        return Err(format!(
+            "janitor Job {job_name} (completed {completed}) deleted live bucket directories \
+             {lost:?}; left {after:?}"
         ));
     }
     wait_for(
@@ -172,4 +205,18 @@ async fn volume_dir(env: &Env, claim: &str) -> TestResult<PathBuf> {
         .and_then(|s| s.host_path)
         .map(|h| PathBuf::from(h.path))
         .ok_or_else(|| "the volume has no host path".into())
+}
+
+/// The bucket directories in a cluster's directory on the volume (contract 2: the
+/// name is the bucket).
+fn buckets(dir: &Path) -> TestResult<BTreeSet<Bucket>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+    let mut found = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("listing {}: {e}", dir.display()))?;
+        if let Some(bucket) = entry.file_name().to_str().and_then(Bucket::from_dir_name) {
+            found.insert(bucket);
+        }
+    }
+    Ok(found)
 }
