@@ -183,7 +183,9 @@ fn positive(value: i64, field: &'static str) -> Result<u64, ValidationError> {
     u64::try_from(value)
         .ok()
         .filter(|bytes| *bytes > 0)
-        .ok_or_else(|| ValidationError::invalid(field, format!("{value} must be at least 1")))
+        .ok_or_else(|| {
+            ValidationError::invalid(field, format!("is {value}; it must be at least 1"))
+        })
 }
 
 /// Which field a schedule error is about: the time zone or the expression.
@@ -312,7 +314,7 @@ mod tests {
         cluster.spec.memory.max_key_bytes = 0;
         assert_eq!(
             invalid_message(&cluster),
-            "spec.memory.maxKeyBytes: 0 must be at least 1"
+            "spec.memory.maxKeyBytes: is 0; it must be at least 1"
         );
         let mut cluster = fixtures::minimal();
         cluster.metadata.name = Some("x".repeat(MAX_NAME_LEN + 1));

@@ -8,18 +8,19 @@ use clap::ValueEnum;
 use clap::builder::PossibleValue;
 
 /// Defines a flag-value enum: the variants with their command-line spelling, `as_flag`,
-/// `Display` (the same spelling) and a [`ValueEnum`] implementation that accepts exactly it.
+/// `Display` (the same spelling) and a [`ValueEnum`] implementation that accepts exactly it and
+/// shows each variant's one-line doc comment in `--help`.
 macro_rules! flag_values {
     (
         $(#[$meta:meta])*
         pub enum $name:ident {
-            $($(#[$variant_meta:meta])* $variant:ident = $flag:literal,)+
+            $(#[doc = $help:literal] $variant:ident = $flag:literal,)+
         }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum $name {
-            $($(#[$variant_meta])* $variant,)+
+            $(#[doc = $help] $variant,)+
         }
 
         impl $name {
@@ -43,7 +44,10 @@ macro_rules! flag_values {
             }
 
             fn to_possible_value(&self) -> Option<PossibleValue> {
-                Some(PossibleValue::new(self.as_flag()))
+                let help = match self {
+                    $($name::$variant => $help,)+
+                };
+                Some(PossibleValue::new(self.as_flag()).help(help.trim().trim_end_matches('.')))
             }
         }
     };

@@ -12,6 +12,7 @@
 mod dns;
 mod images;
 mod network;
+mod observe;
 mod pod;
 mod rootfs;
 mod volumes;
@@ -37,6 +38,7 @@ use tokio::sync::watch;
 pub use dns::{CLUSTER_DOMAIN, lookup};
 pub use images::{IMAGE_BINARIES, Images, workspace_root};
 pub use network::{PodAddress, PodNetwork};
+pub use observe::{Observation, Observed, ProbeKind, Summary, Unready};
 
 use crate::control_plane::process::{forget_group, register_dir, signal_group};
 use crate::control_plane::{Error, Result};
@@ -52,6 +54,9 @@ pub(crate) struct Shared {
     groups: Mutex<BTreeSet<u32>>,
     /// Pod network namespaces by pod UID, deleted when the kubelet is dropped.
     addresses: Mutex<BTreeMap<String, PodAddress>>,
+    /// What the kubelet saw and decided, by pod UID, in order; forgotten when the pod
+    /// is gone so that a long demo run does not grow it without bound.
+    observations: Mutex<BTreeMap<String, Vec<Observation>>>,
     log: Mutex<Option<std::fs::File>>,
 }
 
@@ -77,6 +82,22 @@ impl Shared {
             Some(a) => addresses.insert(uid.to_owned(), a),
             None => addresses.remove(uid),
         };
+    }
+
+    /// Records what the kubelet saw or did to a container of the pod `uid`.
+    fn observe(&self, uid: &str, container: &str, event: Observed) {
+        let mut all = self.observations.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(uid.to_owned()).or_default().push(Observation {
+            at: std::time::Instant::now(),
+            container: container.to_owned(),
+            event,
+        });
+    }
+
+    /// Drops the observations of a pod that is gone.
+    fn forget_observations(&self, uid: &str) {
+        let mut all = self.observations.lock().unwrap_or_else(|e| e.into_inner());
+        all.remove(uid);
     }
 
     /// Appends a line to the kubelet's log (`<dir>/kubelet.log`).
@@ -128,6 +149,7 @@ impl Kubelet {
             apiserver_port,
             groups: Mutex::new(BTreeSet::new()),
             addresses: Mutex::new(BTreeMap::new()),
+            observations: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Some(log)),
         });
         let nodes: BTreeSet<String> = nodes.iter().cloned().collect();
@@ -165,6 +187,19 @@ impl Kubelet {
             .unwrap_or_else(|e| e.into_inner())
             .get(uid)
             .cloned()
+    }
+
+    /// Everything the kubelet saw and decided about the containers of the pod `uid` so
+    /// far, oldest first (empty once the pod is gone): probe results, readiness changes,
+    /// kills for failed probes.
+    pub fn observations(&self, uid: &str) -> Vec<Observation> {
+        self.shared
+            .observations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The directory under which the provisioner creates claims' host directories.

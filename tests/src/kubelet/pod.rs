@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use super::Shared;
 use super::dns::CLUSTER_DOMAIN;
 use super::network::PodAddress;
+use super::observe::{Observed, ProbeKind};
 use super::rootfs::{self, Mount};
 use super::volumes::{Materializer, expand};
 use crate::control_plane::process::{forget_group, register_group, signal_group};
@@ -462,7 +463,11 @@ impl Worker {
             "finishedAt": now(),
             "containerID": format!("tidecache://{}", run.state["running"]["pid"]),
         }});
-        run.ready = false;
+        if run.ready {
+            run.ready = false;
+            self.shared
+                .observe(&self.uid, &run.spec.name, Observed::Ready(false));
+        }
         run.started = false;
         let restart = match policy {
             "Never" => false,
@@ -567,21 +572,10 @@ impl Worker {
     }
 
     async fn probe(&mut self, i: usize, address: &PodAddress) {
-        let started_at = self.runs[i].started_at.unwrap_or_else(Instant::now);
-        let pid = self.runs[i].pid;
         let spec = self.runs[i].spec.clone();
         if !self.runs[i].started {
             if let Some(p) = &spec.startup_probe {
-                match check(
-                    p,
-                    &spec,
-                    address,
-                    pid,
-                    started_at,
-                    &mut self.runs[i].startup,
-                )
-                .await
-                {
+                match self.check(i, ProbeKind::Startup, p, address).await {
                     Some(true) => self.runs[i].started = true,
                     Some(false) => {
                         self.shared.log(&format!(
@@ -593,7 +587,7 @@ impl Worker {
                             "Unhealthy",
                             format!("Startup probe of {} failed; killing it", spec.name),
                         ));
-                        self.restart(i).await;
+                        self.restart(i, ProbeKind::Startup).await;
                     }
                     None => {}
                 }
@@ -601,16 +595,7 @@ impl Worker {
             return;
         }
         if let Some(p) = &spec.liveness_probe
-            && check(
-                p,
-                &spec,
-                address,
-                pid,
-                started_at,
-                &mut self.runs[i].liveness,
-            )
-            .await
-                == Some(false)
+            && self.check(i, ProbeKind::Liveness, p, address).await == Some(false)
         {
             self.shared.log(&format!(
                 "{}: liveness probe of {} failed",
@@ -621,30 +606,63 @@ impl Worker {
                 "Unhealthy",
                 format!("Liveness probe of {} failed; killing it", spec.name),
             ));
-            self.restart(i).await;
+            self.restart(i, ProbeKind::Liveness).await;
             return;
         }
         match &spec.readiness_probe {
             Some(p) => {
-                if let Some(ready) = check(
-                    p,
-                    &spec,
-                    address,
-                    pid,
-                    started_at,
-                    &mut self.runs[i].readiness,
-                )
-                .await
-                {
-                    self.runs[i].ready = ready;
+                if let Some(ready) = self.check(i, ProbeKind::Readiness, p, address).await {
+                    self.set_ready(i, ready);
                 }
             }
-            None => self.runs[i].ready = true,
+            None => self.set_ready(i, true),
         }
     }
 
-    /// Kills a container that failed its probe; `reap` then applies the restart policy.
-    async fn restart(&mut self, i: usize) {
+    /// Runs container `i`'s `kind` probe if it is due and records the result; the
+    /// verdict as [`check`] gives it.
+    async fn check(
+        &mut self,
+        i: usize,
+        kind: ProbeKind,
+        probe: &Probe,
+        address: &PodAddress,
+    ) -> Option<bool> {
+        let run = &mut self.runs[i];
+        let started_at = run.started_at.unwrap_or_else(Instant::now);
+        let counter = match kind {
+            ProbeKind::Startup => &mut run.startup,
+            ProbeKind::Liveness => &mut run.liveness,
+            ProbeKind::Readiness => &mut run.readiness,
+        };
+        let ran = check(probe, &run.spec, address, run.pid, started_at, counter).await?;
+        self.shared.observe(
+            &self.uid,
+            &run.spec.name,
+            Observed::Probe {
+                kind,
+                passed: ran.passed,
+                failures: ran.failures,
+            },
+        );
+        ran.verdict
+    }
+
+    /// Sets what the kubelet reports as container `i`'s readiness, noting a change.
+    fn set_ready(&mut self, i: usize, ready: bool) {
+        let run = &mut self.runs[i];
+        if run.ready != ready {
+            run.ready = ready;
+            self.shared
+                .observe(&self.uid, &run.spec.name, Observed::Ready(ready));
+        }
+    }
+
+    /// Kills a container that failed its `kind` probe; `reap` then applies the restart
+    /// policy.
+    async fn restart(&mut self, i: usize, kind: ProbeKind) {
+        self.shared
+            .observe(&self.uid, &self.runs[i].spec.name, Observed::Killed(kind));
         let grace = self.grace(None);
         kill(&mut self.runs[i], grace).await;
     }
@@ -676,7 +694,11 @@ impl Worker {
                 self.shared.track_group(pid, false);
             }
             run.next_start = None;
-            run.ready = false;
+            if run.ready {
+                run.ready = false;
+                self.shared
+                    .observe(&self.uid, &run.spec.name, Observed::Ready(false));
+            }
         }
     }
 
@@ -725,10 +747,13 @@ impl Worker {
         }
     }
 
+    /// Removes what the kubelet kept for a pod that is gone: its directory and its
+    /// observations.
     fn remove_dir(&self) {
         // Mounts exist only in the containers' (now gone) mount namespaces, so this
         // removes the scratch files and emptyDirs, never what was bound into a root.
         let _removed = std::fs::remove_dir_all(&self.dir);
+        self.shared.forget_observations(&self.uid);
     }
 
     fn set_condition(&mut self, kind: &'static str, status: bool) {
@@ -885,8 +910,17 @@ async fn kill(run: &mut Run, grace: Duration) {
     }
 }
 
-/// Runs a probe if it is due: `Some(true)` once it reached its success threshold,
-/// `Some(false)` at its failure threshold, `None` while undecided or not due.
+/// A probe that ran.
+struct ProbeRun {
+    passed: bool,
+    /// Consecutive failures including this run (0 when it passed).
+    failures: i32,
+    /// `Some(true)` once the probe reached its success threshold, `Some(false)` at its
+    /// failure threshold, `None` while undecided.
+    verdict: Option<bool>,
+}
+
+/// Runs a probe if it is due (`None` if not).
 async fn check(
     probe: &Probe,
     container: &Container,
@@ -894,7 +928,7 @@ async fn check(
     pid: Option<u32>,
     started_at: Instant,
     counter: &mut Counter,
-) -> Option<bool> {
+) -> Option<ProbeRun> {
     let now = Instant::now();
     let due = counter
         .due
@@ -905,8 +939,8 @@ async fn check(
     }
     counter.due = Some(now + secs(probe.period_seconds.unwrap_or(10)));
     let timeout = secs(probe.timeout_seconds.unwrap_or(1).max(1));
-    let ok = run_probe(probe, container, address, pid, timeout).await;
-    if ok {
+    let passed = run_probe(probe, container, address, pid, timeout).await;
+    let verdict = if passed {
         counter.successes += 1;
         counter.failures = 0;
         (counter.successes >= probe.success_threshold.unwrap_or(1)).then_some(true)
@@ -914,7 +948,12 @@ async fn check(
         counter.failures += 1;
         counter.successes = 0;
         (counter.failures >= probe.failure_threshold.unwrap_or(3)).then_some(false)
-    }
+    };
+    Some(ProbeRun {
+        passed,
+        failures: counter.failures,
+        verdict,
+    })
 }
 
 async fn run_probe(
