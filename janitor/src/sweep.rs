@@ -43,6 +43,19 @@ const MAX_LOGGED: u64 = 100;
 
 /// Sweeps the cluster root of `config` once, reporting each [`Event`] to `on_event`.
 pub fn sweep(config: &Config, on_event: &mut dyn FnMut(&Event)) -> Summary {
+    run_sweep(
+        config,
+        on_event,
+        #[cfg(test)]
+        None,
+    )
+}
+
+fn run_sweep<'a>(
+    config: &'a Config,
+    on_event: &'a mut dyn FnMut(&Event),
+    #[cfg(test)] after_emptying: Option<&'a mut dyn FnMut(&str)>,
+) -> Summary {
     let started = Instant::now();
     let root = ClusterRoot::new(&config.data_dir, &config.namespace, &config.cluster);
     let cutoff = config.now.checked_sub_signed(config.grace);
@@ -50,6 +63,8 @@ pub fn sweep(config: &Config, on_event: &mut dyn FnMut(&Event)) -> Summary {
         config,
         on_event,
         logged: 0,
+        #[cfg(test)]
+        after_emptying,
         summary: Summary {
             root: root.path().display().to_string(),
             schedule: config.schedule.expression().to_string(),
@@ -138,6 +153,10 @@ struct Run<'a> {
     logged: u64,
     /// The counts so far.
     summary: Summary,
+    /// Tests only: called with a directory's path after it was emptied and before it is
+    /// removed, standing in for a cache node that appends at that very moment.
+    #[cfg(test)]
+    after_emptying: Option<&'a mut dyn FnMut(&str)>,
 }
 
 impl Run<'_> {
@@ -225,6 +244,10 @@ impl Run<'_> {
                 return Outcome::Failed;
             }
             drop(dir);
+            #[cfg(test)]
+            if let Some(hook) = self.after_emptying.as_mut() {
+                hook(&path);
+            }
             if self.config.dry_run {
                 self.summary.dirs_removed += 1;
                 return Outcome::Removed;
@@ -406,5 +429,94 @@ fn join(parent_path: &str, name: &CStr) -> String {
         name.into_owned()
     } else {
         format!("{parent_path}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+
+    use chrono::TimeZone;
+    use tidecache_contract::Schedule;
+    use tidecache_contract::disk::ObjectName;
+
+    use super::*;
+
+    const BUCKET: &str = "20261123T100000Z";
+
+    fn config(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            namespace: ObjectName::new("default").expect("name"),
+            cluster: ObjectName::new("demo").expect("name"),
+            schedule: Schedule::every_minute(),
+            grace: chrono::Duration::zero(),
+            now: Utc
+                .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+                .single()
+                .expect("valid"),
+            dry_run: false,
+        }
+    }
+
+    /// An expired bucket with one node directory and one segment; its path.
+    fn bucket(data_dir: &Path) -> std::path::PathBuf {
+        let bucket = data_dir.join("default/demo").join(BUCKET);
+        fs::create_dir_all(bucket.join("cache-0")).expect("mkdir");
+        fs::write(bucket.join("cache-0/00000000000000000000.seg"), b"x").expect("write");
+        bucket
+    }
+
+    /// Sweeps with a writer that puts a new segment into the bucket after it was emptied, the
+    /// first `refills` times.
+    fn sweep_refilled(data_dir: &Path, refills: usize) -> (Summary, Vec<Event>, usize) {
+        let bucket = bucket(data_dir);
+        let config = config(data_dir);
+        let mut events = Vec::new();
+        let mut on_event = |event: &Event| events.push(event.clone());
+        let mut done = 0;
+        let mut refill = |path: &str| {
+            if path == BUCKET && done < refills {
+                done += 1;
+                fs::write(bucket.join(format!("late-{done}.seg")), b"y").expect("refill");
+            }
+        };
+        let summary = run_sweep(&config, &mut on_event, Some(&mut refill));
+        (summary, events, done)
+    }
+
+    #[test]
+    fn a_bucket_written_into_during_removal_is_emptied_again() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (summary, _, refills) = sweep_refilled(tmp.path(), PASSES - 1);
+        assert_eq!(
+            refills,
+            PASSES - 1,
+            "the writer refilled it on every pass but the last"
+        );
+        assert_eq!((summary.buckets_deleted, summary.errors), (1, 0));
+        assert_eq!(summary.files_removed, 1 + (PASSES as u64 - 1));
+        assert!(!tmp.path().join("default/demo").join(BUCKET).exists());
+    }
+
+    #[test]
+    fn a_bucket_that_keeps_refilling_is_given_up_after_three_passes_and_reported() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (summary, events, refills) = sweep_refilled(tmp.path(), usize::MAX);
+        assert_eq!(
+            refills, PASSES,
+            "one refill per pass, then the janitor gives up"
+        );
+        assert_eq!((summary.buckets_deleted, summary.errors), (0, 1));
+        let reported = events.iter().any(|event| {
+            matches!(event, Event::Error { path, message }
+                if path == BUCKET && message.contains("still not empty after repeated passes"))
+        });
+        assert!(reported, "{events:?}");
+        assert!(
+            tmp.path().join("default/demo").join(BUCKET).exists(),
+            "what was written last stays"
+        );
     }
 }
