@@ -215,6 +215,31 @@ impl Cluster {
         child.wait().expect("stopped node reaped")
     }
 
+    /// Waits up to `within` for node `i` to exit on its own; its exit status.
+    ///
+    /// # Panics
+    ///
+    /// If it is not running, or still runs after `within` (with its log).
+    pub fn wait_exit(&mut self, i: usize, within: std::time::Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let child = self.nodes[i]
+                .child
+                .as_mut()
+                .unwrap_or_else(|| panic!("node {i} is not running"));
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.nodes[i].child = None;
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {i} still runs after {within:?}:\n{}",
+                self.log(i)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// `STOP` pauses node `i` (a partition: its sockets stay open, nothing answers); `CONT`
     /// resumes it.
     ///
