@@ -194,11 +194,17 @@ impl Cache {
             .collect()
     }
 
+    /// The protocol for a single change: the same four steps as [`Cache::run`], without the
+    /// per-step vectors a batch needs (a single write is the hot path of every front end).
     async fn one<C: Change>(&self, change: C, ack: Option<AckLevel>) -> Acknowledged<C::Outcome> {
-        self.run(vec![change], ack)
-            .await
-            .pop()
-            .unwrap_or_else(|| unreachable!("run yields one result per change"))
+        // 1. Apply. 2. Durable.
+        let applied = change.apply(&self.store)?.durable().await?;
+        // 3. Replicate. 4. Acknowledge.
+        let replicated = match self.send(&applied, ack).await? {
+            Some(pending) => Some(pending.wait().await?),
+            None => None,
+        };
+        Ok((applied, replicated))
     }
 
     /// The protocol (see the module documentation), step by step over all of `changes`.
