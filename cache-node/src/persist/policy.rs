@@ -3,13 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use clap::ValueEnum;
-
 /// How often the log forces appended records to stable storage (`fdatasync`). Every policy
 /// acknowledges a write only after its record has been handed to the kernel (`write`), so a
 /// crash of the process alone (OOM kill, `kill -9`, panic) loses nothing acknowledged; the
 /// policies differ in what a crash of the machine or the kernel can lose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// fsync before acknowledging: a machine crash loses nothing acknowledged. Concurrent
     /// writers share one fsync (group commit).

@@ -24,7 +24,7 @@ pub const ACKED_HEADER: HeaderName = HeaderName::from_static("tidecache-acked");
 pub const REPLICAS_HEADER: HeaderName = HeaderName::from_static("tidecache-replicas");
 
 /// How many replicas must acknowledge a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckLevel {
     /// The accepting node alone; peers get the write asynchronously.
     #[default]
