@@ -529,6 +529,8 @@ mod tests {
         assert_eq!(settings.store.eviction_policy, EvictionPolicy::Clock);
         assert_eq!(settings.limits, Limits::default());
         assert_eq!(settings.log_format, LogFormat::Human);
+        assert_eq!(settings.resp_listen, None, "RESP is off unless asked for");
+        assert!(!settings.resp_allow_flush);
     }
 
     #[test]
@@ -545,9 +547,16 @@ mod tests {
             "--max-memory=1GiB",
             "--eviction-policy=noeviction",
             "--log-format=json",
+            "--resp-listen=0.0.0.0:6379",
+            "--resp-allow-flush",
         ])
         .validate_with_cgroup_root(cgroup.path())
         .expect("valid");
+        assert_eq!(
+            settings.resp_listen,
+            Some("0.0.0.0:6379".parse().expect("addr"))
+        );
+        assert!(settings.resp_allow_flush);
         assert_eq!(settings.store.schedule.time_zone(), "Europe/Berlin");
         assert_eq!(settings.limits.default_ttl, Some(Duration::from_secs(900)));
         assert_eq!(settings.limits.max_value_bytes, 4 << 20);
@@ -565,6 +574,7 @@ mod tests {
         assert!(refused(&["--max-memory=0"]));
         assert!(Config::try_parse_from(["cache-node", "--max-memory=lots"]).is_err());
         assert!(Config::try_parse_from(["cache-node", "--eviction-policy=random"]).is_err());
+        assert!(Config::try_parse_from(["cache-node", "--resp-listen=localhost"]).is_err());
     }
 
     #[test]
