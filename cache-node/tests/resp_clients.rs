@@ -160,6 +160,27 @@ fn redis_cli_scripted_commands() {
 }
 
 #[test]
+fn sigterm_closes_resp_connections_then_the_node_exits_cleanly() {
+    let mut node = Server::cache_node(&["--log-format=json"]);
+    let mut idle = node.connect();
+    assert_eq!(
+        idle.cmd(&["SET", "k", "v"]),
+        resp_support::Value::Simple("OK".into())
+    );
+    let status = node
+        .signal_and_wait("TERM", std::time::Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("cache-node did not exit after SIGTERM:\n{}", node.log()));
+    assert!(status.success(), "exit status {status}:\n{}", node.log());
+    assert!(idle.is_closed(), "the idle RESP connection was closed");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err(),
+        "the RESP listener is closed"
+    );
+    let log = node.log();
+    assert!(log.contains("\"tasks_running_at_log_close\":0"), "{log}");
+}
+
+#[test]
 fn redis_benchmark_finishes_without_errors() {
     require("redis-benchmark", "apt-get install -y redis-tools");
     let node = Server::cache_node(&[&format!("--auth-token={TOKEN}")]);

@@ -122,6 +122,26 @@ impl Server {
         Conn::new(self.port)
     }
 
+    /// Sends `signal` (`TERM`, `KILL`) and waits up to `within` for the process to exit;
+    /// its exit status, or `None` if it is still running.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -190,6 +210,12 @@ impl Conn {
             out.extend_from_slice(b"\r\n");
         }
         self.writer.write_all(&out).expect("write");
+    }
+
+    /// Whether the server closed the connection (a read sees the end of the stream).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0_u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
     }
 
     /// Reads one reply.
