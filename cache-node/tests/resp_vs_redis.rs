@@ -2,6 +2,11 @@
 //! a real `redis-server` (apt `redis-server`, started by the test on a free port) must get the
 //! same replies, reply by reply; remaining lifetimes may differ by the time between the two
 //! calls. Both databases are flushed before each sequence.
+//!
+//! Left out on purpose: `SET ... EXAT|PXAT <past>` (cache-node deletes the key; Redis 7.0
+//! keeps it logically expired and `DBSIZE` counts it until reclaimed; see docs/resp.md) and
+//! replies that depend on time or randomness (`INCRBYFLOAT`'s last digit, `RANDOMKEY`,
+//! `SCAN`'s order).
 
 mod resp_support;
 
@@ -77,8 +82,6 @@ fn command() -> impl Strategy<Value = Vec<String>> {
         Just(words(&["EX", "abc"])),
         Just(words(&["NX", "XX"])),
         Just(words(&["EX", "10", "KEEPTTL"])),
-        Just(words(&["PXAT", "1", "GET"])),
-        Just(words(&["XX", "EXAT", "1"])),
     ];
     let expire_option = prop_oneof![
         Just(vec![]),

@@ -226,6 +226,9 @@ async fn strings_and_expiry_answer_exactly_as_redis() {
     server.clock.advance(Duration::from_millis(1500));
     c.expect(&["GET", "m1"], "$-1\r\n").await;
     c.expect(&["GETDEL", "m2"], "$1\r\n2\r\n").await;
+    c.expect(&["SET", "past", "v", "PXAT", "1"], "+OK\r\n")
+        .await;
+    c.expect(&["EXISTS", "past"], ":0\r\n").await;
     c.expect(&["SET", "m3", "x"], "+OK\r\n").await;
     c.expect(&["EXPIRE", "m3", "-1"], ":1\r\n").await;
     c.expect(&["TYPE", "m3"], "+none\r\n").await;
