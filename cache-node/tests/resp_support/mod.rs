@@ -51,9 +51,13 @@ pub struct Server {
 impl Server {
     /// A memory-only cache-node with `extra` flags, ready for commands.
     pub fn cache_node(extra: &[&str]) -> Server {
+        Server::cache_node_on(free_port(), free_port(), extra)
+    }
+
+    /// A cache-node serving RESP on `port` and HTTP on `http_port`, with `extra` flags.
+    pub fn cache_node_on(port: u16, http_port: u16, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("cache-node.log");
-        let (port, http_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_cache-node"))
             .arg(format!("--listen=127.0.0.1:{http_port}"))
             .arg(format!("--resp-listen=127.0.0.1:{port}"))
@@ -114,6 +118,22 @@ impl Server {
             child,
             log,
             _dir: dir,
+        }
+    }
+
+    /// Waits until key commands are served (the volume is loaded and the catch-up from the
+    /// peers is done: until then they answer `-LOADING`).
+    pub fn wait_loaded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut conn = self.connect();
+        while let Value::Error(error) = conn.cmd(&["EXISTS", "probe"]) {
+            assert!(error.starts_with("LOADING"), "{error}");
+            assert!(
+                Instant::now() < deadline,
+                "still loading after 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
