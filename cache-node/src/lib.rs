@@ -53,7 +53,5 @@ pub use metrics::Metrics;
 pub use node::{serve, shutdown_signal};
 /// Persistence, for benchmarks that drive the log directly.
 pub use persist::{FsyncPolicy, Log, PersistSettings, warm_start};
-/// The Redis protocol over a cache, for in-process tests and benchmarks.
-pub use resp::{RespSettings, RespState, run as run_resp};
 /// The store, for benchmarks and tests that measure it alone.
 pub use store::{ENTRY_OVERHEAD, EvictionPolicy, Preconditions, Store, StoreConfig, entry_charge};

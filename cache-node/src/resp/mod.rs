@@ -41,7 +41,7 @@ use crate::base::auth::AuthToken;
 use crate::base::tasks::Tasks;
 use crate::cache::Cache;
 use clients::Clients;
-pub use frame::FrameLimits;
+use frame::FrameLimits;
 
 /// How the RESP front end is set up, beyond the cache's own limits.
 #[derive(Debug, Clone, Default)]
