@@ -29,6 +29,7 @@ mod install;
 mod membership;
 mod resilience;
 mod serving;
+mod steady;
 mod suite;
 mod support;
 
@@ -77,6 +78,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Operator,
             namespace: Some(membership::NAMESPACE),
             body: |e| Box::pin(membership::scale_and_schedule(e)),
+        },
+        Scenario {
+            name: "steady_state_writes_nothing",
+            needs: Needs::Demo,
+            namespace: None,
+            body: |e| Box::pin(steady::steady_state_writes_nothing(e)),
         },
         Scenario {
             name: "drift_undone",
