@@ -26,6 +26,7 @@
 
 mod deletion;
 mod install;
+mod leader;
 mod membership;
 mod resilience;
 mod serving;
@@ -90,6 +91,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Demo,
             namespace: None,
             body: |e| Box::pin(resilience::drift_undone(e)),
+        },
+        Scenario {
+            name: "leader_takeover",
+            needs: Needs::Demo,
+            namespace: None,
+            body: |e| Box::pin(leader::leader_takeover(e)),
         },
         Scenario {
             name: "network_cut",
