@@ -22,6 +22,16 @@ pub const NODES_PER_ZONE: usize = 2;
 pub const OPERATOR_NAMESPACE: &str = "tidecache-system";
 /// The operator's Deployment in `deploy/operator.yaml`.
 pub const OPERATOR_DEPLOYMENT: &str = "tidecache-operator";
+/// The operator's ServiceAccount in `deploy/rbac.yaml`.
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "tidecache-operator";
+/// The operator's leader Lease (its `--lease-name` default) in [`OPERATOR_NAMESPACE`].
+pub const OPERATOR_LEASE: &str = "tidecache-operator";
+
+/// The user the operator's pods authenticate as, whose requests the apiserver audits
+/// ([`ControlPlane::audit_events`]).
+pub fn operator_user() -> String {
+    format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}")
+}
 
 /// A running local cluster. Fields drop in order: the kubelet (killing the pods) before
 /// the nodes and the control plane, the network last.
@@ -54,6 +64,7 @@ impl LocalCluster {
         let network = Arc::new(PodNetwork::create()?);
         let plane = ControlPlane::start_with(Options {
             pod_gateway: Some(network.gateway()),
+            audited_users: vec![operator_user()],
         })
         .await?;
         let client = plane.client().await?;

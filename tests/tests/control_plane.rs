@@ -30,10 +30,14 @@ async fn control_plane_runs_zoned_ready_nodes() {
         .await
         .expect("nodes Ready and untainted by the node lifecycle controller");
 
-    // Contrast: the TaintNodesByCondition admission taints every new Node, and a node
-    // whose kubelet reports NotReady keeps the taint, so the fake nodes above were
-    // untainted by the node lifecycle controller judging their reported status.
+    // Contrast: a node whose kubelet reports NotReady keeps the not-ready taint the
+    // TaintNodesByCondition admission gives every new Node, so the fake nodes above were
+    // untainted by the node lifecycle controller judging their reported status. Judged
+    // on the controller's observable decisions about this very node, not on a pause
+    // that passes whenever the controller simply has not got to it yet.
     let node_api = Api::<Node>::all(client.clone());
+    let taint = |key: &str, effect: &str| (key.to_owned(), effect.to_owned());
+    let not_ready = taint("node.kubernetes.io/not-ready", "NoSchedule");
     let silent = Node {
         metadata: ObjectMeta {
             name: Some("silent-node".into()),
@@ -45,36 +49,41 @@ async fn control_plane_runs_zoned_ready_nodes() {
         .create(&PostParams::default(), &silent)
         .await
         .expect("create silent node");
-    let taints = |n: &Node| -> Vec<String> {
-        n.spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .map(|t| t.iter().map(|t| t.key.clone()).collect())
-            .unwrap_or_default()
-    };
     assert!(
-        taints(&silent).contains(&"node.kubernetes.io/not-ready".to_owned()),
+        taints_of(&silent).contains(&not_ready),
         "admission taints new nodes: {:?}",
-        taints(&silent)
+        taints_of(&silent)
     );
-    let not_ready = serde_json::json!({"status": {"conditions": [{
-        "type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "test",
-    }]}});
-    node_api
-        .patch_status(
-            "silent-node",
-            &PatchParams::default(),
-            &Patch::Merge(&not_ready),
+    nodes_report(&node_api, "silent-node", false).await;
+    // The controller's two decisions about the node, each visible as a taint only it
+    // adds: its condition-to-taint pass maps MemoryPressure=True to this taint, computing
+    // the node's whole NoSchedule set from its conditions at once...
+    let pressure = taint("node.kubernetes.io/memory-pressure", "NoSchedule");
+    // ...and its health monitor evicts from a node it judged NotReady with this one.
+    let evicting = taint("node.kubernetes.io/not-ready", "NoExecute");
+    let decided = wait_taints(&node_api, "silent-node", |t| {
+        t.contains(&pressure) && t.contains(&evicting)
+    })
+    .await
+    .unwrap_or_else(|last| {
+        panic!(
+            "the node lifecycle controller decides on a NotReady node under memory \
+             pressure: {pressure:?} and {evicting:?}; last taints {last:?}"
         )
-        .await
-        .expect("report NotReady");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let silent = node_api.get("silent-node").await.expect("get silent node");
+    });
     assert!(
-        taints(&silent).contains(&"node.kubernetes.io/not-ready".to_owned()),
-        "a NotReady node stays tainted: {:?}",
-        taints(&silent)
+        taints_of(&decided).contains(&not_ready),
+        "having judged its conditions, the controller keeps a NotReady node tainted \
+         {not_ready:?}: {:?}",
+        taints_of(&decided)
     );
+    // And it is the reported status that decides: Ready again, every taint goes.
+    nodes_report(&node_api, "silent-node", true).await;
+    wait_taints(&node_api, "silent-node", |t| {
+        !t.contains(&not_ready) && !t.contains(&pressure) && !t.contains(&evicting)
+    })
+    .await
+    .unwrap_or_else(|last| panic!("a node reporting Ready loses its taints; last {last:?}"));
     node_api
         .delete("silent-node", &DeleteParams::default())
         .await
@@ -141,6 +150,65 @@ async fn control_plane_runs_zoned_ready_nodes() {
         server, client_version,
         "kubectl and apiserver from one release"
     );
+}
+
+/// Reports the node's conditions as a kubelet would: `Ready` as `ready`,
+/// `MemoryPressure` as its opposite.
+async fn nodes_report(nodes: &Api<Node>, name: &str, ready: bool) {
+    let (ready, pressure) = if ready {
+        ("True", "False")
+    } else {
+        ("False", "True")
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let condition = |type_: &str, status: &str| {
+        serde_json::json!({
+            "type": type_, "status": status, "reason": "Test", "message": "test",
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        })
+    };
+    let status = serde_json::json!({"status": {"conditions": [
+        condition("Ready", ready),
+        condition("MemoryPressure", pressure),
+    ]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("report the node's conditions");
+}
+
+/// Waits up to 60 s until the node's taints (key, effect) satisfy `done`; the last
+/// taints seen if they never do.
+async fn wait_taints(
+    nodes: &Api<Node>,
+    name: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Result<Node, Vec<(String, String)>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let node = nodes.get(name).await.expect("read node");
+        let taints = taints_of(&node);
+        if done(&taints) {
+            return Ok(node);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(taints);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The node's taints as (key, effect).
+fn taints_of(node: &Node) -> Vec<(String, String)> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| {
+            t.iter()
+                .map(|t| (t.key.clone(), t.effect.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A ServiceAccount token minted with the TokenRequest API authenticates as that

@@ -9,6 +9,7 @@
 //! dropped (also while a failing test unwinds, when the tails of the component logs are
 //! printed) or when the test process gets SIGINT/SIGTERM.
 
+pub mod audit;
 mod binaries;
 mod certs;
 mod error;
@@ -51,6 +52,8 @@ pub struct ControlPlane {
     admin_kubeconfig: PathBuf,
     apiserver_port: u16,
     pod_gateway: Option<Ipv4Addr>,
+    /// The audit log, when some users' requests are audited.
+    audit_log: Option<PathBuf>,
     /// Dropped after the processes are stopped (see `Drop`).
     dir: tempfile::TempDir,
 }
@@ -62,6 +65,10 @@ pub struct Options {
     /// namespaces reach the apiserver: it goes into the serving certificate and the
     /// apiserver then listens on all addresses instead of loopback only.
     pub pod_gateway: Option<Ipv4Addr>,
+    /// Users (e.g. `system:serviceaccount:<ns>:<name>`) whose every request the
+    /// apiserver records in its audit log ([`ControlPlane::audit_events`]); none: no
+    /// audit log.
+    pub audited_users: Vec<String>,
 }
 
 impl ControlPlane {
@@ -104,6 +111,14 @@ impl ControlPlane {
         let admin_kubeconfig = kubeconfig("admin", &pki.admin)?;
         let kcm_kubeconfig = kubeconfig("controller-manager", &pki.controller_manager)?;
         let scheduler_kubeconfig = kubeconfig("scheduler", &pki.scheduler)?;
+        let audit_log = if options.audited_users.is_empty() {
+            None
+        } else {
+            let policy = dir.path().join("audit-policy.yaml");
+            std::fs::write(&policy, audit::policy(&options.audited_users))
+                .map_err(|e| Error::io(format!("writing {}", policy.display()), e))?;
+            Some(logs.join("audit.log"))
+        };
 
         let mut plane = Self {
             processes: Vec::new(),
@@ -113,6 +128,7 @@ impl ControlPlane {
             admin_kubeconfig,
             apiserver_port,
             pod_gateway: options.pod_gateway,
+            audit_log,
             dir,
         };
 
@@ -178,6 +194,22 @@ impl ControlPlane {
     /// An admin client.
     pub async fn client(&self) -> Result<Client> {
         client_from(&self.admin_kubeconfig).await
+    }
+
+    /// Every request of the audited users ([`Options::audited_users`]) the apiserver
+    /// has completed so far, oldest first. Fails if no users are audited.
+    pub fn audit_events(&self) -> Result<Vec<audit::AuditEvent>> {
+        let path = self.audit_log.as_deref().ok_or_else(|| {
+            Error::io(
+                "reading the audit log",
+                std::io::Error::other("the control plane was started without audited users"),
+            )
+        })?;
+        if !path.exists() {
+            // Nothing audited has happened yet.
+            return Ok(Vec::new());
+        }
+        audit::read(path)
     }
 
     /// Mints a token for ServiceAccount `namespace/name` with the TokenRequest API
@@ -305,7 +337,7 @@ impl ControlPlane {
         } else {
             "127.0.0.1"
         };
-        let args = vec![
+        let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--bind-address={bind}"),
             format!("--secure-port={}", self.apiserver_port),
@@ -333,6 +365,17 @@ impl ControlPlane {
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
         ];
+        if let Some(log) = &self.audit_log {
+            let policy = self.dir.path().join("audit-policy.yaml");
+            args.extend([
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", log.display()),
+                "--audit-log-format=json".into(),
+                // Each event is written before the request returns: a test reading the
+                // log after a request completed sees it.
+                "--audit-log-mode=blocking".into(),
+            ]);
+        }
         self.spawn("kube-apiserver", args)
     }
 

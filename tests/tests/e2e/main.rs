@@ -26,9 +26,11 @@
 
 mod deletion;
 mod install;
+mod leader;
 mod membership;
 mod resilience;
 mod serving;
+mod steady;
 mod suite;
 mod support;
 
@@ -79,10 +81,22 @@ fn scenarios() -> Vec<Scenario> {
             body: |e| Box::pin(membership::scale_and_schedule(e)),
         },
         Scenario {
+            name: "steady_state_writes_nothing",
+            needs: Needs::Demo,
+            namespace: None,
+            body: |e| Box::pin(steady::steady_state_writes_nothing(e)),
+        },
+        Scenario {
             name: "drift_undone",
             needs: Needs::Demo,
             namespace: None,
             body: |e| Box::pin(resilience::drift_undone(e)),
+        },
+        Scenario {
+            name: "leader_takeover",
+            needs: Needs::Demo,
+            namespace: None,
+            body: |e| Box::pin(leader::leader_takeover(e)),
         },
         Scenario {
             name: "network_cut",

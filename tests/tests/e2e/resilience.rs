@@ -1,12 +1,12 @@
-//! Resilience on the sample, each scenario putting back what it changed: drift undone
-//! by the operator, and a pod cut off the network.
+//! Resilience on the sample, each scenario putting back what it changed: drift of every
+//! kind of child undone by the operator, and a pod cut off the network.
 
 use std::time::Instant;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use serde_json::{Value, json};
 use tidecache_e2e::kubelet::{ProbeKind, Summary};
 
 use crate::suite::Env;
@@ -15,11 +15,79 @@ use crate::support::{DEMO, TIMEOUT, TestResult, api, is_ready, kubectl, restart_
 /// The cache pods' container.
 const CONTAINER: &str = "cache-node";
 
-/// A deleted CronJob comes back; an edited StatefulSet is put back and its rollout
-/// settles with all three pods.
+/// A field the operator owns, changed behind its back.
+struct Drift {
+    /// kubectl's name of the kind.
+    kind: &'static str,
+    name: &'static str,
+    /// The path of the field.
+    field: &'static [&'static str],
+    /// The value it is changed to.
+    drifted: fn() -> Value,
+}
+
+/// Every kind of child, each changed in a field the operator owns with `kubectl patch`
+/// through the real apiserver, one at a time: each is put back to the value it had (so
+/// each kind's own watch, not a reconcile caused by another, has to notice). A deleted
+/// CronJob is recreated. The StatefulSet's rollout settles with all three pods.
 pub async fn drift_undone(env: &Env) -> TestResult {
     let ns = DEMO.namespace;
     DEMO.wait_settled(env, 3).await?;
+    let part_of = &["metadata", "labels", "app.kubernetes.io/part-of"];
+    let drifts = [
+        Drift {
+            kind: "statefulset",
+            name: "demo",
+            field: &["spec", "template", "spec", "terminationGracePeriodSeconds"],
+            drifted: || json!(5),
+        },
+        Drift {
+            kind: "service",
+            name: "demo-peers",
+            field: &["spec", "publishNotReadyAddresses"],
+            drifted: || json!(false),
+        },
+        Drift {
+            kind: "service",
+            name: "demo",
+            field: &["spec", "selector", "app.kubernetes.io/instance"],
+            drifted: || json!("drifted"),
+        },
+        Drift {
+            kind: "persistentvolumeclaim",
+            name: "demo-data",
+            field: part_of,
+            drifted: || json!("drifted"),
+        },
+        Drift {
+            kind: "cronjob",
+            name: "demo-janitor",
+            field: &["spec", "concurrencyPolicy"],
+            drifted: || json!("Allow"),
+        },
+        Drift {
+            kind: "poddisruptionbudget",
+            name: "demo",
+            field: &["spec", "maxUnavailable"],
+            drifted: || json!(2),
+        },
+        Drift {
+            kind: "serviceaccount",
+            name: "demo-cache",
+            field: part_of,
+            drifted: || json!("drifted"),
+        },
+        Drift {
+            kind: "rolebinding",
+            name: "demo-cache",
+            field: part_of,
+            drifted: || json!("drifted"),
+        },
+    ];
+    for drift in &drifts {
+        undone(env, drift).await?;
+    }
+
     let crons = api::<CronJob>(env, ns);
     let old = crons.get("demo-janitor").await.map_err(|e| e.to_string())?;
     kubectl(
@@ -42,38 +110,83 @@ pub async fn drift_undone(env: &Env) -> TestResult {
         Ok(now.filter(|c| c.uid() != old.uid() && c.metadata.deletion_timestamp.is_none()))
     })
     .await?;
-    let patch = r#"{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":5}}}}"#;
-    kubectl(
+    DEMO.wait_settled(env, 3).await.map(drop)
+}
+
+/// Changes `drift`'s field and waits for the operator to put back the value it had.
+async fn undone(env: &Env, drift: &Drift) -> TestResult {
+    let ns = DEMO.namespace;
+    let what = format!("{} {}: {}", drift.kind, drift.name, drift.field.join("."));
+    let read = async || -> TestResult<Value> {
+        let out = kubectl(
+            env,
+            &["get", drift.kind, drift.name, "-n", ns, "-o", "json"],
+        )
+        .await?;
+        let object: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        Ok(drift
+            .field
+            .iter()
+            .try_fold(&object, |v, key| v.get(key))
+            .cloned()
+            .unwrap_or(Value::Null))
+    };
+    let built = read().await?;
+    let drifted = (drift.drifted)();
+    if built.is_null() || built == drifted {
+        return Err(format!("{what} is {built} before the change to {drifted}"));
+    }
+    let patch = drift
+        .field
+        .iter()
+        .rev()
+        .fold(drifted.clone(), |inner, key| json!({ *key: inner }));
+    let changed_at = Instant::now();
+    let out = kubectl(
         env,
         &[
             "patch",
-            "statefulset",
-            DEMO.name,
+            drift.kind,
+            drift.name,
             "-n",
             ns,
             "--type=merge",
             "-p",
-            patch,
+            &patch.to_string(),
+            "-o",
+            "json",
         ],
     )
     .await?;
-    wait_for("the StatefulSet edit to be undone", TIMEOUT, async || {
-        let sts = api::<StatefulSet>(env, ns)
-            .get(DEMO.name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let grace = sts
-            .spec
-            .and_then(|s| s.template.spec)
-            .and_then(|s| s.termination_grace_period_seconds);
-        if grace == Some(60) {
-            Ok(Some(()))
-        } else {
-            Err(format!("grace {grace:?}"))
-        }
-    })
+    let patched: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    // (A `false` is stored as absent.)
+    let stored = drift
+        .field
+        .iter()
+        .try_fold(&patched, |v, key| v.get(key))
+        .cloned()
+        .unwrap_or(Value::Null);
+    if stored == built {
+        return Err(format!("{what}: the patch left it at {built}"));
+    }
+    wait_for(
+        &format!("{what} put back to {built}"),
+        TIMEOUT,
+        async || {
+            let now = read().await?;
+            if now == built {
+                Ok(Some(()))
+            } else {
+                Err(format!("still {now}"))
+            }
+        },
+    )
     .await?;
-    DEMO.wait_settled(env, 3).await.map(drop)
+    eprintln!(
+        "drift of {what} to {drifted} undone in {:.1?}",
+        changed_at.elapsed()
+    );
+    Ok(())
 }
 
 /// Taking a pod's veth down (how a zone will be cut off) fails its probes: the pod
