@@ -306,6 +306,10 @@ async fn crash_rounds(
     outcome
 }
 
+/// The machine-crash tests run one at a time: each crashes a volume of its own, but two
+/// loads and two sets of fsyncs at once on two cores would stretch the time windows they judge.
+static MACHINE_CRASHES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Rounds of the `always` test: 20, or `TIDECACHE_CRASH_ROUNDS` for a longer soak.
 fn always_rounds() -> usize {
     std::env::var("TIDECACHE_CRASH_ROUNDS")
@@ -370,6 +374,7 @@ async fn kill_9_under_load_loses_no_acknowledged_write_with_fsync_everysec() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_crash_loses_no_acknowledged_write_with_fsync_always() {
+    let _one_at_a_time = MACHINE_CRASHES.lock().await;
     let rounds = 5;
     let outcome = crash_rounds(
         "always",
@@ -391,6 +396,7 @@ async fn a_machine_crash_loses_no_acknowledged_write_with_fsync_always() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_crash_loses_only_the_last_seconds_with_fsync_everysec() {
+    let _one_at_a_time = MACHINE_CRASHES.lock().await;
     let rounds = 3;
     // The docs promise about a second. Five intervals leave room for slow fsyncs on a loaded
     // machine, and are still far below what `never` loses (the kernel's writeback, ~30 s).
