@@ -77,7 +77,10 @@ impl Candidacy {
             .with_identity(identity)
             .with_duration(LEASE_SECONDS)
             .with_grace(RENEW_GRACE_SECONDS)
-            .with_field_manager(crate::labels::MANAGER)
+            // One field manager per candidate: the library detects two candidates taking an
+            // expired Lease at once by the server-side-apply conflict between their managers,
+            // which one shared manager name would hide.
+            .with_field_manager(format!("{}-{identity}", crate::labels::MANAGER))
             .build()
             .await
             .map_err(|source| LeaderError::Setup {

@@ -95,6 +95,31 @@ async fn watch_idle(env: &Env, suspended_at: chrono::DateTime<Utc>) -> TestResul
                 .map_or(0, Vec::len);
             let cc = DEMO.get(env).await?;
             let observed = cc["status"]["observedGeneration"] == cc["metadata"]["generation"];
+            // Other scenarios' CacheClusters and namespaces must be gone: tearing them down
+            // is a change the operator rightly writes for.
+            let clusters = kubectl(
+                env,
+                &[
+                    "get",
+                    "cacheclusters",
+                    "-A",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}",
+                ],
+            )
+            .await?;
+            let terminating = kubectl(
+                env,
+                &[
+                    "get",
+                    "namespaces",
+                    "-o",
+                    "jsonpath={.items[?(@.status.phase==\"Terminating\")].metadata.name}",
+                ],
+            )
+            .await?;
+            let only_demo =
+                clusters.trim() == format!("{ns}/{}", DEMO.name) && terminating.trim().is_empty();
             let (writes, _) = operator_writes(env, suspended_at)?;
             // The audit log must show the operator applying the suspension: the proof
             // that it records this user's writes at all.
@@ -106,12 +131,21 @@ async fn watch_idle(env: &Env, suspended_at: chrono::DateTime<Utc>) -> TestResul
                     .to_std()
                     .unwrap_or_default()
             });
-            if suspended && active == 0 && observed && applied && quiet_for >= Some(QUIET) {
+            if suspended
+                && active == 0
+                && observed
+                && only_demo
+                && applied
+                && quiet_for >= Some(QUIET)
+            {
                 Ok(Some(()))
             } else {
                 Err(format!(
                     "CronJob suspended {suspended}, {active} active Jobs; status observed the \
-                     generation {observed}; the operator's writes since the suspension:\n  {}",
+                     generation {observed}; CacheClusters [{}], terminating namespaces [{}]; \
+                     the operator's writes since the suspension:\n  {}",
+                    clusters.trim(),
+                    terminating.trim(),
                     list(&writes)
                 ))
             }
