@@ -285,9 +285,13 @@ async fn crash_rounds(
             );
             outcome.acked += acked;
         }
+        // A machine crash has no "after": the node keeps running for a moment here, and an
+        // fsync racing the journal's abort may still report success, which a powered-off
+        // machine never could. So only what was acknowledged before the crash began (minus
+        // the window) must survive. A process crash loses nothing acknowledged at all.
         durable = match crash {
-            Crash::Machine { window } if !window.is_zero() => crashed_at - window,
-            _ => Instant::now(),
+            Crash::Machine { window } => crashed_at - window,
+            Crash::Process => Instant::now(),
         };
         if let Some(volume) = &mut volume {
             volume.recover();
