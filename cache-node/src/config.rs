@@ -15,6 +15,7 @@ use crate::base::auth::{AuthToken, AuthTokenError};
 use crate::cache::Limits;
 use crate::persist::{FsyncPolicy, PersistSettings};
 use crate::replication::{AckLevel, ReplicationSettings, TransportSettings};
+use crate::resp::NotifyFlags;
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
 use tidecache_contract::units::{parse_duration, parse_size};
 
@@ -42,6 +43,11 @@ pub struct Config {
     /// otherwise).
     #[arg(long, env = "TIDECACHE_RESP_ALLOW_FLUSH")]
     pub resp_allow_flush: bool,
+
+    /// Keyspace notifications over RESP at start, in Redis' notify-keyspace-events letters
+    /// (e.g. "Ex": expired keys on __keyevent@0__:expired); CONFIG SET changes them per node.
+    #[arg(long, env = "TIDECACHE_RESP_NOTIFY_KEYSPACE_EVENTS", default_value = "", value_parser = notify_flags)]
+    pub resp_notify_keyspace_events: NotifyFlags,
 
     /// Expiry schedule: a 5-field cron expression (or @hourly etc.); entries are evicted in
     /// buckets at its fire times.
@@ -293,6 +299,8 @@ pub struct Settings {
     pub resp_listen: Option<SocketAddr>,
     /// Whether `FLUSHDB`/`FLUSHALL` are allowed (`--resp-allow-flush`).
     pub resp_allow_flush: bool,
+    /// The keyspace notifications on at start (`--resp-notify-keyspace-events`).
+    pub resp_notify: NotifyFlags,
     /// The store's setup (schedule, capacity, policy, shards).
     pub store: StoreConfig,
     /// Where the capacity came from.
@@ -393,6 +401,7 @@ impl Config {
             listen: self.listen,
             resp_listen: self.resp_listen,
             resp_allow_flush: self.resp_allow_flush,
+            resp_notify: self.resp_notify_keyspace_events,
             store: StoreConfig {
                 schedule,
                 capacity_bytes,
@@ -477,6 +486,16 @@ impl Config {
     }
 }
 
+/// Parses `--resp-notify-keyspace-events` as `CONFIG SET notify-keyspace-events` would.
+fn notify_flags(text: &str) -> Result<NotifyFlags, String> {
+    NotifyFlags::parse(text.as_bytes()).map_err(|_| {
+        format!(
+            "{text:?} has a letter that is not a notify-keyspace-events class; use letters of \
+             'Ag$lshzxeKEtmdn' (e.g. \"Ex\" for expired keys)"
+        )
+    })
+}
+
 /// The hostname, lowercased (Kubernetes sets it to the pod name): the kernel's, else
 /// `$HOSTNAME`.
 fn hostname() -> Option<String> {
@@ -549,6 +568,7 @@ mod tests {
             "--log-format=json",
             "--resp-listen=0.0.0.0:6379",
             "--resp-allow-flush",
+            "--resp-notify-keyspace-events=Ex",
         ])
         .validate_with_cgroup_root(cgroup.path())
         .expect("valid");
@@ -557,6 +577,7 @@ mod tests {
             Some("0.0.0.0:6379".parse().expect("addr"))
         );
         assert!(settings.resp_allow_flush);
+        assert_eq!(settings.resp_notify.render(), "xE");
         assert_eq!(settings.store.schedule.time_zone(), "Europe/Berlin");
         assert_eq!(settings.limits.default_ttl, Some(Duration::from_secs(900)));
         assert_eq!(settings.limits.max_value_bytes, 4 << 20);
@@ -575,6 +596,9 @@ mod tests {
         assert!(Config::try_parse_from(["cache-node", "--max-memory=lots"]).is_err());
         assert!(Config::try_parse_from(["cache-node", "--eviction-policy=random"]).is_err());
         assert!(Config::try_parse_from(["cache-node", "--resp-listen=localhost"]).is_err());
+        let error = Config::try_parse_from(["cache-node", "--resp-notify-keyspace-events=Eq"])
+            .expect_err("q is no class");
+        assert!(error.to_string().contains("'Ag$lshzxeKEtmdn'"), "{error}");
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub async fn serve(
         let settings = RespSettings {
             auth: settings.auth.clone(),
             allow_flush: settings.resp_allow_flush,
+            notify: settings.resp_notify,
         };
         let cache = cache.clone();
         async move {

@@ -12,9 +12,11 @@
 //! - `replica`: what replication and the warm start need from the store.
 //! - `digest`: key-range digests anti-entropy compares.
 //! - `tasks`: who owns a background task, and how it is stopped.
+//! - `events`: the keys the store removes on its own (expired, evicted), for notifications.
 
 pub mod auth;
 pub mod digest;
+pub mod events;
 pub mod hlc;
 pub mod journal;
 pub mod replica;

@@ -14,13 +14,16 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::RespState;
 use super::clients::Client;
 use super::cmd;
 use super::frame::Parser;
+use super::notify::Subscriptions;
 use super::reply::{Protocol, Reply};
+use crate::base::events::KeyEvent;
 use crate::base::version::Version;
 
 /// Bytes a read may fill at least: one read takes a whole pipeline of small requests.
@@ -45,6 +48,8 @@ pub struct Session {
     pub multi_failed: bool,
     /// `WATCH`ed keys and the version each had (`None`: absent) when watched.
     pub watched: Vec<(Bytes, Option<Version>)>,
+    /// Keyspace notification channels and patterns subscribed to.
+    pub subscriptions: Subscriptions,
     /// Set by `QUIT`: close once the reply is written.
     pub quit: bool,
 }
@@ -59,6 +64,7 @@ impl Session {
             multi: None,
             multi_failed: false,
             watched: Vec::new(),
+            subscriptions: Subscriptions::default(),
             quit: false,
         }
     }
@@ -89,6 +95,17 @@ pub async fn serve(
         let read = tokio::select! {
             biased;
             () = stop.cancelled() => break,
+            event = session.subscriptions.next() => {
+                if let Err(why) = notify(&state, &mut session, event, &mut output) {
+                    tracing::warn!(%peer, why, "closing a RESP subscriber");
+                    break;
+                }
+                if writer.write_all(&output).await.is_err() {
+                    break;
+                }
+                output.clear();
+                continue;
+            }
             read = reader.read_buf(&mut input) => read,
         };
         match read {
@@ -136,4 +153,35 @@ pub async fn serve(
     }
     let _ = writer.shutdown().await;
     drop(registration);
+}
+
+/// Writes the notifications for `first` and for the announcements already waiting behind
+/// it (up to [`FLUSH_AT`] bytes), so that a sweep's burst costs few writes.
+///
+/// # Errors
+/// Why the subscriber must be disconnected: it fell too far behind (as Redis disconnects a
+/// subscriber over its output buffer limit), or the store stopped announcing.
+fn notify(
+    state: &RespState,
+    session: &mut Session,
+    first: Result<KeyEvent, RecvError>,
+    output: &mut BytesMut,
+) -> Result<(), &'static str> {
+    let flags = state.notify.get();
+    let mut reply = Reply::new(output, session.protocol);
+    let mut next = Some(first);
+    while let Some(event) = next {
+        match event {
+            Ok(event) => session.subscriptions.deliver(&event, flags, &mut reply),
+            Err(RecvError::Lagged(_)) => {
+                return Err("it fell too many keyspace notifications behind");
+            }
+            Err(RecvError::Closed) => return Err("the store stopped announcing removed keys"),
+        }
+        if reply.len() >= FLUSH_AT {
+            break;
+        }
+        next = session.subscriptions.try_next();
+    }
+    Ok(())
 }

@@ -177,6 +177,30 @@ pub enum CommandError {
     /// `CONFIG SET` and friends: the node is configured by its flags.
     #[error("ERR CONFIG {0} is not supported: cache-node is configured by its flags")]
     ConfigReadOnly(&'static str),
+    /// `CONFIG SET` of a parameter other than `notify-keyspace-events`.
+    #[error(
+        "ERR CONFIG SET of '{0}' is not supported: cache-node is configured by its flags; only \
+         notify-keyspace-events can be set at run time"
+    )]
+    ConfigSetUnsupported(String),
+    /// A `notify-keyspace-events` letter Redis does not know.
+    #[error(
+        "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - \
+         Invalid event class character. Use 'Ag$lshzxeKEtmdn'."
+    )]
+    NotifyClass,
+    /// Past the subscriptions one connection may hold.
+    #[error(
+        "ERR too many subscriptions on this connection (at most {0} channels and patterns); \
+         subscribe to a pattern instead"
+    )]
+    TooManySubscriptions(usize),
+    /// A command other than the pub/sub ones on a RESP2 connection in subscribed mode.
+    #[error(
+        "ERR Can't execute '{0}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+         are allowed in this context"
+    )]
+    SubscribedContext(&'static str),
     /// Key commands while the data volume loads.
     #[error("LOADING Redis is loading the dataset in memory")]
     Loading,

@@ -7,7 +7,8 @@
 //!   executed in order (pipelining), the replies written once per read.
 //! - `frame`: requests off the wire, with Redis' limits; `reply`: replies onto it.
 //! - `cmd`: the command table and one file per group (`strings`, `keys`, `server`,
-//!   `transaction`); `glob`: `MATCH`/`KEYS` patterns; `clients`: `CLIENT LIST` and `INFO`
+//!   `transaction`, `pubsub`); `glob`: `MATCH`/`KEYS` patterns; `notify`: keyspace
+//!   notifications and a connection's subscriptions; `clients`: `CLIENT LIST` and `INFO`
 //!   figures; `error`: every refusal with Redis' error line.
 //!
 //! Like HTTP's handlers, commands only translate: they parse arguments, call the [`Cache`]
@@ -15,7 +16,8 @@
 //! read-modify-write) and render the outcome. There is no second write path.
 //!
 //! # Differences from Redis
-//! Strings only (so `WRONGTYPE` never occurs), one database, no scripting or pub/sub; a
+//! Strings only (so `WRONGTYPE` never occurs), one database, no scripting; pub/sub carries
+//! keyspace notifications of expired and evicted keys only (no `PUBLISH`); a
 //! transaction's commands run in order after its `WATCH` check but other clients' commands
 //! may interleave with them; `MSET` is not atomic across keys. `docs/resp.md` lists them.
 
@@ -25,6 +27,7 @@ mod connection;
 mod error;
 mod frame;
 mod glob;
+mod notify;
 mod reply;
 
 use std::future::Future;
@@ -42,6 +45,8 @@ use crate::base::tasks::Tasks;
 use crate::cache::Cache;
 use clients::Clients;
 use frame::FrameLimits;
+use notify::Notify;
+pub use notify::NotifyFlags;
 
 /// How the RESP front end is set up, beyond the cache's own limits.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +55,8 @@ pub struct RespSettings {
     pub auth: Option<AuthToken>,
     /// Whether `FLUSHDB`/`FLUSHALL` may delete every key (`--resp-allow-flush`).
     pub allow_flush: bool,
+    /// The keyspace notifications on at start (`--resp-notify-keyspace-events`).
+    pub notify: NotifyFlags,
 }
 
 /// What every connection shares.
@@ -69,6 +76,8 @@ pub struct RespState {
     started: Instant,
     /// The listening address, for `INFO server` and `CONFIG GET port`.
     listen: SocketAddr,
+    /// `notify-keyspace-events`, as set at start or by `CONFIG SET`.
+    notify: Notify,
 }
 
 /// Counters `INFO stats` reports.
@@ -99,6 +108,8 @@ impl RespState {
             cache.limits().max_value_bytes,
             cache.limits().max_batch_bytes,
         );
+        let notify = Notify::default();
+        notify.set(settings.notify, cache.store().events());
         RespState {
             cache,
             settings,
@@ -107,6 +118,7 @@ impl RespState {
             stats: Stats::default(),
             started: Instant::now(),
             listen,
+            notify,
         }
     }
 }

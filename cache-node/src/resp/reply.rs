@@ -54,6 +54,11 @@ impl<'a> Reply<'a> {
         self.protocol = protocol;
     }
 
+    /// Bytes in the output buffer (this reply's and earlier ones not yet written).
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
     /// `+OK`.
     pub fn ok(&mut self) {
         self.out.put_slice(b"+OK\r\n");
@@ -128,6 +133,15 @@ impl<'a> Reply<'a> {
         match self.protocol {
             Protocol::Resp2 => self.header(b'*', len * 2),
             Protocol::Resp3 => self.header(b'%', len),
+        }
+    }
+
+    /// The header of a message the server sends on its own (a pub/sub message or a
+    /// subscription's confirmation): a RESP3 push, an array in RESP2.
+    pub fn push(&mut self, len: usize) {
+        match self.protocol {
+            Protocol::Resp2 => self.header(b'*', len),
+            Protocol::Resp3 => self.header(b'>', len),
         }
     }
 

@@ -322,6 +322,7 @@ async fn authentication_with_the_cluster_token() {
     let settings = RespSettings {
         auth: Some(AuthToken::new("s3cret").expect("token")),
         allow_flush: true,
+        ..RespSettings::default()
     };
     let server = Server::start(Limits::default(), u64::MAX, settings).await;
     let mut c = server.connect().await;
@@ -523,4 +524,109 @@ async fn an_entry_written_over_resp_is_the_same_entry_over_http_and_back() {
         hit.expires_at,
         Some(Timestamp::from_millis(START + 120_000))
     );
+}
+
+// ---- Keyspace notifications ----
+
+#[tokio::test]
+async fn subscribers_hear_of_expired_keys_as_redis_announces_them() {
+    let settings = RespSettings {
+        notify: super::NotifyFlags::parse(b"KEx").expect("flags"),
+        ..RespSettings::default()
+    };
+    let server = Server::start(Limits::default(), u64::MAX, settings).await;
+    let mut writer = server.connect().await;
+    let mut events = server.connect().await;
+    events
+        .expect(
+            &["SUBSCRIBE", "__keyevent@0__:expired"],
+            "*3\r\n$9\r\nsubscribe\r\n$22\r\n__keyevent@0__:expired\r\n:1\r\n",
+        )
+        .await;
+    events
+        .expect(
+            &["PSUBSCRIBE", "__keyspace@0__:user:*"],
+            "*3\r\n$10\r\npsubscribe\r\n$21\r\n__keyspace@0__:user:*\r\n:2\r\n",
+        )
+        .await;
+    events
+        .expect(
+            &["GET", "k"],
+            "-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
+             RESET are allowed in this context\r\n",
+        )
+        .await;
+    events
+        .expect(&["PING"], "*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+        .await;
+    writer
+        .expect(&["SET", "user:1", "v", "PX", "500"], "+OK\r\n")
+        .await;
+    server.clock.advance(Duration::from_secs(61));
+    server.cache.store().evict_expired();
+    // As in Redis: the key's own channel first (`K`), then the event's (`E`).
+    let expected = "*4\r\n$8\r\npmessage\r\n$21\r\n__keyspace@0__:user:*\r\n\
+                    $21\r\n__keyspace@0__:user:1\r\n$7\r\nexpired\r\n\
+                    *3\r\n$7\r\nmessage\r\n$22\r\n__keyevent@0__:expired\r\n$6\r\nuser:1\r\n";
+    assert_eq!(events.exchange(b"", expected.len()).await, expected);
+    events
+        .expect(
+            &["UNSUBSCRIBE"],
+            "*3\r\n$11\r\nunsubscribe\r\n$22\r\n__keyevent@0__:expired\r\n:1\r\n",
+        )
+        .await;
+    events
+        .expect(
+            &["PUNSUBSCRIBE"],
+            "*3\r\n$12\r\npunsubscribe\r\n$21\r\n__keyspace@0__:user:*\r\n:0\r\n",
+        )
+        .await;
+    events.expect(&["GET", "user:1"], "$-1\r\n").await;
+}
+
+#[tokio::test]
+async fn notifications_are_configured_as_redis_configures_them() {
+    let server = Server::open().await;
+    let mut c = server.connect().await;
+    c.expect(
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        "*2\r\n$22\r\nnotify-keyspace-events\r\n$0\r\n\r\n",
+    )
+    .await;
+    c.expect(
+        &["CONFIG", "SET", "notify-keyspace-events", "Eq"],
+        "-ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - \
+         Invalid event class character. Use 'Ag$lshzxeKEtmdn'.\r\n",
+    )
+    .await;
+    c.expect(
+        &["CONFIG", "SET", "maxmemory", "1gb"],
+        "-ERR CONFIG SET of 'maxmemory' is not supported: cache-node is configured by its \
+         flags; only notify-keyspace-events can be set at run time\r\n",
+    )
+    .await;
+    c.expect(
+        &["CONFIG", "SET", "notify-keyspace-events", "KEA"],
+        "+OK\r\n",
+    )
+    .await;
+    c.expect(
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        "*2\r\n$22\r\nnotify-keyspace-events\r\n$3\r\nAKE\r\n",
+    )
+    .await;
+    // RESP3: pushes, and every command stays allowed while subscribed.
+    c.exchange(&request(&["HELLO", "3"]), 1).await;
+    c.expect(
+        &["SUBSCRIBE", "__keyevent@0__:evicted"],
+        ">3\r\n$9\r\nsubscribe\r\n$22\r\n__keyevent@0__:evicted\r\n:1\r\n",
+    )
+    .await;
+    c.expect(&["GET", "k"], "_\r\n").await;
+    c.expect(&["RESET"], "+RESET\r\n").await;
+    c.expect(
+        &["UNSUBSCRIBE"],
+        "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+    )
+    .await;
 }

@@ -45,6 +45,7 @@ pub use entry::{ENTRY_OVERHEAD, entry_charge};
 pub use keys::{LiveKeys, ScanStep};
 pub use precondition::{EtagMatch, Preconditions};
 
+use crate::base::events::{KeyEventKind, KeyEvents};
 use crate::base::hlc::HybridClock;
 use crate::base::journal::{Change, Journal, Journaled, Previous};
 use crate::base::time::{Clock, Timestamp};
@@ -272,6 +273,8 @@ pub struct Store {
     /// Where the next search for a capacity victim outside the writer's shard starts, so
     /// that such evictions spread over the shards.
     eviction_cursor: AtomicUsize,
+    /// Where the keys removed on their own (expired, evicted) are announced.
+    events: Arc<KeyEvents>,
     /// Where changes go to become durable; unset for a memory-only node.
     journal: OnceLock<Arc<dyn Journal>>,
 }
@@ -320,8 +323,14 @@ impl Store {
             evicted_expired: AtomicU64::new(0),
             evicted_capacity: AtomicU64::new(0),
             eviction_cursor: AtomicUsize::new(0),
+            events: Arc::new(KeyEvents::default()),
             journal: OnceLock::new(),
         }
+    }
+
+    /// Where the keys this store removes on its own are announced.
+    pub fn events(&self) -> &Arc<KeyEvents> {
+        &self.events
     }
 
     /// The schedule whose fire times bound the buckets.
@@ -738,12 +747,17 @@ impl Store {
     /// Accounts an eviction; returns the evicted key.
     fn account_removed(&self, entry: Entry, reason: EvictionReason) -> Bytes {
         self.release(&entry);
-        let counter = match reason {
-            EvictionReason::Expired => &self.evicted_expired,
-            EvictionReason::Capacity => &self.evicted_capacity,
+        let (counter, kind) = match reason {
+            EvictionReason::Expired => (&self.evicted_expired, KeyEventKind::Expired),
+            EvictionReason::Capacity => (&self.evicted_capacity, KeyEventKind::Evicted),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        entry.key.into_bytes()
+        let tombstone = entry.tombstone;
+        let key = entry.key.into_bytes();
+        if !tombstone {
+            self.events.announce(kind, || key.clone());
+        }
+        key
     }
 
     /// Accounts expiries in one go (a sweep removes many); returns how many. The entries are
@@ -751,6 +765,13 @@ impl Store {
     fn account_removed_all(&self, removed: Vec<Entry>) -> u64 {
         let count = removed.len() as u64;
         let bytes: u64 = removed.iter().map(Entry::charge).sum();
+        if self.events.wanted(KeyEventKind::Expired) {
+            // A tombstone reaching its expiry is bookkeeping, not a key expiring.
+            for entry in removed.iter().filter(|entry| !entry.tombstone) {
+                self.events
+                    .announce(KeyEventKind::Expired, || entry.key.clone().into_bytes());
+            }
+        }
         self.used.fetch_sub(bytes, Ordering::Relaxed);
         self.entries.fetch_sub(count, Ordering::Relaxed);
         self.evicted_expired.fetch_add(count, Ordering::Relaxed);

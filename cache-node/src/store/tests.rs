@@ -348,3 +348,38 @@ fn counters_stay_exact_under_concurrent_writers() {
     assert_eq!(store.stats().entries, 0);
     assert_eq!(totals(&store), (0, 0));
 }
+
+#[test]
+fn keys_removed_on_their_own_are_announced_once_each() {
+    use crate::base::events::{KeyEventKind, KeyEvents};
+    let capacity = entry_charge(2, 10) * 8;
+    let (store, clock) = store_with(capacity, EvictionPolicy::Clock);
+    let events: &KeyEvents = store.events();
+    let mut listener = events.listen();
+    events.enable(KeyEventKind::Expired.bit() | KeyEventKind::Evicted.bit());
+    let mut announced = |kind| {
+        let mut keys = Vec::new();
+        while let Ok(event) = listener.try_recv() {
+            assert_eq!(event.kind, kind);
+            keys.push(String::from_utf8(event.key.to_vec()).expect("utf-8"));
+        }
+        keys.sort();
+        keys
+    };
+    for i in 0..10 {
+        put(&store, &format!("{i:02}"), "0123456789", None);
+    }
+    assert_eq!(announced(KeyEventKind::Evicted).len(), 2, "two made room");
+    store
+        .delete(b"09", &Preconditions::none())
+        .expect("deleted");
+    put(&store, "ex", "0123456789", Some(at(30)));
+    assert_eq!(
+        announced(KeyEventKind::Evicted),
+        Vec::<String>::new(),
+        "a delete is not announced, and it made room"
+    );
+    clock.set(at(120));
+    store.evict_expired();
+    assert_eq!(announced(KeyEventKind::Expired), ["ex"]);
+}

@@ -9,6 +9,7 @@
 //!   `transaction`: `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH`.
 
 mod keys;
+mod pubsub;
 mod server;
 mod strings;
 mod transaction;
@@ -22,7 +23,8 @@ use bytes::Bytes;
 use super::RespState;
 use super::connection::Session;
 use super::error::CommandError;
-use super::reply::Reply;
+use super::notify::Kind;
+use super::reply::{Protocol, Reply};
 use crate::base::time::Timestamp;
 use crate::cache::Lifetime;
 
@@ -68,7 +70,9 @@ pub enum Cmd {
     Pexpiretime,
     Ping,
     Psetex,
+    Psubscribe,
     Pttl,
+    Punsubscribe,
     Quit,
     Randomkey,
     Reset,
@@ -79,10 +83,12 @@ pub enum Cmd {
     Setnx,
     Setrange,
     Strlen,
+    Subscribe,
     Time,
     Ttl,
     Type,
     Unlink,
+    Unsubscribe,
     Unwatch,
     Watch,
 }
@@ -120,6 +126,7 @@ const CONN: &[&str] = &[
     "allow_busy",
 ];
 const CONN_AUTH: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
+const PUBSUB: &[&str] = &["pubsub", "noscript", "loading", "stale"];
 const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 macro_rules! spec {
@@ -490,6 +497,15 @@ pub static COMMANDS: &[Spec] = &[
         "Sets both string value and expiration time in milliseconds of a key."
     ),
     spec!(
+        "psubscribe",
+        Psubscribe,
+        -2,
+        PUBSUB,
+        (0, 0, 0),
+        "pubsub",
+        "Listens for messages published to channels that match one or more patterns."
+    ),
+    spec!(
         "pttl",
         Pttl,
         2,
@@ -497,6 +513,15 @@ pub static COMMANDS: &[Spec] = &[
         (1, 1, 1),
         "generic",
         "Returns the expiration time in milliseconds of a key."
+    ),
+    spec!(
+        "punsubscribe",
+        Punsubscribe,
+        -1,
+        PUBSUB,
+        (0, 0, 0),
+        "pubsub",
+        "Stops listening to messages published to channels that match one or more patterns."
     ),
     spec!(
         "quit",
@@ -589,6 +614,15 @@ pub static COMMANDS: &[Spec] = &[
         "Returns the length of a string value."
     ),
     spec!(
+        "subscribe",
+        Subscribe,
+        -2,
+        PUBSUB,
+        (0, 0, 0),
+        "pubsub",
+        "Listens for messages published to channels."
+    ),
+    spec!(
         "time",
         Time,
         1,
@@ -625,6 +659,15 @@ pub static COMMANDS: &[Spec] = &[
         "Asynchronously deletes one or more keys."
     ),
     spec!(
+        "unsubscribe",
+        Unsubscribe,
+        -1,
+        PUBSUB,
+        (0, 0, 0),
+        "pubsub",
+        "Stops listening to messages posted to channels."
+    ),
+    spec!(
         "unwatch",
         Unwatch,
         1,
@@ -656,6 +699,20 @@ impl Spec {
         } else {
             args >= -self.arity
         }
+    }
+
+    /// Whether a RESP2 connection in subscribed mode may run it.
+    fn allowed_subscribed(&self) -> bool {
+        matches!(
+            self.cmd,
+            Cmd::Subscribe
+                | Cmd::Psubscribe
+                | Cmd::Unsubscribe
+                | Cmd::Punsubscribe
+                | Cmd::Ping
+                | Cmd::Quit
+                | Cmd::Reset
+        )
     }
 
     /// Whether the flags include `flag`.
@@ -727,6 +784,12 @@ async fn dispatch(
     if !ctx.session.authenticated && !spec.has("no_auth") {
         return Err(CommandError::NoAuth);
     }
+    if ctx.session.subscriptions.active()
+        && ctx.session.protocol == Protocol::Resp2
+        && !spec.allowed_subscribed()
+    {
+        return Err(CommandError::SubscribedContext(spec.name));
+    }
     if ctx.session.multi.is_some() {
         return transaction::in_multi(ctx, spec, args, reply).await;
     }
@@ -795,7 +858,14 @@ async fn run(
         }
         Cmd::Flushdb => keys::flush(ctx, args, reply, "FLUSHDB").await,
         Cmd::Flushall => keys::flush(ctx, args, reply, "FLUSHALL").await,
+        Cmd::Ping if ctx.session.subscriptions.active() && reply.protocol() == Protocol::Resp2 => {
+            pubsub::ping_subscribed(args, reply)
+        }
         Cmd::Ping => server::ping(args, reply),
+        Cmd::Subscribe => pubsub::subscribe(ctx, Kind::Channel, args, reply),
+        Cmd::Psubscribe => pubsub::subscribe(ctx, Kind::Pattern, args, reply),
+        Cmd::Unsubscribe => pubsub::unsubscribe(ctx, Kind::Channel, args, reply),
+        Cmd::Punsubscribe => pubsub::unsubscribe(ctx, Kind::Pattern, args, reply),
         Cmd::Echo => {
             reply.bulk(&args[0]);
             Ok(())

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::{COMMANDS, Ctx, Spec, integer, is, lookup, transaction};
 use crate::resp::error::CommandError;
 use crate::resp::glob;
+use crate::resp::notify::NotifyFlags;
 use crate::resp::reply::{Protocol, Reply};
 use crate::store::EvictionPolicy;
 
@@ -202,6 +203,7 @@ pub fn select(args: &[Bytes], reply: &mut Reply<'_>) -> Result<(), CommandError>
 /// logs out when the cluster has a token.
 pub fn reset(ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> Result<(), CommandError> {
     transaction::discard(ctx);
+    ctx.session.subscriptions.clear();
     ctx.session.authenticated = ctx.state.settings.auth.is_none();
     ctx.session.protocol = Protocol::Resp2;
     {
@@ -315,7 +317,7 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             if cache.is_persistent() { "yes" } else { "no" }.to_string(),
         ),
         ("save", String::new()),
-        ("notify-keyspace-events", String::new()),
+        ("notify-keyspace-events", ctx.state.notify.get().render()),
         ("timeout", "0".to_string()),
         ("maxclients", "10000".to_string()),
         ("port", ctx.state.listen.port().to_string()),
@@ -347,11 +349,10 @@ pub fn config(
     let (sub, patterns) = args
         .split_first()
         .ok_or(CommandError::WrongArity("config".to_string()))?;
-    for (name, readonly) in [
-        ("set", "SET"),
-        ("rewrite", "REWRITE"),
-        ("resetstat", "RESETSTAT"),
-    ] {
+    if is(sub, "set") {
+        return config_set(ctx, patterns, reply);
+    }
+    for (name, readonly) in [("rewrite", "REWRITE"), ("resetstat", "RESETSTAT")] {
         if is(sub, name) {
             return Err(CommandError::ConfigReadOnly(readonly));
         }
@@ -378,6 +379,35 @@ pub fn config(
         reply.bulk(name.as_bytes());
         reply.bulk(value.as_bytes());
     }
+    Ok(())
+}
+
+/// `CONFIG SET parameter value [parameter value ...]`: only `notify-keyspace-events`, on
+/// this node; every other setting comes from the node's flags. Nothing is changed unless
+/// every pair is accepted.
+fn config_set(
+    ctx: &mut Ctx<'_>,
+    pairs: &[Bytes],
+    reply: &mut Reply<'_>,
+) -> Result<(), CommandError> {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        return Err(CommandError::WrongArity("config|set".to_string()));
+    }
+    let mut flags = None;
+    for pair in pairs.chunks(2) {
+        if !is(&pair[0], "notify-keyspace-events") {
+            return Err(CommandError::ConfigSetUnsupported(
+                String::from_utf8_lossy(&pair[0]).into_owned(),
+            ));
+        }
+        flags = Some(NotifyFlags::parse(&pair[1])?);
+    }
+    if let Some(flags) = flags {
+        ctx.state
+            .notify
+            .set(flags, ctx.state.cache.store().events());
+    }
+    reply.ok();
     Ok(())
 }
 
