@@ -1,45 +1,28 @@
 //! Real Redis clients against a real cache-node process: redis-py (from PyPI, installed into
 //! a virtual environment under `target/`) running `tests/resp/scenario.py`, `redis-cli`
-//! scripted commands, and `redis-benchmark`. Each test fails, naming what to install, when
-//! its tool is missing.
+//! scripted commands, and `redis-benchmark` (node-redis, go-redis and redis-rs run the same
+//! scenario in `resp_node.rs`, `resp_go.rs` and `resp_redis_rs.rs`). Each test fails, naming
+//! what to install, when its tool is missing.
 
 mod resp_support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use resp_support::{Server, require};
+use resp_support::{Server, installed, require, run, run_scenario};
 
 const TOKEN: &str = "resp-clients-token";
 
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("the command runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed with {}:\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 /// A virtual environment with `tests/resp/requirements.txt` installed, made once per
-/// target directory; its Python.
+/// content of that file; its Python.
 fn python_with_redis_py() -> PathBuf {
     require("python3", "apt-get install -y python3 python3-venv");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let requirements = manifest.join("tests/resp/requirements.txt");
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resp-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("installed.txt");
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).expect("requirements");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        if !python.exists() {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-        }
-        run(Command::new(&python)
+    let venv = installed("resp-venv", &wanted, |venv| {
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv));
+        run(Command::new(venv.join("bin/python"))
             .args([
                 "-m",
                 "pip",
@@ -49,9 +32,8 @@ fn python_with_redis_py() -> PathBuf {
                 "-r",
             ])
             .arg(&requirements));
-        std::fs::write(&stamp, wanted).expect("stamp");
-    }
-    python
+    });
+    venv.join("bin/python")
 }
 
 #[test]
@@ -59,20 +41,7 @@ fn redis_py_runs_the_scenario() {
     let python = python_with_redis_py();
     let node = Server::cache_node(&[&format!("--auth-token={TOKEN}")]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/scenario.py");
-    let output = Command::new(python)
-        .arg(script)
-        .arg(node.port.to_string())
-        .arg(TOKEN)
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "the redis-py scenario failed:\n{}\n{}\ncache-node's log:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        node.log()
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("scenario passed"));
+    run_scenario("redis-py", Command::new(python).arg(script), &node, TOKEN);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! What the RESP tests share: a `cache-node` process serving RESP on a free port, a
-//! `redis-server` started the same way, a blocking RESP client that parses replies, and
-//! the check that a tool a test needs is installed (a test fails with a clear message
-//! when it is not; it never skips).
+//! `redis-server` started the same way, a blocking RESP client that parses replies, the
+//! check that a tool a test needs is installed (a test fails with a clear message when it
+//! is not; it never skips), and what the real-client tests need to install and run a
+//! client's scenario script.
 
 #![allow(
     dead_code,
@@ -10,21 +11,71 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Fails the test unless `tool` runs (`tool --version`), saying how to install it.
+/// Fails the test unless `tool` runs (`tool --version`, or `tool version` as Go spells it),
+/// saying how to install it.
 pub fn require(tool: &str, install: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
+    let found = ["--version", "version"].iter().any(|arg| {
+        Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    });
     assert!(
         found,
-        "this test needs `{tool}`, which is not installed: {install} (.ci/run installs it)"
+        "this test needs `{tool}`, which is not installed: {install} (see .ci/run)"
+    );
+}
+
+/// Runs `command`, failing the test with its output unless it succeeds.
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("the command runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}:\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `dir` under the target directory, where `install` put what `inputs` (the text of the
+/// lockfiles it installs from) names: `install` runs only when the stamp `installed.txt`
+/// left by the last successful install holds other inputs, so a client's packages are
+/// fetched once per lockfile content rather than at every test run.
+pub fn installed(dir: &str, inputs: &str, install: impl FnOnce(&Path)) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    let stamp = dir.join("installed.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(inputs) {
+        std::fs::create_dir_all(&dir).expect("install directory");
+        install(&dir);
+        std::fs::write(&stamp, inputs).expect("stamp");
+    }
+    dir
+}
+
+/// Runs a client's scenario script (`command`, given `node`'s port and `token` as its two
+/// arguments) and fails the test with its output and cache-node's log unless it prints
+/// `scenario passed` and succeeds.
+pub fn run_scenario(client: &str, command: &mut Command, node: &Server, token: &str) {
+    let output = command
+        .arg(node.port.to_string())
+        .arg(token)
+        .output()
+        .unwrap_or_else(|error| panic!("the {client} scenario does not start: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("scenario passed"),
+        "the {client} scenario failed ({}):\n{stdout}\n{}\ncache-node's log:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        node.log()
     );
 }
 
