@@ -35,6 +35,7 @@ const TOKEN: &str = "s3cret-token";
 fn node_args() -> NodeArgs {
     NodeArgs {
         listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+        resp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 6380))),
         schedule: Schedule::new("*/5 * * * *", Some("Europe/Berlin")).expect("valid schedule"),
         default_ttl: Duration::from_secs(15 * 60),
         max_ttl: Duration::from_secs(2 * 3_600),
@@ -131,6 +132,7 @@ fn check_parsed_settings() {
     // checked.
     let NodeArgs {
         listen,
+        resp_listen,
         schedule,
         default_ttl,
         max_ttl,
@@ -148,6 +150,7 @@ fn check_parsed_settings() {
     } = node;
     let bytes = |value: usize| u64::try_from(value).expect("fits");
     assert_eq!(settings.listen, listen);
+    assert_eq!(settings.resp_listen, resp_listen);
     assert_eq!(settings.store.schedule, schedule);
     assert_eq!(settings.limits.default_ttl, Some(default_ttl));
     assert_eq!(settings.limits.max_ttl, Some(max_ttl));

@@ -18,6 +18,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tidecache_contract::args;
 
+use crate::build::HTTP_PORT;
+
 /// The cache-node image used when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/tidecache/cache-node:0.1.0";
 /// The janitor image used when `spec.janitor.image` is not set.
@@ -139,7 +141,8 @@ pub struct CacheClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
-    /// The client Service applications connect to.
+    /// The client Service applications connect to, and the Redis-protocol port of the pods
+    /// and both Services.
     #[serde(default)]
     pub service: ServiceSpec,
 
@@ -602,8 +605,16 @@ fn default_token_key() -> String {
     "token".to_string()
 }
 
-/// The client Service.
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+/// The client Service, and the Redis-protocol port of both Services and the pods.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new("self.redisPort != self.port")
+    .message("service.redisPort must differ from service.port: the client Service serves both")
+    .field_path(".redisPort"))]
+#[x_kube(validation = Rule::new(format!("self.redisPort != {HTTP_PORT}"))
+    .message(Message::Message(format!(
+        "service.redisPort {HTTP_PORT} is the cache pods' HTTP port; choose another port"
+    )))
+    .field_path(".redisPort"))]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
     /// Service type: ClusterIP, NodePort or LoadBalancer.
@@ -614,6 +625,13 @@ pub struct ServiceSpec {
     #[serde(default = "default_service_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+
+    /// Port on which every cache pod, the client Service and the peers Service accept Redis
+    /// clients (RESP2, RESP3 after HELLO 3), as the port named redis. 0 switches the Redis
+    /// protocol off: the pods do not listen for it and the Services have no redis port.
+    #[serde(default = "default_redis_port")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub redis_port: i32,
 }
 
 impl Default for ServiceSpec {
@@ -621,12 +639,17 @@ impl Default for ServiceSpec {
         ServiceSpec {
             type_: ServiceType::default(),
             port: default_service_port(),
+            redis_port: default_redis_port(),
         }
     }
 }
 
 fn default_service_port() -> i32 {
     8080
+}
+
+fn default_redis_port() -> i32 {
+    6379
 }
 
 /// How the client Service is exposed.
@@ -823,6 +846,25 @@ mod tests {
         let broken = broken_rules(&cluster, None);
         assert_eq!(broken.len(), 1);
         assert!(broken[0].starts_with("persistence.accessMode ReadWriteOncePod lets only one pod"));
+    }
+
+    #[test]
+    fn the_redis_port_clashes_with_neither_http_port() {
+        let mut cluster = fixtures::minimal();
+        cluster.spec.service.redis_port = 0;
+        assert!(broken_rules(&cluster, None).is_empty());
+        cluster.spec.service.port = 6379;
+        cluster.spec.service.redis_port = 6379;
+        assert_eq!(
+            broken_rules(&cluster, None),
+            ["service.redisPort must differ from service.port: the client Service serves both"]
+        );
+        cluster.spec.service.port = 80;
+        cluster.spec.service.redis_port = i32::from(HTTP_PORT);
+        assert_eq!(
+            broken_rules(&cluster, None),
+            ["service.redisPort 8080 is the cache pods' HTTP port; choose another port"]
+        );
     }
 
     #[test]

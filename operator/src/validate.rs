@@ -17,7 +17,7 @@ use tidecache_contract::args::{JanitorArgs, LogFormat, NodeArgs, SecretKeyRef};
 use tidecache_contract::{Schedule, ScheduleError, units};
 
 use crate::build::{DATA_DIR, HTTP_PORT};
-use crate::crd::{CacheCluster, CacheClusterSpec};
+use crate::crd::{CacheCluster, CacheClusterSpec, ServiceSpec};
 use crate::labels;
 
 /// Longest CacheCluster name: the janitor CronJob is named `<name>-janitor` and a CronJob name
@@ -140,8 +140,10 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
              podDisruptionBudget.maxUnavailable",
         ));
     }
+    let resp_port = redis_port(&spec.service)?;
     let node = NodeArgs {
         listen: SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)),
+        resp_listen: resp_port.map(|port| SocketAddr::from(([0, 0, 0, 0], port))),
         schedule: schedule.clone(),
         default_ttl,
         max_ttl,
@@ -186,6 +188,40 @@ fn positive(value: i64, field: &'static str) -> Result<u64, ValidationError> {
         .ok_or_else(|| {
             ValidationError::invalid(field, format!("is {value}; it must be at least 1"))
         })
+}
+
+/// The port the pods serve RESP on, `None` when `spec.service.redisPort` is 0 (off). The
+/// schema's range and rules refuse the rest; re-checked because an older CRD lacks them, and a
+/// clash would leave the pods unable to bind or the Service refused.
+fn redis_port(service: &ServiceSpec) -> Result<Option<u16>, ValidationError> {
+    let field = "spec.service.redisPort";
+    let port = u16::try_from(service.redis_port).map_err(|_| {
+        ValidationError::invalid(
+            field,
+            format!(
+                "is {}; use a port from 1 to 65535, or 0 to switch the Redis protocol off",
+                service.redis_port
+            ),
+        )
+    })?;
+    if port == 0 {
+        return Ok(None);
+    }
+    if port == HTTP_PORT {
+        return Err(ValidationError::invalid(
+            field,
+            format!(
+                "service.redisPort {HTTP_PORT} is the cache pods' HTTP port; choose another port"
+            ),
+        ));
+    }
+    if i32::from(port) == service.port {
+        return Err(ValidationError::invalid(
+            field,
+            "service.redisPort must differ from service.port: the client Service serves both",
+        ));
+    }
+    Ok(Some(port))
 }
 
 /// Which field a schedule error is about: the time zone or the expression.
@@ -319,6 +355,25 @@ mod tests {
         let mut cluster = fixtures::minimal();
         cluster.metadata.name = Some("x".repeat(MAX_NAME_LEN + 1));
         assert!(invalid_message(&cluster).starts_with("metadata.name"));
+    }
+
+    #[test]
+    fn the_redis_port_is_where_pods_serve_resp_and_zero_is_off() {
+        let validated = validate(&fixtures::minimal()).expect("valid");
+        assert_eq!(
+            validated.node.resp_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 6379)))
+        );
+        let mut cluster = fixtures::minimal();
+        cluster.spec.service.redis_port = 0;
+        assert_eq!(validate(&cluster).expect("valid").node.resp_listen, None);
+        cluster.spec.service.redis_port = 70_000;
+        assert!(invalid_message(&cluster).starts_with("spec.service.redisPort: is 70000"));
+        cluster.spec.service.redis_port = i32::from(HTTP_PORT);
+        assert!(invalid_message(&cluster).contains("the cache pods' HTTP port"));
+        cluster.spec.service.redis_port = cluster.spec.service.port + 1;
+        cluster.spec.service.port += 1;
+        assert!(invalid_message(&cluster).contains("must differ from service.port"));
     }
 
     #[test]

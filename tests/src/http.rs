@@ -33,7 +33,19 @@ pub async fn request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Response> {
-    tokio::time::timeout(timeout, exchange(addr, method, path, body))
+    request_with_headers(addr, method, path, &[], body, timeout).await
+}
+
+/// [`request`] with extra header lines (`name`, `value`), e.g. an `Authorization` header.
+pub async fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    tokio::time::timeout(timeout, exchange(addr, method, path, headers, body))
         .await
         .map_err(|_elapsed| {
             std::io::Error::new(
@@ -47,11 +59,16 @@ async fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr).await?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

@@ -31,6 +31,9 @@ const AUTH_TOKEN_ENV: &str = "TIDECACHE_AUTH_TOKEN";
 pub struct NodeArgs {
     /// The address the HTTP API, probes and peers use (`--listen`).
     pub listen: SocketAddr,
+    /// The address the Redis protocol is served on (`--resp-listen`); `None` renders no flag,
+    /// which is cache-node's way of serving no RESP at all.
+    pub resp_listen: Option<SocketAddr>,
     /// The expiry schedule and its time zone (`--schedule`, `--time-zone`).
     pub schedule: Schedule,
     /// Lifetime of entries written without one, in whole seconds (`--default-ttl`).
@@ -64,8 +67,11 @@ pub struct NodeArgs {
 
 impl Invocation for NodeArgs {
     fn to_args(&self) -> Vec<String> {
-        vec![
-            format!("--listen={}", self.listen),
+        let mut args = vec![format!("--listen={}", self.listen)];
+        if let Some(resp_listen) = self.resp_listen {
+            args.push(format!("--resp-listen={resp_listen}"));
+        }
+        args.extend([
             format!("--schedule={}", self.schedule.expression()),
             format!("--time-zone={}", self.schedule.time_zone()),
             format!("--default-ttl={}", format_duration(self.default_ttl)),
@@ -79,7 +85,8 @@ impl Invocation for NodeArgs {
             format!("--cluster={}", self.cluster),
             format!("--fsync={}", self.fsync),
             format!("--peers-service={}", self.peers_service),
-        ]
+        ]);
+        args
     }
 
     fn to_env(&self) -> Vec<EnvVar> {
@@ -114,6 +121,7 @@ mod tests {
     fn args(auth_token: Option<SecretKeyRef>) -> NodeArgs {
         NodeArgs {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            resp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 6379))),
             schedule: Schedule::new("*/5 * * * *", Some("Europe/Berlin")).expect("valid"),
             default_ttl: Duration::from_secs(900),
             max_ttl: Duration::from_secs(7_200),
@@ -137,6 +145,7 @@ mod tests {
             args(None).to_args(),
             [
                 "--listen=0.0.0.0:8080",
+                "--resp-listen=0.0.0.0:6379",
                 "--schedule=*/5 * * * *",
                 "--time-zone=Europe/Berlin",
                 "--default-ttl=15m",
@@ -152,6 +161,17 @@ mod tests {
                 "--peers-service=sessions-peers",
             ]
         );
+    }
+
+    #[test]
+    fn no_resp_address_renders_no_resp_flag() {
+        let without_resp = NodeArgs {
+            resp_listen: None,
+            ..args(None)
+        };
+        let flags = without_resp.to_args();
+        assert!(!flags.iter().any(|flag| flag.starts_with("--resp-listen")));
+        assert_eq!(flags.len(), args(None).to_args().len() - 1);
     }
 
     #[test]

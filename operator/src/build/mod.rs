@@ -34,6 +34,9 @@ pub const DATA_DIR: &str = "/data";
 pub const HTTP_PORT: u16 = 8080;
 /// Name of the cache-node container port, used by probes and Services.
 pub const HTTP_PORT_NAME: &str = "http";
+/// Name of the Redis-protocol port of the container and both Services (when it is on); the
+/// cluster DNS publishes a named Service port as `_redis._tcp` SRV records.
+pub const REDIS_PORT_NAME: &str = "redis";
 /// The unprivileged user and group the containers run as (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
 /// Name of the shared-volume entry in the pod specs.
@@ -124,6 +127,16 @@ fn env_var(var: args::EnvVar) -> EnvVar {
         value,
         value_from,
     }
+}
+
+/// The port the cache pods serve RESP on, `None` when `spec.service.redisPort` switches it
+/// off: read from what the pods are started with, so that the container's port and the
+/// Services' always name the port cache-node listens on.
+fn redis_port(cluster: &ValidatedCluster) -> Option<i32> {
+    cluster
+        .node
+        .resp_listen
+        .map(|address| i32::from(address.port()))
 }
 
 /// The restricted Pod Security Standard at pod level: non-root with a fixed uid, the

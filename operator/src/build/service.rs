@@ -1,11 +1,12 @@
 //! The two Services of a cluster: a headless one through which the pods discover each other
 //! (its EndpointSlices list every pod, ready or not, so that a starting pod can catch up from
-//! its peers before it is ready) and the client Service applications connect to.
+//! its peers before it is ready) and the client Service applications connect to. Both have
+//! the `http` port and, unless `spec.service.redisPort` is 0, the `redis` port.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{HTTP_PORT, HTTP_PORT_NAME, child_meta};
+use super::{HTTP_PORT, HTTP_PORT_NAME, REDIS_PORT_NAME, child_meta, redis_port};
 use crate::labels::{self, CACHE_COMPONENT};
 use crate::validate::ValidatedCluster;
 
@@ -21,7 +22,7 @@ pub(super) fn peers(cluster: &ValidatedCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(labels::selector(&cluster.name, CACHE_COMPONENT)),
-            ports: Some(vec![http_port(i32::from(HTTP_PORT))]),
+            ports: Some(ports(cluster, i32::from(HTTP_PORT))),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -40,20 +41,24 @@ pub(super) fn client(cluster: &ValidatedCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(service.type_.as_str().into()),
             selector: Some(labels::selector(&cluster.name, CACHE_COMPONENT)),
-            ports: Some(vec![http_port(service.port)]),
+            ports: Some(ports(cluster, service.port)),
             ..ServiceSpec::default()
         }),
         ..Service::default()
     }
 }
 
-/// A TCP port named `http` forwarding to the container's `http` port.
-fn http_port(port: i32) -> ServicePort {
-    ServicePort {
-        name: Some(HTTP_PORT_NAME.into()),
+/// The `http` port on `http`, forwarding to the container's `http` port, and the `redis`
+/// port when RESP is on (the pods' own port number, forwarding to the container's `redis`).
+fn ports(cluster: &ValidatedCluster, http: i32) -> Vec<ServicePort> {
+    let port = |name: &str, port| ServicePort {
+        name: Some(name.into()),
         port,
         protocol: Some("TCP".into()),
-        target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+        target_port: Some(IntOrString::String(name.into())),
         ..ServicePort::default()
-    }
+    };
+    let mut ports = vec![port(HTTP_PORT_NAME, http)];
+    ports.extend(redis_port(cluster).map(|redis| port(REDIS_PORT_NAME, redis)));
+    ports
 }

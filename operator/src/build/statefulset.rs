@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME, child_meta, invocation,
-    restricted_container_security, restricted_pod_security,
+    DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME, REDIS_PORT_NAME, child_meta, invocation,
+    redis_port, restricted_container_security, restricted_pod_security,
 };
 use crate::crd::WhenUnsatisfiable;
 use crate::labels::{self, CACHE_COMPONENT};
@@ -130,12 +130,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
         image_pull_policy: Some(cluster.spec.image_pull_policy.as_str().into()),
         args,
         env,
-        ports: Some(vec![ContainerPort {
-            name: Some(HTTP_PORT_NAME.into()),
-            container_port: i32::from(HTTP_PORT),
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(ports(cluster)),
         startup_probe: Some(Probe {
             http_get: http_get("/readyz"),
             period_seconds: Some(STARTUP_PERIOD_SECONDS),
@@ -170,4 +165,17 @@ fn container(cluster: &ValidatedCluster) -> Container {
         ]),
         ..Container::default()
     }
+}
+
+/// The container's `http` port and, when RESP is on, its `redis` port.
+fn ports(cluster: &ValidatedCluster) -> Vec<ContainerPort> {
+    let port = |name: &str, container_port| ContainerPort {
+        name: Some(name.into()),
+        container_port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    let mut ports = vec![port(HTTP_PORT_NAME, i32::from(HTTP_PORT))];
+    ports.extend(redis_port(cluster).map(|redis| port(REDIS_PORT_NAME, redis)));
+    ports
 }

@@ -2,6 +2,8 @@
 //! and compared with `tests/fixtures/<fixture>.children.yaml`. Run with `UPDATE_GOLDEN=1` to
 //! rewrite the golden files after an intended change, then review the diff.
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use super::*;
 use crate::fixtures;
 use crate::validate::validate;
@@ -171,4 +173,131 @@ fn every_child_is_owned_except_a_retained_volume() {
 #[test]
 fn disabled_budget_builds_none() {
     assert!(children("no-pdb").disruption_budget.is_none());
+}
+
+/// The names and numbers of a Service's ports, with what each forwards to.
+fn service_ports(service: &Service) -> Vec<(String, i32, IntOrString)> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|port| {
+            (
+                port.name.unwrap_or_default(),
+                port.port,
+                port.target_port.expect("a target port"),
+            )
+        })
+        .collect()
+}
+
+/// The cache container of the StatefulSet's pod template.
+fn cache_container(children: &Children) -> k8s_openapi::api::core::v1::Container {
+    let pod = children
+        .stateful_set
+        .spec
+        .as_ref()
+        .expect("sts")
+        .template
+        .spec
+        .as_ref();
+    pod.expect("pod").containers[0].clone()
+}
+
+#[test]
+fn pods_and_both_services_serve_resp_on_the_redis_port() {
+    let children = children("full");
+    let container = cache_container(&children);
+    let args = container.args.clone().expect("args");
+    assert!(args.contains(&"--resp-listen=0.0.0.0:6390".to_string()));
+    let ports: Vec<(Option<String>, i32)> = container
+        .ports
+        .expect("ports")
+        .into_iter()
+        .map(|port| (port.name, port.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some(HTTP_PORT_NAME.into()), i32::from(HTTP_PORT)),
+            (Some(REDIS_PORT_NAME.into()), 6390)
+        ]
+    );
+    let redis = (
+        REDIS_PORT_NAME.to_string(),
+        6390,
+        IntOrString::String(REDIS_PORT_NAME.into()),
+    );
+    let http = |port| {
+        (
+            HTTP_PORT_NAME.to_string(),
+            port,
+            IntOrString::String(HTTP_PORT_NAME.into()),
+        )
+    };
+    assert_eq!(
+        service_ports(&children.client_service),
+        [http(6380), redis.clone()]
+    );
+    assert_eq!(
+        service_ports(&children.peers_service),
+        [http(i32::from(HTTP_PORT)), redis]
+    );
+}
+
+#[test]
+fn redis_port_zero_serves_no_resp_anywhere() {
+    let mut cluster = fixtures::load("full");
+    cluster.spec.service.redis_port = 0;
+    let children = build(&validate(&cluster).expect("valid"));
+    let container = cache_container(&children);
+    let args = container.args.clone().expect("args");
+    assert!(
+        !args.iter().any(|arg| arg.starts_with("--resp-listen")),
+        "{args:?}"
+    );
+    let names: Vec<Option<String>> = container
+        .ports
+        .expect("ports")
+        .into_iter()
+        .map(|port| port.name)
+        .collect();
+    assert_eq!(names, [Some(HTTP_PORT_NAME.to_string())]);
+    for service in [&children.client_service, &children.peers_service] {
+        let names: Vec<String> = service_ports(service)
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect();
+        assert_eq!(names, [HTTP_PORT_NAME]);
+    }
+}
+
+/// A new redisPort changes the pod template, so the StatefulSet rolls every pod onto it as
+/// it does for any other spec change, and the Services change with it.
+#[test]
+fn changing_the_redis_port_changes_the_pod_template_and_the_services() {
+    let before = children("full");
+    let mut cluster = fixtures::load("full");
+    for redis_port in [0, 6391] {
+        cluster.spec.service.redis_port = redis_port;
+        let after = build(&validate(&cluster).expect("valid"));
+        let template = |children: &Children| {
+            children
+                .stateful_set
+                .spec
+                .as_ref()
+                .expect("sts")
+                .template
+                .clone()
+        };
+        assert_ne!(
+            template(&before),
+            template(&after),
+            "redisPort {redis_port}"
+        );
+        assert_ne!(before.client_service, after.client_service);
+        assert_ne!(before.peers_service, after.peers_service);
+    }
 }

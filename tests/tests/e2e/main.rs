@@ -28,6 +28,7 @@ mod deletion;
 mod install;
 mod leader;
 mod membership;
+mod redis;
 mod resilience;
 mod serving;
 mod steady;
@@ -61,6 +62,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Demo,
             namespace: None,
             body: |e| Box::pin(serving::spread_and_serve(e)),
+        },
+        Scenario {
+            name: "redis_protocol",
+            needs: Needs::Operator,
+            namespace: Some(redis::NAMESPACE),
+            body: |e| Box::pin(redis::redis_protocol(e)),
         },
         Scenario {
             name: "printer_columns",
