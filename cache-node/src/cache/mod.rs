@@ -305,6 +305,13 @@ impl Cache {
         self.replication.is_some()
     }
 
+    /// The peers this node replicates to now (0 without replication).
+    pub fn peer_count(&self) -> usize {
+        self.replication
+            .as_ref()
+            .map_or(0, |replication| replication.peer_count())
+    }
+
     /// Applies a batch of records a peer sent.
     ///
     /// # Errors

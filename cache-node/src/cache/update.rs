@@ -16,6 +16,7 @@ use super::Cache;
 use super::error::WriteError;
 use super::write::{Removed, Write, Written};
 use crate::base::time::Timestamp;
+use crate::replication::Replicated;
 use crate::store::{DeleteError, Hit, LiveKeys, Preconditions, PutError, ScanStep};
 
 /// How many times a read-modify-write is retried when other writers keep changing the key
@@ -52,6 +53,17 @@ pub enum Updated {
     Removed(Removed),
     /// Nothing changed.
     Kept,
+}
+
+impl Updated {
+    /// Who acknowledged the change; `None` when nothing changed or nothing replicates.
+    pub fn replicated(&self) -> Option<&Replicated> {
+        match self {
+            Updated::Written(written) => written.replicated.as_ref(),
+            Updated::Removed(removed) => removed.replicated.as_ref(),
+            Updated::Kept => None,
+        }
+    }
 }
 
 /// Why a read-modify-write did not happen.

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -142,13 +143,19 @@ impl AckWaiter {
     /// A peer applied the write.
     pub fn ack(&self) {
         self.acked.fetch_add(1, Ordering::AcqRel);
-        self.notify.notify_one();
+        // Every waiter: the write's own, and a later `WAIT` watching it.
+        self.notify.notify_waiters();
     }
 
     /// A peer will not apply the write through the transport (queue full, gave up).
     pub fn fail(&self) {
         self.failed.fetch_add(1, Ordering::AcqRel);
-        self.notify.notify_one();
+        self.notify.notify_waiters();
+    }
+
+    /// Whether every peer has answered: no count changes any more.
+    fn settled(&self) -> bool {
+        self.acked() + self.failed.load(Ordering::Acquire) > self.peers
     }
 
     /// Acknowledgements so far.
@@ -196,10 +203,51 @@ impl AckWaiter {
     }
 }
 
+/// A write's acknowledgements, watched after the write itself returned: RESP's `WAIT`
+/// asks how many peers hold every write a connection made, including writes acknowledged
+/// at level `one`, which did not wait for peers.
+#[derive(Debug, Clone)]
+pub struct AckWatch(Arc<AckWaiter>);
+
+/// Two watches are equal when they watch the same write.
+impl PartialEq for AckWatch {
+    fn eq(&self, other: &AckWatch) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for AckWatch {}
+
+impl AckWatch {
+    /// Watches `waiter`.
+    pub fn new(waiter: Arc<AckWaiter>) -> AckWatch {
+        AckWatch(waiter)
+    }
+
+    /// Peers (this node not counted) that applied the write so far.
+    pub fn peers_acked(&self) -> usize {
+        self.0.acked() - 1
+    }
+
+    /// Whether every peer answered, so [`peers_acked`](Self::peers_acked) is final.
+    pub fn settled(&self) -> bool {
+        self.0.settled()
+    }
+
+    /// Waits until `peers` peers applied the write or every peer answered.
+    pub async fn wait_for(&self, peers: usize) {
+        loop {
+            let notified = self.0.notify.notified();
+            if self.peers_acked() >= peers || self.settled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     #[test]
@@ -238,6 +286,27 @@ mod tests {
             .expect_err("one peer never answers");
         assert_eq!((error.acked, error.required), (2, 3));
         assert!(error.to_string().contains("only 2 acknowledged"), "{error}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_follows_a_write_until_every_peer_answered() {
+        let waiter = Arc::new(AckWaiter::new(2));
+        let watch = AckWatch::new(waiter.clone());
+        let acker = waiter.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            acker.ack();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            acker.fail();
+        });
+        watch.wait_for(1).await;
+        assert_eq!((watch.peers_acked(), watch.settled()), (1, false));
+        watch.wait_for(2).await;
+        assert_eq!(
+            (watch.peers_acked(), watch.settled()),
+            (1, true),
+            "the second peer gave up: one peer holds the write, for good"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,7 +45,7 @@ use bytes::Bytes;
 use tidecache_contract::disk::{RecordError, RecordRef};
 use tokio::sync::watch;
 
-pub use ack::{AckError, AckLevel};
+pub use ack::{AckError, AckLevel, AckWatch};
 pub use membership::Discovery;
 pub use metrics::ReplicationMetrics;
 pub use transport::{Pending, Replicated, TransportSettings};
@@ -244,6 +244,11 @@ impl Replication {
             .transport
             .send(record.key, encoded, level, self.settings.ack_timeout)
             .await)
+    }
+
+    /// The peers known now.
+    pub fn peer_count(&self) -> usize {
+        self.transport.peers().len()
     }
 
     /// The join catch-up: waits briefly for discovery to find peers, then runs one

@@ -229,13 +229,9 @@ async fn a_write_with_ack_all_is_on_every_node_when_acknowledged() {
     let replicated = write(&nodes[0], b"k", Some(b"v"), AckLevel::All)
         .await
         .expect("all acknowledge");
-    assert_eq!(
-        replicated,
-        Replicated {
-            acked: 3,
-            replicas: 3
-        }
-    );
+    assert_eq!((replicated.acked, replicated.replicas), (3, 3));
+    let watch = replicated.watch.expect("the key has peers");
+    assert_eq!((watch.peers_acked(), watch.settled()), (2, true));
     for node in &nodes[1..] {
         assert_eq!(
             node.replica.get(b"k").and_then(|r| r.value),

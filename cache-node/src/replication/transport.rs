@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, watch};
 
-use super::ack::{AckError, AckLevel, AckWaiter};
+use super::ack::{AckError, AckLevel, AckWaiter, AckWatch};
 use super::membership::{Peer, PeerList};
 use super::metrics::ReplicationMetrics;
 use super::placement::Placement;
@@ -100,7 +100,7 @@ struct Outgoing {
     record: Bytes,
     /// When it was queued, for the lag histogram.
     queued_at: Instant,
-    /// Who waits for the peer's acknowledgement, if anyone.
+    /// Who counts the peer's acknowledgement.
     waiter: Option<Arc<AckWaiter>>,
 }
 
@@ -122,19 +122,23 @@ struct Link {
 }
 
 /// The result of replicating one write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replicated {
-    /// Replicas that acknowledged (this node included).
+    /// Replicas that acknowledged (this node included) when the level was reached.
     pub acked: usize,
     /// Replicas of the key (the cluster size under full placement).
     pub replicas: usize,
+    /// The peers' acknowledgements as they go on arriving; `None` when the key has no other
+    /// replica.
+    pub watch: Option<AckWatch>,
 }
 
 /// A write queued for its peers, not yet acknowledged at its level.
 #[derive(Debug)]
 #[must_use = "a write is acknowledged only once its level is reached"]
 pub struct Pending {
-    /// The peers' acknowledgements; `None` for `ack=one`, which waits for nobody.
+    /// The peers' acknowledgements; `None` when the key has no other replica. Level `one`
+    /// does not wait for them, but `WAIT` may.
     waiter: Option<Arc<AckWaiter>>,
     /// The level asked for.
     level: AckLevel,
@@ -150,18 +154,19 @@ impl Pending {
     /// # Errors
     /// [`AckError`] with the count reached when the level is not.
     pub async fn wait(self) -> Result<Replicated, AckError> {
-        let acked = match self.waiter {
-            None => 1,
-            Some(waiter) => {
+        let acked = match &self.waiter {
+            Some(waiter) if self.level != AckLevel::One => {
                 let left = self
                     .deadline
                     .saturating_duration_since(tokio::time::Instant::now());
                 waiter.wait(self.level, self.replicas, left).await?
             }
+            _ => 1,
         };
         Ok(Replicated {
             acked,
             replicas: self.replicas,
+            watch: self.waiter.map(AckWatch::new),
         })
     }
 }
@@ -246,7 +251,8 @@ impl Transport {
                 .map(|peer| (peer.clone(), links.get(peer).cloned()))
                 .collect()
         };
-        let waiter = (level != AckLevel::One).then(|| Arc::new(AckWaiter::new(links.len())));
+        let waiter = (!links.is_empty()).then(|| Arc::new(AckWaiter::new(links.len())));
+        let backpressure = level != AckLevel::One;
         let deadline = tokio::time::Instant::now() + timeout;
         for (peer, link) in links {
             let outgoing = Outgoing {
@@ -261,7 +267,7 @@ impl Transport {
             };
             let sent = match link.queue.try_send(outgoing) {
                 Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Full(outgoing)) if outgoing.waiter.is_some() => {
+                Err(mpsc::error::TrySendError::Full(outgoing)) if backpressure => {
                     // Backpressure: a writer that waits for acknowledgements waits for room.
                     match tokio::time::timeout_at(deadline, link.queue.reserve()).await {
                         Ok(Ok(permit)) => {

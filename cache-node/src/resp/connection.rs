@@ -23,6 +23,7 @@ use super::cmd;
 use super::frame::Parser;
 use super::notify::Subscriptions;
 use super::reply::{Protocol, Reply};
+use super::wait::Acks;
 use crate::base::events::KeyEvent;
 use crate::base::version::Version;
 
@@ -48,6 +49,8 @@ pub struct Session {
     pub multi_failed: bool,
     /// `WATCH`ed keys and the version each had (`None`: absent) when watched.
     pub watched: Vec<(Bytes, Option<Version>)>,
+    /// The acknowledgements of the writes made since the previous `WAIT`.
+    pub acks: Acks,
     /// Keyspace notification channels and patterns subscribed to.
     pub subscriptions: Subscriptions,
     /// Set by `QUIT`: close once the reply is written.
@@ -64,6 +67,7 @@ impl Session {
             multi: None,
             multi_failed: false,
             watched: Vec::new(),
+            acks: Acks::default(),
             subscriptions: Subscriptions::default(),
             quit: false,
         }

@@ -201,6 +201,12 @@ pub enum CommandError {
          are allowed in this context"
     )]
     SubscribedContext(&'static str),
+    /// A `WAIT` timeout that is not an integer.
+    #[error("ERR timeout is not an integer or out of range")]
+    TimeoutNotInteger,
+    /// A negative `WAIT` timeout.
+    #[error("ERR timeout is negative")]
+    NegativeTimeout,
     /// Key commands while the data volume loads.
     #[error("LOADING Redis is loading the dataset in memory")]
     Loading,

@@ -8,7 +8,8 @@
 //! - `frame`: requests off the wire, with Redis' limits; `reply`: replies onto it.
 //! - `cmd`: the command table and one file per group (`strings`, `keys`, `server`,
 //!   `transaction`, `pubsub`); `glob`: `MATCH`/`KEYS` patterns; `notify`: keyspace
-//!   notifications and a connection's subscriptions; `clients`: `CLIENT LIST` and `INFO`
+//!   notifications and a connection's subscriptions; `wait`: `WAIT` on replication
+//!   acknowledgements; `clients`: `CLIENT LIST` and `INFO`
 //!   figures; `error`: every refusal with Redis' error line.
 //!
 //! Like HTTP's handlers, commands only translate: they parse arguments, call the [`Cache`]
@@ -29,6 +30,7 @@ mod frame;
 mod glob;
 mod notify;
 mod reply;
+mod wait;
 
 use std::future::Future;
 use std::io;

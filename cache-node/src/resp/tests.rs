@@ -630,3 +630,172 @@ async fn notifications_are_configured_as_redis_configures_them() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Replies checked against redis-server 7.0 (`tests/resp_vs_redis.rs` found these; each test
+// pins what Redis answers where cache-node answered differently, or where the comparison
+// looked like a difference).
+// ---------------------------------------------------------------------------------------------
+
+/// The sequence the comparison flagged (`SETEX k 100 v` then `EXPIRE k 100 GT`) is decided by
+/// the millisecond: the same amount a moment later is a later deadline only once the clock
+/// has moved. A key without expiry counts as never expiring, so `GT` never sets one and
+/// `LT` always does.
+#[tokio::test]
+async fn expire_gt_and_lt_compare_deadlines_and_count_no_expiry_as_never() {
+    let server = Server::open().await;
+    let mut c = server.connect().await;
+    c.expect(&["SET", "k", "v"], "+OK\r\n").await;
+    c.expect(&["EXPIRE", "k", "100", "GT"], ":0\r\n").await;
+    c.expect(&["EXPIRE", "k", "-1", "GT"], ":0\r\n").await;
+    c.expect(&["TTL", "k"], ":-1\r\n").await;
+    c.expect(&["EXPIRE", "k", "100", "LT"], ":1\r\n").await;
+    c.expect(&["TTL", "k"], ":100\r\n").await;
+    c.expect(&["SETEX", "k", "100", "v"], "+OK\r\n").await;
+    c.expect(&["EXPIRE", "k", "100", "GT"], ":0\r\n").await;
+    c.expect(&["EXPIRE", "k", "100", "LT"], ":0\r\n").await;
+    server.clock.advance(Duration::from_millis(1));
+    c.expect(&["EXPIRE", "k", "100", "LT"], ":0\r\n").await;
+    c.expect(&["EXPIRE", "k", "100", "GT"], ":1\r\n").await;
+    c.expect(&["PTTL", "k"], ":100000\r\n").await;
+    c.expect(&["PEXPIRE", "k", "99999", "LT"], ":1\r\n").await;
+    c.expect(&["EXPIRE", "k", "-1", "GT"], ":0\r\n").await;
+    c.expect(&["PERSIST", "k"], ":1\r\n").await;
+    c.expect(&["EXPIRE", "k", "-1", "LT"], ":1\r\n").await;
+    c.expect(&["EXISTS", "k"], ":0\r\n").await;
+}
+
+/// `SET`'s options are all read before the amount, as Redis reads them: an option may repeat
+/// (the last amount counts), two different lifetimes may not, and a syntax error wins over a
+/// bad amount.
+#[tokio::test]
+async fn set_reads_every_option_before_the_amount() {
+    let server = Server::open().await;
+    let mut c = server.connect().await;
+    c.expect(
+        &["SET", "k", "v", "EX", "0", "KEEPTTL"],
+        "-ERR syntax error\r\n",
+    )
+    .await;
+    c.expect(
+        &["SET", "k", "v", "EX", "abc", "NX", "XX"],
+        "-ERR syntax error\r\n",
+    )
+    .await;
+    c.expect(
+        &["SET", "k", "v", "EX", "-1", "BOGUS"],
+        "-ERR syntax error\r\n",
+    )
+    .await;
+    c.expect(
+        &["SET", "k", "v", "EX", "10", "PX", "10"],
+        "-ERR syntax error\r\n",
+    )
+    .await;
+    c.expect(&["EXISTS", "k"], ":0\r\n").await;
+    c.expect(&["SET", "k", "v", "EX", "0", "EX", "10"], "+OK\r\n")
+        .await;
+    c.expect(&["TTL", "k"], ":10\r\n").await;
+    c.expect(
+        &["SET", "k", "v", "PX", "100000", "PX", "200000"],
+        "+OK\r\n",
+    )
+    .await;
+    c.expect(&["PTTL", "k"], ":200000\r\n").await;
+    c.expect(
+        &["SET", "k", "v", "PX", "100000", "PX", "abc"],
+        "-ERR value is not an integer or out of range\r\n",
+    )
+    .await;
+    c.expect(&["SET", "k", "w", "KEEPTTL", "KEEPTTL"], "+OK\r\n")
+        .await;
+    c.expect(&["PTTL", "k"], ":200000\r\n").await;
+    c.expect(&["SET", "k", "x", "NX", "NX"], "$-1\r\n").await;
+    c.expect(&["SET", "k", "x", "XX", "GET", "GET"], "$1\r\nw\r\n")
+        .await;
+}
+
+/// `GETEX` reads its options with `SET`'s parser: `PERSIST` and a timed option may repeat.
+#[tokio::test]
+async fn getex_lets_an_option_repeat() {
+    let server = Server::open().await;
+    let mut c = server.connect().await;
+    c.expect(&["SET", "k", "v", "EX", "100"], "+OK\r\n").await;
+    c.expect(&["GETEX", "k", "PERSIST", "PERSIST"], "$1\r\nv\r\n")
+        .await;
+    c.expect(&["TTL", "k"], ":-1\r\n").await;
+    c.expect(&["GETEX", "k", "EX", "20", "EX", "30"], "$1\r\nv\r\n")
+        .await;
+    c.expect(&["TTL", "k"], ":30\r\n").await;
+    c.expect(&["GETEX", "k", "EX", "0", "EX", "40"], "$1\r\nv\r\n")
+        .await;
+    c.expect(&["TTL", "k"], ":40\r\n").await;
+    c.expect(
+        &["GETEX", "k", "EX", "10", "EX", "abc"],
+        "-ERR value is not an integer or out of range\r\n",
+    )
+    .await;
+    c.expect(
+        &["GETEX", "k", "EX", "abc", "PERSIST"],
+        "-ERR syntax error\r\n",
+    )
+    .await;
+    c.expect(
+        &["GETEX", "k", "PERSIST", "EX", "10"],
+        "-ERR syntax error\r\n",
+    )
+    .await;
+    c.expect(&["GETEX", "nope", "EX", "abc"], "$-1\r\n").await;
+}
+
+/// `INCRBYFLOAT` prints as Redis' `%.17Lf` with trailing zeros trimmed: never more than 17
+/// decimals, so a sum too small to show is `0`.
+#[tokio::test]
+async fn incrbyfloat_prints_at_most_17_decimals() {
+    let server = Server::open().await;
+    let mut c = server.connect().await;
+    c.expect(&["INCRBYFLOAT", "a", "1e-20"], "$1\r\n0\r\n")
+        .await;
+    c.expect(&["GET", "a"], "$1\r\n0\r\n").await;
+    c.expect(&["INCRBYFLOAT", "b", "-1e-20"], "$1\r\n0\r\n")
+        .await;
+    c.expect(
+        &["INCRBYFLOAT", "c", "1.2345678901234567e-5"],
+        "$19\r\n0.00001234567890123\r\n",
+    )
+    .await;
+    c.expect(&["INCRBYFLOAT", "d", "1e15"], "$16\r\n1000000000000000\r\n")
+        .await;
+    c.expect(
+        &["INCRBYFLOAT", "d", "0.5"],
+        "$18\r\n1000000000000000.5\r\n",
+    )
+    .await;
+    c.expect(&["INCRBYFLOAT", "e", "1.5"], "$3\r\n1.5\r\n")
+        .await;
+    c.expect(&["INCRBYFLOAT", "e", "-1.5"], "$1\r\n0\r\n").await;
+}
+
+// ---- WAIT ----
+
+#[tokio::test]
+async fn wait_on_a_node_without_peers_answers_at_once() {
+    let server = Server::open().await;
+    let mut c = server.connect().await;
+    c.expect(&["WAIT", "0", "0"], ":0\r\n").await;
+    c.expect(&["SET", "k", "v"], "+OK\r\n").await;
+    // No peer can acknowledge: the count cannot grow, so even "no limit" returns.
+    c.expect(&["WAIT", "1", "0"], ":0\r\n").await;
+    c.expect(&["WAIT", "1", "-1"], "-ERR timeout is negative\r\n")
+        .await;
+    c.expect(
+        &["WAIT", "1", "soon"],
+        "-ERR timeout is not an integer or out of range\r\n",
+    )
+    .await;
+    c.expect(
+        &["WAIT", "x", "0"],
+        "-ERR value is not an integer or out of range\r\n",
+    )
+    .await;
+}

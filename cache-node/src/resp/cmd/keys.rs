@@ -5,7 +5,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use bytes::Bytes;
 
-use super::{Ask, Ctx, Expiry, Unit, deadline, integer, is};
+use super::strings::put_or_delete;
+use super::{Ask, Ctx, Unit, deadline, integer, is};
 use crate::cache::{Edit, WriteError};
 use crate::resp::error::CommandError;
 use crate::resp::glob;
@@ -28,7 +29,10 @@ pub async fn del(
     let mut deleted = 0;
     for result in ctx.state.cache.delete_many(deletes, None).await {
         match result {
-            Ok(_) => deleted += 1,
+            Ok(removed) => {
+                ctx.track(removed.replicated.as_ref());
+                deleted += 1;
+            }
             Err(WriteError::Delete(_)) => {}
             Err(error) => return Err(error.into()),
         }
@@ -111,13 +115,15 @@ pub async fn expire(
     let now = ctx.state.cache.now();
     let at = deadline(amount, unit, absolute, now, command)?;
     let key = Bytes::copy_from_slice(&args[0]);
-    let (_, set) = ctx
+    let (updated, set) = ctx
         .state
         .cache
         .update(&key, |current| {
             let Some(hit) = current else {
                 return Ok((Edit::Keep, false));
             };
+            // A key without expiry counts as never expiring: GT never holds for it, LT
+            // always does (also for an instant in the past, which deletes it).
             let holds = match hit.expires_at {
                 None => !(condition.xx || condition.gt),
                 Some(current) => {
@@ -129,16 +135,11 @@ pub async fn expire(
             if !holds {
                 return Ok((Edit::Keep, false));
             }
-            let edit = match ctx.expiry(Ask::Until(at), None, now)? {
-                Expiry::At(expires_at) => Edit::Put {
-                    value: hit.value.clone(),
-                    expires_at,
-                },
-                Expiry::Past => Edit::Delete,
-            };
-            Ok::<_, CommandError>((edit, true))
+            let expiry = ctx.expiry(Ask::Until(at), None, now)?;
+            Ok::<_, CommandError>((put_or_delete(expiry, hit.value.clone()), true))
         })
         .await?;
+    ctx.track(updated.replicated());
     reply.integer(i64::from(set));
     Ok(())
 }
@@ -181,7 +182,7 @@ pub async fn persist(
 ) -> Result<(), CommandError> {
     let key = Bytes::copy_from_slice(&args[0]);
     let max_ttl = ctx.state.cache.limits().max_ttl;
-    let (_, removed) = ctx
+    let (updated, removed) = ctx
         .state
         .cache
         .update(&key, |current| match current {
@@ -198,6 +199,7 @@ pub async fn persist(
             _ => Ok((Edit::Keep, false)),
         })
         .await?;
+    ctx.track(updated.replicated());
     reply.integer(i64::from(removed));
     Ok(())
 }

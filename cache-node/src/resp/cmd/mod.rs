@@ -27,6 +27,7 @@ use super::notify::Kind;
 use super::reply::{Protocol, Reply};
 use crate::base::time::Timestamp;
 use crate::cache::Lifetime;
+use crate::replication::Replicated;
 
 /// What a command does, to dispatch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,7 @@ pub enum Cmd {
     Unlink,
     Unsubscribe,
     Unwatch,
+    Wait,
     Watch,
 }
 
@@ -677,6 +679,15 @@ pub static COMMANDS: &[Spec] = &[
         "Forgets about watched keys of a transaction."
     ),
     spec!(
+        "wait",
+        Wait,
+        3,
+        &["noscript"],
+        (0, 0, 0),
+        "generic",
+        "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed."
+    ),
+    spec!(
         "watch",
         Watch,
         -2,
@@ -884,6 +895,7 @@ async fn run(
         Cmd::Info => server::info(ctx, args, reply),
         Cmd::Config => server::config(ctx, args, reply),
         Cmd::Time => server::time(reply),
+        Cmd::Wait => server::wait(ctx, args, reply).await,
         Cmd::Multi | Cmd::Exec | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => {
             transaction::run_outside(ctx, spec.cmd, args, reply)
         }
@@ -986,6 +998,11 @@ impl Ctx<'_> {
     pub fn value(&self, value: &[u8]) -> Result<Bytes, CommandError> {
         self.check_value_len(value.len())?;
         Ok(Bytes::copy_from_slice(value))
+    }
+
+    /// Remembers a write's acknowledgements for the connection's next `WAIT`.
+    pub fn track(&mut self, replicated: Option<&Replicated>) {
+        self.session.acks.track(replicated);
     }
 
     /// Counts a key read for `INFO stats`.

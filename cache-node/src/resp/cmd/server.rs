@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -213,6 +213,28 @@ pub fn reset(ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> Result<(), CommandErro
     }
     reply.set_protocol(Protocol::Resp2);
     reply.simple("RESET");
+    Ok(())
+}
+
+/// `WAIT numreplicas timeout`: how many peers applied every write this connection made
+/// since its previous `WAIT`, after waiting up to `timeout` ms (0: no limit) for
+/// `numreplicas` of them. Returns early once no count can grow (every peer answered).
+pub async fn wait(
+    ctx: &mut Ctx<'_>,
+    args: &[Bytes],
+    reply: &mut Reply<'_>,
+) -> Result<(), CommandError> {
+    let wanted = integer(&args[0])?;
+    let timeout = integer(&args[1]).map_err(|_| CommandError::TimeoutNotInteger)?;
+    let timeout = match u64::try_from(timeout) {
+        Err(_) => return Err(CommandError::NegativeTimeout),
+        Ok(0) => None,
+        Ok(millis) => Some(Duration::from_millis(millis)),
+    };
+    let peers = ctx.state.cache.peer_count();
+    let wanted = usize::try_from(wanted).unwrap_or(0);
+    let reached = ctx.session.acks.wait(wanted, timeout, peers).await;
+    reply.integer(reached as i64);
     Ok(())
 }
 
@@ -498,8 +520,10 @@ fn write_section(ctx: &Ctx<'_>, section: &str, text: &mut String) {
         ),
         "replication" => write!(
             text,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\ntidecache_replicated:{}\r\n",
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\ntidecache_replicated:{}\r\n\
+             tidecache_peers:{}\r\n",
             if cache.is_replicated() { "yes" } else { "no" },
+            cache.peer_count(),
         ),
         _ => {
             let live = cache.key_count();

@@ -2,7 +2,8 @@
 //! [`Cache::put`](crate::cache::Cache::put) / `put_many` with the preconditions Redis' options
 //! mean (`NX`: create only, `XX`: the key must exist); anything that reads before it writes
 //! (`GET`, `KEEPTTL`, `INCR`, `APPEND`, `SETRANGE`, `GETEX`, `GETDEL`) is a
-//! [`Cache::update`](crate::cache::Cache::update).
+//! [`Cache::update`](crate::cache::Cache::update), and those that only rewrite the value
+//! (`APPEND`, `SETRANGE`, `INCR*`) share [`rewrite`].
 
 use bytes::{Bytes, BytesMut};
 
@@ -17,10 +18,7 @@ use crate::store::{EtagMatch, Preconditions, PutError};
 pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<(), CommandError> {
     let hit = ctx.state.cache.get(&args[0]);
     ctx.count_read(hit.is_some());
-    match hit {
-        Some(hit) => reply.bulk(&hit.value),
-        None => reply.null(),
-    }
+    bulk_or_null(reply, hit.as_ref().map(|hit| &hit.value[..]));
     Ok(())
 }
 
@@ -30,10 +28,7 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<
     for key in args {
         let hit = ctx.state.cache.get(key);
         ctx.count_read(hit.is_some());
-        match hit {
-            Some(hit) => reply.bulk(&hit.value),
-            None => reply.null(),
-        }
+        bulk_or_null(reply, hit.as_ref().map(|hit| &hit.value[..]));
     }
     Ok(())
 }
@@ -89,17 +84,126 @@ pub fn getrange(
     Ok(())
 }
 
-/// `SET`'s options, parsed.
+/// The expiry options `SET` and `GETEX` take an amount with: name, unit, absolute.
+const TIMED: [(&str, Unit, bool); 4] = [
+    ("ex", Unit::Seconds, false),
+    ("px", Unit::Millis, false),
+    ("exat", Unit::Seconds, true),
+    ("pxat", Unit::Millis, true),
+];
+
+/// Whose options [`Options::parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// `SET`: `NX`, `XX`, `GET`, the timed options and `KEEPTTL`.
+    Set,
+    /// `GETEX`: the timed options and `PERSIST`.
+    Getex,
+}
+
+/// The lifetime option of a `SET` or a `GETEX`.
+#[derive(Debug, Clone, Copy)]
+enum Lifetime<'a> {
+    /// `EX`, `PX`, `EXAT` or `PXAT` with its amount, not read yet.
+    Timed {
+        unit: Unit,
+        absolute: bool,
+        amount: &'a [u8],
+    },
+    /// The command's option without an amount: `KEEPTTL` for `SET` (keep the key's expiry),
+    /// `PERSIST` for `GETEX` (remove it).
+    Word,
+}
+
+impl Lifetime<'_> {
+    /// Whether both are the same option (which Redis lets repeat).
+    fn same_option(self, other: Lifetime<'_>) -> bool {
+        match (self, other) {
+            (
+                Lifetime::Timed { unit, absolute, .. },
+                Lifetime::Timed {
+                    unit: other_unit,
+                    absolute: other_absolute,
+                    ..
+                },
+            ) => unit == other_unit && absolute == other_absolute,
+            (Lifetime::Word, Lifetime::Word) => true,
+            _ => false,
+        }
+    }
+}
+
+/// `SET`'s and `GETEX`'s options, read as Redis reads both (one parser): an option may
+/// repeat (the last amount counts), but two different lifetime options, `NX` with `XX`, an
+/// option the command does not take, or a timed option without an amount are a syntax
+/// error. Amounts are read only after every option, so a syntax error wins over a bad amount
+/// (`SET k v EX 0 KEEPTTL` is a syntax error, `SET k v EX 0 EX 10` is fine).
 #[derive(Debug, Default)]
-struct SetOptions {
+struct Options<'a> {
     /// `NX`.
     nx: bool,
     /// `XX`.
     xx: bool,
     /// `GET`.
     get: bool,
-    /// `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL`; `None` for none of them.
-    lifetime: Option<Ask>,
+    /// The lifetime option, if any.
+    lifetime: Option<Lifetime<'a>>,
+}
+
+impl<'a> Options<'a> {
+    fn parse(args: &'a [Bytes], command: Command) -> Result<Options<'a>, CommandError> {
+        let set = command == Command::Set;
+        let word = if set { "keepttl" } else { "persist" };
+        let mut options = Options::default();
+        let mut rest = args.iter();
+        while let Some(option) = rest.next() {
+            let lifetime = match TIMED.into_iter().find(|(name, _, _)| is(option, name)) {
+                Some((_, unit, absolute)) => Lifetime::Timed {
+                    unit,
+                    absolute,
+                    amount: rest.next().ok_or(CommandError::Syntax)?,
+                },
+                None if is(option, word) => Lifetime::Word,
+                None if set && is(option, "nx") && !options.xx => {
+                    options.nx = true;
+                    continue;
+                }
+                None if set && is(option, "xx") && !options.nx => {
+                    options.xx = true;
+                    continue;
+                }
+                None if set && is(option, "get") => {
+                    options.get = true;
+                    continue;
+                }
+                None => return Err(CommandError::Syntax),
+            };
+            if options
+                .lifetime
+                .is_some_and(|asked| !asked.same_option(lifetime))
+            {
+                return Err(CommandError::Syntax);
+            }
+            options.lifetime = Some(lifetime);
+        }
+        Ok(options)
+    }
+}
+
+/// The instant an expiry amount asks for, which must be a positive integer (`EX`, `PX`,
+/// `EXAT`, `PXAT`, `SETEX`, `PSETEX`).
+fn positive_deadline(
+    amount: &[u8],
+    unit: Unit,
+    absolute: bool,
+    now: Timestamp,
+    command: &'static str,
+) -> Result<Timestamp, CommandError> {
+    let amount = integer(amount)?;
+    if amount <= 0 {
+        return Err(CommandError::InvalidExpire(command));
+    }
+    deadline(amount, unit, absolute, now, command)
 }
 
 /// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT t | PXAT t | KEEPTTL]`.
@@ -108,46 +212,19 @@ pub async fn set(
     args: &[Bytes],
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
+    let options = Options::parse(&args[2..], Command::Set)?;
     let now = ctx.state.cache.now();
-    let mut options = SetOptions::default();
-    let mut rest = args[2..].iter();
-    while let Some(option) = rest.next() {
-        let timed = [
-            ("ex", Unit::Seconds, false),
-            ("px", Unit::Millis, false),
-            ("exat", Unit::Seconds, true),
-            ("pxat", Unit::Millis, true),
-        ]
-        .into_iter()
-        .find(|(name, _, _)| is(option, name));
-        if let Some((_, unit, absolute)) = timed {
-            if matches!(options.lifetime, Some(Ask::Keep)) {
-                return Err(CommandError::Syntax);
-            }
-            let amount = rest.next().ok_or(CommandError::Syntax)?;
-            let amount = integer(amount)?;
-            if amount <= 0 {
-                return Err(CommandError::InvalidExpire("set"));
-            }
-            if options.lifetime.is_some() {
-                return Err(CommandError::Syntax);
-            }
-            options.lifetime = Some(Ask::Until(deadline(amount, unit, absolute, now, "set")?));
-        } else if is(option, "keepttl") && options.lifetime.is_none_or(|l| l == Ask::Keep) {
-            options.lifetime = Some(Ask::Keep);
-        } else if is(option, "nx") && !options.xx {
-            options.nx = true;
-        } else if is(option, "xx") && !options.nx {
-            options.xx = true;
-        } else if is(option, "get") {
-            options.get = true;
-        } else {
-            return Err(CommandError::Syntax);
-        }
-    }
+    let lifetime = match options.lifetime {
+        None => Ask::Default,
+        Some(Lifetime::Word) => Ask::Keep,
+        Some(Lifetime::Timed {
+            unit,
+            absolute,
+            amount,
+        }) => Ask::Until(positive_deadline(amount, unit, absolute, now, "set")?),
+    };
     let key = ctx.key(&args[0])?;
     let value = ctx.value(&args[1])?;
-    let lifetime = options.lifetime.unwrap_or(Ask::Default);
     if !options.get && lifetime != Ask::Keep {
         // No read needed: one conditional write.
         let conditions = match (options.nx, options.xx) {
@@ -176,7 +253,7 @@ pub async fn set(
         }
         return Ok(());
     }
-    let (_, (stored, old)) = ctx
+    let (updated, (stored, old)) = ctx
         .state
         .cache
         .update(&key, |current| {
@@ -184,22 +261,13 @@ pub async fn set(
             if options.nx && current.is_some() || options.xx && current.is_none() {
                 return Ok((Edit::Keep, (false, old)));
             }
-            let edit =
-                match ctx.expiry(lifetime, Some(current.and_then(|hit| hit.expires_at)), now)? {
-                    Expiry::At(expires_at) => Edit::Put {
-                        value: value.clone(),
-                        expires_at,
-                    },
-                    Expiry::Past => Edit::Delete,
-                };
-            Ok::<_, CommandError>((edit, (true, old)))
+            let expiry = ctx.expiry(lifetime, Some(current.and_then(|hit| hit.expires_at)), now)?;
+            Ok::<_, CommandError>((put_or_delete(expiry, value.clone()), (true, old)))
         })
         .await?;
+    ctx.track(updated.replicated());
     if options.get {
-        match old {
-            Some(old) => reply.bulk(&old),
-            None => reply.null(),
-        }
+        bulk_or_null(reply, old.as_deref());
     } else if stored {
         reply.ok();
     } else {
@@ -231,12 +299,8 @@ pub async fn setex(
     unit: Unit,
     command: &'static str,
 ) -> Result<(), CommandError> {
-    let amount = integer(&args[1])?;
-    if amount <= 0 {
-        return Err(CommandError::InvalidExpire(command));
-    }
     let now = ctx.state.cache.now();
-    let at = deadline(amount, unit, false, now, command)?;
+    let at = positive_deadline(&args[1], unit, false, now, command)?;
     let key = ctx.key(&args[0])?;
     let value = ctx.value(&args[2])?;
     let Expiry::At(expires_at) = ctx.expiry(Ask::Until(at), None, now)? else {
@@ -256,7 +320,7 @@ pub async fn getset(
     let key = ctx.key(&args[0])?;
     let value = ctx.value(&args[1])?;
     let now = ctx.state.cache.now();
-    let (_, old) = ctx
+    let (updated, old) = ctx
         .state
         .cache
         .update(&key, |current| {
@@ -270,10 +334,8 @@ pub async fn getset(
             ))
         })
         .await?;
-    match old {
-        Some(old) => reply.bulk(&old),
-        None => reply.null(),
-    }
+    ctx.track(updated.replicated());
+    bulk_or_null(reply, old.as_deref());
     Ok(())
 }
 
@@ -284,18 +346,16 @@ pub async fn getdel(
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
     let key = Bytes::copy_from_slice(&args[0]);
-    let (_, old) = ctx
+    let (updated, old) = ctx
         .state
         .cache
         .update(&key, |current| {
             Ok::<_, CommandError>((Edit::Delete, current.map(|hit| hit.value.clone())))
         })
         .await?;
+    ctx.track(updated.replicated());
     ctx.count_read(old.is_some());
-    match old {
-        Some(old) => reply.bulk(&old),
-        None => reply.null(),
-    }
+    bulk_or_null(reply, old.as_deref());
     Ok(())
 }
 
@@ -306,32 +366,7 @@ pub async fn getex(
     args: &[Bytes],
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
-    let now = ctx.state.cache.now();
-    // `Some(None)`: PERSIST; `Some(Some(..))`: an expiry still to read.
-    let mut asked: Option<Option<(Unit, bool, &Bytes)>> = None;
-    let mut rest = args[1..].iter();
-    while let Some(option) = rest.next() {
-        let timed = [
-            ("ex", Unit::Seconds, false),
-            ("px", Unit::Millis, false),
-            ("exat", Unit::Seconds, true),
-            ("pxat", Unit::Millis, true),
-        ]
-        .into_iter()
-        .find(|(name, _, _)| is(option, name));
-        if let Some((_, unit, absolute)) = timed {
-            let amount = rest.next().ok_or(CommandError::Syntax)?;
-            if asked.is_some() {
-                return Err(CommandError::Syntax);
-            }
-            asked = Some(Some((unit, absolute, amount)));
-        } else if is(option, "persist") && asked.is_none() {
-            asked = Some(None);
-        } else {
-            return Err(CommandError::Syntax);
-        }
-    }
-    let Some(asked) = asked else {
+    let Some(lifetime) = Options::parse(&args[1..], Command::Getex)?.lifetime else {
         return get(ctx, args, reply);
     };
     if ctx.state.cache.get(&args[0]).is_none() {
@@ -339,26 +374,26 @@ pub async fn getex(
         reply.null();
         return Ok(());
     }
-    let change = match asked {
-        None => None,
-        Some((unit, absolute, amount)) => {
-            let amount = integer(amount)?;
-            if amount <= 0 {
-                return Err(CommandError::InvalidExpire("getex"));
-            }
-            Some(Ask::Until(deadline(amount, unit, absolute, now, "getex")?))
-        }
+    let now = ctx.state.cache.now();
+    // `None`: PERSIST.
+    let until = match lifetime {
+        Lifetime::Word => None,
+        Lifetime::Timed {
+            unit,
+            absolute,
+            amount,
+        } => Some(positive_deadline(amount, unit, absolute, now, "getex")?),
     };
     let limits = ctx.state.cache.limits().clone();
     let key = Bytes::copy_from_slice(&args[0]);
-    let (_, old) = ctx
+    let (updated, old) = ctx
         .state
         .cache
         .update(&key, |current| {
             let Some(hit) = current else {
                 return Ok((Edit::Keep, None));
             };
-            let edit = match change {
+            let edit = match until {
                 None if hit.expires_at.is_none() => Edit::Keep,
                 None => match limits.max_ttl {
                     Some(max) => return Err(CommandError::PersistRefused { max }),
@@ -367,22 +402,16 @@ pub async fn getex(
                         expires_at: None,
                     },
                 },
-                Some(ask) => match ctx.expiry(ask, None, now)? {
-                    Expiry::At(expires_at) => Edit::Put {
-                        value: hit.value.clone(),
-                        expires_at,
-                    },
-                    Expiry::Past => Edit::Delete,
-                },
+                Some(at) => {
+                    put_or_delete(ctx.expiry(Ask::Until(at), None, now)?, hit.value.clone())
+                }
             };
             Ok((edit, Some(hit.value.clone())))
         })
         .await?;
+    ctx.track(updated.replicated());
     ctx.count_read(old.is_some());
-    match old {
-        Some(old) => reply.bulk(&old),
-        None => reply.null(),
-    }
+    bulk_or_null(reply, old.as_deref());
     Ok(())
 }
 
@@ -395,7 +424,7 @@ pub async fn mset(
 ) -> Result<(), CommandError> {
     let writes = pairs(ctx, args, "mset", Preconditions::none())?;
     for result in ctx.state.cache.put_many(writes, None).await {
-        result?;
+        ctx.track(result?.replicated.as_ref());
     }
     reply.ok();
     Ok(())
@@ -429,15 +458,25 @@ pub async fn msetnx(
     let mut failure = None;
     for (key, result) in keys.into_iter().zip(results) {
         match result {
-            Ok(written) => created.push((key, Preconditions::if_version(written.version))),
+            Ok(written) => {
+                ctx.track(written.replicated.as_ref());
+                created.push((key, Preconditions::if_version(written.version)));
+            }
             Err(WriteError::Put(PutError::PreconditionFailed { .. })) => conflict = true,
             Err(error) => failure = failure.or(Some(error)),
         }
     }
     if conflict || failure.is_some() {
-        for result in ctx.state.cache.delete_many(created, None).await {
-            // A key written again meanwhile is someone else's now.
-            let _ = result;
+        // A key written again meanwhile is someone else's now: its refusal is ignored.
+        for removed in ctx
+            .state
+            .cache
+            .delete_many(created, None)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            ctx.track(removed.replicated.as_ref());
         }
     }
     if let Some(error) = failure {
@@ -479,27 +518,16 @@ pub async fn append(
 ) -> Result<(), CommandError> {
     let key = ctx.key(&args[0])?;
     let suffix = &args[1];
-    let now = ctx.state.cache.now();
-    let (_, len) = ctx
-        .state
-        .cache
-        .update(&key, |current| {
-            let old = current.map(|hit| &hit.value[..]).unwrap_or_default();
-            ctx.check_value_len(old.len() + suffix.len())?;
-            let mut value = BytesMut::with_capacity(old.len() + suffix.len());
-            value.extend_from_slice(old);
-            value.extend_from_slice(suffix);
-            let len = value.len();
-            let expires_at = kept_expiry(ctx, current.map(|hit| hit.expires_at), now)?;
-            Ok::<_, CommandError>((
-                Edit::Put {
-                    value: value.freeze(),
-                    expires_at,
-                },
-                len,
-            ))
-        })
-        .await?;
+    let len = rewrite(ctx, &key, |ctx, old| {
+        let old = old.unwrap_or_default();
+        ctx.check_value_len(old.len() + suffix.len())?;
+        let mut value = BytesMut::with_capacity(old.len() + suffix.len());
+        value.extend_from_slice(old);
+        value.extend_from_slice(suffix);
+        let len = value.len();
+        Ok((Some(value.freeze()), len))
+    })
+    .await?;
     reply.integer(len as i64);
     Ok(())
 }
@@ -517,30 +545,19 @@ pub async fn setrange(
     let offset = usize::try_from(offset).map_err(|_| CommandError::OffsetOutOfRange)?;
     let patch = &args[2];
     let key = ctx.key(&args[0])?;
-    let now = ctx.state.cache.now();
-    let (_, len) = ctx
-        .state
-        .cache
-        .update(&key, |current| {
-            let old = current.map(|hit| &hit.value[..]).unwrap_or_default();
-            if patch.is_empty() {
-                return Ok((Edit::Keep, old.len()));
-            }
-            let len = old.len().max(offset.saturating_add(patch.len()));
-            ctx.check_value_len(len)?;
-            let mut value = BytesMut::zeroed(len);
-            value[..old.len()].copy_from_slice(old);
-            value[offset..offset + patch.len()].copy_from_slice(patch);
-            let expires_at = kept_expiry(ctx, current.map(|hit| hit.expires_at), now)?;
-            Ok::<_, CommandError>((
-                Edit::Put {
-                    value: value.freeze(),
-                    expires_at,
-                },
-                len,
-            ))
-        })
-        .await?;
+    let len = rewrite(ctx, &key, |ctx, old| {
+        let old = old.unwrap_or_default();
+        if patch.is_empty() {
+            return Ok((None, old.len()));
+        }
+        let len = old.len().max(offset.saturating_add(patch.len()));
+        ctx.check_value_len(len)?;
+        let mut value = BytesMut::zeroed(len);
+        value[..old.len()].copy_from_slice(old);
+        value[offset..offset + patch.len()].copy_from_slice(patch);
+        Ok((Some(value.freeze()), len))
+    })
+    .await?;
     reply.integer(len as i64);
     Ok(())
 }
@@ -553,27 +570,20 @@ pub async fn incr_by(
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
     let key = ctx.key(key)?;
-    let now = ctx.state.cache.now();
-    let (_, value) = ctx
-        .state
-        .cache
-        .update(&key, |current| {
-            let old = match current {
-                Some(hit) => parse_integer(&hit.value).ok_or(CommandError::NotInteger)?,
-                None => 0,
-            };
-            let new = old.checked_add(by).ok_or(CommandError::Overflow)?;
-            let expires_at = kept_expiry(ctx, current.map(|hit| hit.expires_at), now)?;
-            let value = Bytes::from(new.to_string());
-            Ok::<_, CommandError>((Edit::Put { value, expires_at }, new))
-        })
-        .await?;
-    reply.integer(value);
+    let new = rewrite(ctx, &key, |_, old| {
+        let old = match old {
+            Some(old) => parse_integer(old).ok_or(CommandError::NotInteger)?,
+            None => 0,
+        };
+        let new = old.checked_add(by).ok_or(CommandError::Overflow)?;
+        Ok((Some(Bytes::from(new.to_string())), new))
+    })
+    .await?;
+    reply.integer(new);
     Ok(())
 }
 
-/// `INCRBYFLOAT key increment`: the new value as a bulk string, in the shortest form that
-/// reads back as the same double (Redis computes in `long double`; see `docs/resp.md`).
+/// `INCRBYFLOAT key increment`: the new value as a bulk string (see [`format_float`]).
 pub async fn incrbyfloat(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],
@@ -581,40 +591,80 @@ pub async fn incrbyfloat(
 ) -> Result<(), CommandError> {
     let by = float(&args[1])?;
     let key = ctx.key(&args[0])?;
-    let now = ctx.state.cache.now();
-    let (_, text) = ctx
-        .state
-        .cache
-        .update(&key, |current| {
-            let old = match current {
-                Some(hit) => parse_float(&hit.value).ok_or(CommandError::NotFloat)?,
-                None => 0.0,
-            };
-            let new = old + by;
-            if !new.is_finite() {
-                return Err(CommandError::NanOrInfinity);
-            }
-            let text = Bytes::from(format_float(new));
-            let expires_at = kept_expiry(ctx, current.map(|hit| hit.expires_at), now)?;
-            Ok((
-                Edit::Put {
-                    value: text.clone(),
-                    expires_at,
-                },
-                text,
-            ))
-        })
-        .await?;
+    let text = rewrite(ctx, &key, |_, old| {
+        let old = match old {
+            Some(old) => parse_float(old).ok_or(CommandError::NotFloat)?,
+            None => 0.0,
+        };
+        let new = old + by;
+        if !new.is_finite() {
+            return Err(CommandError::NanOrInfinity);
+        }
+        let text = Bytes::from(format_float(new));
+        Ok((Some(text.clone()), text))
+    })
+    .await?;
     reply.bulk(&text);
     Ok(())
 }
 
-/// A double as `INCRBYFLOAT` stores it: no exponent, no trailing zeros.
+/// A double as `INCRBYFLOAT` stores it. Redis prints its `long double` with `%.17Lf` and
+/// trims trailing zeros: no exponent, at most 17 decimals (`1e-20` is `0`), and `0` for
+/// either zero. Within 17 decimals this is the shortest text that reads back as the same
+/// double, which is what Redis prints unless its 80-bit `long double` differs from the
+/// double in a digit that shows (see `docs/resp.md`).
 fn format_float(value: f64) -> String {
-    if value == 0.0 {
-        return "0".to_string();
+    let shortest = value.to_string();
+    let text = match shortest.split_once('.') {
+        Some((_, decimals)) if decimals.len() > 17 => format!("{value:.17}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string(),
+        _ => shortest,
+    };
+    if text == "-0" { "0".to_string() } else { text }
+}
+
+/// A read-modify-write of the value that keeps the key's expiry (a new key gets the default
+/// lifetime): `change` makes, from the current value (`None` for an absent key), the new
+/// value (`None` leaves the key as it is) and what the command answers.
+async fn rewrite<T>(
+    ctx: &mut Ctx<'_>,
+    key: &Bytes,
+    mut change: impl FnMut(&Ctx<'_>, Option<&[u8]>) -> Result<(Option<Bytes>, T), CommandError>,
+) -> Result<T, CommandError> {
+    let now = ctx.state.cache.now();
+    let shared: &Ctx<'_> = ctx;
+    let (updated, answer) = shared
+        .state
+        .cache
+        .update(key, |current| {
+            let (value, answer) = change(shared, current.map(|hit| &hit.value[..]))?;
+            let Some(value) = value else {
+                return Ok((Edit::Keep, answer));
+            };
+            let expires_at = kept_expiry(shared, current.map(|hit| hit.expires_at), now)?;
+            Ok::<_, CommandError>((Edit::Put { value, expires_at }, answer))
+        })
+        .await?;
+    ctx.track(updated.replicated());
+    Ok(answer)
+}
+
+/// The edit that stores `value` with `expiry`, or deletes the key when the expiry has passed.
+pub(super) fn put_or_delete(expiry: Expiry, value: Bytes) -> Edit {
+    match expiry {
+        Expiry::At(expires_at) => Edit::Put { value, expires_at },
+        Expiry::Past => Edit::Delete,
     }
-    format!("{value}")
+}
+
+/// A value read, or nil for none.
+fn bulk_or_null(reply: &mut Reply<'_>, value: Option<&[u8]>) {
+    match value {
+        Some(value) => reply.bulk(value),
+        None => reply.null(),
+    }
 }
 
 /// The expiry a read-modify-write keeps: the key's own (`current` is `Some` for an existing
@@ -633,7 +683,7 @@ fn kept_expiry(
 
 /// Stores a value; `false` when the preconditions did not hold.
 async fn write(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     key: Bytes,
     value: Bytes,
     expires_at: Option<Timestamp>,
@@ -646,21 +696,28 @@ async fn write(
         conditions,
     };
     match ctx.state.cache.put(write, None).await {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            ctx.track(written.replicated.as_ref());
+            Ok(true)
+        }
         Err(WriteError::Put(PutError::PreconditionFailed { .. })) => Ok(false),
         Err(error) => Err(error.into()),
     }
 }
 
 /// Deletes a key if it exists.
-async fn delete_quietly(ctx: &Ctx<'_>, key: Bytes) -> Result<(), CommandError> {
+async fn delete_quietly(ctx: &mut Ctx<'_>, key: Bytes) -> Result<(), CommandError> {
     match ctx
         .state
         .cache
         .delete(key, Preconditions::none(), None)
         .await
     {
-        Ok(_) | Err(WriteError::Delete(_)) => Ok(()),
+        Ok(removed) => {
+            ctx.track(removed.replicated.as_ref());
+            Ok(())
+        }
+        Err(WriteError::Delete(_)) => Ok(()),
         Err(error) => Err(error.into()),
     }
 }
