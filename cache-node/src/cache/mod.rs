@@ -305,11 +305,11 @@ impl Cache {
         self.replication.is_some()
     }
 
-    /// The peers this node replicates to now (0 without replication).
-    pub fn peer_count(&self) -> usize {
+    /// The peers this node replicates to now and reaches (0 without replication).
+    pub fn live_peers(&self) -> usize {
         self.replication
             .as_ref()
-            .map_or(0, |replication| replication.peer_count())
+            .map_or(0, |replication| replication.live_peers())
     }
 
     /// Applies a batch of records a peer sent.

@@ -152,12 +152,13 @@ impl Cache {
 
     /// Deletes every live key through the write path, in batches; each delete is conditional
     /// on the version the walk saw, so a key written again meanwhile survives. Returns how
-    /// many keys were deleted.
+    /// many keys were deleted; `removed` hears of each delete (RESP's `WAIT` follows their
+    /// acknowledgements).
     ///
     /// # Errors
     /// The first refusal of the write path other than a key that changed or vanished (a
     /// delete that could not be made durable, too few acknowledgements).
-    pub async fn flush(&self) -> Result<u64, WriteError> {
+    pub async fn flush(&self, mut removed: impl FnMut(&Removed)) -> Result<u64, WriteError> {
         let mut cursor = 0;
         let mut deleted = 0;
         loop {
@@ -172,7 +173,10 @@ impl Cache {
                 .collect();
             for result in self.delete_many(deletes, None).await {
                 match result {
-                    Ok(_) => deleted += 1,
+                    Ok(delete) => {
+                        removed(&delete);
+                        deleted += 1;
+                    }
                     Err(WriteError::Delete(_)) => {}
                     Err(error) => return Err(error),
                 }

@@ -246,9 +246,9 @@ impl Replication {
             .await)
     }
 
-    /// The peers known now.
-    pub fn peer_count(&self) -> usize {
-        self.transport.peers().len()
+    /// The peers known now whose links are up.
+    pub fn live_peers(&self) -> usize {
+        self.transport.live_peers()
     }
 
     /// The join catch-up: waits briefly for discovery to find peers, then runs one

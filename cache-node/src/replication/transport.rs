@@ -231,6 +231,15 @@ impl Transport {
         self.peers.borrow().clone()
     }
 
+    /// The peers whose links are up now (a peer that stopped answering is marked down until
+    /// it answers a probe again).
+    pub fn live_peers(&self) -> usize {
+        lock(&self.links)
+            .values()
+            .filter(|link| !link.down.load(Ordering::Acquire))
+            .count()
+    }
+
     /// Queues `record` (encoded, for `key`) for the key's peers; the returned [`Pending`]
     /// waits until `level` is reached or `timeout` (counted from now) passes. Waits only for
     /// room in a full queue (backpressure) when `level` needs peers' acknowledgements.

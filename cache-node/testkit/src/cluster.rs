@@ -1,6 +1,6 @@
 //! Real `cache-node` processes on loopback sharing one data directory (the stand-in for the
-//! RWX volume), each with a fixed address and node id, so that a node can be killed and
-//! started again as the same pod.
+//! RWX volume), each with a fixed address (and RESP port, if asked for) and node id, so that
+//! a node can be killed and started again as the same pod.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -27,6 +27,7 @@ pub struct Builder {
     flags: Vec<String>,
     env: Vec<(String, String)>,
     data: Option<PathBuf>,
+    resp: bool,
 }
 
 impl Builder {
@@ -62,6 +63,13 @@ impl Builder {
         self
     }
 
+    /// Every node also serves the Redis protocol (`--resp-listen`) on a loopback port of its
+    /// own, fixed across restarts like its HTTP address; [`Cluster::resp_port`] names it.
+    pub fn resp(mut self) -> Builder {
+        self.resp = true;
+        self
+    }
+
     /// The shared data directory, e.g. a crashable [`Volume`](crate::Volume)'s; a new empty
     /// directory otherwise.
     pub fn data_dir(mut self, path: &Path) -> Builder {
@@ -78,7 +86,9 @@ impl Builder {
         let dir = tempfile::tempdir().expect("cluster directory");
         let data = self.data.unwrap_or_else(|| dir.path().join("data"));
         std::fs::create_dir_all(&data).expect("data directory");
-        let ports = free_ports(self.size);
+        // Every port at once, so that no two are the same.
+        let mut ports = free_ports(if self.resp { 2 * self.size } else { self.size });
+        let resp_ports = ports.split_off(self.size);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut args = vec![
             format!("--data-dir={}", data.display()),
@@ -102,6 +112,7 @@ impl Builder {
             .enumerate()
             .map(|(i, address)| Node {
                 address,
+                resp_port: resp_ports.get(i).copied(),
                 id: format!("cache-{i}"),
                 child: None,
                 log: dir.path().join(format!("cache-{i}.log")),
@@ -123,6 +134,8 @@ impl Builder {
 struct Node {
     /// `127.0.0.1:port`, the same across restarts.
     address: String,
+    /// The `--resp-listen` port on 127.0.0.1, if the builder asked for RESP.
+    resp_port: Option<u16>,
     /// `--node-id`: the subdirectories it writes on the volume.
     id: String,
     child: Option<Child>,
@@ -133,7 +146,7 @@ struct Node {
 /// Nodes started by a [`Builder`]; every node still running is killed on drop.
 pub struct Cluster {
     nodes: Vec<Node>,
-    /// The flags every node gets besides `--listen` and `--node-id`.
+    /// The flags every node gets besides `--listen`, `--node-id` and `--resp-listen`.
     args: Vec<String>,
     env: Vec<(String, String)>,
     /// The shared data directory.
@@ -163,12 +176,24 @@ impl Cluster {
             flags: Vec::new(),
             env: Vec::new(),
             data: None,
+            resp: false,
         }
     }
 
     /// Node `i`'s address, `127.0.0.1:port`.
     pub fn address(&self, i: usize) -> &str {
         &self.nodes[i].address
+    }
+
+    /// Node `i`'s RESP port on 127.0.0.1 (the same across restarts).
+    ///
+    /// # Panics
+    ///
+    /// If the cluster was not built with [`Builder::resp`].
+    pub fn resp_port(&self, i: usize) -> u16 {
+        self.nodes[i]
+            .resp_port
+            .expect("the cluster serves RESP only when built with Builder::resp")
     }
 
     /// Node `i`'s `--node-id`, the name of its subdirectories on the volume.
@@ -274,6 +299,10 @@ impl Cluster {
         let child = crate::cache_node()
             .arg(format!("--listen={}", node.address))
             .arg(format!("--node-id={}", node.id))
+            .args(
+                node.resp_port
+                    .map(|port| format!("--resp-listen=127.0.0.1:{port}")),
+            )
             .args(&self.args)
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "info")

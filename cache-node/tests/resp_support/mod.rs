@@ -289,6 +289,39 @@ impl Conn {
         matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
     }
 
+    /// Reads one reply if one starts within `limit` (the 10 s of [`Conn::new`] apply to the
+    /// rest of it, and to later reads): a subscriber waits for a sweep at the next minute
+    /// boundary longer than a command waits for its reply.
+    pub fn read_within(&mut self, limit: Duration) -> Option<Value> {
+        self.writer
+            .set_read_timeout(Some(limit.max(Duration::from_millis(1))))
+            .expect("timeout");
+        let started = self.reader.fill_buf().map(|buffered| !buffered.is_empty());
+        self.writer
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        match started {
+            Ok(true) => Some(self.read()),
+            Ok(false) => panic!("the server closed the connection"),
+            Err(error) if is_timeout(&error) => None,
+            Err(error) => panic!("reading a reply: {error}"),
+        }
+    }
+
+    /// Reads one reply, or `None` once the server closed the connection: a subscriber
+    /// drains what was sent to it before the server disconnected it.
+    pub fn read_or_closed(&mut self) -> Option<Value> {
+        match self.reader.fill_buf() {
+            Ok([]) => None,
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Ok(_) => Some(self.read()),
+            Err(error) if is_timeout(&error) => {
+                panic!("the server neither sent a reply nor closed the connection in 10 s")
+            }
+            Err(error) => panic!("reading a reply: {error}"),
+        }
+    }
+
     /// Reads one reply.
     pub fn read(&mut self) -> Value {
         let line = self.line();
@@ -327,4 +360,13 @@ impl Conn {
         bytes.truncate(len);
         bytes
     }
+}
+
+/// Whether a read failed because its timeout passed (`WouldBlock` on Unix, `TimedOut` on
+/// Windows).
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }

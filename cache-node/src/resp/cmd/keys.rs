@@ -299,7 +299,11 @@ pub async fn flush(
     if !ctx.state.settings.allow_flush {
         return Err(CommandError::FlushDisabled(command));
     }
-    ctx.state.cache.flush().await?;
+    let acks = &mut ctx.session.acks;
+    ctx.state
+        .cache
+        .flush(|removed| acks.track(removed.replicated.as_ref()))
+        .await?;
     reply.ok();
     Ok(())
 }

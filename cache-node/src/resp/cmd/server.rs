@@ -231,7 +231,7 @@ pub async fn wait(
         Ok(0) => None,
         Ok(millis) => Some(Duration::from_millis(millis)),
     };
-    let peers = ctx.state.cache.peer_count();
+    let peers = ctx.state.cache.live_peers();
     let wanted = usize::try_from(wanted).unwrap_or(0);
     let reached = ctx.session.acks.wait(wanted, timeout, peers).await;
     reply.integer(reached as i64);
@@ -521,9 +521,9 @@ fn write_section(ctx: &Ctx<'_>, section: &str, text: &mut String) {
         "replication" => write!(
             text,
             "# Replication\r\nrole:master\r\nconnected_slaves:0\r\ntidecache_replicated:{}\r\n\
-             tidecache_peers:{}\r\n",
+             tidecache_peers_up:{}\r\n",
             if cache.is_replicated() { "yes" } else { "no" },
-            cache.peer_count(),
+            cache.live_peers(),
         ),
         _ => {
             let live = cache.key_count();
