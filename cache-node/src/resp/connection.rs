@@ -1,6 +1,8 @@
 //! One client connection: its session state and its loop. Each read is parsed into every
 //! complete request it holds, the requests are executed in order, and their replies leave
 //! in one write: a pipeline of N commands costs one read and one write, not N of each.
+//! Consecutive plain `SET key value` requests of a read run as one batch of the write path,
+//! so that they share a group commit instead of each waiting for its own.
 //!
 //! # Shutdown
 //! The loop checks for shutdown only while waiting for a read, so requests already read are
@@ -92,6 +94,8 @@ pub async fn serve(
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut args = Vec::new();
+    // Consecutive plain SETs of a pipeline, run as one batch (see `run_sets`).
+    let mut set_run: Vec<Vec<Bytes>> = Vec::new();
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
@@ -119,7 +123,15 @@ pub async fn serve(
         session.client.touch();
         let mut close = false;
         loop {
-            match parser.next(&mut input, &mut args) {
+            let parsed = parser.next(&mut input, &mut args);
+            if matches!(parsed, Ok(true)) && cmd::joins_set_run(&state, &session, &args) {
+                set_run.push(std::mem::take(&mut args));
+                continue;
+            }
+            if !set_run.is_empty() {
+                run_sets(&state, &mut session, &mut set_run, &mut output).await;
+            }
+            match parsed {
                 Ok(true) => {
                     let mut reply = Reply::new(&mut output, session.protocol);
                     cmd::execute(&state, &mut session, &args, &mut reply).await;
@@ -157,6 +169,22 @@ pub async fn serve(
     }
     let _ = writer.shutdown().await;
     drop(registration);
+}
+
+/// Runs the SETs gathered from a pipeline and empties `run`: one alone as any command, more
+/// as one batch of the write path ([`cmd::execute_set_run`]).
+async fn run_sets(
+    state: &RespState,
+    session: &mut Session,
+    run: &mut Vec<Vec<Bytes>>,
+    output: &mut BytesMut,
+) {
+    let mut reply = Reply::new(output, session.protocol);
+    match run.as_slice() {
+        [one] => cmd::execute(state, session, one, &mut reply).await,
+        requests => cmd::execute_set_run(state, session, requests, &mut reply).await,
+    }
+    run.clear();
 }
 
 /// Writes the notifications for `first` and for the announcements already waiting behind

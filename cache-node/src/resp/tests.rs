@@ -799,3 +799,40 @@ async fn wait_on_a_node_without_peers_answers_at_once() {
     )
     .await;
 }
+
+// ---- Runs of SETs in a pipeline ----
+
+#[tokio::test]
+async fn a_pipeline_of_sets_is_answered_as_one_set_after_another() {
+    let limits = Limits {
+        max_value_bytes: 8,
+        ..Limits::default()
+    };
+    let server = Server::start(limits, u64::MAX, RespSettings::default()).await;
+    let mut c = server.connect().await;
+    let mut pipeline = Vec::new();
+    for args in [
+        &["SET", "a", "1"][..],
+        &["SET", "", "x"],
+        &["SET", "b", "far-too-long"],
+        &["SET", "a", "2"],
+        &["GET", "a"],
+        &["SET", "c", "3"],
+        &["SET", "c", "4"],
+        &["SET", "d", "5", "NX"],
+        &["SET", "e", "6"],
+    ] {
+        pipeline.extend(request(args));
+    }
+    let expected = "+OK\r\n\
+                    -ERR the key is 0 bytes; keys must be 1 to 1024 bytes (--max-key-bytes)\r\n\
+                    -ERR string exceeds maximum allowed size (the value would be 12 bytes; \
+                    --max-value-bytes is 8)\r\n\
+                    +OK\r\n$1\r\n2\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n";
+    assert_eq!(c.exchange(&pipeline, expected.len()).await, expected);
+    c.expect(
+        &["MGET", "a", "b", "c", "d", "e"],
+        "*5\r\n$1\r\n2\r\n$-1\r\n$1\r\n4\r\n$1\r\n5\r\n$1\r\n6\r\n",
+    )
+    .await;
+}

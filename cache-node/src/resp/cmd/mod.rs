@@ -778,6 +778,32 @@ pub async fn execute(
     }
 }
 
+/// Whether `args` is a `SET key value` without options that may join a run of them
+/// ([`execute_set_run`]): outside `MULTI` and subscribed mode, authenticated, loaded.
+pub fn joins_set_run(state: &RespState, session: &Session, args: &[Bytes]) -> bool {
+    args.len() == 3
+        && is(&args[0], "set")
+        && session.authenticated
+        && session.multi.is_none()
+        && !session.subscriptions.active()
+        && state.cache.is_loaded()
+}
+
+/// Runs consecutive requests of a pipeline that [`joins_set_run`] admitted, as one batch of
+/// the write path, and writes their replies in order.
+pub async fn execute_set_run(
+    state: &RespState,
+    session: &mut Session,
+    requests: &[Vec<Bytes>],
+    reply: &mut Reply<'_>,
+) {
+    state
+        .stats
+        .commands
+        .fetch_add(requests.len() as u64, Ordering::Relaxed);
+    strings::set_run(&mut Ctx { state, session }, requests, reply).await;
+}
+
 async fn dispatch(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],

@@ -276,6 +276,52 @@ pub async fn set(
     Ok(())
 }
 
+/// A run of plain `SET key value` requests of one pipeline (each `[SET, key, value]`) as
+/// one batch of the write path: the run shares group commits and peer batches instead of
+/// waiting for each write's commit before the next request is read. Replies, errors and
+/// their order are those of one `SET` after another.
+pub async fn set_run(ctx: &mut Ctx<'_>, requests: &[Vec<Bytes>], reply: &mut Reply<'_>) {
+    let now = ctx.state.cache.now();
+    let mut refused = Vec::with_capacity(requests.len());
+    let mut writes = Vec::with_capacity(requests.len());
+    for args in requests {
+        // The checks of `set`, in its order: key, value, lifetime policy.
+        let write = ctx.key(&args[1]).and_then(|key| {
+            Ok(Write {
+                key,
+                value: ctx.value(&args[2])?,
+                expires_at: ctx.default_expiry(now)?,
+                conditions: Preconditions::none(),
+            })
+        });
+        match write {
+            Ok(write) => {
+                refused.push(None);
+                writes.push(write);
+            }
+            Err(error) => refused.push(Some(error)),
+        }
+    }
+    let mut results = ctx.state.cache.put_many(writes, None).await.into_iter();
+    for refusal in refused {
+        let outcome = match refusal {
+            Some(error) => Err(error),
+            None => match results.next() {
+                Some(Ok(written)) => {
+                    ctx.track(written.replicated.as_ref());
+                    Ok(())
+                }
+                Some(Err(error)) => Err(error.into()),
+                None => unreachable!("put_many answers every write"),
+            },
+        };
+        match outcome {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.command_error(&error),
+        }
+    }
+}
+
 /// `SETNX key value`: 1 if set, 0 if the key existed.
 pub async fn setnx(
     ctx: &mut Ctx<'_>,
