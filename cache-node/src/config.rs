@@ -11,11 +11,13 @@ use tidecache_contract::args as flag;
 use tidecache_contract::disk::{NameError, ObjectName};
 use tidecache_contract::{Schedule, ScheduleError};
 
-use crate::base::auth::{AuthToken, AuthTokenError};
+use crate::base::auth::{AuthToken, AuthTokenError, PeerCredential};
+use crate::base::tls::TlsFiles;
 use crate::cache::Limits;
+use crate::http::{PROBE_RESERVE, ServeSettings};
 use crate::persist::{FsyncPolicy, PersistSettings};
 use crate::replication::{AckLevel, ReplicationSettings, TransportSettings};
-use crate::resp::NotifyFlags;
+use crate::resp::{NotifyFlags, RespBounds};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
 use tidecache_contract::units::{parse_duration, parse_size};
 
@@ -48,6 +50,35 @@ pub struct Config {
     /// (e.g. "Ex": expired keys on __keyevent@0__:expired); CONFIG SET changes them per node.
     #[arg(long, env = "TIDECACHE_RESP_NOTIFY_KEYSPACE_EVENTS", default_value = "", value_parser = notify_flags)]
     pub resp_notify_keyspace_events: NotifyFlags,
+
+    /// Address to serve HTTPS on: the same API as --listen, which stays for peers and probes.
+    /// Needs --tls-cert-file and --tls-key-file.
+    #[arg(long, env = "TIDECACHE_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// Address to serve the Redis protocol over TLS on (Redis' tls-port), beside
+    /// --resp-listen. Needs --tls-cert-file and --tls-key-file.
+    #[arg(long, env = "TIDECACHE_RESP_TLS_LISTEN")]
+    pub resp_tls_listen: Option<SocketAddr>,
+
+    /// The PEM certificate chain, leaf first, of the TLS listeners (`tls.crt` of a
+    /// kubernetes.io/tls Secret); re-read every --tls-reload-interval.
+    #[arg(long, env = "TIDECACHE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert-file (`tls.key`).
+    #[arg(long, env = "TIDECACHE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificates (`ca.crt`): when given, every TLS client must present a
+    /// certificate issued by one of them.
+    #[arg(long, env = "TIDECACHE_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// How often the TLS files are read again; changed files that make a valid certificate
+    /// and key are used for new connections, without a restart.
+    #[arg(long, env = "TIDECACHE_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
 
     /// Expiry schedule: a 5-field cron expression (or @hourly etc.); entries are evicted in
     /// buckets at its fire times.
@@ -100,6 +131,53 @@ pub struct Config {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "TIDECACHE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    // Bounds on connections, time and transient memory (docs/limits.md).
+    /// Largest response a batch read (POST /v1/batch/get, RESP MGET) may build; larger ones
+    /// are refused (HTTP 413, a RESP error), naming this flag. Never above
+    /// --max-inflight-bytes.
+    #[arg(long, env = "TIDECACHE_MAX_RESPONSE_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub max_response_bytes: u64,
+
+    /// Memory for request bodies and responses in flight, node-wide; over it requests get
+    /// 503 with Retry-After. Unset: a quarter of the entry capacity (1GiB when unlimited),
+    /// and at least the largest request body.
+    #[arg(long, env = "TIDECACHE_MAX_INFLIGHT_BYTES", value_parser = parse_size)]
+    pub max_inflight_bytes: Option<u64>,
+
+    /// HTTP connections served at once; a few more serve only the probes. Lowered to what
+    /// RLIMIT_NOFILE leaves after a reserve for files and peers.
+    #[arg(long, env = "TIDECACHE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// How long an HTTP connection may wait for a complete request head: closes silent
+    /// sockets, slowly sent heads and keep-alive connections idle this long.
+    #[arg(long, env = "TIDECACHE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long an HTTP request body may take to arrive after its head (408 after).
+    #[arg(long, env = "TIDECACHE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// How long a write to a client (HTTP or RESP) may make no progress before the
+    /// connection is closed: a client that does not read its replies.
+    #[arg(long, env = "TIDECACHE_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// RESP clients served at once (Redis' maxclients); over it a client gets "-ERR max
+    /// number of clients reached" and is closed. Lowered like --max-connections.
+    #[arg(long, env = "TIDECACHE_RESP_MAX_CLIENTS", default_value_t = 10_000)]
+    pub resp_max_clients: usize,
+
+    /// How long a RESP request may take from its first byte to its last; a client that stops
+    /// mid-request is closed.
+    #[arg(long, env = "TIDECACHE_RESP_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub resp_request_timeout: Duration,
+
+    /// Close a RESP client idle this long (Redis' timeout); unset: never, as in Redis,
+    /// because pools and subscribers hold idle connections by design.
+    #[arg(long, env = "TIDECACHE_RESP_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub resp_idle_timeout: Option<Duration>,
 
     /// Store shards (rounded up to a power of two); more shards, less lock contention.
     #[arg(long, env = "TIDECACHE_SHARDS", default_value_t = DEFAULT_SHARDS)]
@@ -175,11 +253,24 @@ pub struct Config {
     #[arg(long, env = "TIDECACHE_REPLICATION_QUEUE", default_value_t = 16_384)]
     pub replication_queue: usize,
 
-    /// A bearer token that key and internal routes require (`Authorization: Bearer
-    /// <token>`); also sent to peers. In Kubernetes it comes from the Secret in `spec.auth`.
-    /// Unset: no authentication.
+    /// A bearer token that key routes (and RESP `AUTH`) require (`Authorization: Bearer
+    /// <token>`); it does not open the internal routes (see --peer-token). In Kubernetes it
+    /// comes from the Secret in `spec.auth`. Unset: no authentication of clients.
     #[arg(long, env = "TIDECACHE_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+
+    /// The token peers present on the internal routes (`/internal/*`), and this node presents
+    /// to its peers; never the same as --auth-token, which does not open them. Required on a
+    /// replicated node with --auth-token. In Kubernetes it comes from the Secret
+    /// `<cluster>-peer-token` the operator generates. Unset without --auth-token: the internal
+    /// routes are open, like the key routes.
+    #[arg(long, env = "TIDECACHE_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
+
+    /// The peer token before the last rotation: still accepted, and presented to a peer that
+    /// refuses --peer-token (one that has not restarted with the new token yet).
+    #[arg(long, env = "TIDECACHE_PEER_TOKEN_PREVIOUS", hide_env_values = true)]
+    pub peer_token_previous: Option<String>,
 }
 
 /// Where a replicated node finds its peers.
@@ -251,6 +342,38 @@ pub enum ConfigError {
     /// `--auth-token`.
     #[error("invalid --auth-token: {0}")]
     AuthToken(#[from] AuthTokenError),
+    /// `--peer-token` or `--peer-token-previous`.
+    #[error("invalid --{flag}: {source}")]
+    PeerToken {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong with the token.
+        source: AuthTokenError,
+    },
+    /// A replicated node with `--auth-token` but no `--peer-token`: the clients' token would
+    /// be the only thing guarding the internal routes.
+    #[error(
+        "--peer-token is required on a replicated node with --auth-token: peers must present a \
+         token of their own on /internal/* (give every node the same --peer-token)"
+    )]
+    PeerTokenRequired,
+    /// `--peer-token-previous` without `--peer-token`.
+    #[error("--peer-token-previous needs --peer-token (the token that replaced it)")]
+    PreviousWithoutPeerToken,
+    /// A peer token equal to `--auth-token`: every client could act as a peer.
+    #[error("--{flag} must differ from --auth-token: a client token must not open /internal/*")]
+    PeerTokenIsClientToken {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// A TLS flag given without one it needs.
+    #[error("--{flag} needs {needs}")]
+    TlsIncomplete {
+        /// The flag given.
+        flag: &'static str,
+        /// What must be given with it.
+        needs: &'static str,
+    },
     /// `--schedule` / `--time-zone`.
     #[error("invalid --schedule/--time-zone: {0}")]
     Schedule(#[from] ScheduleError),
@@ -290,6 +413,19 @@ pub enum CapacitySource {
     Unlimited,
 }
 
+/// The TLS listeners and where their certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Where to serve HTTPS (`--tls-listen`).
+    pub listen: Option<SocketAddr>,
+    /// Where to serve RESP over TLS (`--resp-tls-listen`).
+    pub resp_listen: Option<SocketAddr>,
+    /// The certificate, key and client CA files.
+    pub files: TlsFiles,
+    /// How often the files are read again (`--tls-reload-interval`).
+    pub reload_interval: Duration,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -301,6 +437,8 @@ pub struct Settings {
     pub resp_allow_flush: bool,
     /// The keyspace notifications on at start (`--resp-notify-keyspace-events`).
     pub resp_notify: NotifyFlags,
+    /// TLS for clients; `None` without `--tls-cert-file`.
+    pub tls: Option<TlsSettings>,
     /// The store's setup (schedule, capacity, policy, shards).
     pub store: StoreConfig,
     /// Where the capacity came from.
@@ -311,6 +449,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The drain timeout.
     pub drain_timeout: Duration,
+    /// The HTTP server loop's bounds (connections, timeouts).
+    pub http_serve: ServeSettings,
+    /// The RESP listener's bounds (clients, timeouts).
+    pub resp_bounds: RespBounds,
     /// Persistence to the shared volume; `None` without `--data-dir` (memory only).
     pub persistence: Option<PersistSettings>,
     /// Replication; `None` without `--peers` or `--peers-service`.
@@ -376,11 +518,16 @@ impl Config {
                 None => (u64::MAX, CapacitySource::Unlimited),
             },
         };
+        let largest_body = max_value_bytes.max(max_batch_bytes);
+        let (max_response_bytes, max_inflight_bytes) =
+            self.memory_bounds(capacity_bytes, largest_body)?;
+        let (http_serve, resp_bounds) = self.connection_bounds(raise_file_limit())?;
         let persistence = match &self.data_dir {
             Some(data_dir) => Some(self.persistence(data_dir.clone())?),
             None => None,
         };
         let replication = self.replication()?;
+        let tls = self.tls()?;
         let node_tag = match (&persistence, &self.node_id) {
             (Some(persistence), _) => persistence.node.tag(),
             (None, Some(id)) => ObjectName::new(id)
@@ -402,6 +549,7 @@ impl Config {
             resp_listen: self.resp_listen,
             resp_allow_flush: self.resp_allow_flush,
             resp_notify: self.resp_notify_keyspace_events,
+            tls,
             store: StoreConfig {
                 schedule,
                 capacity_bytes,
@@ -414,16 +562,71 @@ impl Config {
                 max_value_bytes,
                 max_batch_entries: self.max_batch_entries,
                 max_batch_bytes,
+                max_response_bytes,
+                max_inflight_bytes,
                 default_ttl: self.default_ttl,
                 max_ttl: self.max_ttl,
             },
             log_format: self.log_format,
             drain_timeout: self.drain_timeout,
+            http_serve,
+            resp_bounds,
         })
     }
 }
 
 impl Config {
+    /// The TLS setup, if a certificate is configured. The files are read when the node
+    /// starts, not here, so that a refusal names the file as it is then.
+    fn tls(&self) -> Result<Option<TlsSettings>, ConfigError> {
+        let incomplete = |flag, needs| Err(ConfigError::TlsIncomplete { flag, needs });
+        let listening = self.tls_listen.is_some() || self.resp_tls_listen.is_some();
+        let (cert, key) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (Some(_), None) => return incomplete("tls-cert-file", "--tls-key-file"),
+            (None, Some(_)) => return incomplete("tls-key-file", "--tls-cert-file"),
+            (None, None) => {
+                return match (
+                    self.tls_listen,
+                    self.resp_tls_listen,
+                    &self.tls_client_ca_file,
+                ) {
+                    (Some(_), _, _) => {
+                        incomplete("tls-listen", "--tls-cert-file and --tls-key-file")
+                    }
+                    (None, Some(_), _) => {
+                        incomplete("resp-tls-listen", "--tls-cert-file and --tls-key-file")
+                    }
+                    (None, None, Some(_)) => {
+                        incomplete("tls-client-ca-file", "--tls-cert-file and --tls-key-file")
+                    }
+                    (None, None, None) => Ok(None),
+                };
+            }
+        };
+        if !listening {
+            return incomplete(
+                "tls-cert-file",
+                "a TLS listener: --tls-listen or --resp-tls-listen",
+            );
+        }
+        if self.tls_reload_interval.is_zero() {
+            return Err(ConfigError::Zero {
+                flag: "tls-reload-interval",
+            });
+        }
+        Ok(Some(TlsSettings {
+            listen: self.tls_listen,
+            resp_listen: self.resp_tls_listen,
+            files: TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca_file.clone(),
+            },
+            reload_interval: self.tls_reload_interval,
+        }))
+    }
+
     /// The replication setup, if peers are configured.
     fn replication(&self) -> Result<Option<ReplicationConfig>, ConfigError> {
         let peers = match (&self.peers_service, self.peers.is_empty()) {
@@ -455,9 +658,39 @@ impl Config {
                     queue_capacity: self.replication_queue,
                     ..TransportSettings::default()
                 },
-                peer_token: self.auth_token.as_deref().map(AuthToken::new).transpose()?,
+                peer_credential: self.peer_credential()?,
+                // The cache holds peers' records to the node's request limits.
+                ..ReplicationSettings::default()
             },
         }))
+    }
+
+    /// The peers' credential of a replicated node, checked against the clients' token.
+    fn peer_credential(&self) -> Result<Option<PeerCredential>, ConfigError> {
+        let parse = |flag, token: &Option<String>| {
+            token
+                .as_deref()
+                .map(|token| {
+                    AuthToken::new(token).map_err(|source| ConfigError::PeerToken { flag, source })
+                })
+                .transpose()
+        };
+        let current = parse("peer-token", &self.peer_token)?;
+        // A Secret never rotated holds its token under both keys: no previous one then.
+        let previous = parse("peer-token-previous", &self.peer_token_previous)?
+            .filter(|previous| Some(previous) != current.as_ref());
+        let client = self.auth_token.as_deref().map(AuthToken::new).transpose()?;
+        for (flag, token) in [("peer-token", &current), ("peer-token-previous", &previous)] {
+            if token.is_some() && token == &client {
+                return Err(ConfigError::PeerTokenIsClientToken { flag });
+            }
+        }
+        match (current, previous) {
+            (Some(current), previous) => Ok(Some(PeerCredential::new(current, previous))),
+            (None, Some(_)) => Err(ConfigError::PreviousWithoutPeerToken),
+            (None, None) if client.is_some() => Err(ConfigError::PeerTokenRequired),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The persistence settings for `--data-dir`.
@@ -487,6 +720,137 @@ impl Config {
 }
 
 /// Parses `--resp-notify-keyspace-events` as `CONFIG SET notify-keyspace-events` would.
+/// File descriptors kept out of the connection caps: the data volume's segments and
+/// directories, peer links, DNS, the listeners and stdio (Redis keeps 32).
+const FD_RESERVE: u64 = 64;
+
+impl Config {
+    /// `--max-response-bytes` and `--max-inflight-bytes` as enforced: the budget defaults to
+    /// a quarter of the entry capacity and is at least the largest request body (so that
+    /// every allowed request can be received); the response bound is at most the budget (so
+    /// that every allowed response can be charged).
+    fn memory_bounds(
+        &self,
+        capacity_bytes: u64,
+        largest_body: usize,
+    ) -> Result<(usize, usize), ConfigError> {
+        let positive = |value: u64, flag| {
+            if value == 0 {
+                return Err(ConfigError::Zero { flag });
+            }
+            usize::try_from(value).map_err(|_| ConfigError::TooLarge { flag })
+        };
+        let response = positive(self.max_response_bytes, "max-response-bytes")?;
+        let inflight = match self.max_inflight_bytes {
+            Some(bytes) => positive(bytes, "max-inflight-bytes")?,
+            // No memory limit to take a share of.
+            None if capacity_bytes == u64::MAX => Limits::default().max_inflight_bytes,
+            None => usize::try_from(capacity_bytes / 4).unwrap_or(usize::MAX),
+        };
+        let inflight = inflight.max(largest_body);
+        Ok((response.min(inflight), inflight))
+    }
+
+    /// The HTTP and RESP bounds, with the connection caps lowered to fit in `file_limit`
+    /// (RLIMIT_NOFILE) after [`FD_RESERVE`] and the probe reserve, shared in proportion when
+    /// both do not fit; a lowered cap is logged.
+    fn connection_bounds(
+        &self,
+        file_limit: u64,
+    ) -> Result<(ServeSettings, RespBounds), ConfigError> {
+        for (flag, value) in [
+            ("max-connections", self.max_connections),
+            ("resp-max-clients", self.resp_max_clients),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { flag });
+            }
+        }
+        for (flag, value) in [
+            ("header-read-timeout", self.header_read_timeout),
+            ("body-read-timeout", self.body_read_timeout),
+            ("write-timeout", self.write_timeout),
+            ("resp-request-timeout", self.resp_request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { flag });
+            }
+        }
+        if self
+            .resp_idle_timeout
+            .is_some_and(|timeout| timeout.is_zero())
+        {
+            return Err(ConfigError::Zero {
+                flag: "resp-idle-timeout",
+            });
+        }
+        let resp = if self.resp_listen.is_some() {
+            self.resp_max_clients
+        } else {
+            0
+        };
+        let (http, resp_capped) = connection_caps(self.max_connections, resp, file_limit);
+        if http < self.max_connections || resp_capped < resp {
+            tracing::warn!(
+                file_limit,
+                max_connections = http,
+                resp_max_clients = resp_capped,
+                "connection caps lowered to fit RLIMIT_NOFILE; raise the limit to serve more"
+            );
+        }
+        Ok((
+            ServeSettings {
+                max_connections: http,
+                header_read_timeout: self.header_read_timeout,
+                body_read_timeout: self.body_read_timeout,
+                write_timeout: self.write_timeout,
+            },
+            RespBounds {
+                max_clients: if resp == 0 {
+                    self.resp_max_clients
+                } else {
+                    resp_capped
+                },
+                request_timeout: self.resp_request_timeout,
+                idle_timeout: self.resp_idle_timeout,
+                write_timeout: self.write_timeout,
+            },
+        ))
+    }
+}
+
+/// The HTTP and RESP caps (`resp` 0: no RESP listener) that fit in `file_limit` descriptors
+/// beside [`FD_RESERVE`] and [`PROBE_RESERVE`]: shared in proportion to what was asked when
+/// both do not fit, each at least 1.
+fn connection_caps(http: usize, resp: usize, file_limit: u64) -> (usize, usize) {
+    let room = file_limit.saturating_sub(FD_RESERVE + PROBE_RESERVE as u64);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    let asked = http.saturating_add(resp);
+    if asked <= room {
+        return (http, resp);
+    }
+    let http_share = (room as u128 * http as u128 / asked as u128) as usize;
+    let resp_share = room - http_share;
+    (
+        http_share.max(1),
+        if resp == 0 { 0 } else { resp_share.max(1) },
+    )
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, as Redis does at start, and returns the
+/// soft limit in force (`u64::MAX` when unlimited or unreadable).
+fn raise_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    limit.current.unwrap_or(u64::MAX)
+}
+
 fn notify_flags(text: &str) -> Result<NotifyFlags, String> {
     NotifyFlags::parse(text.as_bytes()).map_err(|_| {
         format!(
@@ -642,6 +1006,67 @@ mod tests {
     }
 
     #[test]
+    fn peers_have_a_token_of_their_own_never_the_clients() {
+        let cgroup = empty_cgroup();
+        let validate = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("cache-node").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    c.validate_with_cgroup_root(cgroup.path())
+                        .map_err(|e| e.to_string())
+                })
+        };
+        let peers = "--peers=127.0.0.1:1,127.0.0.1:2";
+        let credential = |args: &[&str]| {
+            validate(args)
+                .expect("valid")
+                .replication
+                .expect("on")
+                .settings
+                .peer_credential
+        };
+        assert_eq!(credential(&[peers]), None, "no authentication at all");
+        let rotated = credential(&[
+            peers,
+            "--auth-token=client",
+            "--peer-token=new",
+            "--peer-token-previous=old",
+        ])
+        .expect("a credential");
+        assert_eq!(
+            rotated.header_values(),
+            [
+                AuthToken::new("new").expect("t").header_value(),
+                AuthToken::new("old").expect("t").header_value()
+            ]
+        );
+        let refused = |args: &[&str]| validate(args).expect_err("refused");
+        assert!(
+            refused(&[peers, "--auth-token=client"]).contains("--peer-token is required"),
+            "the client token alone must not guard /internal"
+        );
+        assert!(
+            refused(&[peers, "--auth-token=same", "--peer-token=same"]).contains("must differ")
+        );
+        assert!(
+            refused(&[
+                peers,
+                "--auth-token=same",
+                "--peer-token=other",
+                "--peer-token-previous=same"
+            ])
+            .contains("--peer-token-previous must differ")
+        );
+        assert!(refused(&[peers, "--peer-token-previous=old"]).contains("needs --peer-token"));
+        let never_rotated = credential(&[peers, "--peer-token=t", "--peer-token-previous=t"]);
+        assert_eq!(
+            never_rotated.expect("a credential").header_values().len(),
+            1
+        );
+        assert!(refused(&[peers, "--peer-token= "]).contains("invalid --peer-token"));
+    }
+
+    #[test]
     fn persistence_is_on_with_a_data_dir_and_names_are_checked() {
         let cgroup = empty_cgroup();
         let settings = |args: &[&str]| parse(args).validate_with_cgroup_root(cgroup.path());
@@ -680,6 +1105,50 @@ mod tests {
             assert!(settings(&args).is_err(), "{bad:?} accepted");
         }
         assert!(Config::try_parse_from(["cache-node", "--fsync=sometimes"]).is_err());
+    }
+
+    #[test]
+    fn connection_caps_fit_the_file_limit_and_memory_bounds_fit_the_budget() {
+        // Room for both: as asked.
+        assert_eq!(connection_caps(10_000, 10_000, 1 << 20), (10_000, 10_000));
+        // RLIMIT_NOFILE 128: 56 descriptors beside the reserves, shared in proportion.
+        assert_eq!(connection_caps(10_000, 0, 128), (56, 0));
+        assert_eq!(connection_caps(10_000, 10_000, 128), (28, 28));
+        assert_eq!(connection_caps(10, 10, 16), (1, 1), "never zero");
+
+        let cgroup = empty_cgroup();
+        let settings = |args: &[&str]| {
+            parse(args)
+                .validate_with_cgroup_root(cgroup.path())
+                .expect("valid")
+        };
+        let limits = settings(&["--max-memory=64MiB"]).limits;
+        assert_eq!(
+            limits.max_inflight_bytes,
+            16 << 20,
+            "a quarter of 64 MiB, and the largest body"
+        );
+        assert_eq!(
+            limits.max_response_bytes,
+            16 << 20,
+            "never above the budget"
+        );
+        let limits = settings(&["--max-memory=4GiB"]).limits;
+        assert_eq!(limits.max_inflight_bytes, 1 << 30);
+        assert_eq!(limits.max_response_bytes, 64 << 20);
+        let limits = settings(&["--max-inflight-bytes=1MiB"]).limits;
+        assert_eq!(limits.max_inflight_bytes, 16 << 20, "a batch body must fit");
+        assert_eq!(settings(&[]).limits.max_inflight_bytes, 1 << 30);
+        let refused = |args: &[&str]| {
+            parse(args)
+                .validate_with_cgroup_root(cgroup.path())
+                .is_err()
+        };
+        assert!(refused(&["--max-connections=0"]));
+        assert!(refused(&["--resp-max-clients=0"]));
+        assert!(refused(&["--header-read-timeout=0s"]));
+        assert!(refused(&["--resp-idle-timeout=0s"]));
+        assert!(refused(&["--max-response-bytes=0"]));
     }
 
     #[test]

@@ -39,12 +39,14 @@ mod sweeper;
 // The public surface: what the binary, the integration tests and the benchmarks use.
 
 /// Time and the cluster's token, as the service takes them.
-pub use base::auth::AuthToken;
+pub use base::auth::{AuthToken, PeerCredential};
 pub use base::time::{Clock, ManualClock, SystemClock, Timestamp};
+/// Where the TLS listeners' certificate is read from.
+pub use base::tls::TlsFiles;
 /// The service and what it is made of.
 pub use cache::{Cache, CacheSettings, Limits};
 /// Flags and environment, validated into settings.
-pub use config::{CapacitySource, Config, LogFormat, PeerSource, Settings};
+pub use config::{CapacitySource, Config, LogFormat, PeerSource, Settings, TlsSettings};
 /// The HTTP API over a cache, for in-process tests and benchmarks.
 pub use http::{AppState, app, run};
 /// The metrics registry.
@@ -55,3 +57,15 @@ pub use node::{serve, shutdown_signal};
 pub use persist::{FsyncPolicy, Log, PersistSettings, warm_start};
 /// The store, for benchmarks and tests that measure it alone.
 pub use store::{ENTRY_OVERHEAD, EvictionPolicy, Preconditions, Store, StoreConfig, entry_charge};
+
+/// The parsers of untrusted bytes, public only so that the fuzz targets in `fuzz/`
+/// (docs/fuzzing.md) can drive them without a socket: they are internal to the front ends
+/// otherwise, and nothing else should call them.
+pub mod parsers {
+    /// `If-Match`/`If-None-Match` lists and the expiry of a write (`?ttl=`, `Expires`).
+    pub use crate::http::{ApiError, expiry, preconditions};
+    /// RESP requests off a connection's read buffer.
+    pub use crate::resp::{FrameError, FrameLimits, Parser};
+    /// What `preconditions` yields.
+    pub use crate::store::EtagMatch;
+}

@@ -40,6 +40,21 @@ struct RouteLabels {
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
+/// Labels of a TLS certificate reload.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsReloadLabels {
+    /// `applied` (new connections get the new certificate) or `refused` (the files did not
+    /// make a usable certificate and key; the old ones stay).
+    outcome: &'static str,
+}
+
+/// Labels of a failed TLS handshake.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsListenerLabels {
+    /// `http` or `resp`.
+    listener: &'static str,
+}
+
 /// The node's metrics registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -52,6 +67,10 @@ pub struct Metrics {
     persistence: PersistMetrics,
     /// Replication's metrics (zero on a node without peers).
     replication: Arc<ReplicationMetrics>,
+    /// Reloads of the TLS certificate, by outcome (zero without TLS).
+    tls_reloads: Family<TlsReloadLabels, Counter>,
+    /// TLS handshakes that failed or timed out, by listener (zero without TLS).
+    tls_handshake_failures: Family<TlsListenerLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -88,7 +107,22 @@ impl Metrics {
         persistence.register(&mut registry);
         let replication = Arc::new(ReplicationMetrics::default());
         replication.register(&mut registry);
+        let tls_reloads = Family::<TlsReloadLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Changed TLS certificate files read again, by outcome: applied, or refused (the \
+             previous certificate stays)",
+            tls_reloads.clone(),
+        );
+        let tls_handshake_failures = Family::<TlsListenerLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by listener (http or resp)",
+            tls_handshake_failures.clone(),
+        );
         Metrics {
+            tls_reloads,
+            tls_handshake_failures,
             persistence,
             replication,
             registry,
@@ -121,6 +155,21 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { route, method })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a reload of changed TLS files: `applied`, or refused.
+    pub fn observe_tls_reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "refused" };
+        self.tls_reloads
+            .get_or_create(&TlsReloadLabels { outcome })
+            .inc();
+    }
+
+    /// Records a failed TLS handshake on `listener` (`http` or `resp`).
+    pub fn observe_tls_handshake_failure(&self, listener: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&TlsListenerLabels { listener })
+            .inc();
     }
 
     /// Records one sweep.

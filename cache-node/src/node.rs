@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::base::tasks::Tasks;
 use crate::base::time::SystemClock;
+use crate::base::tls::ServerTls;
 use crate::cache::{Cache, CacheSettings, Peers};
 use crate::config::{CapacitySource, PeerSource, ReplicationConfig, Settings};
 use crate::http::{self, AppState};
@@ -41,15 +43,26 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listen = listener.local_addr()?;
-    let resp_listener = match settings.resp_listen {
-        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
-            io::Error::new(
-                error.kind(),
-                format!("cannot listen for RESP on {address}: {error}"),
-            )
-        })?),
+    let resp_listener = bind(settings.resp_listen, "RESP").await?;
+    // The certificate is read before anything serves, so that a bad one stops the node
+    // with the file named instead of failing every handshake.
+    let tls = match &settings.tls {
+        Some(tls) => Some(Arc::new(ServerTls::load(tls.files.clone()).map_err(
+            |error| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot serve TLS: {error}"),
+                )
+            },
+        )?)),
         None => None,
     };
+    let tls_listener = bind(settings.tls.as_ref().and_then(|tls| tls.listen), "HTTPS").await?;
+    let resp_tls_listener = bind(
+        settings.tls.as_ref().and_then(|tls| tls.resp_listen),
+        "RESP over TLS",
+    )
+    .await?;
     let peers = match &settings.replication {
         Some(config) => Some(peers(config, listen).await),
         None => None,
@@ -64,17 +77,41 @@ pub async fn serve(
         Arc::new(SystemClock),
         peers,
     ));
-    let state = Arc::new(AppState::new(cache.clone()).with_auth(settings.auth.clone()));
+    let peer_auth = settings
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.settings.peer_credential.clone());
+    let state = Arc::new(
+        AppState::new(cache.clone())
+            .with_auth(settings.auth.clone())
+            .with_peer_auth(peer_auth)
+            .with_serve(settings.http_serve.clone()),
+    );
     let resp_listen = resp_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let tls_listen = tls_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let resp_tls_listen = resp_tls_listener
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
     tracing::info!(
         listen = %listen,
         resp_listen = ?resp_listen,
+        tls_listen = ?tls_listen,
+        resp_tls_listen = ?resp_tls_listen,
+        tls_client_certificates = tls.as_ref().map(|tls| tls.requires_client_certificates()),
         schedule = %cache.store().schedule(),
         capacity = %describe_capacity(&settings),
         eviction_policy = %settings.store.eviction_policy,
+        max_connections = settings.http_serve.max_connections,
+        resp_max_clients = settings.resp_bounds.max_clients,
+        max_inflight_bytes = settings.limits.max_inflight_bytes,
+        max_response_bytes = settings.limits.max_response_bytes,
         "cache-node serving"
     );
     // The volume loads while HTTP already answers /healthz (a long load must not fail the
@@ -94,9 +131,23 @@ pub async fn serve(
             // RESP stops accepting at the same moment as HTTP.
             signalled.cancel();
         };
-        let run = http::run(listener, state, shutdown, settings.drain_timeout);
+        let run = http::run(listener, state.clone(), shutdown, settings.drain_timeout);
         async move {
             let result = run.await;
+            stop.cancel();
+            result
+        }
+    };
+    let https = {
+        let stop = stop.clone();
+        let drain = settings.drain_timeout;
+        let tls = tls.clone();
+        async move {
+            let (Some(listener), Some(tls)) = (tls_listener, tls) else {
+                return Ok(());
+            };
+            let shutdown = stop.clone().cancelled_owned();
+            let result = http::run_tls(listener, tls, state, shutdown, drain).await;
             stop.cancel();
             result
         }
@@ -108,21 +159,57 @@ pub async fn serve(
             auth: settings.auth.clone(),
             allow_flush: settings.resp_allow_flush,
             notify: settings.resp_notify,
+            bounds: settings.resp_bounds.clone(),
         };
         let cache = cache.clone();
+        let tls = tls.clone();
         async move {
-            let (Some(listener), Some(address)) = (resp_listener, resp_listen) else {
+            // One state for both RESP listeners: one client list, one CONFIG; INFO and
+            // CONFIG GET port name the plain listener when there is one.
+            let Some(address) = resp_listen.or(resp_tls_listen) else {
                 return Ok(());
             };
             let state = Arc::new(RespState::new(cache, settings, address));
-            let result = resp::run(listener, state, stop.clone().cancelled_owned(), drain).await;
-            stop.cancel();
-            result
+            let plain = async {
+                let Some(listener) = resp_listener else {
+                    return Ok(());
+                };
+                let shutdown = stop.clone().cancelled_owned();
+                let result = resp::run(listener, state.clone(), shutdown, drain).await;
+                stop.cancel();
+                result
+            };
+            let secure = async {
+                let (Some(listener), Some(tls)) = (resp_tls_listener, tls) else {
+                    return Ok(());
+                };
+                let shutdown = stop.clone().cancelled_owned();
+                let result = resp::run_tls(listener, tls, state.clone(), shutdown, drain).await;
+                stop.cancel();
+                result
+            };
+            let (plain, secure) = tokio::join!(plain, secure);
+            plain.and(secure)
         }
     };
+    // The certificate files are read again while the node serves.
+    let reloads = Tasks::new();
+    if let (Some(tls), Some(config)) = (&tls, &settings.tls) {
+        let metrics = cache.clone();
+        reloads.spawn(tls.clone().watch(config.reload_interval, move |outcome| {
+            match outcome {
+                Ok(_) => tracing::info!("TLS certificate reloaded: new connections use it"),
+                Err(error) => tracing::error!(
+                    %error,
+                    "TLS certificate files changed but cannot be used; still serving the previous certificate"
+                ),
+            }
+            metrics.metrics().observe_tls_reload(outcome.is_ok());
+        }));
+    }
     let servers = async move {
-        let (http, resp) = tokio::join!(http, resp);
-        http.and(resp)
+        let (http, https, resp) = tokio::join!(http, https, resp);
+        http.and(https).and(resp)
     };
     tokio::pin!(servers);
     let mut loaded = false;
@@ -152,6 +239,7 @@ pub async fn serve(
             tracing::warn!(%error, "a front end failed while stopping");
         }
     }
+    reloads.stop().await;
     let closed = cache.close().await;
     tracing::info!(
         tasks_running_at_log_close = closed.tasks_running_at_log_close,
@@ -159,6 +247,19 @@ pub async fn serve(
         "cache-node stopped"
     );
     result
+}
+
+/// A listener on `address`, if one is asked for; `what` names it in the error.
+async fn bind(address: Option<SocketAddr>, what: &str) -> io::Result<Option<TcpListener>> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    TcpListener::bind(address).await.map(Some).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot listen for {what} on {address}: {error}"),
+        )
+    })
 }
 
 /// The peers of a replicated node: the static `--peers` list, or the headless Service's

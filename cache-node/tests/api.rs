@@ -304,7 +304,8 @@ async fn conditional_writes() {
     node.send(if_match(&etag, Method::DELETE, ""))
         .await
         .assert_error(StatusCode::PRECONDITION_FAILED, "precondition_failed");
-    for bad in ["1", "W/\"1\"", "\"x\"", "\"1"] {
+    // (A weak tag is no malformed one: tests/http_conformance.rs.)
+    for bad in ["1", "\"x\"", "\"1"] {
         node.send(if_match(bad, Method::PUT, "bad"))
             .await
             .assert_error(StatusCode::BAD_REQUEST, "bad_precondition");

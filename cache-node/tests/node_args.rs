@@ -17,8 +17,8 @@ use cache_node::{CapacitySource, Config, PeerSource};
 use clap::{CommandFactory, Parser};
 use tidecache_contract::Schedule;
 use tidecache_contract::args::{
-    AckLevel, EnvSource, EvictionPolicy, FsyncPolicy, Invocation, LogFormat, NodeArgs, PodField,
-    SecretKeyRef,
+    AckLevel, EnvSource, EvictionPolicy, FsyncPolicy, Invocation, LogFormat, NodeArgs, NodeTls,
+    PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, PodField, SecretKeyRef,
 };
 
 /// Set in the child's environment: the test then parses instead of spawning.
@@ -29,6 +29,9 @@ const POD_NAME: &str = "sessions-4";
 const POD_NAMESPACE: &str = "team-a";
 /// What the Secret holds.
 const TOKEN: &str = "s3cret-token";
+/// What the generated peer-token Secret holds under its two keys.
+const PEER_TOKEN: &str = "peer-token-now";
+const PEER_TOKEN_PREVIOUS: &str = "peer-token-before";
 
 /// Every field set, each to a value that is not cache-node's default, so that a setting that
 /// does not arrive cannot pass for one that did.
@@ -53,6 +56,14 @@ fn node_args() -> NodeArgs {
             name: "sessions-token".into(),
             key: "bearer".into(),
         }),
+        peer_token_secret: "sessions-peer-token".into(),
+        tls: Some(NodeTls {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9443)),
+            resp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 6390))),
+            cert_file: PathBuf::from("/etc/tidecache/tls/tls.crt"),
+            key_file: PathBuf::from("/etc/tidecache/tls/tls.key"),
+            client_ca_file: Some(PathBuf::from("/etc/tidecache/tls/ca.crt")),
+        }),
     }
 }
 
@@ -62,6 +73,13 @@ fn resolve(source: &EnvSource) -> String {
         EnvSource::Value(value) => value.clone(),
         EnvSource::PodField(PodField::Name) => POD_NAME.into(),
         EnvSource::PodField(PodField::Namespace) => POD_NAMESPACE.into(),
+        EnvSource::SecretKey(secret) if secret.name == node_args().peer_token_secret => {
+            match secret.key.as_str() {
+                PEER_TOKEN_KEY => PEER_TOKEN.into(),
+                PEER_TOKEN_PREVIOUS_KEY => PEER_TOKEN_PREVIOUS.into(),
+                other => panic!("the peer-token Secret has no key {other}"),
+            }
+        }
         EnvSource::SecretKey(secret) => {
             assert_eq!(Some(secret), node_args().auth_token.as_ref());
             TOKEN.into()
@@ -147,7 +165,16 @@ fn check_parsed_settings() {
         peers_service,
         write_ack,
         auth_token,
+        peer_token_secret,
+        tls,
     } = node;
+    let tls = tls.expect("TLS is set");
+    let served = settings.tls.as_ref().expect("TLS is on");
+    assert_eq!(served.listen, Some(tls.listen));
+    assert_eq!(served.resp_listen, tls.resp_listen);
+    assert_eq!(served.files.cert, tls.cert_file);
+    assert_eq!(served.files.key, tls.key_file);
+    assert_eq!(served.files.client_ca, tls.client_ca_file);
     let bytes = |value: usize| u64::try_from(value).expect("fits");
     assert_eq!(settings.listen, listen);
     assert_eq!(settings.resp_listen, resp_listen);
@@ -178,11 +205,23 @@ fn check_parsed_settings() {
         settings.auth.map(|token| token.header_value()),
         Some(bearer.clone())
     );
+    // The peers present their own token (and accept the previous one), never the clients'.
+    assert!(!peer_token_secret.is_empty());
+    let credential = replication
+        .settings
+        .peer_credential
+        .expect("a peer credential");
+    let presented: Vec<String> = credential
+        .header_values()
+        .iter()
+        .map(|value| value.to_str().expect("ASCII").to_string())
+        .collect();
     assert_eq!(
-        replication
-            .settings
-            .peer_token
-            .map(|token| token.header_value()),
-        Some(bearer)
+        presented,
+        [
+            format!("Bearer {PEER_TOKEN}"),
+            format!("Bearer {PEER_TOKEN_PREVIOUS}")
+        ]
     );
+    assert!(!credential.admits(Some(&bearer)));
 }

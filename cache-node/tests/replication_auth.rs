@@ -1,6 +1,7 @@
 //! Bearer-token authentication across three `cache-node` processes: clients without the token
 //! are refused and change nothing, probes stay open, and replication between the nodes
-//! carries the token (an `ack=all` write reaches every node).
+//! carries the peers' own token (an `ack=all` write reaches every node; the testkit gives
+//! replicated nodes a `--peer-token`, see `replication_peers.rs` for what it opens).
 
 use cache_node_testkit::{Client, Cluster};
 use http::{Method, StatusCode};
@@ -97,6 +98,6 @@ async fn only_requests_with_the_token_are_served_and_peers_present_it() {
     assert_eq!(
         internal.status,
         StatusCode::UNAUTHORIZED,
-        "internal routes need the token too"
+        "internal routes need a token too (the peers')"
     );
 }

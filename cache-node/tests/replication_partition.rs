@@ -70,7 +70,7 @@ async fn a_node_cut_off_for_30_seconds_converges_after_the_heal() {
     cluster.signal(2, "CONT");
     let healed_at = Instant::now();
     let converged = loop {
-        let digests = digests(&client, [a, b, c]).await;
+        let digests = digests(&client, &cluster.peer_auth(), [a, b, c]).await;
         if digests.iter().all(|d| d.is_some() && *d == digests[0]) {
             let ranges = digests[0].as_ref().map_or(0, Vec::len);
             assert!(ranges > 0, "every node summarises an empty store");
@@ -105,11 +105,21 @@ async fn a_node_cut_off_for_30_seconds_converges_after_the_heal() {
 
 /// Each node's digests (one per bucket and key range, in a fixed order), `None` if it does
 /// not answer.
-async fn digests(client: &Client, nodes: [&str; 3]) -> Vec<Option<Vec<serde_json::Value>>> {
+async fn digests(
+    client: &Client,
+    peer_auth: &str,
+    nodes: [&str; 3],
+) -> Vec<Option<Vec<serde_json::Value>>> {
     let mut out = Vec::new();
     for address in nodes {
         let reply = client
-            .send(Method::GET, address, "/internal/v1/digests", &[], "")
+            .send(
+                Method::GET,
+                address,
+                "/internal/v1/digests",
+                &[("authorization", peer_auth)],
+                "",
+            )
             .await
             .ok()
             .filter(|r| r.status == StatusCode::OK);

@@ -5,7 +5,7 @@
 //!
 //! Left out on purpose: `SET ... EXAT|PXAT <past>` (cache-node deletes the key; Redis 7.0
 //! keeps it logically expired and `DBSIZE` counts it until reclaimed; see docs/resp.md),
-//! lifetimes past the year 9999 (cache-node's last expiry), `INCRBYFLOAT` on values whose
+//! lifetimes past 2262-04-11 (cache-node's last expiry), `INCRBYFLOAT` on values whose
 //! sum a `long double` and a double round differently (so it has keys of its own, `f0` and
 //! `f1`, holding sums of binary fractions), and replies that depend on randomness
 //! (`RANDOMKEY`, `SCAN`'s order).

@@ -29,4 +29,4 @@ pub mod schedule;
 pub mod units;
 
 pub use bucket::{Bucket, is_bucket_expired};
-pub use schedule::{Schedule, ScheduleError};
+pub use schedule::{CronJobHazard, Schedule, ScheduleError};

@@ -11,14 +11,14 @@
 //! where the spec's names meet the binaries' spellings.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tidecache_contract::args;
 
-use crate::build::HTTP_PORT;
+use crate::build::{HTTP_PORT, HTTPS_PORT};
 
 /// The cache-node image used when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/tidecache/cache-node:0.1.0";
@@ -83,6 +83,18 @@ pub const BYTES_PATTERN: &str = r"^[1-9][0-9]*(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
     )
 )]
 #[x_kube(validation = Rule::new(
+    "!has(self.tls) || self.tls.redisPort == 0 || self.tls.redisPort != self.service.redisPort"
+).message(
+    "tls.redisPort must differ from service.redisPort: the pods serve plain RESP on one and \
+     RESP over TLS on the other"
+).field_path(".tls.redisPort"))]
+#[x_kube(validation = Rule::new(format!(
+    "!has(self.tls) || self.service.redisPort != {HTTPS_PORT}"
+)).message(Message::Message(format!(
+    "service.redisPort {HTTPS_PORT} is the cache pods' HTTPS port when tls is set; choose \
+     another port"
+))).field_path(".service.redisPort"))]
+#[x_kube(validation = Rule::new(
     "self.persistence.accessMode != 'ReadWriteOncePod' || self.replicas <= 1"
 ).message(
     "persistence.accessMode ReadWriteOncePod lets only one pod mount the shared volume; \
@@ -141,6 +153,12 @@ pub struct CacheClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
+    /// Optional TLS for clients, on HTTPS and Redis-over-TLS ports beside the plain ones (which
+    /// then serve the cluster's own pods, probes and metrics); the client Service then offers
+    /// the TLS ports only. Without it clients connect in plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
     /// The client Service applications connect to, and the Redis-protocol port of the pods
     /// and both Services.
     #[serde(default)]
@@ -149,6 +167,10 @@ pub struct CacheClusterSpec {
     /// The PodDisruptionBudget that limits voluntary evictions of cache pods.
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
+
+    /// Who may connect to the cache pods: the NetworkPolicy the operator maintains for them.
+    #[serde(default)]
+    pub network: NetworkSpec,
 }
 
 fn default_replicas() -> i32 {
@@ -605,6 +627,64 @@ fn default_token_key() -> String {
     "token".to_string()
 }
 
+/// TLS for clients, from a Secret of type `kubernetes.io/tls` as cert-manager writes it.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new(format!(
+    "self.redisPort != {HTTP_PORT} && self.redisPort != {HTTPS_PORT}"
+))
+    .message(Message::Message(format!(
+        "tls.redisPort must differ from the cache pods' HTTP ({HTTP_PORT}) and HTTPS \
+         ({HTTPS_PORT}) ports"
+    )))
+    .field_path(".redisPort"))]
+#[x_kube(validation = Rule::new("self.redisPort != self.port")
+    .message("tls.redisPort must differ from tls.port: the client Service serves both")
+    .field_path(".redisPort"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Name of a Secret in the CacheCluster's namespace holding `tls.crt` (the certificate
+    /// chain, leaf first) and `tls.key`, and `ca.crt` when clientCertificates is Require. The
+    /// pods read it again when it changes (cert-manager's renewals), without a restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+
+    /// Whether clients must present a certificate issued by a CA of the Secret's `ca.crt`:
+    /// Ignore (the default) or Require.
+    #[serde(default)]
+    pub client_certificates: ClientCertificates,
+
+    /// Port on which the client Service accepts HTTPS (forwarded to the pods' port named
+    /// https, 8443).
+    #[serde(default = "default_https_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Port on which every cache pod, the client Service and the peers Service accept Redis
+    /// clients over TLS, as the port named rediss. 0: no Redis protocol over TLS.
+    #[serde(default = "default_rediss_port")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub redis_port: i32,
+}
+
+fn default_https_port() -> i32 {
+    i32::from(HTTPS_PORT)
+}
+
+fn default_rediss_port() -> i32 {
+    6380
+}
+
+/// Whether TLS clients must present a certificate.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCertificates {
+    /// Clients present none (any they offer is not asked for).
+    #[default]
+    Ignore,
+    /// Every TLS client must present a certificate that chains to the Secret's `ca.crt`;
+    /// others are refused in the handshake.
+    Require,
+}
+
 /// The client Service, and the Redis-protocol port of both Services and the pods.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[x_kube(validation = Rule::new("self.redisPort != self.port")
@@ -708,6 +788,67 @@ impl Default for PodDisruptionBudgetSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// The NetworkPolicy of the cache pods. It admits the cluster's own cache pods on every port
+/// (peers replicate over the HTTP port), clients from the allowed sources on the client ports,
+/// and scrapers from the allowed sources on the HTTP port (`/metrics`). It restricts ingress
+/// only: the pods must reach DNS, the API server and each other.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Whether the operator creates the NetworkPolicy (an existing one is deleted when false).
+    /// It takes effect only where the cluster's network plugin enforces NetworkPolicies.
+    #[serde(default = "default_true")]
+    pub policy: bool,
+
+    /// Where clients may connect from, on the HTTP and Redis ports (on the TLS ports instead
+    /// when TLS is on, the plain ones then serving the cluster's own pods only). The
+    /// CacheCluster's own namespace when unset.
+    #[serde(default)]
+    pub clients: TrafficSources,
+
+    /// Where Prometheus may scrape `/metrics` from, on the pods' HTTP port. The CacheCluster's
+    /// own namespace when unset.
+    #[serde(default)]
+    pub metrics: TrafficSources,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            policy: true,
+            clients: TrafficSources::default(),
+            metrics: TrafficSources::default(),
+        }
+    }
+}
+
+/// The sources a rule of the NetworkPolicy admits: every source, or the pods of the named and
+/// the selected namespaces; the pods of the CacheCluster's own namespace when none is set.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[x_kube(validation = Rule::new(
+    "!self.all || ((!has(self.namespaces) || size(self.namespaces) == 0) && \
+     !has(self.namespaceSelector))"
+).message(
+    "all admits every source already; leave namespaces and namespaceSelector unset with it"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSources {
+    /// Every source, in the Kubernetes cluster or outside it (e.g. through a NodePort or
+    /// LoadBalancer Service): the rule has no `from`.
+    #[serde(default)]
+    pub all: bool,
+
+    /// Names of further namespaces whose pods are admitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub namespaces: Vec<String>,
+
+    /// Further namespaces by label, e.g. `matchLabels: {team: payments}`; `{}` selects every
+    /// namespace (every pod of the cluster, but nothing outside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
 }
 
 /// The observed state of a CacheCluster, written only by the operator.
@@ -865,6 +1006,69 @@ mod tests {
             broken_rules(&cluster, None),
             ["service.redisPort 8080 is the cache pods' HTTP port; choose another port"]
         );
+    }
+
+    #[test]
+    fn the_tls_ports_clash_with_no_other_port() {
+        let mut cluster = fixtures::minimal();
+        let tls = |port, redis_port| TlsSpec {
+            secret_name: "demo-tls".into(),
+            client_certificates: ClientCertificates::Require,
+            port,
+            redis_port,
+        };
+        cluster.spec.tls = Some(tls(443, 6380));
+        assert!(broken_rules(&cluster, None).is_empty());
+        cluster.spec.tls = Some(tls(443, 0));
+        cluster.spec.service.redis_port = 0;
+        assert!(
+            broken_rules(&cluster, None).is_empty(),
+            "0 switches both off"
+        );
+        cluster.spec.service.redis_port = 6379;
+        for (tls, service_redis_port, message) in [
+            (
+                tls(443, 6379),
+                6379,
+                "tls.redisPort must differ from service.redisPort: the pods serve plain RESP on \
+                 one and RESP over TLS on the other",
+            ),
+            (
+                tls(443, 8443),
+                6379,
+                "tls.redisPort must differ from the cache pods' HTTP (8080) and HTTPS (8443) ports",
+            ),
+            (
+                tls(6380, 6380),
+                6379,
+                "tls.redisPort must differ from tls.port: the client Service serves both",
+            ),
+            (
+                tls(443, 6380),
+                8443,
+                "service.redisPort 8443 is the cache pods' HTTPS port when tls is set; choose \
+                 another port",
+            ),
+        ] {
+            cluster.spec.tls = Some(tls);
+            cluster.spec.service.redis_port = service_redis_port;
+            assert_eq!(broken_rules(&cluster, None), [message]);
+        }
+    }
+
+    #[test]
+    fn all_sources_take_no_namespaces_besides() {
+        let mut cluster = fixtures::minimal();
+        cluster.spec.network.clients.all = true;
+        assert!(broken_rules(&cluster, None).is_empty());
+        cluster.spec.network.clients.namespaces = vec!["web".into()];
+        let message =
+            "all admits every source already; leave namespaces and namespaceSelector unset with it";
+        assert_eq!(broken_rules(&cluster, None), [message]);
+        let mut cluster = fixtures::minimal();
+        cluster.spec.network.metrics.all = true;
+        cluster.spec.network.metrics.namespace_selector = Some(LabelSelector::default());
+        assert_eq!(broken_rules(&cluster, None), [message]);
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub const MANAGER: &str = "tidecache-operator";
 /// hash differs from the desired one is re-applied even if the fields still match.
 pub const APPLIED_HASH_ANNOTATION: &str = "tidecache.io/applied-hash";
 
+/// Annotation an admin sets on a CacheCluster to rotate its peer token: each new value
+/// rotates it once (the old token stays accepted as the previous one until the next rotation).
+pub const ROTATE_PEER_TOKEN_ANNOTATION: &str = "tidecache.io/rotate-peer-token";
+/// Annotation on the peer-token Secret: the value of [`ROTATE_PEER_TOKEN_ANNOTATION`] its
+/// token was generated for, so that one value rotates once.
+pub const PEER_TOKEN_ROTATION_ANNOTATION: &str = "tidecache.io/peer-token-rotation";
+/// Annotation on the cache pods' template naming the peer token's revision (the Secret's uid
+/// and rotation), so that a new token rolls the pods (a Secret's value in an environment
+/// variable is read only when a container starts).
+pub const PEER_TOKEN_REVISION_ANNOTATION: &str = "tidecache.io/peer-token-revision";
+
 /// The labels every child of `cluster` carries.
 pub fn common(cluster: &str, component: &str) -> BTreeMap<String, String> {
     let mut labels = selector(cluster, component);
@@ -101,9 +112,19 @@ pub mod names {
         cluster.to_string()
     }
 
+    /// The NetworkPolicy of the cache pods.
+    pub fn network_policy(cluster: &str) -> String {
+        cluster.to_string()
+    }
+
     /// The ServiceAccount (and RoleBinding) of the cache pods.
     pub fn cache_account(cluster: &str) -> String {
         format!("{cluster}-cache")
+    }
+
+    /// The Secret holding the token the cache pods present to each other.
+    pub fn peer_token(cluster: &str) -> String {
+        format!("{cluster}-peer-token")
     }
 }
 

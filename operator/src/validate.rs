@@ -11,13 +11,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::Utc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
-use tidecache_contract::args::{JanitorArgs, LogFormat, NodeArgs, SecretKeyRef};
+use tidecache_contract::args::{JanitorArgs, LogFormat, NodeArgs, NodeTls, SecretKeyRef};
 use tidecache_contract::{Schedule, ScheduleError, units};
 
-use crate::build::{DATA_DIR, HTTP_PORT};
-use crate::crd::{CacheCluster, CacheClusterSpec, ServiceSpec};
+use crate::build::{DATA_DIR, HTTP_PORT, HTTPS_PORT, TLS_DIR};
+use crate::crd::{CacheCluster, CacheClusterSpec, ClientCertificates, ServiceSpec, TrafficSources};
 use crate::labels;
 
 /// Longest CacheCluster name: the janitor CronJob is named `<name>-janitor` and a CronJob name
@@ -74,6 +75,10 @@ pub struct ValidatedCluster {
     pub node: NodeArgs,
     /// What every janitor run is started with.
     pub janitor: JanitorArgs,
+    /// The revision of the peer-token Secret the pods must run with (see
+    /// `labels::PEER_TOKEN_REVISION_ANNOTATION`): not part of the spec, so `None` here; the
+    /// reconciler sets it once it has ensured the Secret, before building.
+    pub peer_token_revision: Option<String>,
 }
 
 /// Checks `cluster` and returns the builders' input.
@@ -108,6 +113,15 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
     let spec = &cluster.spec;
     let schedule = Schedule::new(&spec.expiry.schedule, spec.expiry.time_zone.as_deref())
         .map_err(|error| schedule_error(&error))?;
+    // Refused rather than warned about: the janitor CronJob is what frees the volume, and
+    // there the CronJob controller can stop scheduling it for good without a word in the
+    // CacheCluster's status.
+    if let Some(hazard) = schedule.cronjob_hazard(Utc::now()) {
+        return Err(ValidationError::invalid(
+            "spec.expiry.timeZone",
+            hazard.to_string(),
+        ));
+    }
     let default_ttl = parse_duration(&spec.expiry.default_ttl)
         .map_err(|message| ValidationError::invalid("spec.expiry.defaultTTL", message))?;
     let max_ttl = parse_duration(&spec.expiry.max_ttl)
@@ -141,6 +155,8 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         ));
     }
     let resp_port = redis_port(&spec.service)?;
+    namespace_names(&spec.network.clients, "spec.network.clients.namespaces")?;
+    namespace_names(&spec.network.metrics, "spec.network.metrics.namespaces")?;
     let node = NodeArgs {
         listen: SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)),
         resp_listen: resp_port.map(|port| SocketAddr::from(([0, 0, 0, 0], port))),
@@ -161,6 +177,8 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
             name: auth.secret_name.clone(),
             key: auth.key.clone(),
         }),
+        peer_token_secret: labels::names::peer_token(&name),
+        tls: tls(spec, resp_port)?,
     };
     let janitor = JanitorArgs {
         data_dir: PathBuf::from(DATA_DIR),
@@ -177,6 +195,7 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         schedule,
         node,
         janitor,
+        peer_token_revision: None,
     })
 }
 
@@ -222,6 +241,103 @@ fn redis_port(service: &ServiceSpec) -> Result<Option<u16>, ValidationError> {
         ));
     }
     Ok(Some(port))
+}
+
+/// The pods' TLS listeners and the files of the mounted `spec.tls` Secret. The schema's
+/// range and rules refuse clashing ports; re-checked because an older CRD lacks them.
+fn tls(
+    spec: &CacheClusterSpec,
+    resp_port: Option<u16>,
+) -> Result<Option<NodeTls>, ValidationError> {
+    let Some(tls) = &spec.tls else {
+        return Ok(None);
+    };
+    let field = "spec.tls.redisPort";
+    let redis_port = u16::try_from(tls.redis_port).map_err(|_| {
+        ValidationError::invalid(
+            field,
+            format!(
+                "is {}; use a port from 1 to 65535, or 0 for no Redis protocol over TLS",
+                tls.redis_port
+            ),
+        )
+    })?;
+    if resp_port == Some(HTTPS_PORT) {
+        return Err(ValidationError::invalid(
+            "spec.service.redisPort",
+            format!(
+                "service.redisPort {HTTPS_PORT} is the cache pods' HTTPS port when tls is set; \
+                 choose another port"
+            ),
+        ));
+    }
+    if redis_port != 0 {
+        if redis_port == HTTP_PORT || redis_port == HTTPS_PORT {
+            return Err(ValidationError::invalid(
+                field,
+                format!(
+                    "tls.redisPort must differ from the cache pods' HTTP ({HTTP_PORT}) and HTTPS \
+                     ({HTTPS_PORT}) ports"
+                ),
+            ));
+        }
+        if Some(redis_port) == resp_port {
+            return Err(ValidationError::invalid(
+                field,
+                "tls.redisPort must differ from service.redisPort: the pods serve plain RESP on \
+                 one and RESP over TLS on the other",
+            ));
+        }
+        if i32::from(redis_port) == tls.port {
+            return Err(ValidationError::invalid(
+                field,
+                "tls.redisPort must differ from tls.port: the client Service serves both",
+            ));
+        }
+    }
+    u16::try_from(tls.port)
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| {
+            ValidationError::invalid(
+                "spec.tls.port",
+                format!("is {}; use a port from 1 to 65535", tls.port),
+            )
+        })?;
+    let file = |name: &str| PathBuf::from(TLS_DIR).join(name);
+    Ok(Some(NodeTls {
+        listen: SocketAddr::from(([0, 0, 0, 0], HTTPS_PORT)),
+        resp_listen: (redis_port != 0).then(|| SocketAddr::from(([0, 0, 0, 0], redis_port))),
+        cert_file: file("tls.crt"),
+        key_file: file("tls.key"),
+        client_ca_file: match tls.client_certificates {
+            ClientCertificates::Ignore => None,
+            ClientCertificates::Require => Some(file("ca.crt")),
+        },
+    }))
+}
+
+/// The namespace names of a NetworkPolicy rule: each must be a DNS label, as namespace names
+/// are, or it would select nothing and the rule would silently admit no one from it.
+fn namespace_names(sources: &TrafficSources, field: &'static str) -> Result<(), ValidationError> {
+    let is_label = |name: &str| {
+        (1..=63).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+    };
+    match sources.namespaces.iter().find(|name| !is_label(name)) {
+        Some(name) => Err(ValidationError::invalid(
+            field,
+            format!(
+                "\"{name}\" is not a namespace name; use lowercase letters, digits and '-', at \
+                 most 63 characters, starting and ending with a letter or digit"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Which field a schedule error is about: the time zone or the expression.
@@ -332,6 +448,73 @@ mod tests {
     }
 
     #[test]
+    fn zones_the_cronjob_controller_mis_schedules_are_refused_with_why() {
+        for (schedule, zone, why) in [
+            (
+                "0 2 * * *",
+                "Australia/Lord_Howe",
+                "which is a change of 30 minutes, not whole hours",
+            ),
+            (
+                "45 3 * * *",
+                "Pacific/Chatham",
+                "which is not at a whole hour",
+            ),
+        ] {
+            let mut cluster = fixtures::minimal();
+            cluster.spec.expiry.schedule = schedule.into();
+            cluster.spec.expiry.time_zone = Some(zone.into());
+            let message = invalid_message(&cluster);
+            let expected = format!("spec.expiry.timeZone: {zone} changes its UTC offset");
+            assert!(message.starts_with(&expected), "{message}");
+            for fragment in [
+                why,
+                "robfig/cron v3",
+                &format!("the schedule \"{schedule}\" excludes"),
+                "Use an hour field of *",
+            ] {
+                assert!(message.contains(fragment), "{fragment}: {message}");
+            }
+        }
+        // The same zones with every hour allowed run exactly on the fire times.
+        for zone in ["Australia/Lord_Howe", "Pacific/Chatham"] {
+            let mut cluster = fixtures::minimal();
+            cluster.spec.expiry.schedule = "*/15 * * * *".into();
+            cluster.spec.expiry.time_zone = Some(zone.into());
+            validate(&cluster).expect("an hour field of * is scheduled correctly");
+        }
+    }
+
+    #[test]
+    fn network_namespaces_must_be_namespace_names() {
+        for (bad, field) in [
+            ("Payments", "clients"),
+            ("-web", "metrics"),
+            ("a_b", "clients"),
+            ("", "metrics"),
+        ] {
+            let mut cluster = fixtures::minimal();
+            let sources = if field == "clients" {
+                &mut cluster.spec.network.clients
+            } else {
+                &mut cluster.spec.network.metrics
+            };
+            sources.namespaces = vec!["web".into(), bad.into()];
+            assert_eq!(
+                invalid_message(&cluster),
+                format!(
+                    "spec.network.{field}.namespaces: \"{bad}\" is not a namespace name; use \
+                     lowercase letters, digits and '-', at most 63 characters, starting and \
+                     ending with a letter or digit"
+                )
+            );
+        }
+        let mut cluster = fixtures::minimal();
+        cluster.spec.network.clients.namespaces = vec!["web-2".into(), "x".repeat(63)];
+        validate(&cluster).expect("namespace names");
+    }
+
+    #[test]
     fn ttl_order_and_forms_are_checked() {
         let mut cluster = fixtures::minimal();
         cluster.spec.expiry.default_ttl = "2h".into();
@@ -388,5 +571,53 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn tls_ports_that_clash_are_refused_naming_the_field() {
+        let tls = |redis_port, port| crate::crd::TlsSpec {
+            secret_name: "demo-tls".into(),
+            client_certificates: ClientCertificates::Ignore,
+            port,
+            redis_port,
+        };
+        for (service_redis_port, tls_spec, expected) in [
+            (
+                6379,
+                tls(6379, 8443),
+                "spec.tls.redisPort: tls.redisPort must differ from service.redisPort",
+            ),
+            (
+                6379,
+                tls(8443, 443),
+                "spec.tls.redisPort: tls.redisPort must differ from the cache pods' HTTP",
+            ),
+            (
+                6379,
+                tls(6380, 6380),
+                "spec.tls.redisPort: tls.redisPort must differ from tls.port",
+            ),
+            (
+                8443,
+                tls(6380, 8443),
+                "spec.service.redisPort: service.redisPort 8443 is the cache pods' HTTPS port",
+            ),
+            (6379, tls(70_000, 8443), "spec.tls.redisPort: is 70000"),
+            (6379, tls(6380, 0), "spec.tls.port: is 0"),
+        ] {
+            let mut cluster = fixtures::minimal();
+            cluster.spec.service.redis_port = service_redis_port;
+            cluster.spec.tls = Some(tls_spec);
+            let message = invalid_message(&cluster);
+            assert!(message.starts_with(expected), "{message}");
+        }
+        let mut cluster = fixtures::minimal();
+        cluster.spec.tls = Some(tls(6380, 8443));
+        let node = validate(&cluster).expect("valid").node;
+        assert_eq!(
+            node.tls
+                .map(|tls| (tls.listen.port(), tls.resp_listen.map(|a| a.port()))),
+            Some((HTTPS_PORT, Some(6380)))
+        );
     }
 }

@@ -81,6 +81,7 @@ fn operator_may_apply_every_child() {
         ("", "persistentvolumeclaims"),
         ("batch", "cronjobs"),
         ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "networkpolicies"),
         ("rbac.authorization.k8s.io", "rolebindings"),
     ];
     for (group, resource) in children {
@@ -98,13 +99,27 @@ fn operator_may_apply_every_child() {
         "patch"
     ));
     assert!(grants(&rules, "events.k8s.io", "events", "create"));
-    // Nothing may be deleted except a PodDisruptionBudget that was disabled.
+    // The generated peer-token Secret: read by name, created, replaced on rotation; Secrets
+    // are never listed or watched (the operator has no business reading others').
+    for verb in ["get", "create", "update"] {
+        assert!(grants(&rules, "", "secrets", verb), "{verb} secrets");
+    }
+    for verb in ["list", "watch"] {
+        assert!(!grants(&rules, "", "secrets", verb), "{verb} secrets");
+    }
+    // Nothing may be deleted except a PodDisruptionBudget or NetworkPolicy that was disabled.
     let deletable: Vec<&PolicyRule> = rules
         .iter()
         .filter(|rule| rule.verbs.iter().any(|v| v == "delete" || v == "*"))
         .collect();
-    assert_eq!(deletable.len(), 1);
+    assert_eq!(deletable.len(), 2);
     assert!(grants(&rules, "policy", "poddisruptionbudgets", "delete"));
+    assert!(grants(
+        &rules,
+        "networking.k8s.io",
+        "networkpolicies",
+        "delete"
+    ));
 }
 
 #[test]

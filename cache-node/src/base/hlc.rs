@@ -19,11 +19,19 @@ use crate::base::time::Timestamp;
 /// Bits of a clock value that hold the logical counter.
 const LOGICAL_BITS: u32 = 16;
 
-/// How far ahead of our wall clock a received version may be before it stops moving our
-/// clock: a peer with a badly wrong clock then cannot drag every later version on this node
-/// into the future (its own writes still win until real time catches up, which is the price
-/// of last-writer-wins with a broken clock, and is logged by the caller).
+/// How far ahead of our wall clock a version may be. Beyond it a received version does not
+/// move our clock (a peer with a badly wrong clock, or a forged version, cannot drag every
+/// later version on this node into the future), replication refuses the record (counted in
+/// `tidecache_replication_refused_records_total{reason="future_version"}`), and a local entry
+/// holding such a version gives way to a peer's record (see `store::replica`). A constant,
+/// not a flag: every node must draw the line at the same place, or they would disagree on
+/// which records exist.
 pub const MAX_FORWARD_SKEW_MILLIS: i64 = 60_000;
+
+/// Whether clock value `hlc` is more than [`MAX_FORWARD_SKEW_MILLIS`] ahead of `now`.
+pub fn is_beyond_skew(hlc: u64, now: Timestamp) -> bool {
+    millis_of(hlc) > now.as_millis().saturating_add(MAX_FORWARD_SKEW_MILLIS)
+}
 
 /// The clock value of wall-clock instant `now` with a zero counter.
 pub fn physical(now: Timestamp) -> u64 {
@@ -79,7 +87,7 @@ impl HybridClock {
     /// every later local version is larger. Returns `false`, leaving the clock alone, when the
     /// version is more than [`MAX_FORWARD_SKEW_MILLIS`] ahead of `now`.
     pub fn observe(&self, seen: Version, now: Timestamp) -> bool {
-        if millis_of(seen.hlc) > now.as_millis().saturating_add(MAX_FORWARD_SKEW_MILLIS) {
+        if is_beyond_skew(seen.hlc, now) {
             return false;
         }
         self.last.fetch_max(seen.hlc, Ordering::AcqRel);
@@ -126,6 +134,18 @@ mod tests {
             node: 9,
         };
         assert!(!clock.observe(future, at(1_000)));
+        assert!(!clock.observe(
+            Version {
+                hlc: u64::MAX,
+                node: 9
+            },
+            at(1_000)
+        ));
+        assert!(is_beyond_skew(u64::MAX, at(1_000)));
+        assert!(!is_beyond_skew(
+            physical(at(1_000 + MAX_FORWARD_SKEW_MILLIS)),
+            at(1_000)
+        ));
         assert_eq!(clock.next(at(1_000)).hlc, physical(at(1_000)));
     }
 

@@ -6,12 +6,13 @@
 //! - `time`: [`Timestamp`](time::Timestamp) and the injectable [`Clock`](time::Clock).
 //! - `version`: [`Version`](version::Version), what an ETag names; `hlc`: the clock that
 //!   issues versions.
-//! - `auth`: the cluster's [`AuthToken`](auth::AuthToken).
+//! - `auth`: the clients' [`AuthToken`](auth::AuthToken) and the peers' [`PeerCredential`](auth::PeerCredential).
 //! - `journal`: how a change becomes durable before it is acknowledged ([`Journal`](journal::Journal)
 //!   and [`Commit`](journal::Commit)), and how the store undoes one that did not.
 //! - `replica`: what replication and the warm start need from the store.
 //! - `digest`: key-range digests anti-entropy compares.
 //! - `tasks`: who owns a background task, and how it is stopped.
+//! - `tls`: the certificate clients are served with, and its reload.
 //! - `events`: the keys the store removes on its own (expired, evicted), for notifications.
 
 pub mod auth;
@@ -22,4 +23,5 @@ pub mod journal;
 pub mod replica;
 pub mod tasks;
 pub mod time;
+pub mod tls;
 pub mod version;

@@ -13,6 +13,12 @@ use chrono::{DateTime, Utc};
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The last instant whose Unix nanoseconds fit in an `i64`, the type records keep
+    /// expiries in on disk and between peers: 2262-04-11T23:47:16.854Z, the last whole
+    /// millisecond before 2262-04-11T23:47:16.854775807Z. [`Timestamp::to_unix_nanos`] fails
+    /// exactly after it.
+    pub const LAST_IN_UNIX_NANOS: Timestamp = Timestamp(i64::MAX / 1_000_000);
+
     /// The instant `millis` milliseconds after the Unix epoch.
     pub const fn from_millis(millis: i64) -> Timestamp {
         Timestamp(millis)
@@ -162,5 +168,13 @@ mod tests {
             Timestamp::from_millis(i64::MAX / 1_000).to_unix_nanos(),
             None
         );
+        let last = Timestamp::LAST_IN_UNIX_NANOS;
+        assert_eq!(last.to_unix_nanos(), Some(9_223_372_036_854_000_000));
+        assert_eq!(
+            Timestamp::from_millis(last.as_millis() + 1).to_unix_nanos(),
+            None
+        );
+        assert_eq!(Timestamp::from_unix_nanos(i64::MAX), last);
+        assert_eq!(last.to_string(), "2262-04-11T23:47:16.854+00:00");
     }
 }

@@ -19,6 +19,7 @@
 //!    sent or applied after it), then the sweeper, then syncs and closes the log. Nothing that
 //!    could touch the store still runs when the log closes.
 
+mod budget;
 mod error;
 mod limits;
 mod update;
@@ -33,6 +34,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+pub use budget::{Budget, Charge};
 pub use error::WriteError;
 pub use limits::{Lifetime, LifetimeError, Limits};
 pub use update::{Edit, UpdateError};
@@ -45,7 +47,9 @@ use crate::base::time::{Clock, Timestamp};
 use crate::metrics::Metrics;
 use crate::persist::{self, Log, PersistSettings};
 use crate::replication::wire::Fetch;
-use crate::replication::{Discovery, ReceiveError, Received, Replication, ReplicationSettings};
+use crate::replication::{
+    Discovery, ReceiveError, Received, RecordLimits, Replication, ReplicationSettings,
+};
 use crate::store::{Hit, Store, StoreConfig};
 use crate::sweeper;
 
@@ -88,6 +92,8 @@ pub struct Cache {
     store: Arc<Store>,
     /// Limits every front end enforces.
     limits: Limits,
+    /// Request bodies and responses in flight, against `limits.max_inflight_bytes`.
+    inflight: Budget,
     /// The metrics registry.
     metrics: Arc<Metrics>,
     /// Replication to the other nodes; `None` on a node without peers.
@@ -126,12 +132,21 @@ impl Cache {
         ));
         let metrics = Arc::new(Metrics::new(store.clone()));
         let replication = peers.map(|peers| {
+            // Peers are held to the limits clients are.
+            let records = RecordLimits {
+                max_key_bytes: settings.limits.max_key_bytes,
+                max_value_bytes: settings.limits.max_value_bytes,
+                max_ttl: settings.limits.max_ttl,
+            };
             Replication::start(
                 store.clone(),
                 versions,
                 clock,
                 peers.discovery,
-                peers.settings,
+                ReplicationSettings {
+                    records,
+                    ..peers.settings
+                },
                 metrics.replication().clone(),
                 tasks.child(),
             )
@@ -140,6 +155,7 @@ impl Cache {
         let loaded = settings.persistence.is_none() && replication.is_none();
         Cache {
             store,
+            inflight: Budget::new(settings.limits.max_inflight_bytes),
             limits: settings.limits,
             metrics,
             replication,
@@ -268,6 +284,11 @@ impl Cache {
     /// The limits every front end enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The budget every front end charges request bodies and responses in flight to.
+    pub fn inflight(&self) -> &Budget {
+        &self.inflight
     }
 
     /// The metrics registry.

@@ -10,17 +10,19 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::headers::{self, http_date};
-use super::{AppState, ack, body, key, lifetime};
+use super::{AppState, ack, body, key, lifetime, query};
 use crate::base::time::Timestamp;
 use crate::cache::Write;
+use crate::store::Hit;
 
 /// `POST /v1/batch/get` body.
 #[derive(Debug, Deserialize)]
@@ -44,12 +46,6 @@ pub struct GetResult {
     expires: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl_seconds: Option<u64>,
-}
-
-/// `POST /v1/batch/get` response.
-#[derive(Debug, Serialize)]
-pub struct GetResponse {
-    entries: Vec<GetResult>,
 }
 
 /// `POST /v1/batch/put` body.
@@ -102,9 +98,11 @@ pub struct PutResponse {
 /// `POST /v1/batch/get`.
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
     request_headers: HeaderMap,
     request_body: Body,
-) -> Result<Json<GetResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    query::parse(uri.query(), &[])?;
     let request: GetRequest = read_json(&state, &request_headers, request_body).await?;
     check_count(&state, request.keys.len())?;
     for (index, key) in request.keys.iter().enumerate() {
@@ -116,37 +114,84 @@ pub async fn get(
         })?;
     }
     let now = state.cache.now();
-    let entries = request
-        .keys
-        .into_iter()
-        .map(|key| match state.cache.get(key.as_bytes()) {
-            Some(hit) => GetResult {
-                found: true,
-                value: Some(BASE64.encode(&hit.value)),
-                etag: Some(format!("\"{}\"", hit.version)),
-                expires: hit.expires_at.map(date),
-                ttl_seconds: hit.expires_at.map(|expiry| now.until(expiry).as_secs()),
-                key,
-            },
-            None => GetResult {
-                key,
-                found: false,
-                value: None,
-                etag: None,
-                expires: None,
-                ttl_seconds: None,
-            },
-        })
-        .collect();
-    Ok(Json(GetResponse { entries }))
+    let max = state.cache.limits().max_response_bytes;
+    let over_budget = || ApiError::OverBudget {
+        total: state.cache.inflight().total(),
+    };
+    // The response is serialized entry by entry into chunks charged to the in-flight budget,
+    // and refused as soon as it would pass `max`: a thousand reads of one large value cost
+    // at most `max` bytes, never the whole amplification.
+    let mut charge = state
+        .cache
+        .inflight()
+        .try_charge(0)
+        .ok_or_else(over_budget)?;
+    let mut chunks = vec![Bytes::from_static(b"{\"entries\":[")];
+    let mut len = chunks[0].len() + RESPONSE_END.len();
+    for (index, key) in request.keys.into_iter().enumerate() {
+        let hit = state.cache.get(key.as_bytes());
+        // Refused before the value is encoded, from the encoded length alone.
+        let encoded = hit
+            .as_ref()
+            .map_or(0, |hit| hit.value.len().div_ceil(3) * 4);
+        if len + encoded + key.len() > max {
+            return Err(ApiError::ResponseTooLarge { max });
+        }
+        let mut entry = if index == 0 { Vec::new() } else { vec![b','] };
+        serde_json::to_writer(&mut entry, &result(key, hit, now))
+            .map_err(|_| ApiError::Internal)?;
+        len += entry.len();
+        if len > max {
+            return Err(ApiError::ResponseTooLarge { max });
+        }
+        if !charge.try_grow(entry.len()) {
+            return Err(over_budget());
+        }
+        chunks.push(Bytes::from(entry));
+    }
+    chunks.push(Bytes::from_static(RESPONSE_END));
+    let mut response = Response::new(Body::new(body::Charged::new(chunks, charge)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// What closes a batch get response, `{"entries": [GetResult, ...]}`.
+const RESPONSE_END: &[u8] = b"]}";
+
+/// One key's entry in a batch get response.
+fn result(key: String, hit: Option<Hit>, now: Timestamp) -> GetResult {
+    match hit {
+        Some(hit) => GetResult {
+            found: true,
+            value: Some(BASE64.encode(&hit.value)),
+            etag: Some(format!("\"{}\"", hit.version)),
+            expires: hit.expires_at.map(date),
+            ttl_seconds: hit.expires_at.map(|expiry| now.until(expiry).as_secs()),
+            key,
+        },
+        None => GetResult {
+            key,
+            found: false,
+            value: None,
+            etag: None,
+            expires: None,
+            ttl_seconds: None,
+        },
+    }
 }
 
 /// `POST /v1/batch/put`.
 pub async fn put(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
     request_headers: HeaderMap,
     request_body: Body,
 ) -> Result<Json<PutResponse>, ApiError> {
+    // Lifetimes are per entry (`ttl`): a `?ttl=` here would be ignored, so it is refused.
+    query::parse(uri.query(), &[])?;
     let request: PutRequest = read_json(&state, &request_headers, request_body).await?;
     let level = ack::requested_level(&request_headers)?;
     check_count(&state, request.entries.len())?;

@@ -1,11 +1,21 @@
-//! Reading request bodies under a size limit, without ever buffering more than the limit.
+//! Reading request bodies under a size limit, without ever buffering more than the limit;
+//! and [`Charged`], a response body whose bytes stay charged to the in-flight budget until it
+//! is sent.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, header};
 use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
 
 use super::error::ApiError;
+use super::serve::BodyBound;
+use crate::cache::Charge;
 
 /// Reads `body` if it is at most `max` bytes; `too_large` otherwise.
 ///
@@ -15,7 +25,8 @@ use super::error::ApiError;
 /// the whole buffer for the entry's lifetime, uncounted.
 ///
 /// # Errors
-/// `too_large`, or [`ApiError::BodyRead`] if the body cannot be read.
+/// `too_large`; [`ApiError::OverBudget`] or [`ApiError::BodyTimeout`] when the server loop
+/// stopped the body (see `serve`); [`ApiError::BodyRead`] if the body cannot be read.
 pub async fn read_limited(
     body: Body,
     headers: &HeaderMap,
@@ -32,9 +43,7 @@ pub async fn read_limited(
     let mut buffer = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
     let mut body = body;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| ApiError::BodyRead {
-            reason: error.to_string(),
-        })?;
+        let frame = frame.map_err(read_error)?;
         if let Ok(data) = frame.into_data() {
             if buffer.len() + data.len() > max {
                 return Err(too_large);
@@ -46,5 +55,64 @@ pub async fn read_limited(
         Ok(buffer.freeze())
     } else {
         Ok(Bytes::copy_from_slice(&buffer))
+    }
+}
+
+/// The refusal for a body that failed: the server loop's bound if it stopped the body, else
+/// what the connection reported.
+fn read_error(error: axum::Error) -> ApiError {
+    let error = error.into_inner();
+    match error.downcast_ref::<BodyBound>() {
+        Some(BodyBound::OverBudget { total }) => ApiError::OverBudget { total: *total },
+        Some(BodyBound::TimedOut { timeout }) => ApiError::BodyTimeout { timeout: *timeout },
+        None => ApiError::BodyRead {
+            reason: error.to_string(),
+        },
+    }
+}
+
+/// A response body built in chunks whose bytes are charged to the in-flight budget: the
+/// charge is given back when the body is dropped, that is once hyper has written it (or the
+/// client went away).
+#[derive(Debug)]
+pub struct Charged {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+    _charge: Charge,
+}
+
+impl Charged {
+    /// A body of `chunks`, in order, holding `charge`.
+    pub fn new(chunks: Vec<Bytes>, charge: Charge) -> Charged {
+        let remaining = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        Charged {
+            chunks: chunks.into(),
+            remaining,
+            _charge: charge,
+        }
+    }
+}
+
+impl hyper::body::Body for Charged {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let chunk = self.chunks.pop_front();
+        if let Some(chunk) = &chunk {
+            self.remaining -= chunk.len() as u64;
+        }
+        Poll::Ready(chunk.map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }

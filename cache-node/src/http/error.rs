@@ -10,6 +10,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use super::headers::etag;
 use crate::base::journal::CommitError;
+use crate::base::time::Timestamp;
 use crate::base::version::Version;
 use crate::cache::{LifetimeError, WriteError};
 use crate::replication::AckError;
@@ -112,6 +113,32 @@ pub enum ApiError {
     /// Both `ttl` and `Expires`.
     #[error("give either ?ttl= or an Expires header, not both")]
     TtlAndExpires,
+    /// The expiry asked for (by `ttl`, `Expires` or the default TTL) is after the last one
+    /// records can hold.
+    #[error(
+        "the expiry asked for is after {} ({last}), the last one tidecache can store \
+         (expiries are kept as 64-bit Unix nanoseconds); send an earlier Expires or a shorter \
+         ttl", httpdate::fmt_http_date(last.to_system_time())
+    )]
+    ExpiryOutOfRange {
+        /// The last expiry accepted.
+        last: Timestamp,
+    },
+    /// A query parameter the route does not take: refused rather than ignored, so that a
+    /// misspelt `?TTL=` does not store an entry that never expires.
+    #[error("unknown query parameter \"{name}\"; {}", accepted_list(accepted))]
+    UnknownParameter {
+        /// The parameter's name as sent (percent-decoded).
+        name: String,
+        /// The parameters the route takes.
+        accepted: &'static [&'static str],
+    },
+    /// A query parameter given more than once.
+    #[error("the query parameter \"{name}\" is given more than once; give it once")]
+    RepeatedParameter {
+        /// The parameter's name.
+        name: &'static str,
+    },
     /// A malformed `If-Match` / `If-None-Match`.
     #[error(
         "the {header} header \"{value}\" is invalid: {problem}; send * or ETags exactly as this \
@@ -165,10 +192,16 @@ pub enum ApiError {
         path: String,
     },
     /// The route exists but not with this method.
-    #[error("method {method} is not allowed here; see /openapi.json for the API")]
+    #[error(
+        "method {method} is not allowed here; the Allow header lists the methods this route \
+         takes (see /openapi.json for the API)"
+    )]
     MethodNotAllowed {
         /// The method used.
         method: String,
+        /// The `Allow` list to send; `None` where the router adds the route's own list, which
+        /// it does for every route whose methods it knows.
+        allow: Option<&'static str>,
     },
     /// The data volume is full: the write was not stored.
     #[error("nothing was stored: {0}; free space on the volume or delete entries, then retry")]
@@ -195,6 +228,42 @@ pub enum ApiError {
     /// The node is not ready (starting or draining).
     #[error("the node is not ready: {0}")]
     NotReady(&'static str),
+    /// Request bodies and responses in flight use up the node's budget for them.
+    #[error(
+        "the node's budget of {total} bytes for request bodies and responses in flight is used \
+         up; retry after the Retry-After delay, or send smaller requests"
+    )]
+    OverBudget {
+        /// The budget (`--max-inflight-bytes`).
+        total: usize,
+    },
+    /// The request body did not arrive within `--body-read-timeout`.
+    #[error(
+        "the request body did not arrive within {}s of its headers; send it at once, or in \
+         smaller requests", timeout.as_secs_f64()
+    )]
+    BodyTimeout {
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// A batch read whose response would exceed `--max-response-bytes`.
+    #[error(
+        "the response would be larger than the maximum of {max} bytes (--max-response-bytes); \
+         ask for fewer keys per request"
+    )]
+    ResponseTooLarge {
+        /// The maximum response size.
+        max: usize,
+    },
+    /// A connection beyond `--max-connections`, which serves only the probes and `/metrics`.
+    #[error(
+        "the node is serving its maximum of {max} connections; this connection serves only \
+         /healthz, /readyz and /metrics: retry later, or reuse fewer, busier connections"
+    )]
+    ServerBusy {
+        /// `--max-connections`.
+        max: usize,
+    },
     /// Something that should not fail did (the metrics could not be encoded, an accepted
     /// write could not be encoded for replication); the log has the details.
     #[error("internal error; the node's log has the details")]
@@ -215,13 +284,20 @@ impl ApiError {
             | ApiError::BadExpires { .. }
             | ApiError::ExpiresInPast
             | ApiError::TtlAndExpires
+            | ApiError::ExpiryOutOfRange { .. }
+            | ApiError::UnknownParameter { .. }
+            | ApiError::RepeatedParameter { .. }
             | ApiError::BadPrecondition { .. }
             | ApiError::BadJson { .. }
             | ApiError::BodyRead { .. }
             | ApiError::Unschedulable(_) => StatusCode::BAD_REQUEST,
             ApiError::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
-            ApiError::ValueTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
+            ApiError::ValueTooLarge { .. }
+            | ApiError::BatchTooLarge { .. }
+            | ApiError::ResponseTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::OverBudget { .. } | ApiError::ServerBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -254,6 +330,9 @@ impl ApiError {
             ApiError::BadExpires { .. } => "bad_expires",
             ApiError::ExpiresInPast => "expires_in_past",
             ApiError::TtlAndExpires => "ttl_and_expires",
+            ApiError::ExpiryOutOfRange { .. } => "expiry_out_of_range",
+            ApiError::UnknownParameter { .. } => "unknown_parameter",
+            ApiError::RepeatedParameter { .. } => "repeated_parameter",
             ApiError::BadPrecondition { .. } => "bad_precondition",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
             ApiError::KeyNotFound => "not_found",
@@ -270,6 +349,10 @@ impl ApiError {
             ApiError::NotReady(_) => "not_ready",
             ApiError::BadAckLevel(_) => "bad_ack_level",
             ApiError::AckNotReached(_) => "ack_level_not_reached",
+            ApiError::OverBudget { .. } => "over_memory_budget",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::ResponseTooLarge { .. } => "response_too_large",
+            ApiError::ServerBusy { .. } => "server_busy",
             ApiError::Internal => "internal",
         }
     }
@@ -300,11 +383,18 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"tidecache\""),
             );
         }
-        if let ApiError::MethodNotAllowed { .. } = self {
-            response.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, PUT, DELETE, POST"),
-            );
+        if let ApiError::OverBudget { .. } | ApiError::ServerBusy { .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::MethodNotAllowed {
+            allow: Some(allow), ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }
@@ -349,6 +439,7 @@ impl From<LifetimeError> for ApiError {
             LifetimeError::InPast => ApiError::ExpiresInPast,
             LifetimeError::OverMax { asked, max } => ApiError::TtlOverMax { asked, max },
             LifetimeError::Required { max } => ApiError::TtlRequired { max },
+            LifetimeError::AfterLast { last } => ApiError::ExpiryOutOfRange { last },
         }
     }
 }
@@ -365,6 +456,17 @@ impl From<WriteError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+/// The accepted parameters, as a refusal lists them.
+fn accepted_list(accepted: &[&str]) -> String {
+    match accepted {
+        [] => "this route takes no query parameters".to_string(),
+        names => format!(
+            "this route takes only {} (names are case-sensitive)",
+            names.join(", ")
+        ),
     }
 }
 

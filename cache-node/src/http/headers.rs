@@ -36,15 +36,32 @@ pub fn insert_expiry(headers: &mut HeaderMap, expires_at: Option<Timestamp>, now
     }
 }
 
-/// The preconditions a request carries.
+/// How a condition compares entity tags (RFC 9110 §8.8.3.2). Every ETag this server issues is
+/// strong, so the two differ only on a weak tag a client sends: `W/"x"` matches `"x"` under
+/// weak comparison and nothing under strong comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    Strong,
+    Weak,
+}
+
+/// The preconditions a request carries. `If-Match` compares strongly (RFC 9110 §13.1.1), so
+/// a weak tag in it never matches; `If-None-Match` compares weakly (§13.1.2), so a weak tag
+/// matches its strong version: a client revalidating a weak tag a cache in between made from
+/// ours gets 304.
 ///
 /// # Errors
-/// [`ApiError::BadPrecondition`] when a header is not `*` or a list of strong ETags this
-/// server could have issued.
+/// [`ApiError::BadPrecondition`] when a header is not `*` or a list of ETags (strong or weak)
+/// this server could have issued.
 pub fn preconditions(headers: &HeaderMap) -> Result<Preconditions, ApiError> {
     Ok(Preconditions {
-        if_match: etag_match(headers, header::IF_MATCH, "If-Match")?,
-        if_none_match: etag_match(headers, header::IF_NONE_MATCH, "If-None-Match")?,
+        if_match: etag_match(headers, header::IF_MATCH, "If-Match", Comparison::Strong)?,
+        if_none_match: etag_match(
+            headers,
+            header::IF_NONE_MATCH,
+            "If-None-Match",
+            Comparison::Weak,
+        )?,
     })
 }
 
@@ -52,6 +69,7 @@ fn etag_match(
     headers: &HeaderMap,
     name: HeaderName,
     label: &'static str,
+    comparison: Comparison,
 ) -> Result<Option<EtagMatch>, ApiError> {
     let mut values = headers.get_all(name).iter().peekable();
     if values.peek().is_none() {
@@ -69,19 +87,23 @@ fn etag_match(
             if tag == "*" {
                 return Ok(Some(EtagMatch::Any));
             }
-            if tag.starts_with("W/") {
-                return Err(bad(
-                    "weak ETags never match for writes (strong comparison applies)",
-                ));
-            }
-            let inner = tag
+            // The weak indicator is case-sensitive (RFC 9110 §8.8.3).
+            let (weak, quoted) = match tag.strip_prefix("W/") {
+                Some(quoted) => (true, quoted),
+                None => (false, tag),
+            };
+            let inner = quoted
                 .strip_prefix('"')
                 .and_then(|t| t.strip_suffix('"'))
                 .ok_or_else(|| bad("ETags must be in double quotes"))?;
             let version = inner
                 .parse::<Version>()
                 .map_err(|_| bad("it is not an ETag issued by tidecache"))?;
-            versions.push(version);
+            // Under strong comparison a weak tag matches nothing: it is dropped, and a list
+            // of weak tags alone is a condition that never holds.
+            if !(weak && comparison == Comparison::Strong) {
+                versions.push(version);
+            }
         }
     }
     Ok(Some(EtagMatch::Versions(versions)))
@@ -109,10 +131,29 @@ mod tests {
             list.if_match,
             Some(EtagMatch::Versions(vec![Version::new(1), Version::new(22)]))
         );
-        for bad in ["1", "W/\"1\"", "\"abc\"", "\"1", ""] {
+        for bad in ["1", "W/1", "w/\"1\"", "W/\"abc\"", "\"abc\"", "\"1", ""] {
             let error = preconditions(&with(header::IF_MATCH, bad)).expect_err(bad);
             assert_eq!(error.code(), "bad_precondition");
+            let error = preconditions(&with(header::IF_NONE_MATCH, bad)).expect_err(bad);
+            assert_eq!(error.code(), "bad_precondition");
         }
+    }
+
+    #[test]
+    fn weak_tags_match_only_under_weak_comparison() {
+        let weak = preconditions(&with(header::IF_NONE_MATCH, "W/\"7\", \"8\"")).expect("valid");
+        assert_eq!(
+            weak.if_none_match,
+            Some(EtagMatch::Versions(vec![Version::new(7), Version::new(8)]))
+        );
+        let strong = preconditions(&with(header::IF_MATCH, "W/\"7\", \"8\"")).expect("valid");
+        assert_eq!(
+            strong.if_match,
+            Some(EtagMatch::Versions(vec![Version::new(8)]))
+        );
+        let never = preconditions(&with(header::IF_MATCH, "W/\"7\"")).expect("valid");
+        assert!(!never.hold(Some(Version::new(7))));
+        assert!(!never.hold(None));
     }
 
     #[test]

@@ -9,12 +9,12 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use super::error::ApiError;
 use super::headers::{self, BUCKET, etag, insert_expiry};
-use super::{AppState, ack, body, key, lifetime};
+use super::{AppState, ack, body, key, lifetime, query};
 use crate::cache::Write;
 use crate::store::{EtagMatch, Hit};
 
 /// `GET`: the value with `ETag`, `Expires` and `Tidecache-Ttl`; 304 if `If-None-Match`
-/// lists the current ETag; 404 when absent or expired.
+/// lists the current ETag (weakly: `W/"x"` lists `"x"`); 404 when absent or expired.
 pub async fn get(
     State(state): State<Arc<AppState>>,
     uri: Uri,
@@ -38,6 +38,7 @@ fn read(
     request_headers: &HeaderMap,
     with_body: bool,
 ) -> Result<Response, ApiError> {
+    query::parse(uri.query(), &[])?;
     let key = key::from_path(uri.path(), state.cache.limits().max_key_bytes)?;
     let conditions = headers::preconditions(request_headers)?;
     let Hit {
@@ -85,12 +86,12 @@ pub async fn put(
     let limits = state.cache.limits();
     // Everything about the request is checked before the body is read, so a bad request
     // costs no body transfer.
+    let [ttl] = query::parse(uri.query(), &["ttl"])?;
     let key = key::from_path(uri.path(), limits.max_key_bytes)?;
     let conditions = headers::preconditions(&request_headers)?;
     let level = ack::requested_level(&request_headers)?;
     let now = state.cache.now();
-    let ttl = lifetime::ttl_param(uri.query())?;
-    let expires_at = lifetime::expiry(ttl, &request_headers, now, limits)?;
+    let expires_at = lifetime::expiry(ttl.as_deref(), &request_headers, now, limits)?;
     let value = body::read_limited(
         request_body,
         &request_headers,
@@ -136,6 +137,7 @@ pub async fn delete(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    query::parse(uri.query(), &[])?;
     let key = key::from_path(uri.path(), state.cache.limits().max_key_bytes)?;
     let conditions = headers::preconditions(&request_headers)?;
     let level = ack::requested_level(&request_headers)?;
@@ -151,8 +153,11 @@ pub async fn empty(State(state): State<Arc<AppState>>, method: Method) -> ApiErr
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE => ApiError::EmptyKey {
             max: state.cache.limits().max_key_bytes,
         },
+        // `any` routes give the router no list of methods, so the answer names those of
+        // the key routes itself.
         other => ApiError::MethodNotAllowed {
             method: other.to_string(),
+            allow: Some("GET,HEAD,PUT,DELETE"),
         },
     }
 }

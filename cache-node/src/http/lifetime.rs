@@ -51,26 +51,6 @@ pub fn ttl_from_text(text: &str) -> Result<Duration, ApiError> {
         })
 }
 
-/// The value of the `ttl` parameter in a query string, if present.
-///
-/// # Errors
-/// [`ApiError::BadTtl`] if `ttl` appears more than once.
-pub fn ttl_param(query: Option<&str>) -> Result<Option<&str>, ApiError> {
-    let mut values = query
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .filter(|(name, _)| *name == "ttl")
-        .map(|(_, value)| value);
-    let first = values.next();
-    if values.next().is_some() {
-        return Err(ApiError::BadTtl {
-            value: "given more than once".to_string(),
-        });
-    }
-    Ok(first)
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -122,8 +102,8 @@ mod tests {
         );
         assert_eq!(
             expiry(Some("999999999999"), &none, NOW, &open).map_err(|e| e.code()),
-            Err("ttl_over_max"),
-            "beyond year 9999"
+            Err("expiry_out_of_range"),
+            "beyond 2262"
         );
     }
 
@@ -146,13 +126,20 @@ mod tests {
             code(&expires("Sun, 06 Nov 1994 08:50:37 GMT"), Some("5s")),
             Err("ttl_and_expires")
         );
-    }
-
-    #[test]
-    fn finds_the_ttl_parameter() {
-        assert_eq!(ttl_param(None), Ok(None));
-        assert_eq!(ttl_param(Some("a=1&ttl=90s")), Ok(Some("90s")));
-        assert_eq!(ttl_param(Some("ttl")), Ok(Some("")));
-        assert!(ttl_param(Some("ttl=1&ttl=2")).is_err());
+        assert_eq!(
+            code(&expires("Fri, 11 Apr 2262 23:47:16 GMT"), None),
+            Ok(Some(Timestamp::from_millis(9_223_372_036_000)))
+        );
+        for late in [
+            "Fri, 11 Apr 2262 23:47:17 GMT",
+            "Mon, 01 Jan 2300 00:00:00 GMT",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                code(&expires(late), None),
+                Err("expiry_out_of_range"),
+                "{late}"
+            );
+        }
     }
 }

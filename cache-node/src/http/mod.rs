@@ -5,7 +5,9 @@
 //!   internal routes peers call.
 //! - `probes`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`; `openapi`: the document.
 //! - `error`: every refusal with its status and JSON body; `headers`, `key`, `lifetime`,
-//!   `body`, `ack`: parsing what a request carries; `auth`: the bearer-token check.
+//!   `query`, `body`, `ack`: parsing what a request carries; `auth`: the bearer-token check.
+//! - `serve`: the server loop: one hyper connection per socket under the connection cap,
+//!   the timeouts and the in-flight memory budget (`docs/limits.md`).
 //!
 //! Every handler only translates: it parses the request, calls the [`Cache`], and renders
 //! the outcome. The write path itself is `cache::write`.
@@ -25,6 +27,8 @@ mod lifetime;
 mod openapi;
 mod peer;
 mod probes;
+mod query;
+mod serve;
 
 #[cfg(test)]
 mod tests;
@@ -42,29 +46,57 @@ use axum::routing::{any, get, post};
 use http::{Method, Uri};
 use tokio::net::TcpListener;
 
-use crate::base::auth::AuthToken;
+use crate::base::auth::{AuthToken, PeerCredential};
+use crate::base::tls::ServerTls;
 use crate::cache::Cache;
 pub use error::ApiError;
+pub use headers::preconditions;
+pub use lifetime::expiry;
+pub use serve::{PROBE_RESERVE, ServeSettings};
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
     /// The cache every route calls.
     pub cache: Arc<Cache>,
-    /// The bearer token key and internal routes require; `None` serves them openly.
+    /// The bearer token key routes require; `None` serves them openly. It never opens the
+    /// internal routes.
     pub auth: Option<AuthToken>,
+    /// The token the internal routes require (see [`PeerCredential`]); `None` serves them
+    /// openly only when `auth` is `None` too, and refuses every internal call otherwise.
+    pub peer_auth: Option<PeerCredential>,
+    /// The server loop's bounds: connections and timeouts.
+    pub serve: ServeSettings,
 }
 
 impl AppState {
     /// State over `cache`, serving key and internal routes openly.
     pub fn new(cache: Arc<Cache>) -> AppState {
-        AppState { cache, auth: None }
+        AppState {
+            cache,
+            auth: None,
+            peer_auth: None,
+            serve: ServeSettings::default(),
+        }
     }
 
-    /// The same state with key and internal routes requiring `token`.
+    /// The same state served under `serve`'s bounds.
+    pub fn with_serve(self, serve: ServeSettings) -> AppState {
+        AppState { serve, ..self }
+    }
+
+    /// The same state with key routes requiring `token`.
     pub fn with_auth(self, token: Option<AuthToken>) -> AppState {
         AppState {
             auth: token,
+            ..self
+        }
+    }
+
+    /// The same state with internal routes requiring the peers' `credential`.
+    pub fn with_peer_auth(self, credential: Option<PeerCredential>) -> AppState {
+        AppState {
+            peer_auth: credential,
             ..self
         }
     }
@@ -92,7 +124,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let internal = if state.cache.is_replicated() {
         peer::routes(state.cache.limits()).route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::require_peer_token,
         ))
     } else {
         Router::new()
@@ -110,43 +142,34 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes; then `/readyz` turns 503, the
-/// listener closes, and in-flight requests get up to `drain` to finish.
+/// Serves [`app`] on `listener` under the bounds of `state.serve` until `shutdown`
+/// completes; then `/readyz` turns 503, the listener closes, and in-flight requests get up to
+/// `drain` to finish (see `serve`).
 ///
 /// # Errors
-/// An I/O error of the listener.
+/// None so far: a failed accept is logged and retried.
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> io::Result<()> {
-    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let cache = state.cache.clone();
-    let signal = async move {
-        shutdown.await;
-        cache.start_draining();
-        tracing::info!(
-            drain_secs = drain.as_secs_f64(),
-            "shutting down: draining requests"
-        );
-        let _ = draining_tx.send(());
-    };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
-    let deadline = async move {
-        if draining_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!("drain timeout passed; closing the remaining connections");
-            Ok(())
-        }
-    }
+    serve::serve(listener, None, state, shutdown, drain).await
+}
+
+/// [`run`] over TLS: every connection accepted on `listener` handshakes with `tls`'s
+/// current certificate, then is served the same API under the same bounds.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> io::Result<()> {
+    serve::serve(listener, Some(tls), state, shutdown, drain).await
 }
 
 /// Refuses key requests while the data volume is being loaded.
@@ -168,9 +191,12 @@ async fn not_found(uri: Uri) -> ApiError {
     }
 }
 
+/// A known path with a method it does not take. The router adds the route's own `Allow`
+/// list to the answer (it does so whenever the handler sets none).
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed {
         method: method.to_string(),
+        allow: None,
     }
 }
 

@@ -13,6 +13,14 @@ pub fn document(limits: &Limits) -> Value {
             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
         })
     };
+    // Every /v1 route requires the token when the node has one (see the bearer scheme).
+    let unauthorized = error(
+        "Authentication is on (--auth-token) and the request lacks 'Authorization: Bearer \
+         <token>' or carries another token; WWW-Authenticate: Bearer.",
+    );
+    let unauthorized_head = json!({
+        "description": "As for GET, without the body: the Bearer token is missing or wrong."
+    });
     let key_param = json!({
         "name": "key", "in": "path", "required": true,
         "description": format!(
@@ -66,22 +74,24 @@ pub fn document(limits: &Limits) -> Value {
     );
     let if_match = json!({
         "name": "If-Match", "in": "header", "required": false,
-        "description": "Write only if the current entry's ETag is listed (compare-and-set), or exists (*). 412 otherwise.",
+        "description": "Write only if the current entry's ETag is listed (compare-and-set), or exists (*). 412 otherwise. Strong comparison: a weak ETag (W/\"...\") never matches.",
         "schema": { "type": "string" }
     });
     let if_none_match_write = json!({
         "name": "If-None-Match", "in": "header", "required": false,
-        "description": "Write only if the key has no live entry (*: create only) or its ETag is not listed. 412 otherwise.",
+        "description": "Write only if the key has no live entry (*: create only) or its ETag is not listed. 412 otherwise. Weak comparison: W/\"x\" lists \"x\".",
         "schema": { "type": "string" }
     });
     let if_none_match_read = json!({
         "name": "If-None-Match", "in": "header", "required": false,
-        "description": "304 Not Modified if the current ETag is listed (or * and the key exists).",
+        "description": "304 Not Modified if the current ETag is listed (or * and the key exists). Weak comparison: W/\"x\" matches \"x\".",
         "schema": { "type": "string" }
     });
     let ttl_rule = format!(
         "Lifetime from ?ttl= (90s, 15m, 2h or plain seconds, > 0) or an Expires header (not both); \
-         otherwise the default TTL ({}); at most the maximum TTL ({}).",
+         otherwise the default TTL ({}); at most the maximum TTL ({}). No expiry may be after \
+         Fri, 11 Apr 2262 23:47:16 GMT (expiries are kept as 64-bit Unix nanoseconds): 400 \
+         expiry_out_of_range.",
         limits
             .default_ttl
             .map_or("none: no expiry".to_string(), |ttl| format!(
@@ -112,7 +122,8 @@ pub fn document(limits: &Limits) -> Value {
                         "200": { "description": "The value.", "headers": read_headers,
                                  "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
                         "304": { "description": "The ETag given in If-None-Match is current." },
-                        "400": error("Malformed key encoding or If-None-Match."),
+                        "400": error("Malformed key encoding or If-None-Match, or a query parameter (GET takes none)."),
+                        "401": unauthorized,
                         "404": error("The key does not exist or has expired."),
                         "414": error("The key is longer than the maximum.")
                     }
@@ -123,6 +134,8 @@ pub fn document(limits: &Limits) -> Value {
                     "responses": {
                         "200": { "description": "The entry exists.", "headers": read_headers },
                         "304": { "description": "The ETag given in If-None-Match is current." },
+                        "400": { "description": "As for GET, without the body." },
+                        "401": unauthorized_head,
                         "404": { "description": "The key does not exist or has expired." }
                     }
                 },
@@ -145,7 +158,8 @@ pub fn document(limits: &Limits) -> Value {
                     "responses": {
                         "201": { "description": "Created (the key had no live entry).", "headers": write_headers },
                         "204": { "description": "Replaced.", "headers": write_headers },
-                        "400": error("Bad ttl or Expires, both given, lifetime over the maximum or required, malformed key encoding or precondition header."),
+                        "400": error("Bad ttl or Expires, both given, lifetime over the maximum or required, expiry after 2262-04-11T23:47:16Z, a query parameter other than ttl (or ttl twice), malformed key encoding or precondition header."),
+                        "401": unauthorized,
                         "412": error("If-Match or If-None-Match did not hold; ETag carries the current version."),
                         "413": error("The value is larger than the maximum (refused before reading it)."),
                         "414": error("The key is longer than the maximum."),
@@ -158,7 +172,8 @@ pub fn document(limits: &Limits) -> Value {
                     "parameters": [if_match, if_none_match_write, ack],
                     "responses": {
                         "204": { "description": "Deleted.", "headers": acked_headers },
-                        "400": error("Malformed key encoding or precondition header."),
+                        "400": error("Malformed key encoding or precondition header, or a query parameter (DELETE takes none)."),
+                        "401": unauthorized,
                         "404": error("The key does not exist or has expired."),
                         "412": error("If-Match or If-None-Match did not hold."),
                         "414": error("The key is longer than the maximum."),
@@ -169,14 +184,16 @@ pub fn document(limits: &Limits) -> Value {
             "/v1/batch/get": {
                 "post": {
                     "summary": "Read many keys",
-                    "description": format!("At most {} keys; body at most {} bytes.", limits.max_batch_entries, limits.max_batch_bytes),
+                    "description": format!("At most {} keys; body at most {} bytes; response at most {} bytes (--max-response-bytes).", limits.max_batch_entries, limits.max_batch_bytes, limits.max_response_bytes),
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchGetRequest" } } } },
                     "responses": {
                         "200": { "description": "One result per key, in request order.",
                                  "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchGetResponse" } } } },
-                        "400": error("Malformed JSON, an invalid key, or too many keys."),
-                        "413": error("The body is larger than the maximum."),
-                        "415": error("The body is not application/json.")
+                        "400": error("Malformed JSON, an invalid key, too many keys, or a query parameter (this route takes none)."),
+                        "401": unauthorized,
+                        "413": error("The body is larger than the maximum, or the response would be (response_too_large: ask for fewer keys)."),
+                        "415": error("The body is not application/json."),
+                        "503": error("The node's budget for bodies and responses in flight is used up (over_memory_budget); retry after Retry-After.")
                     }
                 }
             },
@@ -193,7 +210,8 @@ pub fn document(limits: &Limits) -> Value {
                     "responses": {
                         "200": { "description": "One result per entry, in request order.",
                                  "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchPutResponse" } } } },
-                        "400": error("Malformed JSON, an invalid entry (key, base64 value, ttl, precondition), or too many entries."),
+                        "400": error("Malformed JSON, an invalid entry (key, base64 value, ttl, precondition), too many entries, or a query parameter (this route takes none: ttl is per entry)."),
+                        "401": unauthorized,
                         "413": error("The body is larger than the maximum."),
                         "415": error("The body is not application/json.")
                     }
@@ -218,9 +236,10 @@ pub fn document(limits: &Limits) -> Value {
                 "bearer": {
                     "type": "http", "scheme": "bearer",
                     "description": "Only when the node runs with --auth-token (TIDECACHE_AUTH_TOKEN, from \
-                        the Secret in the CacheCluster's spec.auth): /v1/* and /internal/* then answer 401 \
-                        {\"error\": \"unauthorized\"} without 'Authorization: Bearer <token>'. Probes, \
-                        /metrics and this document stay open."
+                        the Secret in the CacheCluster's spec.auth): /v1/* then answer 401 \
+                        {\"error\": \"unauthorized\"} without 'Authorization: Bearer <token>'. The \
+                        internal routes take only the peers' token (--peer-token), never this one. \
+                        Probes, /metrics and this document stay open."
                 }
             },
             "schemas": {

@@ -35,7 +35,9 @@ pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
 }
 
 /// Applies a batch. 200 with how many records changed the store; 503 while loading and 400
-/// for a damaged batch (nothing applied; the sender retries).
+/// for a damaged batch (nothing applied; the sender retries); 422 `record_refused`, naming
+/// the limit, when a record is beyond this node's limits or its version too far ahead of
+/// its clock (nothing applied; the sender does not retry it).
 async fn replicate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     match state.cache.receive(&body) {
         Ok(received) => axum::Json(json!({
@@ -73,6 +75,9 @@ fn refusal(error: &PeerError) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
         }
         PeerError::Receive(ReceiveError::Damaged(_)) => (StatusCode::BAD_REQUEST, "bad_batch"),
+        PeerError::Receive(ReceiveError::Refused { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "record_refused")
+        }
     };
     (
         status,

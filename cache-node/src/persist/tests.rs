@@ -369,6 +369,114 @@ async fn a_flipped_bit_rejects_that_record_only() {
     node.stop().await;
 }
 
+/// The smuggling case through the node: a client stores a value that holds a
+/// perfectly encoded record of another key, one bit of the carrying record's header flips on
+/// disk, and the node restarts. The embedded key must not be served; the record after the
+/// damaged one must be, and the damage is counted and its bytes reported.
+#[tokio::test]
+async fn a_record_embedded_in_a_value_is_not_served_after_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    node.put("first", "one", None).await.expect("durable");
+    let mut value = b"looks like data: ".to_vec();
+    tidecache_contract::disk::RecordRef {
+        key: b"smuggled",
+        version: tidecache_contract::disk::Version { hlc: 1, node: 0 },
+        expiry_unix_nanos: None,
+        value: Some(b"no client wrote this key"),
+    }
+    .encode(&mut value)
+    .expect("within limits");
+    node.store
+        .put_journaled(
+            Bytes::from_static(b"carrier"),
+            Bytes::from(value),
+            None,
+            &Preconditions::none(),
+        )
+        .expect("accepted in memory")
+        .durable()
+        .await
+        .expect("durable");
+    node.put("after", "three", None).await.expect("durable");
+    node.stop().await;
+    let segment = segments(&settings.data_dir).pop().expect("a segment");
+    let mut bytes = fs::read(&segment).expect("read");
+    let carrier = bytes
+        .windows(7)
+        .position(|window| window == b"carrier")
+        .expect("the carrier's key");
+    // The body length, in the carrier's header (the key follows the header).
+    bytes[carrier - tidecache_contract::disk::RECORD_HEADER_LEN + 16] ^= 0x01;
+    fs::write(&segment, &bytes).expect("write");
+
+    let node = Node::start(&settings, &clock);
+    assert_eq!(node.value("smuggled"), None, "a key no client wrote");
+    assert_eq!(node.value("carrier"), None, "the damaged record");
+    assert_eq!(node.value("first").as_deref(), Some("one"));
+    assert_eq!(node.value("after").as_deref(), Some("three"));
+    assert_eq!(node.report.corrupt_records, 1);
+    assert!(node.report.corrupt_bytes > 0);
+    node.stop().await;
+}
+
+/// A bucket directory replaced by a link to a directory outside the data dir: the write is
+/// refused with an error naming the link, undone in memory, and nothing is created where the
+/// link points. A link in place of the cluster directory stops the warm start.
+#[tokio::test]
+async fn a_linked_directory_is_never_written_through_or_loaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), "node-a", FsyncPolicy::Always);
+    let clock = clock();
+    let node = Node::start(&settings, &clock);
+    node.put("k", "durable", Some(60)).await.expect("durable");
+    let later = clock
+        .now()
+        .checked_add(Duration::from_secs(3600))
+        .expect("time");
+    let bucket = Schedule::every_minute()
+        .bucket_for(later.to_datetime().expect("time"))
+        .and_then(tidecache_contract::Bucket::new)
+        .expect("bucket");
+    let link = settings.root().area_dir(Area::Bucket(bucket));
+    std::os::unix::fs::symlink(outside.path(), &link).expect("link");
+
+    let refused = node.put("k", "redirected", Some(3600)).await;
+    let Err(CommitError::Io(message)) = refused else {
+        panic!("refused as an I/O error: {refused:?}");
+    };
+    assert!(
+        message.contains(&link.display().to_string()),
+        "names the link: {message}"
+    );
+    assert_eq!(node.value("k").as_deref(), Some("durable"), "undone");
+    assert_eq!(
+        fs::read_dir(outside.path()).expect("list").count(),
+        0,
+        "nothing created outside the data dir"
+    );
+    node.stop().await;
+
+    // The whole cluster directory moved away and replaced by a link to it.
+    let root = settings.root();
+    let moved = outside.path().join("demo");
+    fs::rename(root.path(), &moved).expect("move");
+    std::os::unix::fs::symlink(&moved, root.path()).expect("link");
+    let store = Store::new(StoreConfig::new(Schedule::every_minute()), clock.clone());
+    let refused = warm_start(&root, &store, &PersistMetrics::default())
+        .expect_err("a linked cluster directory is not loaded");
+    assert!(
+        refused
+            .to_string()
+            .contains("symbolic links are never followed"),
+        "{refused}"
+    );
+    assert!(store.get(b"k").is_none());
+}
+
 #[tokio::test]
 async fn a_mostly_garbage_persistent_area_is_compacted() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,7 +6,9 @@
 //! - Across all areas and nodes, the newest record of each key wins (contract version: clock,
 //!   then node tag; a value beats a tombstone of the same version, which is the shadow a write
 //!   leaves in the area it moved the key from). A winning tombstone deletes the key.
-//! - A corrupt record is skipped, counted and logged, never served; a torn tail (an append cut
+//! - A corrupt record is skipped, counted and logged, never served (the format never takes
+//!   bytes inside a record, such as a value that holds an encoded record, for a record); a
+//!   torn tail (an append cut
 //!   short by a crash) is ignored; an unreadable segment is counted, logged and skipped. None
 //!   of them stops the node.
 //! - Winners already expired, and entries the memory capacity refuses, are not loaded.
@@ -53,8 +55,11 @@ pub struct LoadReport {
     pub expired: u64,
     /// Entries the store refused (memory capacity under `noeviction`).
     pub refused: u64,
-    /// Corrupt records skipped.
+    /// Damaged regions skipped (a damaged record, or bytes up to the next record the writer
+    /// vouched for).
     pub corrupt_records: u64,
+    /// The bytes of those regions.
+    pub corrupt_bytes: u64,
     /// Torn tails ignored.
     pub torn_tails: u64,
     /// Segments that could not be read at all.
@@ -129,6 +134,7 @@ pub fn warm_start(
                 }
                 Ok(Decoded::Corrupt { offset, len }) => {
                     report.corrupt_records += 1;
+                    report.corrupt_bytes += len;
                     tracing::error!(
                         segment = %path(),
                         offset,
@@ -215,6 +221,7 @@ pub fn warm_start(
         refused = report.refused,
         expired_buckets = report.expired_buckets,
         corrupt_records = report.corrupt_records,
+        corrupt_bytes = report.corrupt_bytes,
         torn_tails = report.torn_tails,
         unreadable_segments = report.unreadable_segments,
         elapsed_ms = report.elapsed.as_millis() as u64,

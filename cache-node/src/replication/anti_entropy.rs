@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::admit::{self, RecordLimits};
 use super::membership::Peer;
 use super::metrics::ReplicationMetrics;
 use super::transport::{self, HttpClient, PeerError};
@@ -78,6 +79,8 @@ pub struct PassReport {
 /// Runs anti-entropy passes against peers.
 #[derive(Debug, Clone)]
 pub struct AntiEntropy {
+    /// What fetched records are held to.
+    pub(super) limits: RecordLimits,
     /// The local store.
     pub(super) replica: Arc<dyn Replica>,
     /// The node's clock, moved past every version received.
@@ -184,6 +187,18 @@ impl AntiEntropy {
                 source,
             })?;
             report.buckets_fetched += chunk.len();
+            // A refused record is skipped, the others applied: fetched records are not a
+            // batch the peer retries, and the good ones repair what they can.
+            let (records, refusals) =
+                admit::admit(&self.limits, records, self.clock.now(), &self.metrics);
+            if let Some(first) = refusals.first() {
+                tracing::warn!(
+                    %peer,
+                    refused = refusals.len(),
+                    error = %first,
+                    "anti-entropy refused records fetched from a peer"
+                );
+            }
             let (changed, _) = apply_all(&*self.replica, &self.hlc, &*self.clock, records, persist);
             report.repaired += changed;
             self.metrics.repaired(changed);
@@ -192,8 +207,9 @@ impl AntiEntropy {
     }
 }
 
-/// Applies records received from a peer, moving the clock past their versions; returns how
-/// many changed the store and how many lost to newer local versions.
+/// Applies records received from a peer (and admitted, see [`admit`]), moving the clock past
+/// their versions; returns how many changed the store and how many lost to newer local
+/// versions.
 pub(super) fn apply_all(
     replica: &dyn Replica,
     hlc: &HybridClock,
@@ -204,12 +220,8 @@ pub(super) fn apply_all(
     let now = clock.now();
     let (mut changed, mut stale) = (0, 0);
     for record in records {
-        if !hlc.observe(record.version, now) {
-            tracing::warn!(
-                node = record.version.node,
-                "a peer's clock is more than a minute ahead of ours"
-            );
-        }
+        // Admitted records are within the clock bound, so this moves the clock.
+        hlc.observe(record.version, now);
         let applied = if persist {
             replica.apply_durably(record)
         } else {

@@ -18,6 +18,13 @@ struct PeerLabel {
     peer: String,
 }
 
+/// The label of refused records: why (a fixed set, see `admit::Refusal::reason`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    /// `key_length`, `value_size`, `lifetime` or `future_version`.
+    reason: &'static str,
+}
+
 type LagFamily = Family<PeerLabel, Histogram, fn() -> Histogram>;
 
 fn lag_histogram() -> Histogram {
@@ -35,6 +42,7 @@ pub struct ReplicationMetrics {
     applied: Counter,
     stale: Counter,
     repaired: Counter,
+    refused: Family<ReasonLabel, Counter>,
     anti_entropy: Histogram,
 }
 
@@ -48,6 +56,7 @@ impl Default for ReplicationMetrics {
             applied: Counter::default(),
             stale: Counter::default(),
             repaired: Counter::default(),
+            refused: Family::default(),
             anti_entropy: Histogram::new(exponential_buckets(0.000_1, 4.0, 12)),
         }
     }
@@ -91,6 +100,12 @@ impl ReplicationMetrics {
             "anti_entropy_repaired",
             "Records fetched from peers by anti-entropy or catch-up that changed this node's store",
             self.repaired.clone(),
+        );
+        registry.register(
+            "replication_refused_records",
+            "Records received from peers (batches or anti-entropy) refused by this node's limits \
+             or for a version too far ahead of its clock; nothing of them was stored",
+            self.refused.clone(),
         );
         registry.register_with_unit(
             "anti_entropy_pass_duration",
@@ -137,6 +152,10 @@ impl ReplicationMetrics {
     pub(crate) fn applied(&self, changed: u64, stale: u64) {
         self.applied.inc_by(changed);
         self.stale.inc_by(stale);
+    }
+
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub(crate) fn repaired(&self, records: u64) {

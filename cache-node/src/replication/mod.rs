@@ -10,6 +10,8 @@
 //! - `ack`: `Tidecache-Ack: one|quorum|all` and the waiting for acknowledgements.
 //! - `anti_entropy`: per-bucket digests compared with peers; the join catch-up.
 //! - `wire`: batches in the disk contract's segment format; digests.
+//! - `admit`: what is accepted from a peer: the node's own limits, versions at most a minute
+//!   ahead of its clock.
 //! - `routes`: the internal routes peers call; `metrics`: lag, queues, retries, drops.
 //!
 //! # Guarantees
@@ -24,10 +26,11 @@
 //!
 //! # Assumptions
 //! - Wall clocks are roughly synchronised (NTP): last-writer-wins orders concurrent writes
-//!   by clock, so a node whose clock is ahead wins ties it should not. A peer more than a
-//!   minute ahead is logged and does not move this node's clock.
+//!   by clock, so a node whose clock is ahead wins ties it should not. A record more than a
+//!   minute ahead of this node's clock is refused and counted, and does not move the clock.
 
 pub mod ack;
+mod admit;
 mod anti_entropy;
 pub mod endpoint_slices;
 pub mod membership;
@@ -46,11 +49,12 @@ use tidecache_contract::disk::{RecordError, RecordRef};
 use tokio::sync::watch;
 
 pub use ack::{AckError, AckLevel, AckWatch};
+pub use admit::{RecordLimits, Refusal};
 pub use membership::Discovery;
 pub use metrics::ReplicationMetrics;
 pub use transport::{Pending, Replicated, TransportSettings};
 
-use crate::base::auth::AuthToken;
+use crate::base::auth::PeerCredential;
 use crate::base::digest::{BucketDigest, Cutoff};
 use crate::base::hlc::HybridClock;
 use crate::base::replica::Replica;
@@ -74,9 +78,12 @@ pub struct ReplicationSettings {
     pub catch_up_timeout: Duration,
     /// Queues, batches and retries.
     pub transport: TransportSettings,
-    /// The token sent to peers when the cluster requires one (their internal routes check
-    /// it like the key routes).
-    pub peer_token: Option<AuthToken>,
+    /// The peers' credential: presented to peers, and required on this node's internal
+    /// routes; `None` where they are open (no authentication at all).
+    pub peer_credential: Option<PeerCredential>,
+    /// The limits records from peers are held to: the cache sets the node's own request
+    /// limits here when it starts replication.
+    pub records: RecordLimits,
 }
 
 impl Default for ReplicationSettings {
@@ -87,7 +94,8 @@ impl Default for ReplicationSettings {
             anti_entropy_interval: Duration::from_secs(10),
             catch_up_timeout: Duration::from_secs(30),
             transport: TransportSettings::default(),
-            peer_token: None,
+            peer_credential: None,
+            records: RecordLimits::default(),
         }
     }
 }
@@ -102,6 +110,17 @@ pub enum ReceiveError {
     /// The batch is damaged; nothing of it was applied.
     #[error(transparent)]
     Damaged(#[from] BatchError),
+    /// Records of the batch are beyond this node's limits or too far in the future; nothing
+    /// of the batch was applied. Sending it again cannot succeed.
+    #[error("{refused} of {records} records refused, nothing applied; the first: {first}")]
+    Refused {
+        /// Why the first refused record was refused.
+        first: Refusal,
+        /// How many were refused.
+        refused: usize,
+        /// How many the batch held.
+        records: usize,
+    },
 }
 
 /// What a received batch did.
@@ -152,7 +171,7 @@ impl Replication {
     ) -> Arc<Replication> {
         let (peers_tx, peers_rx) = watch::channel(discovery.initial());
         tasks.spawn(discovery.run(peers_tx));
-        let client = transport::http_client(settings.peer_token.as_ref());
+        let client = transport::http_client(settings.peer_credential.as_ref());
         let transport = Transport::start(
             peers_rx,
             Placement::Full,
@@ -162,6 +181,7 @@ impl Replication {
             tasks.clone(),
         );
         let anti_entropy = AntiEntropy {
+            limits: settings.records.clone(),
             replica: replica.clone(),
             hlc: hlc.clone(),
             clock: clock.clone(),
@@ -192,15 +212,36 @@ impl Replication {
     }
 
     /// Applies a batch a peer sent (the segment bytes of [`wire::batch`]) by
-    /// last-writer-wins.
+    /// last-writer-wins, all of it or, when a record is refused, none of it.
     ///
     /// # Errors
-    /// [`ReceiveError`]: not accepting yet, or a damaged batch (nothing applied).
+    /// [`ReceiveError`]: not accepting yet, a damaged batch, or a record beyond this node's
+    /// limits or too far ahead of its clock (nothing applied; each refusal counted).
     pub fn receive(&self, batch: &[u8]) -> Result<Received, ReceiveError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(ReceiveError::NotAccepting);
         }
         let records = wire::decode_batch(batch)?;
+        let total = records.len();
+        let (records, refusals) = admit::admit(
+            &self.settings.records,
+            records,
+            self.clock.now(),
+            &self.metrics,
+        );
+        if let Some(first) = refusals.first() {
+            tracing::warn!(
+                refused = refusals.len(),
+                records = total,
+                error = %first,
+                "refused a batch from a peer"
+            );
+            return Err(ReceiveError::Refused {
+                first: first.clone(),
+                refused: refusals.len(),
+                records: total,
+            });
+        }
         let (applied, stale) =
             anti_entropy::apply_all(&*self.replica, &self.hlc, &*self.clock, records, false);
         self.metrics.applied(applied, stale);

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
+use http::StatusCode;
 
 use super::membership::StaticPeers;
 use super::wire::{DIGESTS_PATH, FETCH_PATH, REPLICATE_PATH};
@@ -152,7 +153,14 @@ fn peer_routes(replication: Arc<Replication>) -> axum::Router {
             REPLICATE_PATH,
             post(
                 |State(r): State<Arc<Replication>>, body: axum::body::Bytes| async move {
-                    r.receive(&body).map(|_| ()).map_err(|e| e.to_string())
+                    r.receive(&body).map(|_| ()).map_err(|e| {
+                        // As the node's route answers a refused record.
+                        let status = match e {
+                            ReceiveError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                            _ => StatusCode::INTERNAL_SERVER_ERROR,
+                        };
+                        (status, e.to_string())
+                    })
                 },
             ),
         )
@@ -238,6 +246,39 @@ async fn a_write_with_ack_all_is_on_every_node_when_acknowledged() {
             Some(b"v".to_vec())
         );
     }
+}
+
+/// The text exposition of a node's replication metrics.
+fn scrape(node: &TestNode) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    node.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_neither_acknowledged_nor_retried() {
+    let nodes = cluster(2).await;
+    // Over the receiver's key limit (1024 bytes by default).
+    let long = vec![b'k'; 2_000];
+    let error = write(&nodes[0], &long, Some(b"v"), AckLevel::All)
+        .await
+        .expect_err("the peer refuses the record");
+    assert_eq!((error.acked, error.replicas), (1, 2));
+    assert!(nodes[1].replica.get(&long).is_none());
+    let receiver = scrape(&nodes[1]);
+    assert!(
+        receiver.contains("replication_refused_records_total{reason=\"key_length\"} 1"),
+        "{receiver}"
+    );
+    let sender = scrape(&nodes[0]);
+    assert!(!sender.contains("replication_retries_total{"), "{sender}");
+    assert!(sender.contains("replication_dropped_total{"), "{sender}");
+    let after = write(&nodes[0], b"after", Some(b"v"), AckLevel::All)
+        .await
+        .expect("the link carries on");
+    assert_eq!(after.acked, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

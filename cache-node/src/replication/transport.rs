@@ -32,22 +32,24 @@ use super::membership::{Peer, PeerList};
 use super::metrics::ReplicationMetrics;
 use super::placement::Placement;
 use super::wire::{self, REPLICATE_PATH, SEGMENT_CONTENT_TYPE};
-use crate::base::auth::AuthToken;
+use crate::base::auth::PeerCredential;
 use crate::base::tasks::Tasks;
 
 /// The HTTP client every link and anti-entropy share: pooled keep-alive connections, and the
-/// cluster's token on every request when authentication is on.
+/// peers' credential on every request when the cluster has one.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     /// The pooled client.
     inner: Client<HttpConnector, Full<Bytes>>,
-    /// `Authorization: Bearer <token>` for peers that require it.
-    authorization: Option<HeaderValue>,
+    /// `Authorization: Bearer <token>` values to present, in order: the current peer token,
+    /// then the previous one, tried only when a peer answers 401 to the current one (it has
+    /// not restarted since the rotation). Empty where peers require nothing.
+    authorizations: Vec<HeaderValue>,
 }
 
 /// A client with keep-alive connections and `TCP_NODELAY` (batches are small and latency
 /// bound; Nagle's algorithm would add up to 40 ms to every acknowledgement).
-pub fn http_client(token: Option<&AuthToken>) -> HttpClient {
+pub fn http_client(credential: Option<&PeerCredential>) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -56,7 +58,7 @@ pub fn http_client(token: Option<&AuthToken>) -> HttpClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(4)
             .build(connector),
-        authorization: token.map(AuthToken::header_value),
+        authorizations: credential.map_or_else(Vec::new, PeerCredential::header_values),
     }
 }
 
@@ -355,15 +357,27 @@ impl LinkTask {
             let batch = self.collect(first);
             self.metrics.dequeued(&address, batch.len());
             let body = wire::batch(batch.iter().map(|o| &o.record));
-            if self.send_with_retries(body).await {
-                for outgoing in batch {
-                    self.metrics
-                        .observe_lag(&address, outgoing.queued_at.elapsed());
-                    if let Some(waiter) = outgoing.waiter {
-                        waiter.ack();
+            match self.send_with_retries(body).await {
+                Delivery::Applied => {
+                    for outgoing in batch {
+                        self.metrics
+                            .observe_lag(&address, outgoing.queued_at.elapsed());
+                        if let Some(waiter) = outgoing.waiter {
+                            waiter.ack();
+                        }
                     }
+                    continue;
                 }
-                continue;
+                Delivery::Refused(error) => {
+                    // The peer is up but holds its records to other limits (or this node's
+                    // clock is ahead of its): the writes are not acknowledged by it, and the
+                    // link carries on with the next batch.
+                    tracing::warn!(peer = %address, %error, "peer refused a batch");
+                    self.metrics.dropped(&address, batch.len());
+                    batch.into_iter().for_each(Outgoing::give_up);
+                    continue;
+                }
+                Delivery::Unreachable => {}
             }
             tracing::warn!(peer = %address, "peer unreachable: marked down, anti-entropy will repair");
             self.metrics.dropped(&address, batch.len());
@@ -393,7 +407,7 @@ impl LinkTask {
     }
 
     /// Posts `body`, retrying with backoff; whether the peer applied it.
-    async fn send_with_retries(&self, body: Bytes) -> bool {
+    async fn send_with_retries(&self, body: Bytes) -> Delivery {
         let mut backoff = self.settings.retry_backoff;
         for attempt in 0..=self.settings.max_retries {
             if attempt > 0 {
@@ -410,13 +424,19 @@ impl LinkTask {
             )
             .await
             {
-                Ok(()) => return true,
+                Ok(()) => return Delivery::Applied,
+                Err(
+                    error @ PeerError::Status {
+                        status: http::StatusCode::UNPROCESSABLE_ENTITY,
+                        ..
+                    },
+                ) => return Delivery::Refused(error),
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, attempt, %error, "replication batch failed");
                 }
             }
         }
-        false
+        Delivery::Unreachable
     }
 
     /// Drops everything queued while the peer is down and probes it until it answers.
@@ -451,6 +471,16 @@ impl LinkTask {
             tokio::time::sleep(self.settings.probe_interval).await;
         }
     }
+}
+
+/// What became of a batch sent to a peer.
+enum Delivery {
+    /// The peer applied it (or its records lost to newer versions there).
+    Applied,
+    /// The peer refused its records (422, see `admit`): sending it again cannot succeed.
+    Refused(PeerError),
+    /// The peer did not answer, or failed, on every retry.
+    Unreachable,
 }
 
 /// Why a request to a peer failed.
@@ -548,17 +578,49 @@ pub async fn get(
     send(client, peer, request, timeout).await
 }
 
+/// Sends `request` with the current peer token; after a 401, once more with each further
+/// token of the credential (see [`HttpClient::authorizations`]).
 async fn send(
     client: &HttpClient,
     peer: &Peer,
-    mut request: http::Request<Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<Bytes, PeerError> {
-    if let Some(authorization) = &client.authorization {
-        request
+    let Some((last, earlier)) = client.authorizations.split_last() else {
+        return send_once(client, peer, request, timeout).await;
+    };
+    for authorization in earlier {
+        let mut attempt = copy_request(&request);
+        attempt
             .headers_mut()
             .insert(http::header::AUTHORIZATION, authorization.clone());
+        match send_once(client, peer, attempt, timeout).await {
+            Err(PeerError::Status { status, .. }) if status == http::StatusCode::UNAUTHORIZED => {}
+            outcome => return outcome,
+        }
     }
+    let mut request = request;
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, last.clone());
+    send_once(client, peer, request, timeout).await
+}
+
+/// A copy of a request whose body is already in memory (`http::Request` is not `Clone`).
+fn copy_request(request: &http::Request<Full<Bytes>>) -> http::Request<Full<Bytes>> {
+    let mut copy = http::Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+async fn send_once(
+    client: &HttpClient,
+    peer: &Peer,
+    request: http::Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Bytes, PeerError> {
     let exchange = async {
         let response =
             client

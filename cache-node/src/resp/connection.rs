@@ -4,19 +4,30 @@
 //! Consecutive plain `SET key value` requests of a read run as one batch of the write path,
 //! so that they share a group commit instead of each waiting for its own.
 //!
+//! # Bounds
+//! A request must arrive within `--resp-request-timeout` of its first byte, and a client may
+//! be idle at most `--resp-idle-timeout` (unset: forever, as Redis' `timeout 0`; subscribers
+//! never time out, as in Redis). Replies are buffered up to [`FLUSH_AT`] (plus one reply,
+//! itself bounded: `MGET` by `--max-response-bytes`) and then written; a write that makes no
+//! progress for `--write-timeout` closes the client, as Redis' client-output-buffer-limit
+//! does: a client that sends requests but never reads the replies holds no more than that.
+//!
 //! # Shutdown
 //! The loop checks for shutdown only while waiting for a read, so requests already read are
 //! executed and answered; then the connection closes. The server closes a connection that
 //! is still busy when the drain timeout passes.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::RespState;
@@ -87,28 +98,74 @@ pub async fn serve(
     // Small replies must leave at once, not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let registration = state.clients.register(peer, local, stream.as_raw_fd());
+    let fd = stream.as_raw_fd();
+    let (reader, writer) = stream.split();
+    serve_halves(state, reader, writer, (peer, local, fd), stop).await;
+}
+
+/// [`serve`] over TLS, once the handshake is done.
+pub async fn serve_tls(
+    state: Arc<RespState>,
+    stream: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let tcp = stream.get_ref().0;
+    let local = tcp.local_addr().unwrap_or(peer);
+    let fd = tcp.as_raw_fd();
+    let (reader, writer) = tokio::io::split(stream);
+    serve_halves(state, reader, writer, (peer, local, fd), stop).await;
+}
+
+/// The connection's loop over its two halves; `(peer, local, fd)` describe the socket for
+/// `CLIENT LIST`.
+async fn serve_halves(
+    state: Arc<RespState>,
+    mut reader: impl AsyncRead + Unpin,
+    mut writer: impl AsyncWrite + Unpin,
+    (peer, local, fd): (SocketAddr, SocketAddr, RawFd),
+    stop: CancellationToken,
+) {
+    let registration = state.clients.register(peer, local, fd);
     let mut session = Session::new(registration.client.clone(), state.settings.auth.is_none());
-    let (mut reader, mut writer) = stream.split();
     let mut parser = Parser::new(state.limits);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut args = Vec::new();
     // Consecutive plain SETs of a pipeline, run as one batch (see `run_sets`).
     let mut set_run: Vec<Vec<Bytes>> = Vec::new();
+    let bounds = &state.settings.bounds;
+    let write_timeout = bounds.write_timeout;
+    // Since when a request has been partly received, and since when the client is idle.
+    let mut partial_since: Option<Instant> = None;
+    let mut idle_since = Instant::now();
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
+        let deadline = match partial_since {
+            Some(since) => Some((
+                since + bounds.request_timeout,
+                "the request did not complete in time",
+            )),
+            None if session.subscriptions.active() => None,
+            None => bounds
+                .idle_timeout
+                .map(|timeout| (idle_since + timeout, "the client was idle too long")),
+        };
         let read = tokio::select! {
             biased;
             () = stop.cancelled() => break,
+            why = expire(deadline) => {
+                tracing::debug!(%peer, why, "closing a RESP connection");
+                break;
+            }
             event = session.subscriptions.next() => {
                 if let Err(why) = notify(&state, &mut session, event, &mut output) {
                     tracing::warn!(%peer, why, "closing a RESP subscriber");
                     break;
                 }
-                if writer.write_all(&output).await.is_err() {
+                if !send(&mut writer, &output, write_timeout).await {
                     break;
                 }
                 output.clear();
@@ -120,6 +177,7 @@ pub async fn serve(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        let read_at = Instant::now();
         session.client.touch();
         let mut close = false;
         loop {
@@ -141,7 +199,7 @@ pub async fn serve(
                         break;
                     }
                     if output.len() >= FLUSH_AT {
-                        if writer.write_all(&output).await.is_err() {
+                        if !send(&mut writer, &output, write_timeout).await {
                             return;
                         }
                         output.clear();
@@ -157,8 +215,14 @@ pub async fn serve(
             }
         }
         args.clear();
+        if input.is_empty() {
+            partial_since = None;
+            idle_since = Instant::now();
+        } else {
+            partial_since.get_or_insert(read_at);
+        }
         if !output.is_empty() {
-            if writer.write_all(&output).await.is_err() {
+            if !send(&mut writer, &output, write_timeout).await {
                 break;
             }
             output.clear();
@@ -169,6 +233,40 @@ pub async fn serve(
     }
     let _ = writer.shutdown().await;
     drop(registration);
+}
+
+/// Completes at `deadline` with its reason; never without one.
+async fn expire(deadline: Option<(Instant, &'static str)>) -> &'static str {
+    match deadline {
+        Some((at, why)) => {
+            tokio::time::sleep_until(at).await;
+            why
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `output`; `false` if the client is gone, or read nothing for `timeout` (it is then
+/// closed, as Redis closes a client over its output buffer limit).
+async fn send(
+    writer: &mut (impl AsyncWrite + Unpin),
+    mut output: &[u8],
+    timeout: Duration,
+) -> bool {
+    while !output.is_empty() {
+        match tokio::time::timeout(timeout, writer.write(output)).await {
+            Ok(Ok(0) | Err(_)) => return false,
+            Ok(Ok(written)) => output = &output[written..],
+            Err(_) => {
+                tracing::debug!(
+                    timeout_secs = timeout.as_secs_f64(),
+                    "closing a RESP client that does not read its replies"
+                );
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Runs the SETs gathered from a pipeline and empties `run`: one alone as any command, more

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::base::journal::CommitError;
+use crate::base::time::Timestamp;
 use crate::cache::{LifetimeError, UpdateError, WriteError};
 use crate::store::{DeleteError, PutError};
 
@@ -121,9 +122,28 @@ pub enum CommandError {
     /// An expiry the schedule cannot file.
     #[error("ERR {0}")]
     Unschedulable(String),
+    /// An expiry after the last one records can hold (Redis takes any 64-bit instant).
+    #[error(
+        "ERR the expiry is after {last} (PXAT {}), the last one tidecache can store \
+         (expiries are kept as 64-bit Unix nanoseconds); ask for an earlier one",
+        last.as_millis()
+    )]
+    ExpiryOutOfRange {
+        /// The last expiry accepted.
+        last: Timestamp,
+    },
     /// No room under `noeviction`, or an entry larger than the whole capacity (HTTP's 507).
     #[error("OOM command not allowed when used memory > 'maxmemory'.")]
     OutOfMemory,
+    /// A read (`MGET`) whose reply would exceed `--max-response-bytes`.
+    #[error(
+        "ERR the reply would be larger than the maximum of {max} bytes (--max-response-bytes); \
+         ask for fewer keys per command"
+    )]
+    ReplyTooLarge {
+        /// The maximum reply size.
+        max: usize,
+    },
     /// The data volume is full (HTTP's 507 `disk_full`): Redis' error for a failed write to
     /// its append-only file.
     #[error("MISCONF Errors writing to the AOF file: {0}")]
@@ -273,6 +293,7 @@ impl From<LifetimeError> for CommandError {
         match error {
             LifetimeError::Required { max } => CommandError::TtlRequired { max },
             LifetimeError::OverMax { asked, max } => CommandError::TtlOverMax { asked, max },
+            LifetimeError::AfterLast { last } => CommandError::ExpiryOutOfRange { last },
             // Callers handle instants in the past themselves (Redis deletes the key); one
             // that slips through is an out-of-range expiry.
             LifetimeError::InPast => CommandError::InvalidExpire("set"),

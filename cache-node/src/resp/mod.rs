@@ -39,14 +39,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::auth::AuthToken;
 use crate::base::tasks::Tasks;
+use crate::base::tls::ServerTls;
 use crate::cache::Cache;
 use clients::Clients;
-use frame::FrameLimits;
+pub use error::FrameError;
+pub use frame::{FrameLimits, Parser};
 use notify::Notify;
 pub use notify::NotifyFlags;
 
@@ -59,6 +62,33 @@ pub struct RespSettings {
     pub allow_flush: bool,
     /// The keyspace notifications on at start (`--resp-notify-keyspace-events`).
     pub notify: NotifyFlags,
+    /// Clients, timeouts.
+    pub bounds: RespBounds,
+}
+
+/// The RESP listener's bounds (`--resp-max-clients`, `--resp-request-timeout`,
+/// `--resp-idle-timeout`, `--write-timeout`); `docs/limits.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespBounds {
+    /// Clients served at once; the next one gets Redis' "max number of clients reached".
+    pub max_clients: usize,
+    /// How long a request may take from its first byte to its last.
+    pub request_timeout: Duration,
+    /// How long a client may send nothing, with no request pending; `None`: forever.
+    pub idle_timeout: Option<Duration>,
+    /// How long a reply write may make no progress before the client is closed.
+    pub write_timeout: Duration,
+}
+
+impl Default for RespBounds {
+    fn default() -> RespBounds {
+        RespBounds {
+            max_clients: 10_000,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            write_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// What every connection shares.
@@ -80,6 +110,8 @@ pub struct RespState {
     listen: SocketAddr,
     /// `notify-keyspace-events`, as set at start or by `CONFIG SET`.
     notify: Notify,
+    /// One permit per client served: `--resp-max-clients`.
+    slots: Arc<Semaphore>,
 }
 
 /// Counters `INFO stats` reports.
@@ -113,6 +145,7 @@ impl RespState {
         let notify = Notify::default();
         notify.set(settings.notify, cache.store().events());
         RespState {
+            slots: Arc::new(Semaphore::new(settings.bounds.max_clients)),
             cache,
             settings,
             limits,
@@ -122,6 +155,26 @@ impl RespState {
             listen,
             notify,
         }
+    }
+}
+
+/// What a client beyond `--resp-max-clients` hears before it is closed: Redis' line.
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// How long the loop waits after a failed accept (`EMFILE`): no spinning, no stall.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+impl RespState {
+    /// A client slot for the socket just accepted, held while it is served; `None` (the
+    /// client has heard Redis' "max number of clients reached" and is closed when the socket
+    /// drops) when `--resp-max-clients` are connected.
+    fn admit(&self, stream: &TcpStream) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            // Just accepted, the socket's send buffer has room: the write does not block.
+            let _ = stream.try_write(MAX_CLIENTS_REACHED);
+        }
+        slot
     }
 }
 
@@ -138,6 +191,32 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> io::Result<()> {
+    serve(listener, None, state, shutdown, drain).await
+}
+
+/// [`run`] over TLS: each connection accepted on `listener` handshakes with `tls`'s current
+/// certificate, then is served like a plain one.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    state: Arc<RespState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> io::Result<()> {
+    serve(listener, Some(tls), state, shutdown, drain).await
+}
+
+/// The accept loop of [`run`] and [`run_tls`], and its drain.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    state: Arc<RespState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> io::Result<()> {
     let connections = Tasks::new();
     let stop = CancellationToken::new();
     tokio::pin!(shutdown);
@@ -146,12 +225,20 @@ pub async fn run(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = state.admit(&stream) else {
+                        continue;
+                    };
                     state.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    connections.spawn(connection::serve(state.clone(), stream, peer, stop.clone()));
+                    let serving =
+                        serve_accepted(tls.clone(), state.clone(), stream, peer, stop.clone());
+                    connections.spawn(async move {
+                        serving.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "RESP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
         }
@@ -166,6 +253,30 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Serves one admitted client; over TLS when `tls` is given, after a handshake bounded by
+/// its own timeout. The handshake runs in the client's task, under its slot, so a client slow
+/// to finish one delays nobody else and counts against `--resp-max-clients`.
+async fn serve_accepted(
+    tls: Option<Arc<ServerTls>>,
+    state: Arc<RespState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let Some(tls) = tls else {
+        return connection::serve(state, stream, peer, stop).await;
+    };
+    // Small replies must leave at once, and so must the handshake's flights.
+    let _ = stream.set_nodelay(true);
+    match tls.accept(stream).await {
+        Ok(stream) => connection::serve_tls(state, stream, peer, stop).await,
+        Err(error) => {
+            state.cache.metrics().observe_tls_handshake_failure("resp");
+            tracing::debug!(%peer, %error, "RESP TLS handshake failed");
+        }
+    }
 }
 
 #[cfg(test)]

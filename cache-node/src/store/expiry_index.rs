@@ -28,12 +28,18 @@ pub(super) struct ExpiryIndex {
 
 impl ExpiryIndex {
     /// The bucket of an entry expiring at `expiry` (contract 1: the first fire time at or
-    /// after it); `None` if the schedule never fires after it.
+    /// after it); `None` if the schedule never fires after it, or if records cannot hold
+    /// `expiry` (after [`Timestamp::LAST_IN_UNIX_NANOS`]). The front ends refuse such
+    /// expiries first, with a clearer message (`Limits::expiry`); this makes the store refuse
+    /// one from any other caller (`PutError::NoBucket`) rather than keep an entry that the
+    /// log and replication would write as having no expiry.
     pub(super) fn bucket_for(
         &mut self,
         schedule: &Schedule,
         expiry: Timestamp,
     ) -> Option<Timestamp> {
+        // Before the cache: a cached interval can reach past the last representable instant.
+        expiry.to_unix_nanos()?;
         if let Some((from, fire)) = self.last_bucket
             && from <= expiry
             && expiry <= fire
@@ -118,6 +124,18 @@ mod tests {
             index.bucket_for(&schedule, at(base - 30)),
             Some(at(base - 20))
         );
+    }
+
+    #[test]
+    fn no_bucket_holds_an_expiry_records_cannot() {
+        let schedule = Schedule::every_minute();
+        let mut index = ExpiryIndex::default();
+        let last = Timestamp::LAST_IN_UNIX_NANOS;
+        let fire = index.bucket_for(&schedule, last).expect("a bucket");
+        assert!(fire > last, "the bucket of the last expiry lies after it");
+        let after = Timestamp::from_millis(last.as_millis() + 1);
+        assert_eq!(index.bucket_for(&schedule, after), None);
+        assert_eq!(index.bucket_for(&schedule, fire), None);
     }
 
     proptest::proptest! {

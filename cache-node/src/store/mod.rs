@@ -159,8 +159,13 @@ pub enum PutError {
         /// The expiry asked for.
         expires_at: Timestamp,
     },
-    /// The schedule does not fire after the expiry, so no bucket could ever evict the entry.
-    #[error("the expiry schedule has no fire time after {expires_at}; choose a shorter lifetime")]
+    /// The schedule does not fire after the expiry, so no bucket could ever evict the entry;
+    /// or records cannot hold the expiry (see `ExpiryIndex::bucket_for`).
+    #[error(
+        "no expiry bucket can hold {expires_at}: the expiry schedule does not fire after it, or \
+         it is after {}, the last expiry records can hold; choose a shorter lifetime",
+        Timestamp::LAST_IN_UNIX_NANOS
+    )]
     NoBucket {
         /// The expiry asked for.
         expires_at: Timestamp,

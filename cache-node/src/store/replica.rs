@@ -4,7 +4,8 @@
 //! # Guarantees
 //! - A record is applied only if its version is larger than the key's current one, whatever
 //!   that is (live, expired or tombstone), under the key's shard lock: any order and any
-//!   number of deliveries of the same records leave the same state.
+//!   number of deliveries of the same records leave the same state. The one exception: a
+//!   current version more than `hlc::MAX_FORWARD_SKEW_MILLIS` ahead of the clock gives way.
 //! - Applied records are not journaled (with a shared volume only the accepting node persists
 //!   a write), except through [`Replica::apply_durably`] (the join catch-up).
 //!
@@ -25,6 +26,7 @@ use super::key::StoredKey;
 use super::shard::NewEntry;
 use super::{Change, EvictionPolicy, Previous, Store, Version};
 use crate::base::digest::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, fingerprint, range_of};
+use crate::base::hlc;
 use crate::base::replica::{Applied, Loader, Replica};
 use crate::base::time::Timestamp;
 
@@ -65,7 +67,13 @@ impl Store {
                 None => None,
             };
             let existing = shard.existing(hash, &key, now);
-            if existing.is_some_and(|e| e.version >= version) {
+            // A local version too far ahead of the clock (a forged record accepted before
+            // records were checked, one loaded from the volume, or one issued while this
+            // node's clock was wrong) does not hold against a peer's: it gives way, so that
+            // anti-entropy repairs the divergence instead of losing to it for good.
+            if existing
+                .is_some_and(|e| e.version >= version && !hlc::is_beyond_skew(e.version.get(), now))
+            {
                 return Applied::Stale;
             }
             let old_charge = existing.map_or(0, |e| e.charge);
@@ -286,6 +294,33 @@ mod tests {
         let mut expired = record("gone", Some("x"), 20, 1);
         expired.expiry_unix_nanos = Timestamp::from_millis(START - 1).to_unix_nanos();
         assert_eq!(store.apply(expired), Applied::Stale);
+    }
+
+    #[test]
+    fn a_local_version_too_far_in_the_future_gives_way_to_a_peers_record() {
+        let store = store(1);
+        let now = hlc::physical(Timestamp::from_millis(START));
+        // Held before records were checked: the forged version.
+        assert_eq!(
+            store.apply(record("pinned", Some("forged"), u64::MAX, 9)),
+            Applied::Changed
+        );
+        assert_eq!(
+            store.apply(record("pinned", Some("real"), now, 2)),
+            Applied::Changed
+        );
+        assert_eq!(value(&store, "pinned").as_deref(), Some("real"));
+        // A version within the bound still wins over an older one.
+        let ahead = hlc::physical(Timestamp::from_millis(START + hlc::MAX_FORWARD_SKEW_MILLIS));
+        assert_eq!(
+            store.apply(record("near", Some("ahead"), ahead, 2)),
+            Applied::Changed
+        );
+        assert_eq!(
+            store.apply(record("near", Some("older"), now, 3)),
+            Applied::Stale
+        );
+        assert_eq!(value(&store, "near").as_deref(), Some("ahead"));
     }
 
     #[test]

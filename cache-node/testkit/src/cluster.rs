@@ -24,11 +24,17 @@ pub struct Builder {
     replicated: bool,
     fsync: Option<String>,
     auth_token: Option<String>,
+    peer_token: String,
     flags: Vec<String>,
     env: Vec<(String, String)>,
     data: Option<PathBuf>,
     resp: bool,
+    file_limit: Option<u64>,
 }
+
+/// The `--peer-token` replicated nodes get unless [`Builder::peer_token`] sets another: peers
+/// authenticate with a token of their own, as in Kubernetes.
+pub const PEER_TOKEN: &str = "testkit-peer-token";
 
 impl Builder {
     /// Nodes that do not know each other (no `--peers`): each persists its own writes to the
@@ -50,6 +56,13 @@ impl Builder {
         self
     }
 
+    /// `--peer-token` of replicated nodes ([`PEER_TOKEN`] otherwise); [`Cluster::peer_auth`]
+    /// is the header that carries it.
+    pub fn peer_token(mut self, token: &str) -> Builder {
+        self.peer_token = token.to_string();
+        self
+    }
+
     /// Any other flag, e.g. `--ack=quorum`. Replicated nodes run anti-entropy every second
     /// unless a flag sets `--anti-entropy-interval`, so that tests converge quickly.
     pub fn flag(mut self, flag: &str) -> Builder {
@@ -67,6 +80,13 @@ impl Builder {
     /// own, fixed across restarts like its HTTP address; [`Cluster::resp_port`] names it.
     pub fn resp(mut self) -> Builder {
         self.resp = true;
+        self
+    }
+
+    /// Every node runs with RLIMIT_NOFILE at `limit` (soft and hard), set by util-linux's
+    /// `prlimit` before the node starts, so that the node sees it from its first instruction.
+    pub fn file_limit(mut self, limit: u64) -> Builder {
+        self.file_limit = Some(limit);
         self
     }
 
@@ -118,10 +138,15 @@ impl Builder {
                 log: dir.path().join(format!("cache-{i}.log")),
             })
             .collect();
+        let peer_tokens = self
+            .replicated
+            .then(|| (self.peer_token.clone(), None::<String>));
         let mut cluster = Cluster {
             nodes,
             args,
+            peer_tokens,
             env: self.env,
+            file_limit: self.file_limit,
             data,
             _dir: dir,
         };
@@ -146,9 +171,15 @@ struct Node {
 /// Nodes started by a [`Builder`]; every node still running is killed on drop.
 pub struct Cluster {
     nodes: Vec<Node>,
-    /// The flags every node gets besides `--listen`, `--node-id` and `--resp-listen`.
+    /// The flags every node gets besides `--listen`, `--node-id`, `--resp-listen` and the
+    /// peer tokens.
     args: Vec<String>,
+    /// `--peer-token` and `--peer-token-previous` of nodes started from now on; `None` for
+    /// independent nodes.
+    peer_tokens: Option<(String, Option<String>)>,
     env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE for the nodes, if the builder set one.
+    file_limit: Option<u64>,
     /// The shared data directory.
     data: PathBuf,
     /// Holds the logs (and the data directory unless the builder was given one); removed on
@@ -173,11 +204,42 @@ impl Cluster {
             replicated: true,
             fsync: None,
             auth_token: None,
+            peer_token: PEER_TOKEN.to_string(),
             flags: Vec::new(),
             env: Vec::new(),
             data: None,
             resp: false,
+            file_limit: None,
         }
+    }
+
+    /// The `Authorization` value that carries the current peer token, for calling a node's
+    /// internal routes directly.
+    ///
+    /// # Panics
+    ///
+    /// If the nodes are independent (they have no peer token).
+    pub fn peer_auth(&self) -> String {
+        let (current, _) = self
+            .peer_tokens
+            .as_ref()
+            .expect("independent nodes have no peer token");
+        format!("Bearer {current}")
+    }
+
+    /// A rotation of the peer token: nodes started from now on get `current` as
+    /// `--peer-token` and `previous` as `--peer-token-previous`; running nodes keep theirs,
+    /// as pods do until a rolling restart reaches them.
+    ///
+    /// # Panics
+    ///
+    /// If the nodes are independent.
+    pub fn rotate_peer_token(&mut self, current: &str, previous: Option<&str>) {
+        assert!(
+            self.peer_tokens.is_some(),
+            "independent nodes have no peer token"
+        );
+        self.peer_tokens = Some((current.to_string(), previous.map(str::to_string)));
     }
 
     /// Node `i`'s address, `127.0.0.1:port`.
@@ -265,6 +327,15 @@ impl Cluster {
         }
     }
 
+    /// The process id of node `i`, e.g. to read its memory use from `/proc`.
+    ///
+    /// # Panics
+    ///
+    /// If it is not running.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.nodes[i].child.as_ref().expect("node is running").id()
+    }
+
     /// `STOP` pauses node `i` (a partition: its sockets stay open, nothing answers); `CONT`
     /// resumes it.
     ///
@@ -296,7 +367,19 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("log file");
-        let child = crate::cache_node()
+        let mut command = match self.file_limit {
+            Some(limit) => {
+                // prlimit execs the node: the child's pid is the node's.
+                let mut command = std::process::Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(crate::binary());
+                command
+            }
+            None => crate::cache_node(),
+        };
+        let child = command
             .arg(format!("--listen={}", node.address))
             .arg(format!("--node-id={}", node.id))
             .args(
@@ -304,6 +387,13 @@ impl Cluster {
                     .map(|port| format!("--resp-listen=127.0.0.1:{port}")),
             )
             .args(&self.args)
+            .args(self.peer_tokens.iter().flat_map(|(current, previous)| {
+                std::iter::once(format!("--peer-token={current}")).chain(
+                    previous
+                        .iter()
+                        .map(|previous| format!("--peer-token-previous={previous}")),
+                )
+            }))
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "info")
             // Plain text in the log files that failure messages quote.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use client::{Client, Reply};
-pub use cluster::{Builder, Cluster};
+pub use cluster::{Builder, Cluster, PEER_TOKEN};
 pub use volume::Volume;
 
 /// A command running the `cache-node` binary cargo built for the running test or benchmark.

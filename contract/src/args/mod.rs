@@ -22,7 +22,7 @@ mod node;
 mod values;
 
 pub use janitor::JanitorArgs;
-pub use node::NodeArgs;
+pub use node::{NodeArgs, NodeTls, PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY};
 pub use values::{AckLevel, EvictionPolicy, FsyncPolicy, LogFormat};
 
 /// What the operator gives a binary when it starts it: flags and environment variables.

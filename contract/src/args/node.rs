@@ -18,8 +18,17 @@ const NODE_ID_ENV: &str = "TIDECACHE_NODE_ID";
 const NAMESPACE_ENV: &str = "TIDECACHE_NAMESPACE";
 /// The default acknowledgement level.
 const WRITE_ACK_ENV: &str = "TIDECACHE_WRITE_ACK";
-/// The bearer token clients and peers present.
+/// The bearer token clients present.
 const AUTH_TOKEN_ENV: &str = "TIDECACHE_AUTH_TOKEN";
+/// The token peers present on the internal routes.
+const PEER_TOKEN_ENV: &str = "TIDECACHE_PEER_TOKEN";
+/// The peer token before the last rotation, still accepted.
+const PEER_TOKEN_PREVIOUS_ENV: &str = "TIDECACHE_PEER_TOKEN_PREVIOUS";
+/// The key of the peer-token Secret holding the current token.
+pub const PEER_TOKEN_KEY: &str = "token";
+/// The key of the peer-token Secret holding the token before the last rotation (the current
+/// one again in a Secret never rotated).
+pub const PEER_TOKEN_PREVIOUS_KEY: &str = "previous";
 
 /// Everything the operator sets on a cache-node container. Every field is passed explicitly,
 /// never left to cache-node's default, so that a binary lacking a setting fails at start
@@ -63,6 +72,29 @@ pub struct NodeArgs {
     /// The Secret key holding the bearer token, when the cluster requires one
     /// (`TIDECACHE_AUTH_TOKEN`).
     pub auth_token: Option<SecretKeyRef>,
+    /// The Secret the operator generates for the cluster's peers, whose keys
+    /// [`PEER_TOKEN_KEY`] and [`PEER_TOKEN_PREVIOUS_KEY`] become `TIDECACHE_PEER_TOKEN` and
+    /// `TIDECACHE_PEER_TOKEN_PREVIOUS`.
+    pub peer_token_secret: String,
+    /// TLS for clients, when the cluster has a certificate; `None` renders no TLS flag.
+    pub tls: Option<NodeTls>,
+}
+
+/// TLS for clients: the listeners beside the plain ones (which stay for peers and probes)
+/// and the files of the mounted certificate Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTls {
+    /// The address HTTPS is served on (`--tls-listen`): the same API as `--listen`.
+    pub listen: SocketAddr,
+    /// The address RESP over TLS is served on (`--resp-tls-listen`); `None` renders no flag.
+    pub resp_listen: Option<SocketAddr>,
+    /// The PEM certificate chain (`--tls-cert-file`).
+    pub cert_file: PathBuf,
+    /// The PEM private key (`--tls-key-file`).
+    pub key_file: PathBuf,
+    /// The PEM CAs client certificates must chain to (`--tls-client-ca-file`); when set, every
+    /// TLS client must present a certificate.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Invocation for NodeArgs {
@@ -86,6 +118,17 @@ impl Invocation for NodeArgs {
             format!("--fsync={}", self.fsync),
             format!("--peers-service={}", self.peers_service),
         ]);
+        if let Some(tls) = &self.tls {
+            args.push(format!("--tls-listen={}", tls.listen));
+            if let Some(resp_listen) = tls.resp_listen {
+                args.push(format!("--resp-tls-listen={resp_listen}"));
+            }
+            args.push(format!("--tls-cert-file={}", tls.cert_file.display()));
+            args.push(format!("--tls-key-file={}", tls.key_file.display()));
+            if let Some(client_ca) = &tls.client_ca_file {
+                args.push(format!("--tls-client-ca-file={}", client_ca.display()));
+            }
+        }
         args
     }
 
@@ -108,6 +151,18 @@ impl Invocation for NodeArgs {
             env.push(EnvVar {
                 name: AUTH_TOKEN_ENV,
                 source: EnvSource::SecretKey(secret.clone()),
+            });
+        }
+        for (name, key) in [
+            (PEER_TOKEN_ENV, PEER_TOKEN_KEY),
+            (PEER_TOKEN_PREVIOUS_ENV, PEER_TOKEN_PREVIOUS_KEY),
+        ] {
+            env.push(EnvVar {
+                name,
+                source: EnvSource::SecretKey(SecretKeyRef {
+                    name: self.peer_token_secret.clone(),
+                    key: key.into(),
+                }),
             });
         }
         env
@@ -136,6 +191,8 @@ mod tests {
             peers_service: "sessions-peers".into(),
             write_ack: AckLevel::All,
             auth_token,
+            peer_token_secret: "sessions-peer-token".into(),
+            tls: None,
         }
     }
 
@@ -175,11 +232,54 @@ mod tests {
     }
 
     #[test]
+    fn tls_renders_its_listeners_and_files_after_the_rest() {
+        let tls = NodeTls {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            resp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 6380))),
+            cert_file: PathBuf::from("/tls/tls.crt"),
+            key_file: PathBuf::from("/tls/tls.key"),
+            client_ca_file: Some(PathBuf::from("/tls/ca.crt")),
+        };
+        let with_tls = NodeArgs {
+            tls: Some(tls.clone()),
+            ..args(None)
+        };
+        let plain = args(None).to_args();
+        let flags = with_tls.to_args();
+        assert_eq!(flags[..plain.len()], plain[..]);
+        assert_eq!(
+            flags[plain.len()..],
+            [
+                "--tls-listen=0.0.0.0:8443",
+                "--resp-tls-listen=0.0.0.0:6380",
+                "--tls-cert-file=/tls/tls.crt",
+                "--tls-key-file=/tls/tls.key",
+                "--tls-client-ca-file=/tls/ca.crt",
+            ]
+        );
+        let minimal = NodeArgs {
+            tls: Some(NodeTls {
+                resp_listen: None,
+                client_ca_file: None,
+                ..tls
+            }),
+            ..args(None)
+        };
+        assert_eq!(minimal.to_args().len(), plain.len() + 3);
+    }
+
+    #[test]
     fn the_token_variable_exists_only_with_a_secret() {
         let names = |args: &NodeArgs| args.to_env().iter().map(|v| v.name).collect::<Vec<_>>();
         assert_eq!(
             names(&args(None)),
-            [NODE_ID_ENV, NAMESPACE_ENV, WRITE_ACK_ENV]
+            [
+                NODE_ID_ENV,
+                NAMESPACE_ENV,
+                WRITE_ACK_ENV,
+                PEER_TOKEN_ENV,
+                PEER_TOKEN_PREVIOUS_ENV
+            ]
         );
         let secret = SecretKeyRef {
             name: "sessions-token".into(),
@@ -187,11 +287,22 @@ mod tests {
         };
         let with_token = args(Some(secret.clone()));
         assert_eq!(
-            with_token.to_env().last(),
-            Some(&EnvVar {
+            with_token.to_env()[3],
+            EnvVar {
                 name: AUTH_TOKEN_ENV,
                 source: EnvSource::SecretKey(secret),
-            })
+            }
+        );
+        // The peers' token always comes from the generated Secret, never from the clients'.
+        assert_eq!(
+            with_token.to_env()[4],
+            EnvVar {
+                name: PEER_TOKEN_ENV,
+                source: EnvSource::SecretKey(SecretKeyRef {
+                    name: "sessions-peer-token".into(),
+                    key: PEER_TOKEN_KEY.into(),
+                }),
+            }
         );
     }
 }

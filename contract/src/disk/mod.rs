@@ -15,9 +15,10 @@
 //! # Modules
 //! - `names`: the names above, parsed strictly ("ours" or foreign);
 //! - `layout`: [`ClusterRoot`], the paths and listings;
-//! - `record`: one checksummed record and its encoding;
+//! - `record`: one record and its encoding, its header tagged under the segment's secret key;
 //! - `segment`: the segment header and [`SegmentDecoder`], which tells intact records, damage
-//!   in the middle and a torn tail apart;
+//!   in the middle and a torn tail apart, and never takes bytes inside a record (a value that
+//!   holds an encoded record) for one;
 //! - `writer` / `reader`: [`SegmentWriter`], [`SegmentReader`] and [`AreaReader`] (a whole
 //!   area, streamed) on real files.
 
@@ -62,6 +63,14 @@ pub enum DiskError {
     NotADirectory {
         /// The path.
         path: PathBuf,
+    },
+    /// The OS's random source failed, so a new segment has no key.
+    #[error("cannot draw a random key for a new segment in {}: {source}", path.display())]
+    RandomKey {
+        /// The directory the segment was to be created in.
+        path: PathBuf,
+        /// The error from the random source.
+        source: getrandom::Error,
     },
     /// A file that is not a readable segment.
     #[error("cannot read segment {}: {source}", path.display())]

@@ -2,8 +2,11 @@
 //! whole and decoded record by record; [`AreaReader`] streams a whole area (every node's
 //! segments) holding one segment in memory at a time.
 
-use std::fs;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 use super::{Area, ClusterRoot, Decoded, DiskError, SegmentDecoder, SegmentFile};
 
@@ -17,13 +20,20 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    /// Reads the segment at `path` and checks its header.
+    /// Reads the segment at `path` (never through a link: `O_NOFOLLOW`) and checks its
+    /// header.
     ///
     /// # Errors
     /// [`DiskError::Io`] if it cannot be read; [`DiskError::Segment`] if it is not a segment
     /// this code can decode.
     pub fn open(path: &Path) -> Result<SegmentReader, DiskError> {
-        let bytes = fs::read(path).map_err(|source| DiskError::io("read", path, source))?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut bytes = Vec::new();
+        rustix::fs::open(path, flags, Mode::empty())
+            .map(File::from)
+            .map_err(std::io::Error::from)
+            .and_then(|mut file| file.read_to_end(&mut bytes))
+            .map_err(|source| DiskError::io("read", path, source))?;
         let reader = SegmentReader {
             path: path.to_path_buf(),
             bytes,

@@ -19,6 +19,7 @@
 //! minimal container image needs no `/usr/share/zoneinfo`.
 
 mod field;
+mod hazard;
 mod search;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
 use field::{Field, FieldKind};
+pub use hazard::CronJobHazard;
 
 /// How far ahead a fire time is searched for, as in Kubernetes: a schedule that does not fire
 /// within five years of an instant has no fire time after it.

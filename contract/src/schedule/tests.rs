@@ -329,3 +329,104 @@ fn time_zones() {
         "UTC"
     );
 }
+
+/// In the zones whose offset changes are not whole hours at whole hours, the fire times are
+/// still the direct semantics (every instant whose local time matches), where the CronJob
+/// controller's library is measured to go wrong (see `hazard.rs`).
+#[test]
+fn non_hour_changes_fire_on_local_matches() {
+    // Lord Howe falls back from 02:00 +11:00 to 01:30 +10:30 on 2026-04-05: 02:00 happens once,
+    // at +10:30, and robfig/cron does not run it that day.
+    assert_eq!(
+        fires_after(
+            "0 2 * * *",
+            "Australia/Lord_Howe",
+            "2026-04-03T00:00:00Z",
+            3
+        ),
+        [
+            "2026-04-03T15:00:00Z",
+            "2026-04-04T15:30:00Z",
+            "2026-04-05T15:30:00Z"
+        ]
+    );
+    // Chatham falls back from 03:45 +13:45 to 02:45 +12:45 on 2026-04-05: 03:45 happens once,
+    // at +12:45, where robfig/cron's Next returns one instant twice and the CronJob stops.
+    assert_eq!(
+        fires_after("45 3 * * *", "Pacific/Chatham", "2026-04-03T00:00:00Z", 3),
+        [
+            "2026-04-03T14:00:00Z",
+            "2026-04-04T15:00:00Z",
+            "2026-04-05T15:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn cronjob_hazards_are_the_non_hour_changes_under_a_restricted_hour() {
+    let hazard = |expression: &str, zone: &str| {
+        Schedule::new(expression, Some(zone))
+            .expect("valid schedule")
+            .cronjob_hazard(utc("2026-01-01T00:00:00Z"))
+    };
+    let lord_howe = hazard("0 2 * * *", "Australia/Lord_Howe").expect("a 30-minute change");
+    assert_eq!(lord_howe.at, utc("2026-04-04T15:00:00Z"));
+    assert_eq!(
+        (
+            lord_howe.before.local_minus_utc(),
+            lord_howe.after.local_minus_utc()
+        ),
+        (11 * 3600, 10 * 3600 + 1800)
+    );
+    assert_eq!(
+        lord_howe.to_string(),
+        "Australia/Lord_Howe changes its UTC offset from +11:00 to +10:30 at 02:00 local time \
+         on 2026-04-05, which is a change of 30 minutes, not whole hours; there the Kubernetes \
+         CronJob controller's cron library (robfig/cron v3) runs the janitor at times the \
+         schedule \"0 2 * * *\" excludes, skips times it matches, and can stop scheduling it \
+         altogether (e.g. Pacific/Chatham), leaving expired buckets on the volume. Use an hour \
+         field of * (e.g. \"*/15 * * * *\" or \"@hourly\"), or a time zone whose offset changes \
+         by whole hours at whole hours (e.g. UTC)"
+    );
+    let chatham = hazard("45 3 * * *", "Pacific/Chatham").expect("a change at 03:45");
+    assert_eq!(chatham.at, utc("2026-04-04T14:00:00Z"));
+    assert!(
+        chatham
+            .to_string()
+            .starts_with("Pacific/Chatham changes its UTC offset from +13:45 to +12:45 at 03:45 local time on 2026-04-05, which is not at a whole hour;"),
+        "{chatham}"
+    );
+    // After its last change of 2026, Chatham's next is the spring change of 2026-09-27 at
+    // 02:45 standard time.
+    let spring = Schedule::new("0 4 * * *", Some("Pacific/Chatham"))
+        .expect("valid schedule")
+        .cronjob_hazard(utc("2026-05-01T00:00:00Z"))
+        .expect("a change at 02:45");
+    assert_eq!(spring.at, utc("2026-09-26T14:00:00Z"));
+    // An hour field allowing every hour never meets robfig/cron's hour stepping.
+    for expression in [
+        "* * * * *",
+        "*/15 * * * *",
+        "@hourly",
+        "30 0-23 * * 0",
+        "0 */1 * * *",
+    ] {
+        assert_eq!(hazard(expression, "Pacific/Chatham"), None, "{expression}");
+        assert_eq!(
+            hazard(expression, "Australia/Lord_Howe"),
+            None,
+            "{expression}"
+        );
+    }
+    // Whole-hour changes at whole hours, half-hour offsets included, and zones without DST.
+    for zone in [
+        "UTC",
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Adelaide",
+        "America/St_Johns",
+        "Asia/Kathmandu",
+    ] {
+        assert_eq!(hazard("0 2 * * *", zone), None, "{zone}");
+    }
+}

@@ -4,6 +4,7 @@
 //! nothing and the output can be checked against golden files.
 
 mod cronjob;
+mod networkpolicy;
 mod pdb;
 mod pvc;
 mod rbac;
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::{
     PodSecurityContext, SeccompProfile, SecretKeySelector, SecurityContext, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,6 +39,14 @@ pub const HTTP_PORT_NAME: &str = "http";
 /// Name of the Redis-protocol port of the container and both Services (when it is on); the
 /// cluster DNS publishes a named Service port as `_redis._tcp` SRV records.
 pub const REDIS_PORT_NAME: &str = "redis";
+/// The cache-node HTTPS port inside the pod, when `spec.tls` is set.
+pub const HTTPS_PORT: u16 = 8443;
+/// Name of the HTTPS port of the container and both Services.
+pub const HTTPS_PORT_NAME: &str = "https";
+/// Name of the Redis-over-TLS port of the container and both Services.
+pub const REDISS_PORT_NAME: &str = "rediss";
+/// Where the `spec.tls` Secret is mounted, read-only, in the cache containers.
+pub const TLS_DIR: &str = "/etc/tidecache/tls";
 /// The unprivileged user and group the containers run as (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
 /// Name of the shared-volume entry in the pod specs.
@@ -61,6 +71,8 @@ pub struct Children {
     pub janitor: CronJob,
     /// `None` when `spec.podDisruptionBudget.enabled` is false (an existing one is then deleted).
     pub disruption_budget: Option<PodDisruptionBudget>,
+    /// `None` when `spec.network.policy` is false (an existing one is then deleted).
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Builds every child of `cluster`.
@@ -74,6 +86,7 @@ pub fn build(cluster: &ValidatedCluster) -> Children {
         stateful_set: statefulset::stateful_set(cluster),
         janitor: cronjob::janitor(cluster),
         disruption_budget: pdb::disruption_budget(cluster),
+        network_policy: networkpolicy::network_policy(cluster),
     }
 }
 
@@ -137,6 +150,15 @@ fn redis_port(cluster: &ValidatedCluster) -> Option<i32> {
         .node
         .resp_listen
         .map(|address| i32::from(address.port()))
+}
+
+/// The pods' HTTPS port and their RESP-over-TLS port (if on), when `spec.tls` is set.
+fn tls_ports(cluster: &ValidatedCluster) -> Option<(i32, Option<i32>)> {
+    let tls = cluster.node.tls.as_ref()?;
+    Some((
+        i32::from(tls.listen.port()),
+        tls.resp_listen.map(|address| i32::from(address.port())),
+    ))
 }
 
 /// The restricted Pod Security Standard at pod level: non-root with a fixed uid, the

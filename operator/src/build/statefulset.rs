@@ -3,18 +3,21 @@
 //! cache-node's flags and environment as the contract renders them from
 //! [`ValidatedCluster::node`].
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, TopologySpreadConstraint,
-    Volume, VolumeMount,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME, REDIS_PORT_NAME, child_meta, invocation,
-    redis_port, restricted_container_security, restricted_pod_security,
+    DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME, HTTPS_PORT_NAME, REDIS_PORT_NAME,
+    REDISS_PORT_NAME, TLS_DIR, child_meta, invocation, redis_port, restricted_container_security,
+    restricted_pod_security, tls_ports,
 };
 use crate::crd::WhenUnsatisfiable;
 use crate::labels::{self, CACHE_COMPONENT};
@@ -27,6 +30,11 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 const STARTUP_PERIOD_SECONDS: i32 = 2;
 const STARTUP_FAILURE_THRESHOLD: i32 = 300;
 const TMP_VOLUME: &str = "tmp";
+/// The `spec.tls` Secret's volume.
+const TLS_VOLUME: &str = "tls";
+/// The Secret's files: readable by the pod's group (the fsGroup the container runs in) and
+/// nobody else, since `tls.key` is a private key.
+const TLS_FILE_MODE: i32 = 0o440;
 
 /// The StatefulSet of cache pods.
 pub(super) fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
@@ -50,6 +58,12 @@ pub(super) fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels::common(&cluster.name, CACHE_COMPONENT)),
+                    annotations: cluster.peer_token_revision.as_ref().map(|revision| {
+                        BTreeMap::from([(
+                            labels::PEER_TOKEN_REVISION_ANNOTATION.to_string(),
+                            revision.clone(),
+                        )])
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec(cluster)),
@@ -61,7 +75,7 @@ pub(super) fn stateful_set(cluster: &ValidatedCluster) -> StatefulSet {
 }
 
 fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
-    PodSpec {
+    let mut spec = PodSpec {
         service_account_name: Some(labels::names::cache_account(&cluster.name)),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         security_context: Some(restricted_pod_security()),
@@ -83,7 +97,26 @@ fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
             },
         ]),
         ..PodSpec::default()
+    };
+    if let (Some(volumes), Some(tls)) = (&mut spec.volumes, tls_volume(cluster)) {
+        volumes.push(tls);
     }
+    spec
+}
+
+/// The `spec.tls` Secret as a volume. Mounted whole (no `subPath`), so that the kubelet
+/// updates the files when the Secret changes and cache-node reloads them.
+fn tls_volume(cluster: &ValidatedCluster) -> Option<Volume> {
+    let tls = cluster.spec.tls.as_ref()?;
+    Some(Volume {
+        name: TLS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tls.secret_name.clone()),
+            default_mode: Some(TLS_FILE_MODE),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    })
 }
 
 /// Spread over zones as the spec asks, and over hosts as far as possible, so that losing a
@@ -124,7 +157,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
         })
     };
     let (args, env) = invocation(&cluster.node);
-    Container {
+    let mut container = Container {
         name: "cache-node".into(),
         image: Some(cluster.spec.image.clone()),
         image_pull_policy: Some(cluster.spec.image_pull_policy.as_str().into()),
@@ -164,10 +197,20 @@ fn container(cluster: &ValidatedCluster) -> Container {
             },
         ]),
         ..Container::default()
+    };
+    if let (Some(mounts), Some(_)) = (&mut container.volume_mounts, &cluster.spec.tls) {
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
     }
+    container
 }
 
-/// The container's `http` port and, when RESP is on, its `redis` port.
+/// The container's `http` port and, when RESP is on, its `redis` port; with TLS, its
+/// `https` port and, when RESP over TLS is on, its `rediss` port.
 fn ports(cluster: &ValidatedCluster) -> Vec<ContainerPort> {
     let port = |name: &str, container_port| ContainerPort {
         name: Some(name.into()),
@@ -177,5 +220,9 @@ fn ports(cluster: &ValidatedCluster) -> Vec<ContainerPort> {
     };
     let mut ports = vec![port(HTTP_PORT_NAME, i32::from(HTTP_PORT))];
     ports.extend(redis_port(cluster).map(|redis| port(REDIS_PORT_NAME, redis)));
+    if let Some((https, rediss)) = tls_ports(cluster) {
+        ports.push(port(HTTPS_PORT_NAME, https));
+        ports.extend(rediss.map(|rediss| port(REDISS_PORT_NAME, rediss)));
+    }
     ports
 }

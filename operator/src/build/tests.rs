@@ -27,6 +27,9 @@ fn render(children: &Children) -> String {
     if let Some(budget) = &children.disruption_budget {
         documents.push(serde_yaml::to_string(budget));
     }
+    if let Some(policy) = &children.network_policy {
+        documents.push(serde_yaml::to_string(policy));
+    }
     let documents: Vec<String> = documents
         .into_iter()
         .map(|document| document.expect("children serialise"))
@@ -300,4 +303,277 @@ fn changing_the_redis_port_changes_the_pod_template_and_the_services() {
         assert_ne!(before.client_service, after.client_service);
         assert_ne!(before.peers_service, after.peers_service);
     }
+}
+
+/// A rule of the NetworkPolicy as (sources, TCP ports); sources `None` admit everyone.
+type Rule = (Option<Vec<String>>, Vec<i32>);
+
+/// The policy's rules, each source written as `pods:<labels>`, `ns-in:<names>` or
+/// `ns:<labels>`, for comparison.
+fn policy_rules(children: &Children) -> Vec<Rule> {
+    let policy = children.network_policy.clone().expect("a network policy");
+    let spec = policy.spec.expect("spec");
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let cache = labels::selector_string(
+        &children.stateful_set.metadata.name.clone().unwrap(),
+        "cache",
+    );
+    let pods = spec
+        .pod_selector
+        .expect("pod selector")
+        .match_labels
+        .expect("labels");
+    let pods: Vec<String> = pods.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(pods.join(","), cache);
+    let describe = |peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer| {
+        assert!(peer.ip_block.is_none());
+        let labels = |selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
+            let mut parts: Vec<String> = selector
+                .match_labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            parts.extend(selector.match_expressions.iter().flatten().map(|e| {
+                format!(
+                    "{} {} {}",
+                    e.key,
+                    e.operator,
+                    e.values.clone().unwrap_or_default().join("|")
+                )
+            }));
+            parts.join(",")
+        };
+        match (&peer.pod_selector, &peer.namespace_selector) {
+            (Some(pods), None) => format!("pods:{}", labels(pods)),
+            (None, Some(namespaces)) => format!("ns:{}", labels(namespaces)),
+            other => panic!("unexpected peer {other:?}"),
+        }
+    };
+    spec.ingress
+        .expect("ingress")
+        .iter()
+        .map(|rule| {
+            let ports = rule
+                .ports
+                .iter()
+                .flatten()
+                .map(|port| {
+                    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+                    match port.port {
+                        Some(IntOrString::Int(number)) => number,
+                        ref other => panic!("port {other:?}"),
+                    }
+                })
+                .collect();
+            (
+                rule.from
+                    .as_ref()
+                    .map(|from| from.iter().map(describe).collect()),
+                ports,
+            )
+        })
+        .collect()
+}
+
+fn sources(texts: &[&str]) -> Option<Vec<String>> {
+    Some(texts.iter().map(|text| text.to_string()).collect())
+}
+
+#[test]
+fn network_policy_admits_peers_everywhere_and_clients_from_the_own_namespace() {
+    let minimal = children("minimal");
+    let pods = "pods:app.kubernetes.io/component=cache,app.kubernetes.io/instance=demo,\
+                app.kubernetes.io/name=tidecache";
+    let own = "ns:kubernetes.io/metadata.name In apps";
+    assert_eq!(
+        policy_rules(&minimal),
+        [
+            (sources(&[pods]), vec![8080, 6379]),
+            (sources(&[own]), vec![8080, 6379]),
+            (sources(&[own]), vec![8080]),
+        ]
+    );
+    let policy = minimal.network_policy.as_ref().expect("policy");
+    assert_eq!(policy.metadata.name.as_deref(), Some("demo"));
+    assert_eq!(
+        policy.metadata.owner_references,
+        minimal.stateful_set.metadata.owner_references
+    );
+}
+
+#[test]
+fn network_policy_takes_the_spec_sources_and_ports() {
+    let full = children("full");
+    let pods = "pods:app.kubernetes.io/component=cache,app.kubernetes.io/instance=sessions,\
+                app.kubernetes.io/name=tidecache";
+    assert_eq!(
+        policy_rules(&full),
+        [
+            (sources(&[pods]), vec![8080, 6390]),
+            (
+                sources(&[
+                    "ns:kubernetes.io/metadata.name In web|checkout",
+                    "ns:team=payments"
+                ]),
+                vec![8080, 6390]
+            ),
+            (
+                sources(&["ns:kubernetes.io/metadata.name=monitoring"]),
+                vec![8080]
+            ),
+        ]
+    );
+    // `all` admits every source, also outside the cluster (a LoadBalancer's clients).
+    let mut cluster = fixtures::load("full");
+    cluster.spec.network.clients = crate::crd::TrafficSources {
+        all: true,
+        ..crate::crd::TrafficSources::default()
+    };
+    cluster.spec.service.redis_port = 0;
+    let rules = policy_rules(&build(&validate(&cluster).expect("valid")));
+    assert_eq!(rules[0], (sources(&[pods]), vec![8080]));
+    assert_eq!(rules[1], (None, vec![8080]));
+    assert!(children("no-pdb").network_policy.is_none());
+}
+
+/// With TLS on, clients are admitted on the TLS ports only and the plain ones serve the
+/// cluster's own pods (peers) alone.
+#[test]
+fn network_policy_admits_clients_on_the_tls_ports_when_tls_is_on() {
+    let mut validated = validate(&fixtures::minimal()).expect("valid");
+    validated.node.tls = Some(tidecache_contract::args::NodeTls {
+        listen: "0.0.0.0:8443".parse().expect("address"),
+        resp_listen: Some("0.0.0.0:6380".parse().expect("address")),
+        cert_file: "/tls/tls.crt".into(),
+        key_file: "/tls/tls.key".into(),
+        client_ca_file: None,
+    });
+    let rules = policy_rules(&build(&validated));
+    assert_eq!(rules[0].1, [8080, 6379, 8443, 6380]);
+    assert_eq!(rules[1].1, [8443, 6380]);
+    assert_eq!(rules[2].1, [8080]);
+}
+
+/// The `full` fixture with TLS: client certificates required, HTTPS on Service port 443,
+/// RESP over TLS on 6400.
+fn with_tls() -> crate::crd::CacheCluster {
+    let mut cluster = fixtures::load("full");
+    cluster.spec.tls = Some(crate::crd::TlsSpec {
+        secret_name: "sessions-tls".into(),
+        client_certificates: crate::crd::ClientCertificates::Require,
+        port: 443,
+        redis_port: 6400,
+    });
+    cluster
+}
+
+#[test]
+fn tls_mounts_the_secret_and_adds_the_tls_listeners_beside_the_plain_ones() {
+    let children = build(&validate(&with_tls()).expect("valid"));
+    let container = cache_container(&children);
+    let args = container.args.clone().expect("args");
+    for flag in [
+        "--listen=0.0.0.0:8080",
+        "--resp-listen=0.0.0.0:6390",
+        "--tls-listen=0.0.0.0:8443",
+        "--resp-tls-listen=0.0.0.0:6400",
+        "--tls-cert-file=/etc/tidecache/tls/tls.crt",
+        "--tls-key-file=/etc/tidecache/tls/tls.key",
+        "--tls-client-ca-file=/etc/tidecache/tls/ca.crt",
+    ] {
+        assert!(args.contains(&flag.to_string()), "{flag} missing: {args:?}");
+    }
+    let ports: Vec<(Option<String>, i32)> = container
+        .ports
+        .clone()
+        .expect("ports")
+        .into_iter()
+        .map(|port| (port.name, port.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some(HTTP_PORT_NAME.into()), i32::from(HTTP_PORT)),
+            (Some(REDIS_PORT_NAME.into()), 6390),
+            (Some(HTTPS_PORT_NAME.into()), i32::from(HTTPS_PORT)),
+            (Some(REDISS_PORT_NAME.into()), 6400),
+        ]
+    );
+    let mount = container
+        .volume_mounts
+        .expect("mounts")
+        .into_iter()
+        .find(|mount| mount.mount_path == TLS_DIR)
+        .expect("the Secret is mounted");
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(mount.sub_path, None, "a subPath mount is never updated");
+    let pod = children
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.clone())
+        .expect("pod");
+    let volume = pod
+        .volumes
+        .expect("volumes")
+        .into_iter()
+        .find(|volume| volume.name == mount.name)
+        .expect("the mount's volume");
+    let secret = volume.secret.expect("a Secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("sessions-tls"));
+    assert_eq!(secret.default_mode, Some(0o440));
+    // Probes stay on the plain HTTP port.
+    let probe = container.readiness_probe.and_then(|probe| probe.http_get);
+    assert_eq!(
+        probe.map(|get| get.port),
+        Some(IntOrString::String(HTTP_PORT_NAME.into()))
+    );
+
+    let port = |name: &str, number| (name.to_string(), number, IntOrString::String(name.into()));
+    assert_eq!(
+        service_ports(&children.client_service),
+        [port(HTTPS_PORT_NAME, 443), port(REDISS_PORT_NAME, 6400)],
+        "the client Service offers TLS only"
+    );
+    assert_eq!(
+        service_ports(&children.peers_service),
+        [
+            port(HTTP_PORT_NAME, i32::from(HTTP_PORT)),
+            port(REDIS_PORT_NAME, 6390),
+            port(HTTPS_PORT_NAME, i32::from(HTTPS_PORT)),
+            port(REDISS_PORT_NAME, 6400),
+        ]
+    );
+}
+
+#[test]
+fn tls_without_client_certificates_or_resp_over_tls_renders_neither() {
+    let mut cluster = with_tls();
+    let tls = cluster.spec.tls.as_mut().expect("tls");
+    tls.client_certificates = crate::crd::ClientCertificates::Ignore;
+    tls.redis_port = 0;
+    let built = build(&validate(&cluster).expect("valid"));
+    let args = cache_container(&built).args.expect("args");
+    assert!(args.contains(&"--tls-listen=0.0.0.0:8443".to_string()));
+    for absent in ["--tls-client-ca-file", "--resp-tls-listen"] {
+        assert!(!args.iter().any(|arg| arg.starts_with(absent)), "{args:?}");
+    }
+    let names = |service: &Service| {
+        service_ports(service)
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&built.client_service), [HTTPS_PORT_NAME]);
+    assert_eq!(
+        names(&built.peers_service),
+        [HTTP_PORT_NAME, REDIS_PORT_NAME, HTTPS_PORT_NAME]
+    );
+    // Without spec.tls nothing of it is rendered.
+    let plain = cache_container(&children("full")).args.expect("args");
+    assert!(
+        !plain.iter().any(|arg| arg.starts_with("--tls")),
+        "{plain:?}"
+    );
 }

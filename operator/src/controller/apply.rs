@@ -23,6 +23,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -40,7 +41,7 @@ use crate::labels::{self, APPLIED_HASH_ANNOTATION, MANAGER};
 use crate::validate::ValidatedCluster;
 
 /// Every kind of child a CacheCluster can have: what the sweep lists and the driver watches.
-pub(super) fn child_kinds() -> [ApiResource; 7] {
+pub(super) fn child_kinds() -> [ApiResource; 8] {
     [
         ApiResource::erase::<ServiceAccount>(&()),
         ApiResource::erase::<RoleBinding>(&()),
@@ -49,6 +50,7 @@ pub(super) fn child_kinds() -> [ApiResource; 7] {
         ApiResource::erase::<StatefulSet>(&()),
         ApiResource::erase::<CronJob>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
     ]
 }
 
@@ -81,6 +83,7 @@ pub(super) async fn apply_children(
         stateful_set,
         janitor,
         disruption_budget,
+        network_policy,
     } = children;
     let mut resources = ClusterResources::new(cluster, validated, context);
     resources.apply(service_account).await?;
@@ -92,6 +95,9 @@ pub(super) async fn apply_children(
     let janitor = resources.apply(janitor).await?;
     if let Some(budget) = disruption_budget {
         resources.apply(budget).await?;
+    }
+    if let Some(policy) = network_policy {
+        resources.apply(policy).await?;
     }
     resources.delete_orphans().await?;
     Ok(Applied {
@@ -312,6 +318,7 @@ mod tests {
             stateful_set,
             janitor,
             disruption_budget,
+            network_policy,
         } = build::build(&validated);
         fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> ApiResource {
             ApiResource::erase::<K>(&())
@@ -325,6 +332,7 @@ mod tests {
             kind_of(&stateful_set),
             kind_of(&janitor),
             kind_of(&disruption_budget.expect("the full fixture has a budget")),
+            kind_of(&network_policy.expect("the full fixture has a network policy")),
         ];
         let swept = child_kinds();
         for kind in built {

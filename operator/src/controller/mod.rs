@@ -8,6 +8,8 @@
 //! - `apply`: the apply engine: server-side apply of what differs, then one sweep that deletes
 //!   the children no longer built, by label, for every child kind.
 //! - `observe`: the reads the status is computed from (pods, nodes, the janitor's Jobs).
+//! - `peer_token`: the generated Secret the cache pods authenticate to each other with
+//!   (created once, rotated on request; the one write that is not a server-side apply).
 //! - `update_status`: the status write, skipped when the status did not change.
 //! - `context`: what reconciles share: the client, the Event recorder, metrics, the clock and
 //!   the failure counts.
@@ -40,6 +42,7 @@ mod apply;
 mod context;
 mod driver;
 mod observe;
+mod peer_token;
 mod pipeline;
 mod update_status;
 
@@ -54,6 +57,9 @@ pub enum Error {
     /// The object lacks metadata the API server always sets.
     #[error("CacheCluster cannot be reconciled")]
     Metadata(#[source] ValidationError),
+    /// The operating system's random generator failed (generating a peer token).
+    #[error("cannot generate a peer token: {0}")]
+    Random(String),
     /// Reading a child failed.
     #[error("failed to read {kind} {name}")]
     Get {
@@ -136,6 +142,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Metadata(_) => "Metadata",
+            Error::Random(_) => "Random",
             Error::Get { .. } => "Get",
             Error::Apply { .. } => "Apply",
             Error::List { .. } => "List",

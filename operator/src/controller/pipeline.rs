@@ -13,6 +13,7 @@ use tracing::{instrument, warn};
 
 use super::apply::apply_children;
 use super::observe::observe;
+use super::peer_token;
 use super::update_status::write_status;
 use super::{Context, Error};
 use crate::build;
@@ -87,13 +88,15 @@ async fn reconcile_inner(cluster: &CacheCluster, context: &Context) -> Result<Ac
         // Garbage collection removes the owned children; nothing to do.
         return Ok(Action::await_change());
     }
-    let validated = match validate(cluster) {
+    let mut validated = match validate(cluster) {
         Ok(validated) => validated,
         Err(ValidationError::InvalidSpec { field, message }) => {
             return refuse(cluster, context, &format!("{field}: {message}")).await;
         }
         Err(error) => return Err(Error::Metadata(error)),
     };
+    // Before the pods are built: they read the Secret, and name its revision.
+    validated.peer_token_revision = Some(peer_token::ensure(cluster, &validated, context).await?);
     let children = build::build(&validated);
     let applied = apply_children(cluster, &validated, children, context).await?;
     let observation = observe(&validated, cluster, applied, context).await?;

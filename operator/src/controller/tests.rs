@@ -49,6 +49,7 @@ const CLUSTER_PATH: &str = "/apis/tidecache.io/v1alpha1/namespaces/apps/cacheclu
 const STS_PATH: &str = "/apis/apps/v1/namespaces/apps/statefulsets/demo";
 const CRON_PATH: &str = "/apis/batch/v1/namespaces/apps/cronjobs/demo-janitor";
 const PDB_PATH: &str = "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/demo";
+const NETWORK_POLICY_PATH: &str = "/apis/networking.k8s.io/v1/namespaces/apps/networkpolicies/demo";
 
 impl FakeApi {
     fn start() -> FakeApi {
@@ -275,6 +276,50 @@ fn answer(
             state.objects.insert(path.to_string(), object.clone());
             (StatusCode::OK, object)
         }
+        // Create and replace: only the peer-token Secret is written this way.
+        Method::POST => {
+            let name = body["metadata"]["name"].as_str().unwrap_or_default();
+            let object_path = format!("{path}/{name}");
+            state.writes.push(format!("POST {object_path}"));
+            if state.objects.contains_key(&object_path) {
+                return (
+                    StatusCode::CONFLICT,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                           "status": "Failure", "reason": "AlreadyExists", "code": 409,
+                           "message": "already exists"}),
+                );
+            }
+            let mut object = body;
+            object["metadata"]["uid"] = json!(format!("uid-{}", state.requests));
+            object["metadata"]["resourceVersion"] = json!("1");
+            state.objects.insert(object_path, object.clone());
+            (StatusCode::CREATED, object)
+        }
+        Method::PUT => {
+            state.writes.push(format!("PUT {path}"));
+            let Some(stored) = state.objects.get(path) else {
+                return not_found();
+            };
+            let version = stored["metadata"]["resourceVersion"].clone();
+            if body["metadata"]["resourceVersion"] != version {
+                return (
+                    StatusCode::CONFLICT,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                           "status": "Failure", "reason": "Conflict", "code": 409,
+                           "message": "the object has been modified"}),
+                );
+            }
+            let mut object = body;
+            object["metadata"]["uid"] = stored["metadata"]["uid"].clone();
+            let next = version
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            object["metadata"]["resourceVersion"] = json!(next.to_string());
+            state.objects.insert(path.to_string(), object.clone());
+            (StatusCode::OK, object)
+        }
         Method::DELETE => {
             state.writes.push(format!("DELETE {path}"));
             match state.objects.remove(path) {
@@ -303,7 +348,9 @@ fn condition(cluster: &CacheCluster, type_: &str) -> (String, String, String) {
     )
 }
 
-const CHILD_PATHS: [&str; 8] = [
+const PEER_TOKEN_PATH: &str = "/api/v1/namespaces/apps/secrets/demo-peer-token";
+
+const CHILD_PATHS: [&str; 9] = [
     "/api/v1/namespaces/apps/serviceaccounts/demo-cache",
     "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/demo-cache",
     "/api/v1/namespaces/apps/persistentvolumeclaims/demo-data",
@@ -312,6 +359,7 @@ const CHILD_PATHS: [&str; 8] = [
     STS_PATH,
     CRON_PATH,
     PDB_PATH,
+    NETWORK_POLICY_PATH,
 ];
 
 #[tokio::test]
@@ -321,12 +369,17 @@ async fn create_applies_every_child_then_status() {
     let action = api.reconcile().await;
     assert_eq!(action, Action::requeue(RESYNC));
     let (writes, events) = api.take();
-    let mut expected: Vec<String> = CHILD_PATHS.iter().map(|p| format!("PATCH {p}")).collect();
+    let mut expected = vec![format!("POST {PEER_TOKEN_PATH}")];
+    expected.extend(CHILD_PATHS.iter().map(|p| format!("PATCH {p}")));
     expected.push(format!("PATCH {CLUSTER_PATH}/status"));
     assert_eq!(writes, expected);
-    assert_eq!(events.len(), 8);
+    assert_eq!(events.len(), CHILD_PATHS.len() + 1);
     assert!(
-        events
+        events[0].starts_with("Normal PeerTokenCreated: "),
+        "{events:?}"
+    );
+    assert!(
+        events[1..]
             .iter()
             .all(|e| e.starts_with("Normal Created: created "))
     );
@@ -342,6 +395,68 @@ async fn create_applies_every_child_then_status() {
         sts["metadata"]["ownerReferences"][0]["kind"],
         "CacheCluster"
     );
+}
+
+/// The peer-token Secret's two keys, decoded.
+fn peer_tokens(api: &FakeApi) -> (Vec<u8>, Vec<u8>) {
+    use base64::Engine;
+    let secret = &api.lock().objects[PEER_TOKEN_PATH];
+    let key = |key: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str().expect("base64"))
+            .expect("base64")
+    };
+    (key("token"), key("previous"))
+}
+
+fn revision_of_pods(api: &FakeApi) -> Value {
+    api.lock().objects[STS_PATH]["spec"]["template"]["metadata"]["annotations"]
+        [labels::PEER_TOKEN_REVISION_ANNOTATION]
+        .clone()
+}
+
+#[tokio::test]
+async fn the_peer_token_is_kept_and_rotated_once_per_annotation_value() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.reconcile().await;
+    api.take();
+    let (first, previous) = peer_tokens(&api);
+    assert_eq!(first.len(), 64);
+    assert_eq!(previous, first, "a Secret never rotated holds one token");
+    let revision = revision_of_pods(&api);
+    assert!(revision.is_string(), "the pods name the Secret's revision");
+
+    // The admin asks for a rotation.
+    let mut cluster = api.cluster();
+    cluster.metadata.annotations = Some(BTreeMap::from([(
+        labels::ROTATE_PEER_TOKEN_ANNOTATION.to_string(),
+        "2026-12-02".to_string(),
+    )]));
+    api.put_cluster(&cluster);
+    api.reconcile().await;
+    let (writes, events) = api.take();
+    assert_eq!(
+        writes,
+        [
+            format!("PUT {PEER_TOKEN_PATH}"),
+            format!("PATCH {STS_PATH}")
+        ],
+        "the Secret is rotated, then the pods roll"
+    );
+    assert!(
+        events[0].starts_with("Normal PeerTokenRotated: "),
+        "{events:?}"
+    );
+    let (second, previous) = peer_tokens(&api);
+    assert_ne!(second, first);
+    assert_eq!(previous, first, "the old token stays accepted");
+    assert_ne!(revision_of_pods(&api), revision);
+
+    // The same value rotates once: nothing is written again.
+    api.reconcile().await;
+    assert_eq!(api.take(), (vec![], vec![]));
+    assert_eq!(peer_tokens(&api).0, second);
 }
 
 #[tokio::test]
@@ -509,6 +624,21 @@ async fn disabling_the_budget_deletes_it() {
     let (writes, events) = api.take();
     assert_eq!(writes, [format!("DELETE {PDB_PATH}")]);
     assert_eq!(events, ["Normal Deleted: deleted PodDisruptionBudget demo"]);
+}
+
+#[tokio::test]
+async fn disabling_the_network_policy_deletes_it() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.reconcile().await;
+    api.take();
+    let mut cluster = api.cluster();
+    cluster.spec.network.policy = false;
+    api.put_cluster(&cluster);
+    api.reconcile().await;
+    let (writes, events) = api.take();
+    assert_eq!(writes, [format!("DELETE {NETWORK_POLICY_PATH}")]);
+    assert_eq!(events, ["Normal Deleted: deleted NetworkPolicy demo"]);
 }
 
 #[tokio::test]

@@ -2,19 +2,24 @@
 //! children as the operator builds them, what kubectl shows of a CacheCluster, and a
 //! CacheCluster the CRD's rules refuse.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use kube::api::ListParams;
+use kube::api::{Api, ListParams};
 use tidecache_e2e::cluster::{OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE};
 use tidecache_e2e::control_plane::ZONE_LABEL;
 
 use crate::suite::Env;
-use crate::support::{DEMO, TIMEOUT, TestResult, api, apply, is_ready, kubectl, wait_for};
+use crate::support::{
+    DEMO, RESTRICTED_LABEL, TIMEOUT, TestResult, api, apply, is_ready, kubectl, wait_for,
+};
 
 /// `kubectl apply -k deploy/`: the operator's pods run through the kubelet with a
 /// token of their ServiceAccount `tidecache-operator` (minted by TokenRequest), so
@@ -61,8 +66,8 @@ pub async fn operator_from_deploy(env: &Env) -> TestResult {
 }
 
 /// The sample becomes a StatefulSet, two Services, the PVC, the CronJob, the PDB, a
-/// ServiceAccount and its RoleBinding, each as the operator builds it and owned by the
-/// CacheCluster (the claim excepted: `Retain`).
+/// ServiceAccount and its RoleBinding and a NetworkPolicy, each as the operator builds it and
+/// owned by the CacheCluster (the claim excepted: `Retain`).
 pub async fn sample_children(env: &Env) -> TestResult {
     let ns = DEMO.namespace;
     let cc = wait_for("the CacheCluster to be observed", TIMEOUT, async || {
@@ -213,7 +218,88 @@ pub async fn sample_children(env: &Env) -> TestResult {
         .get("demo-cache")
         .await
         .map_err(|e| e.to_string())?;
-    owned(&binding.metadata)
+    owned(&binding.metadata)?;
+    network_policy(env, &owned).await
+}
+
+/// The apiserver accepted the sample's NetworkPolicy as built: ingress only, to the cache
+/// pods, from the cluster's own pods on every port they serve, from the own namespace on the
+/// client ports and on the HTTP port for `/metrics`. (No network plugin enforces it here.)
+async fn network_policy(
+    env: &Env,
+    owned: &impl Fn(&kube::api::ObjectMeta) -> TestResult,
+) -> TestResult {
+    let policy = api::<NetworkPolicy>(env, DEMO.namespace)
+        .get(DEMO.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    owned(&policy.metadata)?;
+    let spec = policy.spec.unwrap_or_default();
+    let cache_pods = BTreeMap::from([
+        (
+            "app.kubernetes.io/component".to_string(),
+            "cache".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            DEMO.name.to_string(),
+        ),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "tidecache".to_string(),
+        ),
+    ]);
+    let own_namespace = format!("kubernetes.io/metadata.name In [{}]", DEMO.namespace);
+    let peer = |peer: &NetworkPolicyPeer| match (&peer.pod_selector, &peer.namespace_selector) {
+        (Some(pods), None) if pods.match_labels.as_ref() == Some(&cache_pods) => {
+            "cache pods".to_string()
+        }
+        (None, Some(namespaces)) => namespaces
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{} {} {:?}",
+                    e.key,
+                    e.operator,
+                    e.values.clone().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+            .replace('"', ""),
+        _ => format!("{peer:?}"),
+    };
+    let rules: Vec<(Vec<String>, Vec<IntOrString>)> = spec
+        .ingress
+        .iter()
+        .flatten()
+        .map(|rule| {
+            let from = rule.from.iter().flatten().map(peer).collect();
+            let ports = rule
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.clone())
+                .collect();
+            (from, ports)
+        })
+        .collect();
+    let (http, redis) = (IntOrString::Int(8080), IntOrString::Int(6379));
+    let want = vec![
+        (
+            vec!["cache pods".to_string()],
+            vec![http.clone(), redis.clone()],
+        ),
+        (vec![own_namespace.clone()], vec![http.clone(), redis]),
+        (vec![own_namespace], vec![http]),
+    ];
+    let selects_cache_pods = spec.pod_selector.and_then(|s| s.match_labels) == Some(cache_pods);
+    if !selects_cache_pods || spec.policy_types != Some(vec!["Ingress".into()]) || rules != want {
+        return Err(format!("NetworkPolicy rules {rules:?}, want {want:?}"));
+    }
+    Ok(())
 }
 
 /// `kubectl get cacheclusters` shows the printer columns with true values and
@@ -286,4 +372,72 @@ pub async fn invalid_refused(env: &Env) -> TestResult {
         }
         Err(e) => Err(format!("refused without the rule's message: {e}")),
     }
+}
+
+/// Every namespace the operator's pods and the sample's run in enforces the restricted Pod
+/// Security Standard (the apiserver's PodSecurity admission, on by default, refuses a
+/// breaking pod), and the operator's two pods, the sample's three cache pods and a janitor
+/// Job's pod were all admitted there.
+pub async fn pod_security_restricted(env: &Env) -> TestResult {
+    let (key, value) = RESTRICTED_LABEL.split_once('=').unwrap_or_default();
+    for ns in [OPERATOR_NAMESPACE, DEMO.namespace] {
+        let labels = Api::<Namespace>::all(env.client.clone())
+            .get(ns)
+            .await
+            .map_err(|e| e.to_string())?
+            .metadata
+            .labels
+            .unwrap_or_default();
+        if labels.get(key).map(String::as_str) != Some(value) {
+            return Err(format!(
+                "namespace {ns} lacks {RESTRICTED_LABEL}: {labels:?}"
+            ));
+        }
+    }
+    // Enforcement is live: a pod with no security context is refused, not stored.
+    let root_pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root-pod\n  namespace: {}\nspec:\n  \
+         containers:\n    - name: c\n      image: ghcr.io/tidecache/cache-node:0.1.0\n",
+        DEMO.namespace
+    );
+    match apply_dry_run(env, &root_pod).await {
+        Ok(out) => return Err(format!("a pod breaking restricted was admitted: {out}")),
+        Err(e) if e.contains("violates PodSecurity \"restricted:latest\"") => {}
+        Err(e) => return Err(format!("refused, but not by PodSecurity: {e}")),
+    }
+    DEMO.wait_settled(env, 3).await?;
+    let operators = api::<Pod>(env, OPERATOR_NAMESPACE)
+        .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+        .await
+        .map_err(|e| e.to_string())?;
+    if operators.items.len() != 2 {
+        return Err(format!("{} operator pods, want 2", operators.items.len()));
+    }
+    wait_for("a janitor Job's pod", TIMEOUT, async || {
+        let pods = api::<Pod>(env, DEMO.namespace)
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/instance={},app.kubernetes.io/component=janitor",
+                DEMO.name
+            )))
+            .await
+            .map_err(|e| e.to_string())?;
+        if pods.items.is_empty() {
+            Err("no janitor Job's pod has been admitted yet".into())
+        } else {
+            Ok(Some(()))
+        }
+    })
+    .await
+}
+
+/// `kubectl apply --dry-run=server`: admission runs in full, nothing is stored.
+async fn apply_dry_run(env: &Env, manifest: &str) -> TestResult<String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("manifest.yaml");
+    std::fs::write(&file, manifest).map_err(|e| e.to_string())?;
+    kubectl(
+        env,
+        &["apply", "--dry-run=server", "-f", &file.to_string_lossy()],
+    )
+    .await
 }

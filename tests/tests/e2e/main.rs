@@ -58,6 +58,12 @@ fn scenarios() -> Vec<Scenario> {
             body: |e| Box::pin(install::sample_children(e)),
         },
         Scenario {
+            name: "pod_security_restricted",
+            needs: Needs::Demo,
+            namespace: None,
+            body: |e| Box::pin(install::pod_security_restricted(e)),
+        },
+        Scenario {
             name: "spread_and_serve",
             needs: Needs::Demo,
             namespace: None,

@@ -15,7 +15,7 @@ use kube::{Api, Client, ResourceExt};
 use tidecache_e2e::cluster::LocalCluster;
 use tokio::sync::OnceCell;
 
-use crate::support::{TIMEOUT, TestResult, apply, kubectl, tail};
+use crate::support::{DEMO, RESTRICTED_LABEL, TIMEOUT, TestResult, apply, kubectl, tail};
 
 /// The running local cluster and an admin client of it.
 pub struct Env {
@@ -163,18 +163,35 @@ async fn install_operator(env: &Env) -> TestResult {
     result
 }
 
-/// `kubectl apply -f deploy/samples/minimal.yaml`; idempotent.
+/// `kubectl apply -f deploy/samples/minimal.yaml` into `default` labelled for the restricted
+/// Pod Security Standard; idempotent.
 async fn apply_sample(env: &Env) -> TestResult {
+    kubectl(
+        env,
+        &[
+            "label",
+            "namespace",
+            DEMO.namespace,
+            RESTRICTED_LABEL,
+            "--overwrite",
+        ],
+    )
+    .await?;
     let sample: PathBuf = LocalCluster::deploy_dir().join("samples/minimal.yaml");
     kubectl(env, &["apply", "-f", &sample.to_string_lossy()])
         .await
         .map(drop)
 }
 
+/// A scenario's own namespace, restricted like every namespace the scenarios use.
 async fn create_namespace(env: &Env, name: &str) -> TestResult {
+    let (key, value) = RESTRICTED_LABEL.split_once('=').unwrap_or_default();
     apply(
         env,
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"),
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    \
+             {key}: {value}\n"
+        ),
     )
     .await
     .map(drop)

@@ -21,6 +21,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(180);
 /// A scenario's result: the error says what was expected and what was seen.
 pub type TestResult<T = ()> = Result<T, String>;
 
+/// The label that makes the apiserver's PodSecurity admission refuse, in a namespace, every
+/// pod breaking the restricted Pod Security Standard. Every namespace the scenarios put
+/// CacheClusters in carries it (as `deploy/namespace.yaml` does for the operator's), so
+/// each pod the operator builds is proven admissible there.
+pub const RESTRICTED_LABEL: &str = "pod-security.kubernetes.io/enforce=restricted";
+
 /// A CacheCluster a scenario works on.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {

@@ -22,16 +22,32 @@ pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<(
     Ok(())
 }
 
-/// `MGET key [key ...]`.
+/// `MGET key [key ...]`: refused, before any of the reply is buffered, if the values found
+/// would make the reply larger than `--max-response-bytes` (naming one large key many times
+/// would otherwise buffer it that many times).
 pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<(), CommandError> {
-    reply.array(args.len());
+    let max = ctx.state.cache.limits().max_response_bytes;
+    let mut size = 0usize;
+    let mut hits = Vec::with_capacity(args.len());
     for key in args {
         let hit = ctx.state.cache.get(key);
+        // A bulk string's header and CRLF, at most this many bytes besides the value.
+        size += hit.as_ref().map_or(0, |hit| hit.value.len()) + MGET_ENTRY_OVERHEAD;
+        if size > max {
+            return Err(CommandError::ReplyTooLarge { max });
+        }
+        hits.push(hit);
+    }
+    reply.array(args.len());
+    for hit in hits {
         ctx.count_read(hit.is_some());
         bulk_or_null(reply, hit.as_ref().map(|hit| &hit.value[..]));
     }
     Ok(())
 }
+
+/// The bytes of an `MGET` reply element besides its value: `$<len>\r\n` and `\r\n`.
+const MGET_ENTRY_OVERHEAD: usize = 16;
 
 /// `STRLEN key`.
 pub fn strlen(
