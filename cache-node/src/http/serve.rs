@@ -334,7 +334,8 @@ impl hyper::service::Service<Request<Incoming>> for Full {
             budget: self.budget.clone(),
             prepaid: upfront.bytes(),
             extra: None,
-            deadline: Box::pin(tokio::time::sleep(self.body_timeout)),
+            deadline: tokio::time::Instant::now() + self.body_timeout,
+            timer: None,
             timeout: self.body_timeout,
         };
         let mut router = self.router.clone();
@@ -383,7 +384,11 @@ struct Metered {
     prepaid: usize,
     /// The charge for bytes past `prepaid` (a body without `Content-Length`).
     extra: Option<Charge>,
-    deadline: Pin<Box<Sleep>>,
+    /// When the whole body must have arrived (`--body-read-timeout` after the head).
+    deadline: tokio::time::Instant,
+    /// The timer for `deadline`, armed only when a read has to wait: most requests (every
+    /// GET, and bodies that arrived with their head) never register one.
+    timer: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
 }
 
@@ -399,7 +404,11 @@ impl hyper::body::Body for Metered {
         let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                ready!(this.deadline.as_mut().poll(cx));
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                ready!(timer.as_mut().poll(cx));
                 let timeout = this.timeout;
                 return Poll::Ready(Some(Err(Box::new(BodyBound::TimedOut { timeout }))));
             }
