@@ -899,6 +899,16 @@ mod tests {
         tempfile::tempdir().expect("tempdir")
     }
 
+    /// Parses and validates `args` with `cgroup` as the cgroup root; either failure as text.
+    fn validate_in(cgroup: &tempfile::TempDir, args: &[&str]) -> Result<Settings, String> {
+        Config::try_parse_from(std::iter::once("cache-node").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                c.validate_with_cgroup_root(cgroup.path())
+                    .map_err(|e| e.to_string())
+            })
+    }
+
     #[test]
     fn defaults_are_a_local_memory_only_node_on_the_every_minute_schedule() {
         let cgroup = empty_cgroup();
@@ -968,14 +978,7 @@ mod tests {
     #[test]
     fn replication_is_on_with_peers_or_a_peers_service() {
         let cgroup = empty_cgroup();
-        let validate = |args: &[&str]| {
-            Config::try_parse_from(std::iter::once("cache-node").chain(args.iter().copied()))
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    c.validate_with_cgroup_root(cgroup.path())
-                        .map_err(|e| e.to_string())
-                })
-        };
+        let validate = |args: &[&str]| validate_in(&cgroup, args);
         assert!(validate(&[]).expect("valid").replication.is_none());
         let settings = validate(&[
             "--peers=127.0.0.1:1,127.0.0.1:2",
@@ -1008,14 +1011,7 @@ mod tests {
     #[test]
     fn peers_have_a_token_of_their_own_never_the_clients() {
         let cgroup = empty_cgroup();
-        let validate = |args: &[&str]| {
-            Config::try_parse_from(std::iter::once("cache-node").chain(args.iter().copied()))
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    c.validate_with_cgroup_root(cgroup.path())
-                        .map_err(|e| e.to_string())
-                })
-        };
+        let validate = |args: &[&str]| validate_in(&cgroup, args);
         let peers = "--peers=127.0.0.1:1,127.0.0.1:2";
         let credential = |args: &[&str]| {
             validate(args)
