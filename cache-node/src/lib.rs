@@ -56,7 +56,7 @@ pub use node::{serve, shutdown_signal};
 /// Persistence, for benchmarks that drive the log directly.
 pub use persist::{FsyncPolicy, Log, PersistSettings, warm_start};
 /// The store, for benchmarks and tests that measure it alone.
-pub use store::{ENTRY_OVERHEAD, EvictionPolicy, Preconditions, Store, StoreConfig, entry_charge};
+pub use store::{EvictionPolicy, Preconditions, Store, StoreConfig};
 
 /// The parsers of untrusted bytes, public only so that the fuzz targets in `fuzz/`
 /// (docs/fuzzing.md) can drive them without a socket: they are internal to the front ends

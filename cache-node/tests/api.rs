@@ -10,7 +10,7 @@ use bytes::Bytes;
 use cache_node::AuthToken;
 use cache_node::{AppState, app, run};
 use cache_node::{Cache, CacheSettings, Limits};
-use cache_node::{EvictionPolicy, StoreConfig, entry_charge};
+use cache_node::{EvictionPolicy, StoreConfig};
 use cache_node::{ManualClock, Timestamp};
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -409,24 +409,38 @@ async fn oversized_values_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn noeviction_answers_507_when_full() {
-    let capacity = entry_charge(1, 3) * 2;
+    let capacity = 64 * 1024;
     let node = Node::with(Limits::default(), capacity, EvictionPolicy::NoEviction);
-    node.put("/v1/keys/a", "aaa").await;
-    node.put("/v1/keys/b", "bbb").await;
-    node.put("/v1/keys/c", "ccc")
-        .await
-        .assert_error(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage");
-    assert_eq!(node.get("/v1/keys/a").await.body, "aaa");
-    assert_eq!(node.get("/v1/keys/b").await.body, "bbb");
+    let mut stored = 0;
+    let refused = loop {
+        let reply = node.put(&format!("/v1/keys/k{stored}"), "0123456789").await;
+        if reply.status != StatusCode::CREATED {
+            break reply;
+        }
+        stored += 1;
+        assert!(stored < 100_000, "never full");
+    };
+    refused.assert_error(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage");
+    assert!(stored > 100, "only {stored} small entries fit in 64 KiB");
+    for i in 0..stored {
+        assert_eq!(node.get(&format!("/v1/keys/k{i}")).await.body, "0123456789");
+    }
 
     let evicting = Node::with(Limits::default(), capacity, EvictionPolicy::Clock);
-    for key in ["a", "b", "c"] {
+    for i in 0..stored * 3 {
         assert_eq!(
-            evicting.put(&format!("/v1/keys/{key}"), "vvv").await.status,
+            evicting
+                .put(&format!("/v1/keys/k{i}"), "0123456789")
+                .await
+                .status,
             StatusCode::CREATED
         );
     }
-    assert_eq!(evicting.get("/v1/keys/c").await.status, StatusCode::OK);
+    let last = stored * 3 - 1;
+    assert_eq!(
+        evicting.get(&format!("/v1/keys/k{last}")).await.status,
+        StatusCode::OK
+    );
 }
 
 async fn post_json(node: &Node, uri: &str, body: &Value) -> Reply {

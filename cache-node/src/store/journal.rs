@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Store;
-use super::entry::{Entry, entry_charge};
-use super::key::StoredKey;
 use super::shard::NewEntry;
 use crate::base::journal::{Change, Journal, Previous, Undo};
 use crate::base::version::Version;
@@ -34,32 +32,33 @@ impl Store {
         if !applies {
             return;
         }
+        let before = shard.footprint();
         match restore.filter(|p| p.expires_at.is_none_or(|expiry| expiry > now)) {
             Some(previous) => {
-                let charge = entry_charge(key.len(), previous.value.len());
-                let old_charge = shard.peek(hash, key).map_or(0, Entry::charge);
-                self.used.fetch_add(charge, Ordering::Relaxed);
-                self.used.fetch_sub(old_charge, Ordering::Relaxed);
-                let replaced = shard.upsert(NewEntry {
-                    key: StoredKey::from_bytes(change.key.clone()),
-                    value: previous.value.clone(),
+                // Charged without evicting, as it was before the change: the bytes are taken
+                // even past the capacity.
+                let new = NewEntry {
+                    key,
+                    value: &previous.value,
                     hash,
                     version: previous.version,
                     expires_at: previous.expires_at,
                     bucket: previous.bucket,
                     tombstone: false,
-                });
-                drop(shard);
-                if replaced.is_none() {
-                    self.entries.fetch_add(1, Ordering::Relaxed);
+                };
+                let cost = shard.cost(&new).unwrap_or(0);
+                self.used.fetch_add(cost, Ordering::Relaxed);
+                let restored = shard.upsert(&new);
+                self.settle(before, shard.footprint(), cost);
+                if restored.is_err() {
+                    let before = shard.footprint();
+                    shard.remove(hash, key);
+                    self.settle(before, shard.footprint(), 0);
                 }
             }
             None => {
-                let removed = shard.remove(hash, key);
-                drop(shard);
-                if let Some(removed) = removed {
-                    self.release(&removed);
-                }
+                shard.remove(hash, key);
+                self.settle(before, shard.footprint(), 0);
             }
         }
     }
@@ -71,14 +70,13 @@ impl Store {
         if shard
             .peek(hash, key)
             .is_some_and(|entry| !entry.tombstone && entry.version < tombstone)
-            && let Some(removed) = shard.remove(hash, key)
         {
-            drop(shard);
-            self.release(&removed);
+            let before = shard.footprint();
+            shard.remove(hash, key);
+            self.settle(before, shard.footprint(), 0);
         }
     }
 }
-
 impl Undo for Store {
     fn revert(&self, change: &Change, restore: Option<&Previous>) {
         self.revert_change(change, restore);

@@ -50,9 +50,9 @@ impl Store {
                 if !entry.is_live(now) {
                     return;
                 }
-                let position = position(self.hasher.hash_one(&*entry.key), bits);
+                let position = position(self.hasher.hash_one(entry.key), bits);
                 if position >= from {
-                    found.push((position, Bytes::copy_from_slice(&entry.key)));
+                    found.push((position, Bytes::copy_from_slice(entry.key)));
                 }
             });
             let wanted = count - keys.len().min(count);
@@ -117,7 +117,7 @@ impl Store {
             lock(shard).for_each(|entry| {
                 if entry.is_live(now) {
                     live.keys += 1;
-                    live.expiring += u64::from(entry.expires_at().is_some());
+                    live.expiring += u64::from(entry.expires_at.is_some());
                 }
             });
         }

@@ -5,9 +5,11 @@
 //! - [`Store`] (this file): picks the shard by key hash, keeps the global counters (entries,
 //!   bytes used, evictions) and runs the write protocol: check preconditions, reserve memory,
 //!   evict if needed, store.
-//! - `shard`: one lock's worth of state: the table, its expiry index and its CLOCK queue.
-//! - `expiry_index`: bucket fire time to entry hashes (contract 1).
-//! - `entry`: the entry and its memory charge; `key`: short keys inline.
+//! - `shard`: one lock's worth of state: the compact hash index over the shard's chunks, and
+//!   CLOCK eviction chunk by chunk.
+//! - `chunk`: append-only buffers of entries, one expiry bucket each (contract 1), freed
+//!   whole when the bucket expires; `item`: one entry's layout inside a chunk.
+//! - `bucket_cache`: expiry to bucket, cached.
 //! - `precondition`: `If-Match`/`If-None-Match` over [`Version`]s.
 //! - `replica`: records from peers applied by last-writer-wins; digests for anti-entropy.
 //! - `keys`: the key walk (`SCAN`), a random key, the live-key count.
@@ -19,14 +21,16 @@
 //!   counters are shared atomics.
 //! - An expired entry is never returned, whether or not it has been swept.
 //! - A refused write (failed precondition, no room under `noeviction`) changes nothing.
-//! - Memory in use stays within the capacity: a write reserves its bytes atomically before it
-//!   stores, evicting first if it must.
+//! - Memory in use stays within the capacity: a write reserves the bytes it will allocate
+//!   atomically before it stores, evicting first if it must. "In use" is what the chunks and
+//!   the index allocated, holes included, not an estimate per entry. Moving entries out of a
+//!   chunk being compacted or evicted may exceed it by a chunk per shard for a moment.
 //! - [`Store::evict_expired`] costs what expires, independent of how much is stored.
 
-mod entry;
-mod expiry_index;
+mod bucket_cache;
+mod chunk;
+mod item;
 mod journal;
-mod key;
 mod keys;
 mod precondition;
 mod replica;
@@ -41,7 +45,6 @@ use bytes::Bytes;
 use hashbrown::DefaultHashBuilder;
 use tidecache_contract::Schedule;
 
-pub use entry::{ENTRY_OVERHEAD, entry_charge};
 pub use keys::{LiveKeys, ScanStep};
 pub use precondition::{EtagMatch, Preconditions};
 
@@ -50,21 +53,18 @@ use crate::base::hlc::HybridClock;
 use crate::base::journal::{Change, Journal, Journaled, Previous};
 use crate::base::time::{Clock, Timestamp};
 use crate::base::version::Version;
-use entry::Entry;
-use key::StoredKey;
-use shard::{NewEntry, Shard};
+use shard::{Footprint, NewEntry, Shard};
 
 /// How many shards a store has unless configured: enough that two requests rarely meet on
 /// one lock even on machines with many more cores than threads serving requests.
 pub const DEFAULT_SHARDS: usize = 64;
 
-/// How hash-index lookups of one sweep are batched: the shard lock is released between
-/// batches so that a large bucket does not stall requests to that shard.
-const SWEEP_BATCH: usize = 1024;
-
-/// How many slots a sweep loads ahead of the removals (see `Shard::touch`): enough misses in
-/// flight to hide memory latency, few enough to stay in the L1 cache.
-const TOUCH_AHEAD: usize = 32;
+/// What an entry costs alone in an empty store: its chunk, with the chunk's bookkeeping, and
+/// a fresh index table. An entry that costs more than the capacity can never be stored.
+fn lone_cost(key_len: usize, value_len: usize) -> u64 {
+    let item = item::MAX_HEADER as u64 + key_len as u64 + value_len as u64;
+    chunk::chunk_capacity_for(item) + chunk::CHUNK_OVERHEAD + chunk::BUCKET_OVERHEAD + 64
+}
 
 /// What to do when a write does not fit in the capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub enum EvictionReason {
 pub struct StoreConfig {
     /// The expiry schedule whose fire times are the bucket boundaries.
     pub schedule: Schedule,
-    /// The most bytes entries may be charged in total (see [`entry_charge`]).
+    /// The most bytes the entries' chunks and index may allocate in total.
     pub capacity_bytes: u64,
     /// What happens when a write does not fit.
     pub eviction_policy: EvictionPolicy,
@@ -367,13 +367,7 @@ impl Store {
     pub fn get(&self, key: &[u8]) -> Option<Hit> {
         let hash = self.hasher.hash_one(key);
         let now = self.clock.now();
-        let mut shard = self.lock(self.shard_of(hash));
-        let entry = shard.get(hash, key, now)?;
-        Some(Hit {
-            value: entry.value.clone(),
-            version: entry.version,
-            expires_at: entry.expires_at(),
-        })
+        self.lock(self.shard_of(hash)).get(hash, key, now)
     }
 
     /// Stores `value` under `key`, expiring at `expires_at`, if `preconditions` hold. With a
@@ -450,7 +444,7 @@ impl Store {
         {
             return Err(PutError::AlreadyExpired { expires_at: expiry });
         }
-        let charge = entry_charge(key.len(), value.len());
+        let charge = lone_cost(key.len(), value.len());
         if charge > self.capacity {
             return Err(PutError::EntryTooLarge {
                 charge,
@@ -459,20 +453,16 @@ impl Store {
         }
         let hash = self.hasher.hash_one(&key[..]);
         let journal = self.journal.get().filter(|_| loaded.is_none());
-        // The journal needs its own copy: the entry takes the key's allocation below.
-        let journal_key = journal.map(|_| Bytes::copy_from_slice(&key));
-        // Reuses the allocation when the caller's `Bytes` owns it alone.
-        let key = StoredKey::from_bytes(key);
         let index = self.shard_of(hash);
         let mut evicted = Vec::new();
-        // Each round either stores, fails, or evicts one entry elsewhere; there are at most
-        // as many rounds as entries, and the bound only guards against a racing refill.
+        // Each round either stores, fails, or frees memory elsewhere; the bound only guards
+        // against a racing refill.
         for _ in 0..=self.shards.len() * 4 {
             let mut shard = self.lock(index);
             let bucket = match expires_at {
                 Some(expiry) => Some(
                     shard
-                        .expiry
+                        .buckets
                         .bucket_for(&self.schedule, expiry)
                         .ok_or(PutError::NoBucket { expires_at: expiry })?,
                 ),
@@ -483,40 +473,41 @@ impl Store {
             if !preconditions.hold(current) {
                 return Err(PutError::PreconditionFailed { current });
             }
-            let old_charge = existing.map_or(0, |e| e.charge);
+            let mut new = NewEntry {
+                key: &key,
+                value: &value,
+                hash,
+                version: Version::default(),
+                expires_at,
+                bucket,
+                tombstone: false,
+            };
             loop {
-                if self.try_reserve(charge, old_charge) {
-                    let version = match loaded {
+                let cost = shard.cost(&new).ok_or_else(|| self.insufficient(charge))?;
+                if self.try_reserve(cost) {
+                    new.version = match loaded {
                         Some(version) => {
                             self.versions.observe(version.to_disk(), now);
                             version
                         }
                         None => Version::from(self.versions.next(now)),
                     };
-                    let replaced = shard.upsert(NewEntry {
-                        key,
-                        value: value.clone(),
-                        hash,
-                        version,
-                        expires_at,
-                        bucket,
-                        tombstone: false,
-                    });
-                    let created = replaced.is_none();
-                    let commit = journal.zip(journal_key).map(|(journal, key)| {
+                    let version = new.version;
+                    let before = shard.footprint();
+                    let stored = shard.upsert(&new);
+                    self.settle(before, shard.footprint(), cost);
+                    let replaced = stored.map_err(|_| self.insufficient(charge))?;
+                    let commit = journal.map(|journal| {
                         journal.append(Change {
-                            key,
+                            key: key.clone(),
                             version,
-                            value: Some(value),
+                            value: Some(value.clone()),
                             expires_at,
                             bucket,
                             previous: replaced.filter(|_| current.is_some()),
                         })
                     });
                     drop(shard);
-                    if created {
-                        self.entries.fetch_add(1, Ordering::Relaxed);
-                    }
                     return Ok(Journaled {
                         outcome: PutOutcome {
                             created: current.is_none(),
@@ -527,18 +518,13 @@ impl Store {
                         commit,
                     });
                 }
-                if self.policy == EvictionPolicy::NoEviction {
-                    return Err(self.insufficient(charge));
-                }
-                match shard.evict_one(now, Some((hash, &key))) {
-                    Some((entry, reason)) => evicted.push(self.account_removed(entry, reason)),
-                    None => break,
+                if !self.reclaim_in(&mut shard, now, Some((hash, &key)), &mut evicted) {
+                    break;
                 }
             }
             drop(shard);
-            match self.evict_elsewhere(index, now) {
-                Some(key) => evicted.push(key),
-                None => break,
+            if !self.reclaim_elsewhere(index, now, &mut evicted) {
+                break;
             }
         }
         Err(self.insufficient(charge))
@@ -581,32 +567,38 @@ impl Store {
         let Some(version) = current else {
             // A tombstone stays (it is what makes the delete stick); an expired entry is
             // removed now, as an expiry, and absent to the caller.
-            if existing.is_some_and(|e| !e.tombstone)
-                && let Some(removed) = shard.remove(hash, key)
-            {
+            if existing.is_some_and(|e| !e.tombstone) {
+                let before = shard.footprint();
+                let removed = shard.remove(hash, key);
+                self.settle(before, shard.footprint(), 0);
                 drop(shard);
-                self.account_removed(removed, EvictionReason::Expired);
+                if removed.is_some() {
+                    self.account_evicted(key, EvictionReason::Expired, false);
+                }
             }
             return Err(DeleteError::NotFound);
         };
         let tombstone = Version::from(self.versions.next(now));
-        let previous = if self.keep_tombstones {
-            let (previous, old_charge) = shard
-                .entomb(hash, key, tombstone)
-                .ok_or(DeleteError::NotFound)?;
-            self.used.fetch_sub(
-                old_charge.saturating_sub(entry_charge(key.len(), 0)),
-                Ordering::Relaxed,
-            );
-            previous
+        let before = shard.footprint();
+        let entombed = if self.keep_tombstones {
+            // A delete is never refused for memory: the tombstone's bytes are taken even past
+            // the capacity (a chunk at most), and the deleted value's go with the compaction.
+            let cost = shard.tombstone_cost(hash, key).unwrap_or(0);
+            self.used.fetch_add(cost, Ordering::Relaxed);
+            let entombed = shard.entomb(hash, key, tombstone);
+            self.settle(before, shard.footprint(), cost);
+            entombed.ok().flatten()
         } else {
-            let removed = shard.remove(hash, key).ok_or(DeleteError::NotFound)?;
-            self.release(&removed);
-            Previous {
-                value: removed.value.clone(),
-                version,
-                expires_at: removed.expires_at(),
-                bucket: removed.bucket(),
+            None
+        };
+        let previous = match entombed {
+            Some(previous) => previous,
+            // Not replicated, or no chunk left for the tombstone: the entry goes.
+            None => {
+                let before = shard.footprint();
+                let removed = shard.remove(hash, key).ok_or(DeleteError::NotFound)?;
+                self.settle(before, shard.footprint(), 0);
+                removed
             }
         };
         let deleted = Deleted {
@@ -632,40 +624,46 @@ impl Store {
     }
 
     /// Evicts every bucket whose fire time is at or before now. Called by the sweeper at
-    /// each fire time; the work is proportional to the entries filed in those buckets.
+    /// each fire time; the work is proportional to the entries filed in those buckets, and
+    /// their memory goes back a chunk at a time, with no work per entry besides its index
+    /// slot. The shard lock is released between chunks, so a large bucket does not stall
+    /// requests to that shard.
     pub fn evict_expired(&self) -> SweepReport {
         let now = self.clock.now();
+        let announce = self.events.wanted(KeyEventKind::Expired);
         let mut report = SweepReport::default();
         for shard in self.shards.iter() {
-            let (due, slot_mask) = {
+            let (buckets, due) = {
                 let mut guard = lock(shard);
-                (guard.expiry.take_due(now), guard.slot_mask())
+                let before = guard.footprint();
+                let due = guard.take_due(now);
+                self.settle(before, guard.footprint(), 0);
+                due
             };
-            for (bucket, mut hashes) in due {
-                report.buckets += 1;
-                // Visit the table in slot order: neighbouring removals then share pages and
-                // page-table entries, which keeps the cost per evicted entry from growing
-                // with the size of the table.
-                hashes.sort_unstable_by_key(|hash| hash & slot_mask);
-                for batch in hashes.chunks(SWEEP_BATCH) {
-                    let mut removed = Vec::with_capacity(batch.len());
-                    {
-                        let mut guard = lock(shard);
-                        let mut groups = batch.chunks(TOUCH_AHEAD).peekable();
-                        if let Some(first) = groups.peek() {
-                            guard.touch(first);
-                        }
-                        while let Some(group) = groups.next() {
-                            if let Some(next) = groups.peek() {
-                                guard.touch(next);
-                            }
-                            for &hash in group {
-                                guard.remove_filed(hash, bucket, |entry| removed.push(entry));
-                            }
-                        }
+            report.buckets += buckets;
+            for chunk in due {
+                let mut keys = Vec::new();
+                let mut guard = lock(shard);
+                let before = guard.footprint();
+                let count = guard.remove_due(chunk, |key, tombstone| {
+                    // A tombstone reaching its expiry is bookkeeping, not a key expiring.
+                    if announce && !tombstone {
+                        keys.push(Bytes::copy_from_slice(key));
                     }
-                    report.evicted += self.account_removed_all(removed);
+                });
+                self.settle(before, guard.footprint(), 0);
+                drop(guard);
+                self.evicted_expired.fetch_add(count, Ordering::Relaxed);
+                for key in keys {
+                    self.events.announce(KeyEventKind::Expired, || key);
                 }
+                report.evicted += count;
+            }
+            if buckets > 0 {
+                let mut guard = lock(shard);
+                let before = guard.footprint();
+                guard.shrink_index();
+                self.settle(before, guard.footprint(), 0);
             }
         }
         report
@@ -676,12 +674,25 @@ impl Store {
     /// compares [`Store::evict_expired`] with, and as the oracle tests check it against.
     pub fn evict_expired_by_scan(&self) -> u64 {
         let now = self.clock.now();
+        let announce = self.events.wanted(KeyEventKind::Expired);
         let mut evicted = 0;
         for shard in self.shards.iter() {
-            let mut removed = Vec::new();
-            lock(shard).remove_expired_by_scan(now, |entry| removed.push(entry));
-            evicted += self.account_removed_all(removed);
+            let mut keys = Vec::new();
+            let mut guard = lock(shard);
+            let before = guard.footprint();
+            guard.remove_expired_by_scan(now, |key, tombstone| {
+                evicted += 1;
+                if announce && !tombstone {
+                    keys.push(Bytes::copy_from_slice(key));
+                }
+            });
+            self.settle(before, guard.footprint(), 0);
+            drop(guard);
+            for key in keys {
+                self.events.announce(KeyEventKind::Expired, || key);
+            }
         }
+        self.evicted_expired.fetch_add(evicted, Ordering::Relaxed);
         evicted
     }
 
@@ -706,32 +717,58 @@ impl Store {
         lock(&self.shards[index])
     }
 
-    /// Atomically takes `charge - old_charge` more bytes if they fit in the capacity.
-    fn try_reserve(&self, charge: u64, old_charge: u64) -> bool {
-        if charge <= old_charge {
-            self.used.fetch_sub(old_charge - charge, Ordering::Relaxed);
-            return true;
-        }
-        let more = charge - old_charge;
+    /// Atomically takes `cost` more bytes if they fit in the capacity.
+    fn try_reserve(&self, cost: u64) -> bool {
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(more)
+                used.checked_add(cost)
                     .filter(|total| *total <= self.capacity)
             })
             .is_ok()
     }
 
-    /// Evicts one entry from some shard other than `skip`; returns its key.
-    fn evict_elsewhere(&self, skip: usize, now: Timestamp) -> Option<Bytes> {
+    /// Brings the counters up to date after a shard went from `before` to `after`, of which
+    /// `reserved` bytes were already taken by [`Store::try_reserve`].
+    fn settle(&self, before: Footprint, after: Footprint, reserved: u64) {
+        let grown = i128::from(after.bytes) - i128::from(before.bytes) - i128::from(reserved);
+        adjust(&self.used, grown);
+        adjust(
+            &self.entries,
+            i128::from(after.entries) - i128::from(before.entries),
+        );
+    }
+
+    /// Frees memory in `shard` for a write (see `Shard::reclaim`): evicts by CLOCK, or under
+    /// `noeviction` only compacts holes. Adds the evicted keys to `evicted`; `false` if there
+    /// was nothing to free.
+    fn reclaim_in(
+        &self,
+        shard: &mut Shard,
+        now: Timestamp,
+        protected: Option<(u64, &[u8])>,
+        evicted: &mut Vec<Bytes>,
+    ) -> bool {
+        let evict = self.policy == EvictionPolicy::Clock;
+        let mut gone = Vec::new();
+        let before = shard.footprint();
+        let progressed = shard.reclaim(now, protected, evict, |key, reason, tombstone| {
+            gone.push((Bytes::copy_from_slice(key), reason, tombstone));
+        });
+        self.settle(before, shard.footprint(), 0);
+        for (key, reason, tombstone) in gone {
+            evicted.push(self.account_evicted(&key, reason, tombstone));
+        }
+        progressed
+    }
+
+    /// Frees memory in some shard other than `skip`; `false` if none had any to free.
+    fn reclaim_elsewhere(&self, skip: usize, now: Timestamp, evicted: &mut Vec<Bytes>) -> bool {
         let count = self.shards.len();
         let start = self.eviction_cursor.fetch_add(1, Ordering::Relaxed);
         (0..count)
             .map(|offset| (start + offset) & (count - 1))
             .filter(|index| *index != skip)
-            .find_map(|index| {
-                let victim = self.lock(index).evict_one(now, None);
-                victim.map(|(entry, reason)| self.account_removed(entry, reason))
-            })
+            .any(|index| self.reclaim_in(&mut self.lock(index), now, None, evicted))
     }
 
     fn insufficient(&self, charge: u64) -> PutError {
@@ -743,45 +780,55 @@ impl Store {
         }
     }
 
-    /// Gives back the bytes and the entry count of a removed entry.
-    fn release(&self, entry: &Entry) {
-        self.used.fetch_sub(entry.charge(), Ordering::Relaxed);
-        self.entries.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Accounts an eviction; returns the evicted key.
-    fn account_removed(&self, entry: Entry, reason: EvictionReason) -> Bytes {
-        self.release(&entry);
+    /// Counts an entry that left on its own and announces it (tombstones are bookkeeping, not
+    /// keys); returns the key.
+    fn account_evicted(&self, key: &[u8], reason: EvictionReason, tombstone: bool) -> Bytes {
         let (counter, kind) = match reason {
             EvictionReason::Expired => (&self.evicted_expired, KeyEventKind::Expired),
             EvictionReason::Capacity => (&self.evicted_capacity, KeyEventKind::Evicted),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let tombstone = entry.tombstone;
-        let key = entry.key.into_bytes();
+        let key = Bytes::copy_from_slice(key);
         if !tombstone {
             self.events.announce(kind, || key.clone());
         }
         key
     }
+}
 
-    /// Accounts expiries in one go (a sweep removes many); returns how many. The entries are
-    /// dropped here, outside any shard lock.
-    fn account_removed_all(&self, removed: Vec<Entry>) -> u64 {
-        let count = removed.len() as u64;
-        let bytes: u64 = removed.iter().map(Entry::charge).sum();
-        if self.events.wanted(KeyEventKind::Expired) {
-            // A tombstone reaching its expiry is bookkeeping, not a key expiring.
-            for entry in removed.iter().filter(|entry| !entry.tombstone) {
-                self.events
-                    .announce(KeyEventKind::Expired, || entry.key.clone().into_bytes());
-            }
-        }
-        self.used.fetch_sub(bytes, Ordering::Relaxed);
-        self.entries.fetch_sub(count, Ordering::Relaxed);
-        self.evicted_expired.fetch_add(count, Ordering::Relaxed);
-        count
+#[cfg(test)]
+impl Store {
+    /// The bytes the shards hold, counted the slow way (tests check the running counter
+    /// against it).
+    fn recount(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).recount().bytes)
+            .sum()
     }
+
+    /// Every shard's chunks and index, for test failures.
+    fn describe(&self) -> String {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).describe())
+            .collect::<Vec<_>>()
+            .join("--\n")
+    }
+
+    /// Whether the store holds an entry for `key`, expired or not.
+    fn holds(&self, key: &[u8]) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.lock(self.shard_of(hash)).peek(hash, key).is_some()
+    }
+}
+
+/// Adds `delta` (which may be negative) to `counter`.
+fn adjust(counter: &AtomicU64, delta: i128) {
+    match u64::try_from(delta) {
+        Ok(more) => counter.fetch_add(more, Ordering::Relaxed),
+        Err(_) => counter.fetch_sub(u64::try_from(-delta).unwrap_or(u64::MAX), Ordering::Relaxed),
+    };
 }
 
 /// Locks a shard. A panic while holding a shard lock cannot leave the shard half-updated in

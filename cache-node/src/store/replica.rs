@@ -16,25 +16,20 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tidecache_contract::disk::Record;
 
-use super::entry::{Entry, entry_charge};
-use super::key::StoredKey;
-use super::shard::NewEntry;
-use super::{Change, EvictionPolicy, Previous, Store, Version};
+use super::shard::{EntryRef, NewEntry};
+use super::{Change, Previous, Store, Version, lone_cost};
 use crate::base::digest::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, fingerprint, range_of};
 use crate::base::hlc;
 use crate::base::replica::{Applied, Loader, Replica};
 use crate::base::time::Timestamp;
 
 /// The bucket id of an entry in digests and transfers.
-fn bucket_id(entry: &Entry) -> i64 {
-    entry
-        .bucket()
-        .map_or(NO_EXPIRY_BUCKET, Timestamp::as_millis)
+fn bucket_id(entry: &EntryRef<'_>) -> i64 {
+    entry.bucket.map_or(NO_EXPIRY_BUCKET, Timestamp::as_millis)
 }
 
 impl Store {
@@ -50,17 +45,16 @@ impl Store {
         let tombstone = record.value.is_none();
         let value = record.value.map(Bytes::from).unwrap_or_default();
         let key = Bytes::from(record.key);
-        let charge = entry_charge(key.len(), value.len());
-        if charge > self.capacity {
+        if lone_cost(key.len(), value.len()) > self.capacity {
             return Applied::Refused;
         }
         let hash = self.hasher.hash_one(&key[..]);
         let index = self.shard_of(hash);
-        // As in `Store::put`: each round stores, gives up, or evicts one entry elsewhere.
+        // As in `Store::put`: each round stores, gives up, or frees memory elsewhere.
         for _ in 0..=self.shards.len() * 4 {
             let mut shard = self.lock(index);
             let bucket = match expires_at {
-                Some(expiry) => match shard.expiry.bucket_for(&self.schedule, expiry) {
+                Some(expiry) => match shard.buckets.bucket_for(&self.schedule, expiry) {
                     Some(bucket) => Some(bucket),
                     None => return Applied::Refused,
                 },
@@ -76,24 +70,28 @@ impl Store {
             {
                 return Applied::Stale;
             }
-            let old_charge = existing.map_or(0, |e| e.charge);
             let was_live = existing.is_some_and(|e| e.live_version.is_some());
+            let new = NewEntry {
+                key: &key,
+                value: &value,
+                hash,
+                version,
+                expires_at,
+                bucket,
+                tombstone,
+            };
             loop {
-                if self.try_reserve(charge, old_charge) {
-                    // The journal needs its own copy of the key: the entry takes this one.
-                    let journal = self.journal.get().filter(|_| persist);
-                    let change_key = journal.map(|_| key.clone());
-                    let change_value = (!tombstone).then(|| value.clone());
-                    let replaced = shard.upsert(NewEntry {
-                        key: StoredKey::from_bytes(key),
-                        value,
-                        hash,
-                        version,
-                        expires_at,
-                        bucket,
-                        tombstone,
-                    });
-                    if let Some((journal, key)) = journal.zip(change_key) {
+                let Some(cost) = shard.cost(&new) else {
+                    return Applied::Refused;
+                };
+                if self.try_reserve(cost) {
+                    let before = shard.footprint();
+                    let stored = shard.upsert(&new);
+                    self.settle(before, shard.footprint(), cost);
+                    let Ok(replaced) = stored else {
+                        return Applied::Refused;
+                    };
+                    if let Some(journal) = self.journal.get().filter(|_| persist) {
                         // Under the shard lock, as the journal requires. Nobody waits for the
                         // commit: a failure is logged (and undone) by the journal.
                         let previous = if tombstone {
@@ -105,35 +103,25 @@ impl Store {
                                 bucket,
                             })
                         } else {
-                            replaced.clone().filter(|_| was_live)
+                            replaced.filter(|_| was_live)
                         };
                         drop(journal.append(Change {
-                            key,
+                            key: key.clone(),
                             version,
-                            value: change_value,
+                            value: (!tombstone).then(|| value.clone()),
                             expires_at: if tombstone { None } else { expires_at },
                             bucket: if tombstone { None } else { bucket },
                             previous,
                         }));
                     }
-                    drop(shard);
-                    if replaced.is_none() {
-                        self.entries.fetch_add(1, Ordering::Relaxed);
-                    }
                     return Applied::Changed;
                 }
-                if self.policy == EvictionPolicy::NoEviction {
-                    return Applied::Refused;
-                }
-                match shard.evict_one(now, Some((hash, &key))) {
-                    Some((entry, reason)) => {
-                        self.account_removed(entry, reason);
-                    }
-                    None => break,
+                if !self.reclaim_in(&mut shard, now, Some((hash, &key)), &mut Vec::new()) {
+                    break;
                 }
             }
             drop(shard);
-            if self.evict_elsewhere(index, now).is_none() {
+            if !self.reclaim_elsewhere(index, now, &mut Vec::new()) {
                 break;
             }
         }
@@ -141,7 +129,7 @@ impl Store {
     }
 
     /// Calls `visit` with every unexpired entry and tombstone, one shard at a time.
-    fn visit_unexpired(&self, mut visit: impl FnMut(&Entry)) {
+    fn visit_unexpired(&self, mut visit: impl FnMut(EntryRef<'_>)) {
         let now = self.clock.now();
         for shard in self.shards.iter() {
             super::lock(shard).for_each(|entry| {
@@ -199,7 +187,7 @@ impl Replica for Store {
             if !cutoff.includes(version) {
                 return;
             }
-            let (bucket, range) = (bucket_id(entry), range_of(&entry.key));
+            let (bucket, range) = (bucket_id(&entry), range_of(entry.key));
             let digest = digests.entry((bucket, range)).or_insert(BucketDigest {
                 bucket,
                 range,
@@ -207,7 +195,7 @@ impl Replica for Store {
                 xor: 0,
             });
             digest.count += 1;
-            digest.xor ^= fingerprint(&entry.key, version);
+            digest.xor ^= fingerprint(entry.key, version);
         });
         digests.into_values().collect()
     }
@@ -216,12 +204,12 @@ impl Replica for Store {
         let mut records = Vec::new();
         self.visit_unexpired(|entry| {
             if cutoff.includes(entry.version.to_disk())
-                && ranges.contains(&(bucket_id(entry), range_of(&entry.key)))
+                && ranges.contains(&(bucket_id(&entry), range_of(entry.key)))
             {
                 records.push(Record {
                     key: entry.key.to_vec(),
                     version: entry.version.to_disk(),
-                    expiry_unix_nanos: entry.expires_at().and_then(Timestamp::to_unix_nanos),
+                    expiry_unix_nanos: entry.expires_at.and_then(Timestamp::to_unix_nanos),
                     value: (!entry.tombstone).then(|| entry.value.to_vec()),
                 });
             }

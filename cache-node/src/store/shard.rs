@@ -1,41 +1,107 @@
-//! One shard of the store: a hash table of entries, its expiry index and its CLOCK queue, all
-//! behind one short-held lock taken by [`super::Store`].
-
-use std::collections::VecDeque;
+//! One shard of the store: a compact hash index over the shard's chunks, all behind one
+//! short-held lock taken by [`super::Store`].
+//!
+//! # The index
+//! One `u64` per entry in a `hashbrown` table: 26 bits of the key's hash (the tag), two bits
+//! of CLOCK reference count, and the item's location (22 bits of chunk id, 14 of offset).
+//! The key itself lives only in the chunk, beside the value: a lookup compares tags first,
+//! and reads the key from the chunk only for a tag that matches. The table rehashes from the
+//! tag alone, so growing it never touches the chunks.
+//!
+//! # Eviction
+//! CLOCK over chunks rather than entries: the hand takes the oldest chunk, evicts its
+//! entries that are expired or were not read since the hand last passed them, moves the
+//! others (one reference count fewer) to their bucket's open chunk, and frees the chunk. An
+//! entry read at least once survives a pass, as with per-entry CLOCK, and one pass frees a
+//! whole chunk's holes as well.
 
 use std::hash::BuildHasher;
 
-use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::entry::{Entry, MAX_REFERENCED};
-use super::expiry_index::ExpiryIndex;
-use super::key::StoredKey;
-use super::{EvictionReason, Previous, Version};
+use super::bucket_cache::BucketCache;
+use super::chunk::{ChunkRef, Chunks, Location};
+use super::item::{Item, NewItem};
+use super::{EvictionReason, Hit, Previous, Version};
 use crate::base::time::Timestamp;
 
-/// A shard. Every method runs under the shard's lock and does no I/O and no allocation
-/// proportional to the shard's size, so the lock is held for microseconds.
-#[derive(Debug)]
-pub(super) struct Shard {
-    /// The entries, found by key hash and key.
-    table: HashTable<Entry>,
-    /// The store's key hasher, to rehash keys when the table grows.
-    hasher: DefaultHashBuilder,
-    /// Bucket fire time to entry hashes, for the sweeper.
-    pub(super) expiry: ExpiryIndex,
-    /// The CLOCK queue in insertion order: `(hash, ticket)` of each entry. Deleted entries
-    /// leave stale slots that the hand skips and compaction drops.
-    queue: VecDeque<(u64, u32)>,
-    /// The ticket the next inserted entry gets.
-    next_ticket: u32,
+/// The most reads a CLOCK hand forgives: an entry read at least this often survives this many
+/// passes of the hand before it can be evicted. Two bits in the index slot.
+const MAX_REFERENCED: u64 = 3;
+
+/// How many chunks the hand may visit per chunk of the shard before a write gives up on it.
+const HAND_PASSES: usize = MAX_REFERENCED as usize + 2;
+
+const OFFSET_BITS: u32 = 14;
+const CHUNK_BITS: u32 = 22;
+const REFERENCED_SHIFT: u32 = OFFSET_BITS + CHUNK_BITS;
+const TAG_SHIFT: u32 = REFERENCED_SHIFT + 2;
+const TAG_MASK: u64 = (1 << (64 - TAG_SHIFT)) - 1;
+
+/// The tag of a key hash: its low bits (the store picks the shard from bits 32 and up).
+fn tag_of(hash: u64) -> u64 {
+    hash & TAG_MASK
 }
 
-/// A new value for a key, ready to be stored.
-#[derive(Debug)]
-pub(super) struct NewEntry {
-    pub(super) key: StoredKey,
-    pub(super) value: Bytes,
+/// The hash the table files a tag under: the tag spread over all 64 bits, so that the
+/// table's position bits (low) and control bits (high) both vary with every tag bit.
+fn table_hash(tag: u64) -> u64 {
+    tag.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn slot_tag(slot: u64) -> u64 {
+    slot >> TAG_SHIFT
+}
+
+fn slot_referenced(slot: u64) -> u64 {
+    (slot >> REFERENCED_SHIFT) & MAX_REFERENCED
+}
+
+fn slot_location(slot: u64) -> Location {
+    Location {
+        chunk: ((slot >> OFFSET_BITS) & ((1 << CHUNK_BITS) - 1)) as u32,
+        offset: (slot & ((1 << OFFSET_BITS) - 1)) as u32,
+    }
+}
+
+fn slot(tag: u64, referenced: u64, location: Location) -> u64 {
+    (tag << TAG_SHIFT)
+        | (referenced.min(MAX_REFERENCED) << REFERENCED_SHIFT)
+        | (u64::from(location.chunk) << OFFSET_BITS)
+        | u64::from(location.offset)
+}
+
+/// An entry as the shard's readers see it, borrowed from its chunk.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EntryRef<'a> {
+    pub(super) key: &'a [u8],
+    pub(super) value: &'a [u8],
+    pub(super) version: Version,
+    pub(super) expires_at: Option<Timestamp>,
+    /// The bucket it is filed under, if it expires.
+    pub(super) bucket: Option<Timestamp>,
+    /// A delete's tombstone (replicated stores only): invisible to reads and
+    /// preconditions, kept so that an older write arriving late from a peer loses to it.
+    pub(super) tombstone: bool,
+}
+
+impl EntryRef<'_> {
+    /// Whether a read at `now` sees the entry: neither expired nor a tombstone.
+    pub(super) fn is_live(&self, now: Timestamp) -> bool {
+        !self.tombstone && !self.is_expired(now)
+    }
+
+    /// Whether the entry is expired at `now`: reads never return it from that instant on.
+    pub(super) fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|expiry| expiry <= now)
+    }
+}
+
+/// A new value (or tombstone) for a key, ready to be stored.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NewEntry<'a> {
+    pub(super) key: &'a [u8],
+    pub(super) value: &'a [u8],
     pub(super) hash: u64,
     pub(super) version: Version,
     pub(super) expires_at: Option<Timestamp>,
@@ -44,17 +110,52 @@ pub(super) struct NewEntry {
     pub(super) tombstone: bool,
 }
 
+impl NewEntry<'_> {
+    fn item(&self) -> NewItem<'_> {
+        NewItem {
+            key: self.key,
+            value: self.value,
+            version: self.version,
+            expires_at: self.expires_at,
+            tombstone: self.tombstone,
+        }
+    }
+}
+
 /// What a key currently holds, as a write sees it before deciding.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Existing {
     /// The version, if the entry is live (not expired, not a tombstone).
     pub(super) live_version: Option<Version>,
-    /// The bytes the entry (live, expired or tombstone) is charged.
-    pub(super) charge: u64,
     /// The version whatever the entry's state: what a replicated write must beat.
     pub(super) version: Version,
     /// Whether the entry is a tombstone.
     pub(super) tombstone: bool,
+}
+
+/// The shard has no chunk id left for a write (2^22 chunks, 64 GiB of small entries): the
+/// write is refused as if the store were full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NoChunk;
+
+/// What the shard's memory and entries amount to (see [`Shard::footprint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Footprint {
+    pub(super) bytes: u64,
+    pub(super) entries: u64,
+}
+
+/// A shard. Every method runs under the shard's lock and does no I/O and no work
+/// proportional to the shard's size, so the lock is held for microseconds.
+#[derive(Debug)]
+pub(super) struct Shard {
+    /// Index slots (see the module documentation).
+    table: HashTable<u64>,
+    chunks: Chunks,
+    /// The store's key hasher, for the keys read back out of chunks.
+    hasher: DefaultHashBuilder,
+    /// Expiry to bucket, cached.
+    pub(super) buckets: BucketCache,
 }
 
 impl Shard {
@@ -62,112 +163,171 @@ impl Shard {
     pub(super) fn new(hasher: DefaultHashBuilder) -> Shard {
         Shard {
             table: HashTable::new(),
+            chunks: Chunks::default(),
             hasher,
-            expiry: ExpiryIndex::default(),
-            queue: VecDeque::new(),
-            next_ticket: 0,
+            buckets: BucketCache::default(),
         }
     }
 
-    /// The key's live entry: value, version and expiry. Counts as a reference for CLOCK.
-    pub(super) fn get(&mut self, hash: u64, key: &[u8], now: Timestamp) -> Option<&Entry> {
-        let entry = self.table.find_mut(hash, |e| *e.key == *key)?;
-        if !entry.is_live(now) {
+    /// The bytes the shard has allocated (chunks and index) and the entries it holds.
+    pub(super) fn footprint(&self) -> Footprint {
+        Footprint {
+            bytes: self.chunks.allocated() + self.table.allocation_size() as u64,
+            entries: self.table.len() as u64,
+        }
+    }
+
+    /// The bytes a write of `new` would add, at most: what it allocates, less the chunk that
+    /// the value it replaces frees (which goes right after the new one is stored). `None` if
+    /// it cannot be stored at all (no chunk id left).
+    pub(super) fn cost(&self, new: &NewEntry<'_>) -> Option<u64> {
+        let cost = self.chunks.cost(new.bucket, &new.item())?;
+        Some(match self.find(new.hash, new.key) {
+            Some(slot) => cost.saturating_sub(self.chunks.freed_by_kill(slot_location(slot))),
+            // The table doubles: the new allocation exists beside the old one for a moment.
+            None if self.table.len() >= self.table.capacity() => {
+                cost + (self.table.allocation_size() as u64 * 2).max(64)
+            }
+            None => cost,
+        })
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u64> {
+        let tag = tag_of(hash);
+        let chunks = &self.chunks;
+        self.table
+            .find(table_hash(tag), |s| {
+                slot_tag(*s) == tag && key_at(chunks, slot_location(*s)) == Some(key)
+            })
+            .copied()
+    }
+
+    /// The entry at `location`.
+    fn entry_at(&self, location: Location) -> Option<EntryRef<'_>> {
+        entry_at(&self.chunks, location)
+    }
+
+    /// The key's live entry. Counts as a reference for CLOCK.
+    pub(super) fn get(&mut self, hash: u64, key: &[u8], now: Timestamp) -> Option<Hit> {
+        let tag = tag_of(hash);
+        let chunks = &self.chunks;
+        let slot = self.table.find_mut(table_hash(tag), |s| {
+            slot_tag(*s) == tag && key_at(chunks, slot_location(*s)) == Some(key)
+        })?;
+        let location = slot_location(*slot);
+        let (item, _) = chunks.item(location)?;
+        if item.tombstone || item.expires_at.is_some_and(|expiry| expiry <= now) {
             return None;
         }
-        entry.referenced = (entry.referenced + 1).min(MAX_REFERENCED);
-        Some(entry)
+        *slot = self::slot(tag, slot_referenced(*slot) + 1, location);
+        Some(Hit {
+            value: chunks.value(location, &item),
+            version: item.version,
+            expires_at: item.expires_at,
+        })
     }
 
-    /// What the key holds now, for a write's preconditions and memory accounting.
+    /// What the key holds now, for a write's preconditions.
     pub(super) fn existing(&self, hash: u64, key: &[u8], now: Timestamp) -> Option<Existing> {
-        let entry = self.table.find(hash, |e| *e.key == *key)?;
+        let entry = self.peek(hash, key)?;
         Some(Existing {
             live_version: entry.is_live(now).then_some(entry.version),
-            charge: entry.charge(),
             version: entry.version,
             tombstone: entry.tombstone,
         })
     }
 
+    /// The key's entry, live or expired, without counting a reference.
+    pub(super) fn peek(&self, hash: u64, key: &[u8]) -> Option<EntryRef<'_>> {
+        self.entry_at(slot_location(self.find(hash, key)?))
+    }
+
     /// Stores `new`, replacing the key's entry if it has one; returns the replaced entry's
-    /// value and metadata (live or expired).
-    pub(super) fn upsert(&mut self, new: NewEntry) -> Option<Previous> {
-        if let Some(entry) = self.table.find_mut(new.hash, |e| *e.key == *new.key) {
-            if let Some(bucket) = new.bucket
-                && entry.bucket() != new.bucket
-            {
-                self.expiry.file(bucket, new.hash);
+    /// value and metadata (live or expired). The caller reserved [`Shard::cost`].
+    pub(super) fn upsert(&mut self, new: &NewEntry<'_>) -> Result<Option<Previous>, NoChunk> {
+        let location = self.chunks.append(new.bucket, &new.item()).ok_or(NoChunk)?;
+        let tag = tag_of(new.hash);
+        let chunks = &self.chunks;
+        let found = self.table.find_mut(table_hash(tag), |s| {
+            slot_tag(*s) == tag && key_at(chunks, slot_location(*s)) == Some(new.key)
+        });
+        let previous = match found {
+            Some(slot) => {
+                let old = slot_location(*slot);
+                *slot = self::slot(tag, slot_referenced(*slot) + 1, location);
+                self.retire(old)
             }
-            let (version, expires_at, bucket) = (entry.version, entry.expires_at(), entry.bucket());
-            let value = entry.replace(
-                new.value,
-                new.version,
-                new.expires_at,
-                new.bucket,
-                new.tombstone,
-            );
-            return Some(Previous {
-                value,
-                version,
-                expires_at,
-                bucket,
-            });
-        }
-        let ticket = self.next_ticket;
-        self.next_ticket = self.next_ticket.wrapping_add(1);
-        if let Some(bucket) = new.bucket {
-            self.expiry.file(bucket, new.hash);
-        }
-        self.queue.push_back((new.hash, ticket));
-        let hasher = &self.hasher;
-        self.table.insert_unique(
-            new.hash,
-            Entry::new(
-                new.key,
-                new.value,
-                new.version,
-                new.expires_at,
-                new.bucket,
-                ticket,
-                new.tombstone,
-            ),
-            |e| hasher.hash_one(&*e.key),
-        );
-        self.compact_if_stale();
-        None
+            None => {
+                self.table
+                    .insert_unique(table_hash(tag), slot(tag, 0, location), |s| {
+                        table_hash(slot_tag(*s))
+                    });
+                None
+            }
+        };
+        self.compact_sparse();
+        Ok(previous)
+    }
+
+    /// The replaced item at `location`, which no slot points at any more, as a [`Previous`];
+    /// its bytes become a hole.
+    fn retire(&mut self, location: Location) -> Option<Previous> {
+        let (item, _) = self.chunks.item(location)?;
+        let previous = Previous {
+            value: self.chunks.value(location, &item),
+            version: item.version,
+            expires_at: item.expires_at,
+            bucket: self.chunks.bucket_of(location),
+        };
+        self.chunks.kill(location, item.len());
+        Some(previous)
     }
 
     /// Turns the key's entry into a tombstone at `version`, keeping its expiry and bucket (the
-    /// tombstone must live as long as the value it shadows could). Returns the value it
-    /// held and the bytes the entry was charged before.
+    /// tombstone must live as long as the value it shadows could). Returns what it held. The
+    /// caller accounts [`Shard::tombstone_cost`].
     pub(super) fn entomb(
         &mut self,
         hash: u64,
         key: &[u8],
         version: Version,
-    ) -> Option<(Previous, u64)> {
-        let entry = self.table.find_mut(hash, |e| *e.key == *key)?;
-        let charge = entry.charge();
-        let (previous_version, expires_at, bucket) =
-            (entry.version, entry.expires_at(), entry.bucket());
-        let value = entry.replace(Bytes::new(), version, expires_at, bucket, true);
-        Some((
-            Previous {
-                value,
-                version: previous_version,
-                expires_at,
-                bucket,
-            },
-            charge,
-        ))
+    ) -> Result<Option<Previous>, NoChunk> {
+        let Some(entry) = self.peek(hash, key) else {
+            return Ok(None);
+        };
+        let (expires_at, bucket) = (entry.expires_at, entry.bucket);
+        self.upsert(&NewEntry {
+            key,
+            value: &[],
+            hash,
+            version,
+            expires_at,
+            bucket,
+            tombstone: true,
+        })
+    }
+
+    /// The bytes turning the key's entry into a tombstone would allocate.
+    pub(super) fn tombstone_cost(&self, hash: u64, key: &[u8]) -> Option<u64> {
+        let entry = self.peek(hash, key)?;
+        self.cost(&NewEntry {
+            key,
+            value: &[],
+            hash,
+            version: entry.version,
+            expires_at: entry.expires_at,
+            bucket: entry.bucket,
+            tombstone: true,
+        })
     }
 
     /// Calls `visit` with every entry (live, expired and tombstones), in table order: the
-    /// scans behind anti-entropy digests and bucket transfers.
-    pub(super) fn for_each(&self, mut visit: impl FnMut(&Entry)) {
-        for entry in self.table.iter() {
-            visit(entry);
+    /// scans behind anti-entropy digests, bucket transfers and key walks.
+    pub(super) fn for_each(&self, mut visit: impl FnMut(EntryRef<'_>)) {
+        for slot in self.table.iter() {
+            if let Some(entry) = self.entry_at(slot_location(*slot)) {
+                visit(entry);
+            }
         }
     }
 
@@ -181,134 +341,297 @@ impl Shard {
         let start = start % slots;
         (start..slots)
             .chain(0..start)
-            .filter_map(|slot| self.table.get_bucket(slot))
+            .filter_map(|index| self.table.get_bucket(index))
+            .filter_map(|slot| self.entry_at(slot_location(*slot)))
             .find(|entry| entry.is_live(now))
-            .map(|entry| &*entry.key)
+            .map(|entry| entry.key)
     }
 
-    /// The key's entry, live or expired, without counting a reference.
-    pub(super) fn peek(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
-        self.table.find(hash, |e| *e.key == *key)
-    }
-
-    /// Removes the key's entry, live or expired.
-    pub(super) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
-        let removed = self
+    /// Removes the key's entry, live or expired; returns what it held.
+    pub(super) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Previous> {
+        let tag = tag_of(hash);
+        let chunks = &self.chunks;
+        let slot = self
             .table
-            .find_entry(hash, |e| *e.key == *key)
-            .ok()
-            .map(|occupied| occupied.remove().0);
-        self.compact_if_stale();
-        removed
+            .find_entry(table_hash(tag), |s| {
+                slot_tag(*s) == tag && key_at(chunks, slot_location(*s)) == Some(key)
+            })
+            .ok()?
+            .remove()
+            .0;
+        let previous = self.retire(slot_location(slot));
+        self.compact_sparse();
+        previous
     }
 
-    /// Entries held and the bytes they are charged, counted the slow way (tests check the
-    /// store's running counters against it).
+    /// Entries held and bytes allocated, counted the slow way (tests check the store's
+    /// running counters against it).
     #[cfg(test)]
-    pub(super) fn totals(&self) -> (u64, u64) {
-        let charged = self.table.iter().map(Entry::charge).sum();
-        (self.table.len() as u64, charged)
+    pub(super) fn recount(&self) -> Footprint {
+        Footprint {
+            bytes: self.chunks.recount() + self.table.allocation_size() as u64,
+            entries: self.table.len() as u64,
+        }
     }
 
-    /// The mask that turns a hash into the table slot where its probe starts.
-    pub(super) fn slot_mask(&self) -> u64 {
-        (self.table.num_buckets() as u64).saturating_sub(1)
+    /// The chunks and the index, for test failures.
+    #[cfg(test)]
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "index {} entries, {} bytes\n{}",
+            self.table.len(),
+            self.table.allocation_size(),
+            self.chunks.describe()
+        )
     }
 
-    /// Loads the table slots where the probes for `hashes` start, so that their cache misses
-    /// overlap instead of being paid one after another by the removals that follow. Safe Rust
-    /// has no prefetch instruction; independent loads whose values are kept are the next
-    /// best thing. The sweep of a large table is bound by these misses, so this is what keeps
-    /// its cost per evicted entry from growing with the table.
-    pub(super) fn touch(&self, hashes: &[u64]) {
-        let mask = self.slot_mask() as usize;
-        let mut sum = 0_i64;
-        for &hash in hashes {
-            if let Some(entry) = self.table.get_bucket(hash as usize & mask) {
-                // Both ends of the entry: it spans two cache lines, and the removal reads both.
-                let bucket = entry.bucket().map_or(0, |b| b.as_millis());
-                sum = sum
-                    .wrapping_add(bucket)
-                    .wrapping_add(entry.key.len() as i64);
+    /// Takes the chunks of every bucket due at `now` (see `Chunks::take_due`).
+    pub(super) fn take_due(&mut self, now: Timestamp) -> (usize, Vec<ChunkRef>) {
+        self.chunks.take_due(now)
+    }
+
+    /// Removes the entries of a due chunk and frees it, calling `removed` with each entry's
+    /// key and whether it was a tombstone; returns how many. The removals go in table order,
+    /// so that neighbouring ones share cache lines and pages: that keeps the cost per entry
+    /// from growing with the size of the table.
+    pub(super) fn remove_due(
+        &mut self,
+        chunk: ChunkRef,
+        mut removed: impl FnMut(&[u8], bool),
+    ) -> u64 {
+        let items = self.chunks.due_items(chunk);
+        let mask = self.table.num_buckets().saturating_sub(1) as u64;
+        let mut targets: Vec<(u64, Location, &Item)> = items
+            .iter()
+            .filter_map(|(location, item)| {
+                let key = key_at(&self.chunks, *location)?;
+                Some((tag_of(self.hasher.hash_one(key)), *location, item))
+            })
+            .collect();
+        targets.sort_unstable_by_key(|(tag, _, _)| table_hash(*tag) & mask);
+        let mut count = 0;
+        for (tag, location, item) in targets {
+            if let Ok(found) = self
+                .table
+                .find_entry(table_hash(tag), |s| slot_location(*s) == location)
+            {
+                found.remove();
+                count += 1;
+                if let Some(key) = key_at(&self.chunks, location) {
+                    removed(key, item.tombstone);
+                }
             }
         }
-        std::hint::black_box(sum);
+        self.chunks.free_due(chunk);
+        count
     }
 
-    /// Removes the entries with `hash` still filed under `bucket` (normally one; more only on
-    /// a full 64-bit hash collision), passing each to `removed`.
-    pub(super) fn remove_filed(
-        &mut self,
-        hash: u64,
-        bucket: Timestamp,
-        mut removed: impl FnMut(Entry),
-    ) {
-        while let Ok(occupied) = self.table.find_entry(hash, |e| e.is_in_bucket(bucket)) {
-            removed(occupied.remove().0);
+    /// Gives back index memory once a sweep left the table at most a quarter full: the
+    /// rehash costs what the table still holds, less than what the sweep removed.
+    pub(super) fn shrink_index(&mut self) {
+        if self.table.len() <= self.table.capacity() / 4 {
+            self.table
+                .shrink_to(self.table.len(), |s| table_hash(slot_tag(*s)));
         }
     }
 
     /// Removes every entry expired at `now` by visiting all of them: the full scan the
-    /// expiry index exists to avoid, kept as the benchmark's baseline and a test oracle.
+    /// buckets exist to avoid, kept as the benchmark's baseline and a test oracle.
     pub(super) fn remove_expired_by_scan(
         &mut self,
         now: Timestamp,
-        mut removed: impl FnMut(Entry),
+        mut removed: impl FnMut(&[u8], bool),
     ) {
-        for entry in self.table.extract_if(|entry| entry.is_expired(now)) {
-            removed(entry);
+        let chunks = &self.chunks;
+        let expired: Vec<u64> = self
+            .table
+            .extract_if(|s| entry_at(chunks, slot_location(*s)).is_some_and(|e| e.is_expired(now)))
+            .collect();
+        for slot in expired {
+            let location = slot_location(slot);
+            if let Some(entry) = self.entry_at(location) {
+                removed(entry.key, entry.tombstone);
+            }
+            if let Some((item, _)) = self.chunks.item(location) {
+                self.chunks.kill(location, item.len());
+            }
         }
+        self.compact_sparse();
     }
 
-    /// Evicts one entry to make room, never the one keyed `protected`: the CLOCK hand moves
-    /// over the queue, evicting the first expired entry or the first whose reference count
-    /// is zero, decrementing the others. `None` if nothing else is stored.
-    pub(super) fn evict_one(
+    /// Frees memory for a write: compacts the chunk with the most holes (`evict == false`,
+    /// the `noeviction` policy), or runs the CLOCK hand over chunks until one pass evicts
+    /// something or gives memory back. Never evicts the entry keyed `protected`. Calls
+    /// `removed` with each evicted entry's key, why, and whether it was a tombstone. `false`
+    /// if nothing could be freed.
+    pub(super) fn reclaim(
         &mut self,
         now: Timestamp,
         protected: Option<(u64, &[u8])>,
-    ) -> Option<(Entry, EvictionReason)> {
-        // Each live slot is passed at most MAX_REFERENCED + 1 times before it is evicted.
-        let mut budget = self.queue.len() * (usize::from(MAX_REFERENCED) + 1) + 1;
-        while budget > 0 {
-            budget -= 1;
-            let (hash, ticket) = self.queue.pop_front()?;
-            let Ok(occupied) = self.table.find_entry(hash, |e| e.ticket == ticket) else {
-                continue; // stale slot of a removed entry
+        evict: bool,
+        mut removed: impl FnMut(&[u8], EvictionReason, bool),
+    ) -> bool {
+        let protected = protected.map(|(hash, key)| (tag_of(hash), key));
+        // Each live entry survives at most MAX_REFERENCED + 1 passes of the hand.
+        for _ in 0..self.chunks.count() * HAND_PASSES + 1 {
+            let before = self.footprint().bytes;
+            let chunk = if evict {
+                self.chunks.next_for_hand()
+            } else {
+                match self.chunks.most_dead() {
+                    Some(None) => return true, // all dead: freed whole
+                    other => other.flatten(),
+                }
             };
-            let entry = occupied.get();
-            let is_protected = protected.is_some_and(|(h, key)| h == hash && *entry.key == *key);
-            if is_protected {
-                self.queue.push_back((hash, ticket));
-                continue;
+            let Some(id) = chunk else {
+                return false;
+            };
+            let mut evicted = false;
+            self.rewrite(id, |entry, tag, referenced| {
+                if !evict || protected.is_some_and(|(t, key)| t == tag && key == entry.key) {
+                    return Fate::Move(referenced);
+                }
+                let reason = if entry.is_expired(now) {
+                    EvictionReason::Expired
+                } else if referenced == 0 {
+                    EvictionReason::Capacity
+                } else {
+                    return Fate::Move(referenced - 1);
+                };
+                removed(entry.key, reason, entry.tombstone);
+                evicted = true;
+                Fate::Evict
+            });
+            if evicted || self.footprint().bytes < before {
+                return true;
             }
-            if entry.is_expired(now) {
-                return Some((occupied.remove().0, EvictionReason::Expired));
-            }
-            if entry.referenced == 0 {
-                return Some((occupied.remove().0, EvictionReason::Capacity));
-            }
-            let mut occupied = occupied;
-            occupied.get_mut().referenced -= 1;
-            self.queue.push_back((hash, ticket));
         }
-        None
+        false
     }
 
-    /// Drops stale queue slots and index hashes once they outnumber the live entries, so
-    /// churn (delete and re-insert, overwrites into other buckets) cannot grow them without
-    /// bound. Amortised O(1) per write.
-    fn compact_if_stale(&mut self) {
-        let live = self.table.len();
-        if self.queue.len() > 2 * live + 1024 {
-            let table = &self.table;
-            self.queue
-                .retain(|(hash, ticket)| table.find(*hash, |e| e.ticket == *ticket).is_some());
+    /// Compacts the chunks that became at least half holes.
+    fn compact_sparse(&mut self) {
+        while let Some(id) = self.chunks.next_sparse() {
+            self.rewrite(id, |_, _, referenced| Fate::Move(referenced));
         }
-        if self.expiry.needs_compaction(live) {
-            let table = &self.table;
-            self.expiry
-                .compact(|bucket, hash| table.find(hash, |e| e.is_in_bucket(bucket)).is_some());
+    }
+
+    /// Moves the live entries of chunk `id` that `fate` keeps to their bucket's open chunk,
+    /// drops the others from the index, and frees the chunk. Stops, keeping the chunk, if a
+    /// move finds no chunk id.
+    fn rewrite(&mut self, id: u32, mut fate: impl FnMut(EntryRef<'_>, u64, u8) -> Fate) {
+        // A frozen chunk's bytes are shared, so the entries stay readable while being moved.
+        let Some(bytes) = self.chunks.frozen_bytes(id) else {
+            return;
+        };
+        let bucket = self.chunks.chunk_bucket(id);
+        for (location, item) in self.chunks.items(id) {
+            let start = location.offset as usize;
+            let key = &bytes[start + item.key_start..][..item.key_len];
+            let value = &bytes[start + item.value_start()..][..item.value_len];
+            let tag = tag_of(self.hasher.hash_one(key));
+            let Ok(found) = self
+                .table
+                .find_entry(table_hash(tag), |s| slot_location(*s) == location)
+            else {
+                continue; // a hole
+            };
+            let entry = EntryRef {
+                key,
+                value,
+                version: item.version,
+                expires_at: item.expires_at,
+                bucket,
+                tombstone: item.tombstone,
+            };
+            let referenced = slot_referenced(*found.get()) as u8;
+            match fate(entry, tag, referenced) {
+                Fate::Evict => {
+                    found.remove();
+                }
+                Fate::Move(referenced) => {
+                    let moved = NewItem {
+                        key,
+                        value,
+                        version: item.version,
+                        expires_at: item.expires_at,
+                        tombstone: item.tombstone,
+                    };
+                    let Some(to) = self.chunks.append(bucket, &moved) else {
+                        return;
+                    };
+                    *found.into_mut() = self::slot(tag, u64::from(referenced), to);
+                }
+            }
         }
+        self.chunks.free(id);
+    }
+}
+
+/// What a rewrite does with one live entry.
+enum Fate {
+    /// Drop it from the index.
+    Evict,
+    /// Move it, with this reference count.
+    Move(u8),
+}
+
+/// The key of the item at `location`.
+fn key_at(chunks: &Chunks, location: Location) -> Option<&[u8]> {
+    let (item, bytes) = chunks.item(location)?;
+    bytes.get(item.key_start..item.key_start + item.key_len)
+}
+
+/// The entry at `location`, borrowed from its chunk.
+fn entry_at(chunks: &Chunks, location: Location) -> Option<EntryRef<'_>> {
+    let (item, bytes) = chunks.item(location)?;
+    Some(EntryRef {
+        key: bytes.get(item.key_start..item.key_start + item.key_len)?,
+        value: bytes.get(item.value_start()..item.value_start() + item.value_len)?,
+        version: item.version,
+        expires_at: item.expires_at,
+        bucket: chunks.bucket_of(location),
+        tombstone: item.tombstone,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_pack_and_unpack() {
+        let location = Location {
+            chunk: (1 << CHUNK_BITS) - 1,
+            offset: (1 << OFFSET_BITS) - 1,
+        };
+        let tag = TAG_MASK;
+        let packed = slot(tag, 5, location);
+        assert_eq!(slot_tag(packed), tag);
+        assert_eq!(slot_referenced(packed), MAX_REFERENCED);
+        assert_eq!(slot_location(packed), location);
+        let small = slot(
+            1,
+            0,
+            Location {
+                chunk: 2,
+                offset: 3,
+            },
+        );
+        assert_eq!(
+            (
+                slot_tag(small),
+                slot_referenced(small),
+                slot_location(small)
+            ),
+            (
+                1,
+                0,
+                Location {
+                    chunk: 2,
+                    offset: 3
+                }
+            )
+        );
     }
 }
