@@ -353,6 +353,14 @@ impl Chunks {
         Some((item, bytes))
     }
 
+    /// The key of `item`, decoded from `location`, without decoding it again.
+    pub(super) fn key(&self, location: Location, item: &Item) -> &[u8] {
+        let start = location.offset as usize + item.key_start;
+        self.chunk(location.chunk)
+            .and_then(|chunk| chunk.bytes().get(start..start + item.key_len))
+            .unwrap_or_default()
+    }
+
     /// The bucket the chunk at `location` belongs to.
     pub(super) fn bucket_of(&self, location: Location) -> Option<Timestamp> {
         self.chunk(location.chunk).and_then(Chunk::bucket)

@@ -66,6 +66,11 @@ fn lone_cost(key_len: usize, value_len: usize) -> u64 {
     chunk::chunk_capacity_for(item) + chunk::CHUNK_OVERHEAD + chunk::BUCKET_OVERHEAD + 64
 }
 
+/// How many chunks of a due bucket one sweep step removes under the shard lock: a few
+/// thousand small entries, sorted together so that their index removals share cache lines.
+/// The lock is released between steps, so a large bucket does not stall the shard.
+const SWEEP_CHUNKS: usize = 16;
+
 /// What to do when a write does not fit in the capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvictionPolicy {
@@ -626,8 +631,7 @@ impl Store {
     /// Evicts every bucket whose fire time is at or before now. Called by the sweeper at
     /// each fire time; the work is proportional to the entries filed in those buckets, and
     /// their memory goes back a chunk at a time, with no work per entry besides its index
-    /// slot. The shard lock is released between chunks, so a large bucket does not stall
-    /// requests to that shard.
+    /// slot. The shard lock is released every [`SWEEP_CHUNKS`] chunks.
     pub fn evict_expired(&self) -> SweepReport {
         let now = self.clock.now();
         let announce = self.events.wanted(KeyEventKind::Expired);
@@ -641,11 +645,11 @@ impl Store {
                 due
             };
             report.buckets += buckets;
-            for chunk in due {
+            for batch in due.chunks(SWEEP_CHUNKS) {
                 let mut keys = Vec::new();
                 let mut guard = lock(shard);
                 let before = guard.footprint();
-                let count = guard.remove_due(chunk, |key, tombstone| {
+                let count = guard.remove_due(batch, |key, tombstone| {
                     // A tombstone reaching its expiry is bookkeeping, not a key expiring.
                     if announce && !tombstone {
                         keys.push(Bytes::copy_from_slice(key));

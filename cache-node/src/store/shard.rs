@@ -29,6 +29,10 @@ use crate::base::time::Timestamp;
 /// passes of the hand before it can be evicted. Two bits in the index slot.
 const MAX_REFERENCED: u64 = 3;
 
+/// How far ahead of the removals a sweep loads table slots (see `Shard::touch`): enough
+/// misses in flight to hide memory latency, few enough to stay in the L1 cache.
+const TOUCH_AHEAD: usize = 16;
+
 /// How many chunks the hand may visit per chunk of the shard before a write gives up on it.
 const HAND_PASSES: usize = MAX_REFERENCED as usize + 2;
 
@@ -390,40 +394,49 @@ impl Shard {
         self.chunks.take_due(now)
     }
 
-    /// Removes the entries of a due chunk and frees it, calling `removed` with each entry's
+    /// Removes the entries of due chunks and frees them, calling `removed` with each entry's
     /// key and whether it was a tombstone; returns how many. The removals go in table order,
-    /// so that neighbouring ones share cache lines and pages: that keeps the cost per entry
-    /// from growing with the size of the table.
+    /// with the slots a few removals ahead loaded early so that their cache misses overlap:
+    /// that keeps the cost per entry from growing with the size of the table.
     pub(super) fn remove_due(
         &mut self,
-        chunk: ChunkRef,
+        chunks: &[ChunkRef],
         mut removed: impl FnMut(&[u8], bool),
     ) -> u64 {
-        let items = self.chunks.due_items(chunk);
         let mask = self.table.num_buckets().saturating_sub(1) as u64;
-        let mut targets: Vec<(u64, Location, &Item)> = items
-            .iter()
-            .filter_map(|(location, item)| {
-                let key = key_at(&self.chunks, *location)?;
-                Some((tag_of(self.hasher.hash_one(key)), *location, item))
-            })
-            .collect();
-        targets.sort_unstable_by_key(|(tag, _, _)| table_hash(*tag) & mask);
+        // (table position, tag, location, the item), each item decoded once.
+        let mut targets: Vec<(u64, u64, Location, Item)> = Vec::new();
+        for chunk in chunks {
+            for (location, item) in self.chunks.due_items(*chunk) {
+                let tag = tag_of(self.hasher.hash_one(self.chunks.key(location, &item)));
+                targets.push((table_hash(tag) & mask, tag, location, item));
+            }
+        }
+        targets.sort_unstable_by_key(|target| target.0);
         let mut count = 0;
-        for (tag, location, item) in targets {
+        for (index, (_, tag, location, item)) in targets.iter().enumerate() {
+            if let Some(ahead) = targets.get(index + TOUCH_AHEAD) {
+                self.touch(ahead.0);
+            }
             if let Ok(found) = self
                 .table
-                .find_entry(table_hash(tag), |s| slot_location(*s) == location)
+                .find_entry(table_hash(*tag), |s| slot_location(*s) == *location)
             {
                 found.remove();
                 count += 1;
-                if let Some(key) = key_at(&self.chunks, location) {
-                    removed(key, item.tombstone);
-                }
+                removed(self.chunks.key(*location, item), item.tombstone);
             }
         }
-        self.chunks.free_due(chunk);
+        for chunk in chunks {
+            self.chunks.free_due(*chunk);
+        }
         count
+    }
+
+    /// Loads the table slot at `position`. Safe Rust has no prefetch instruction; a load
+    /// whose value is kept is the next best thing.
+    fn touch(&self, position: u64) {
+        std::hint::black_box(self.table.get_bucket(position as usize));
     }
 
     /// Gives back index memory once a sweep left the table at most a quarter full: the
