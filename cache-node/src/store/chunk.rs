@@ -91,6 +91,10 @@ struct Chunk {
     sparse: bool,
     /// Whether it holds one large item (see [`OWN_CHUNK_ABOVE`]).
     own: bool,
+    /// Whether the sweep took it (its bucket expired): it belongs to no bucket any more,
+    /// and nothing but the sweep touches it again (a bucket of the same fire time made
+    /// meanwhile, by a write that read the clock just before the sweep, is another).
+    due: bool,
     /// The clock value items' versions are stored relative to: the first item's.
     base: u64,
 }
@@ -190,10 +194,27 @@ impl Chunks {
         self.allocated
     }
 
-    /// The bytes an append of `item` under `bucket` would newly allocate; `None` if the shard
-    /// has no chunk id left for it.
-    pub(super) fn cost(&self, bucket: Option<Timestamp>, item: &NewItem<'_>) -> Option<u64> {
+    /// The bytes an append of `item` under `bucket` would newly allocate, less what killing
+    /// the item at `replaced` then frees; `None` if the shard has no chunk id left for it.
+    pub(super) fn cost(
+        &self,
+        bucket: Option<Timestamp>,
+        item: &NewItem<'_>,
+        replaced: Option<Location>,
+    ) -> Option<u64> {
         let plan = self.plan(bucket, item)?;
+        let appends_to = match plan {
+            Plan::InPlace(id) | Plan::Grow(id, _) => Some(id),
+            Plan::Open(_) | Plan::Own(_) => None,
+        };
+        // The replaced item's chunk goes only if the new item does not land in it.
+        let credit = replaced
+            .filter(|old| Some(old.chunk) != appends_to)
+            .map_or(0, |old| self.freed_by_kill(old));
+        Some(self.plan_cost(bucket, plan)?.saturating_sub(credit))
+    }
+
+    fn plan_cost(&self, bucket: Option<Timestamp>, plan: Plan) -> Option<u64> {
         Some(match plan {
             Plan::InPlace(_) => 0,
             Plan::Grow(id, capacity) => (capacity - self.chunk(id)?.capacity) as u64,
@@ -297,6 +318,7 @@ impl Chunks {
             sparse: false,
             own,
             base,
+            due: false,
         };
         let id = match self.free_ids.pop() {
             Some(id) => {
@@ -384,7 +406,7 @@ impl Chunks {
 
     /// The bytes killing the item at `location` would give back: its whole chunk if it is the
     /// last live item there (a large value in a chunk of its own, typically).
-    pub(super) fn freed_by_kill(&self, location: Location) -> u64 {
+    fn freed_by_kill(&self, location: Location) -> u64 {
         let Some((item, _)) = self.item(location) else {
             return 0;
         };
@@ -427,7 +449,9 @@ impl Chunks {
         };
         self.free_ids.push(id);
         self.allocated -= chunk.capacity as u64 + CHUNK_OVERHEAD;
-        if let Some(bucket) = self.buckets.get_mut(&chunk.bucket) {
+        if !chunk.due
+            && let Some(bucket) = self.buckets.get_mut(&chunk.bucket)
+        {
             bucket.chunks.remove(&id);
             if !chunk.own {
                 bucket.capacity -= chunk.capacity;
@@ -471,8 +495,7 @@ impl Chunks {
             for id in bucket.chunks {
                 if let Some(chunk) = self.chunk_mut(id) {
                     chunk.freeze();
-                    // Not worth compacting: the sweep frees it whole.
-                    chunk.sparse = true;
+                    chunk.due = true;
                     ids.push(ChunkRef {
                         id,
                         generation: chunk.generation,
@@ -525,24 +548,41 @@ impl Chunks {
         items
     }
 
-    /// The next chunk under the CLOCK hand, frozen (detached from its bucket if it was the
-    /// open one) and moved to the back of the hand's path; `None` if the shard has none.
+    /// The next chunk under the CLOCK hand, taken off the hand's path (see
+    /// [`Chunks::requeue`]); `None` if the shard has none. Chunks the sweep took are left to
+    /// it.
     pub(super) fn next_for_hand(&mut self) -> Option<u32> {
         while let Some((id, generation)) = self.hand.pop_front() {
-            if is_current(&self.slab, id, generation) {
-                self.freeze(id);
-                if self.chunk(id).is_some() {
-                    return Some(id);
-                }
+            if is_current(&self.slab, id, generation) && !self.is_due(id) {
+                return Some(id);
             }
         }
         None
     }
 
+    /// Freezes chunk `id` for a rewrite (detaching it from its bucket's appends); `false` if
+    /// that freed it, all of it being dead.
+    pub(super) fn freeze_for_rewrite(&mut self, id: u32) -> bool {
+        self.freeze(id);
+        self.chunk(id).is_some()
+    }
+
+    /// Puts chunk `id` back at the end of the hand's path: the hand passed it without
+    /// freeing it.
+    pub(super) fn requeue(&mut self, id: u32) {
+        if let Some(chunk) = self.chunk(id) {
+            self.hand.push_back((id, chunk.generation));
+        }
+    }
+
+    fn is_due(&self, id: u32) -> bool {
+        self.chunk(id).is_some_and(|chunk| chunk.due)
+    }
+
     /// A chunk waiting for compaction, if any.
     pub(super) fn next_sparse(&mut self) -> Option<u32> {
         while let Some((id, generation)) = self.sparse.pop() {
-            if is_current(&self.slab, id, generation) {
+            if is_current(&self.slab, id, generation) && !self.is_due(id) {
                 return Some(id);
             }
         }
@@ -559,7 +599,7 @@ impl Chunks {
             .iter()
             .enumerate()
             .filter_map(|(id, chunk)| Some((id as u32, chunk.as_ref()?)))
-            .filter(|(_, chunk)| chunk.dead > 0)
+            .filter(|(_, chunk)| chunk.dead > 0 && !chunk.due)
             .max_by_key(|(_, chunk)| chunk.dead)
             .map(|(id, _)| id)?;
         self.freeze(id);

@@ -66,6 +66,10 @@ fn lone_cost(key_len: usize, value_len: usize) -> u64 {
     chunk::chunk_capacity_for(item) + chunk::CHUNK_OVERHEAD + chunk::BUCKET_OVERHEAD + 64
 }
 
+/// How many chunks a write that does not fit may compact under `noeviction` before it is
+/// refused.
+const MAX_COMPACTIONS_PER_WRITE: usize = 8;
+
 /// How many chunks of a due bucket one sweep step removes under the shard lock: a few
 /// thousand small entries, sorted together so that their index removals share cache lines.
 /// The lock is released between steps, so a large bucket does not stall the shard.
@@ -462,6 +466,7 @@ impl Store {
         let mut evicted = Vec::new();
         // Each round either stores, fails, or frees memory elsewhere; the bound only guards
         // against a racing refill.
+        let mut compactions = 0;
         for _ in 0..=self.shards.len() * 4 {
             let mut shard = self.lock(index);
             let bucket = match expires_at {
@@ -478,11 +483,19 @@ impl Store {
             if !preconditions.hold(current) {
                 return Err(PutError::PreconditionFailed { current });
             }
-            let mut new = NewEntry {
+            // Issued before the cost is planned: its encoded size depends on it.
+            let version = match loaded {
+                Some(version) => {
+                    self.versions.observe(version.to_disk(), now);
+                    version
+                }
+                None => Version::from(self.versions.next(now)),
+            };
+            let new = NewEntry {
                 key: &key,
                 value: &value,
                 hash,
-                version: Version::default(),
+                version,
                 expires_at,
                 bucket,
                 tombstone: false,
@@ -490,14 +503,6 @@ impl Store {
             loop {
                 let cost = shard.cost(&new).ok_or_else(|| self.insufficient(charge))?;
                 if self.try_reserve(cost) {
-                    new.version = match loaded {
-                        Some(version) => {
-                            self.versions.observe(version.to_disk(), now);
-                            version
-                        }
-                        None => Version::from(self.versions.next(now)),
-                    };
-                    let version = new.version;
                     let before = shard.footprint();
                     let stored = shard.upsert(&new);
                     self.settle(before, shard.footprint(), cost);
@@ -523,12 +528,17 @@ impl Store {
                         commit,
                     });
                 }
-                if !self.reclaim_in(&mut shard, now, Some((hash, &key)), &mut evicted) {
+                compactions += 1;
+                if self.compactions_exhausted(compactions)
+                    || !self.reclaim_in(&mut shard, now, Some((hash, &key)), &mut evicted)
+                {
                     break;
                 }
             }
             drop(shard);
-            if !self.reclaim_elsewhere(index, now, &mut evicted) {
+            if self.compactions_exhausted(compactions)
+                || !self.reclaim_elsewhere(index, now, &mut evicted)
+            {
                 break;
             }
         }
@@ -773,6 +783,13 @@ impl Store {
             .map(|offset| (start + offset) & (count - 1))
             .filter(|index| *index != skip)
             .any(|index| self.reclaim_in(&mut self.lock(index), now, None, evicted))
+    }
+
+    /// Whether a write under `noeviction` has run as many compactions as it may: each scans
+    /// the shard for the chunk with the most holes, so their number per write is bounded
+    /// (CLOCK frees memory without a scan and needs no bound).
+    fn compactions_exhausted(&self, compactions: usize) -> bool {
+        self.policy == EvictionPolicy::NoEviction && compactions > MAX_COMPACTIONS_PER_WRITE
     }
 
     fn insufficient(&self, charge: u64) -> PutError {

@@ -51,6 +51,7 @@ impl Store {
         let hash = self.hasher.hash_one(&key[..]);
         let index = self.shard_of(hash);
         // As in `Store::put`: each round stores, gives up, or frees memory elsewhere.
+        let mut compactions = 0;
         for _ in 0..=self.shards.len() * 4 {
             let mut shard = self.lock(index);
             let bucket = match expires_at {
@@ -116,12 +117,17 @@ impl Store {
                     }
                     return Applied::Changed;
                 }
-                if !self.reclaim_in(&mut shard, now, Some((hash, &key)), &mut Vec::new()) {
+                compactions += 1;
+                if self.compactions_exhausted(compactions)
+                    || !self.reclaim_in(&mut shard, now, Some((hash, &key)), &mut Vec::new())
+                {
                     break;
                 }
             }
             drop(shard);
-            if !self.reclaim_elsewhere(index, now, &mut Vec::new()) {
+            if self.compactions_exhausted(compactions)
+                || !self.reclaim_elsewhere(index, now, &mut Vec::new())
+            {
                 break;
             }
         }

@@ -185,15 +185,16 @@ impl Shard {
     /// the value it replaces frees (which goes right after the new one is stored). `None` if
     /// it cannot be stored at all (no chunk id left).
     pub(super) fn cost(&self, new: &NewEntry<'_>) -> Option<u64> {
-        let cost = self.chunks.cost(new.bucket, &new.item())?;
-        Some(match self.find(new.hash, new.key) {
-            Some(slot) => cost.saturating_sub(self.chunks.freed_by_kill(slot_location(slot))),
-            // The table doubles: the new allocation exists beside the old one for a moment.
-            None if self.table.len() >= self.table.capacity() => {
+        let replaced = self.find(new.hash, new.key).map(slot_location);
+        let cost = self.chunks.cost(new.bucket, &new.item(), replaced)?;
+        Some(
+            if replaced.is_none() && self.table.len() >= self.table.capacity() {
+                // The table doubles: the new allocation exists beside the old one for a moment.
                 cost + (self.table.allocation_size() as u64 * 2).max(64)
-            }
-            None => cost,
-        })
+            } else {
+                cost
+            },
+        )
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u64> {
@@ -485,23 +486,38 @@ impl Shard {
         mut removed: impl FnMut(&[u8], EvictionReason, bool),
     ) -> bool {
         let protected = protected.map(|(hash, key)| (tag_of(hash), key));
+        let is_protected =
+            |tag: u64, key: &[u8]| protected.is_some_and(|(t, k)| t == tag && k == key);
+        if !evict {
+            // One compaction: the caller bounds how many a write may run.
+            let before = self.footprint().bytes;
+            return match self.chunks.most_dead() {
+                Some(None) => true, // all dead: freed whole
+                Some(Some(id)) => {
+                    self.rewrite(id, |_, _, referenced| Fate::Move(referenced));
+                    self.footprint().bytes < before
+                }
+                None => false,
+            };
+        }
         // Each live entry survives at most MAX_REFERENCED + 1 passes of the hand.
         for _ in 0..self.chunks.count() * HAND_PASSES + 1 {
             let before = self.footprint().bytes;
-            let chunk = if evict {
-                self.chunks.next_for_hand()
-            } else {
-                match self.chunks.most_dead() {
-                    Some(None) => return true, // all dead: freed whole
-                    other => other.flatten(),
-                }
-            };
-            let Some(id) = chunk else {
+            let Some(id) = self.chunks.next_for_hand() else {
                 return false;
             };
+            if !self.has_victim(id, now, &is_protected) {
+                // A second chance for every entry: counted down in place, no bytes moved.
+                self.age(id, &is_protected);
+                self.chunks.requeue(id);
+                continue;
+            }
+            if !self.chunks.freeze_for_rewrite(id) {
+                return true;
+            }
             let mut evicted = false;
             self.rewrite(id, |entry, tag, referenced| {
-                if !evict || protected.is_some_and(|(t, key)| t == tag && key == entry.key) {
+                if is_protected(tag, entry.key) {
                     return Fate::Move(referenced);
                 }
                 let reason = if entry.is_expired(now) {
@@ -522,6 +538,54 @@ impl Shard {
         false
     }
 
+    /// The live entries of chunk `id` with their locations, tags and reference counts.
+    fn live_in(&self, id: u32) -> Vec<(Location, EntryRef<'_>, u64, u64)> {
+        self.chunks
+            .items(id)
+            .into_iter()
+            .filter_map(|(location, item)| {
+                let tag = tag_of(self.hasher.hash_one(self.chunks.key(location, &item)));
+                let slot = self
+                    .table
+                    .find(table_hash(tag), |s| slot_location(*s) == location)?;
+                let entry = entry_at(&self.chunks, location)?;
+                Some((location, entry, tag, slot_referenced(*slot)))
+            })
+            .collect()
+    }
+
+    /// Whether the hand would evict something from chunk `id`: an entry expired or not read
+    /// since the hand last passed, other than the protected one.
+    fn has_victim(
+        &self,
+        id: u32,
+        now: Timestamp,
+        is_protected: &impl Fn(u64, &[u8]) -> bool,
+    ) -> bool {
+        self.live_in(id).iter().any(|(_, entry, tag, referenced)| {
+            !is_protected(*tag, entry.key) && (entry.is_expired(now) || *referenced == 0)
+        })
+    }
+
+    /// Counts down the reference count of every live entry of chunk `id` but the protected
+    /// one.
+    fn age(&mut self, id: u32, is_protected: &impl Fn(u64, &[u8]) -> bool) {
+        let aged: Vec<(u64, Location)> = self
+            .live_in(id)
+            .into_iter()
+            .filter(|(_, entry, tag, _)| !is_protected(*tag, entry.key))
+            .map(|(location, _, tag, _)| (tag, location))
+            .collect();
+        for (tag, location) in aged {
+            if let Some(slot) = self
+                .table
+                .find_mut(table_hash(tag), |s| slot_location(*s) == location)
+            {
+                *slot = self::slot(tag, slot_referenced(*slot).saturating_sub(1), location);
+            }
+        }
+    }
+
     /// Compacts the chunks that became at least half holes.
     fn compact_sparse(&mut self) {
         while let Some(id) = self.chunks.next_sparse() {
@@ -530,14 +594,16 @@ impl Shard {
     }
 
     /// Moves the live entries of chunk `id` that `fate` keeps to their bucket's open chunk,
-    /// drops the others from the index, and frees the chunk. Stops, keeping the chunk, if a
-    /// move finds no chunk id.
+    /// drops the others from the index, and frees the chunk. If a move finds no chunk id
+    /// (2^22 chunks in the shard), it stops there: what left the chunk is marked dead in it,
+    /// and the chunk goes back on the hand's path.
     fn rewrite(&mut self, id: u32, mut fate: impl FnMut(EntryRef<'_>, u64, u8) -> Fate) {
         // A frozen chunk's bytes are shared, so the entries stay readable while being moved.
         let Some(bytes) = self.chunks.frozen_bytes(id) else {
             return;
         };
         let bucket = self.chunks.chunk_bucket(id);
+        let mut gone = Vec::new();
         for (location, item) in self.chunks.items(id) {
             let start = location.offset as usize;
             let key = &bytes[start + item.key_start..][..item.key_len];
@@ -571,11 +637,16 @@ impl Shard {
                         tombstone: item.tombstone,
                     };
                     let Some(to) = self.chunks.append(bucket, &moved) else {
+                        for (location, len) in gone {
+                            self.chunks.kill(location, len);
+                        }
+                        self.chunks.requeue(id);
                         return;
                     };
                     *found.into_mut() = self::slot(tag, u64::from(referenced), to);
                 }
             }
+            gone.push((location, item.len()));
         }
         self.chunks.free(id);
     }
@@ -611,6 +682,44 @@ fn entry_at(chunks: &Chunks, location: Location) -> Option<EntryRef<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While a sweep works through a due bucket's chunks (releasing the lock between
+    /// batches), neither the CLOCK hand nor a late write into a bucket of the same fire time
+    /// touches them, and freeing them leaves the new bucket's bookkeeping alone.
+    #[test]
+    fn a_bucket_made_again_during_its_sweep_is_kept_apart() {
+        let hasher = DefaultHashBuilder::default();
+        let mut shard = Shard::new(hasher.clone());
+        let fire = Timestamp::from_millis(1_795_046_460_000);
+        let expiry = Timestamp::from_millis(fire.as_millis() - 1_000);
+        let value = [7_u8; 100];
+        let put = |shard: &mut Shard, key: &[u8], hlc: u64| {
+            shard
+                .upsert(&NewEntry {
+                    key,
+                    value: &value,
+                    hash: hasher.hash_one(key),
+                    version: Version::new(hlc),
+                    expires_at: Some(expiry),
+                    bucket: Some(fire),
+                    tombstone: false,
+                })
+                .expect("a chunk id");
+        };
+        for i in 0..300 {
+            put(&mut shard, format!("old-{i}").as_bytes(), i);
+        }
+        let (buckets, due) = shard.take_due(fire);
+        assert_eq!(buckets, 1);
+        assert!(
+            !shard.reclaim(fire, None, true, |_, _, _| {}),
+            "the hand left them alone"
+        );
+        put(&mut shard, b"late", 1_000);
+        assert_eq!(shard.remove_due(&due, |_, _| {}), 300);
+        assert_eq!(shard.footprint(), shard.recount());
+        assert!(shard.peek(hasher.hash_one(b"late"), b"late").is_some());
+    }
 
     #[test]
     fn slots_pack_and_unpack() {
