@@ -501,9 +501,10 @@ async fn a_mostly_garbage_persistent_area_is_compacted() {
             .map(|path| fs::metadata(path).expect("stat").len())
             .sum()
     };
-    let written = size();
-    // Compaction runs on the log's thread between rounds; on a loaded machine that can take
-    // a while, so wait for the outcome rather than for a fixed time.
+    // Compaction runs on the log's thread between rounds, possibly before the last write
+    // above returned, so what was written is read from the log's counter, not the
+    // directory; on a loaded machine compaction can also take a while, so wait for the
+    // outcome rather than for a fixed time.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while node
         .sample("tidecache_persist_compactions_total{kind=\"rewritten\"}")
@@ -516,6 +517,7 @@ async fn a_mostly_garbage_persistent_area_is_compacted() {
         node.metric("tidecache_persist_compactions_total{kind=\"rewritten\"}"),
         1.0
     );
+    let written = node.metric("tidecache_persist_appended_bytes_total") as u64;
     assert!(size() * 10 < written, "{} of {written} bytes left", size());
     node.put("after", "compaction", None)
         .await

@@ -9,11 +9,12 @@
 //! tag alone, so growing it never touches the chunks.
 //!
 //! # Eviction
-//! CLOCK over chunks rather than entries: the hand takes the oldest chunk, evicts its
-//! entries that are expired or were not read since the hand last passed them, moves the
-//! others (one reference count fewer) to their bucket's open chunk, and frees the chunk. An
-//! entry read at least once survives a pass, as with per-entry CLOCK, and one pass frees a
-//! whole chunk's holes as well.
+//! CLOCK over chunks rather than entries: the hand takes the oldest chunk. If every entry in
+//! it was read since the hand last passed, their reference counts go down in place and the
+//! chunk goes to the back of the hand's path. Otherwise the entries that are expired or
+//! unread are evicted, the others moved (one reference count fewer) to their bucket's open
+//! chunk, and the chunk freed. An entry read at least once survives a pass, as with
+//! per-entry CLOCK, and a pass that evicts frees the chunk's holes as well.
 
 use std::hash::BuildHasher;
 
