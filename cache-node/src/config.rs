@@ -16,7 +16,7 @@ use crate::base::tls::TlsFiles;
 use crate::cache::Limits;
 use crate::http::{PROBE_RESERVE, ServeSettings};
 use crate::persist::{FsyncPolicy, PersistSettings};
-use crate::replication::{AckLevel, ReplicationSettings, TransportSettings};
+use crate::replication::{AckLevel, Mode, ReplicationSettings, TransportSettings};
 use crate::resp::{NotifyFlags, RespBounds};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
 use tidecache_contract::units::{parse_duration, parse_size};
@@ -230,6 +230,27 @@ pub struct Config {
     #[arg(long, env = "TIDECACHE_PEERS_SERVICE")]
     pub peers_service: Option<String>,
 
+    /// Which nodes hold a key: full (every node) or partitioned (--replication-factor owners
+    /// per hash slot, the others forward).
+    #[arg(long, env = "TIDECACHE_MODE", value_enum, default_value_t = flag::ReplicationMode::Full)]
+    pub mode: flag::ReplicationMode,
+
+    /// Owners per key in partitioned mode, in distinct zones where there are enough zones.
+    #[arg(long, env = "TIDECACHE_REPLICATION_FACTOR", default_value_t = 2)]
+    pub replication_factor: u16,
+
+    /// This node's zone, for placing a key's owners in distinct zones; in Kubernetes the
+    /// EndpointSlices say every pod's zone and this is not needed. In a --peers list, a peer's
+    /// zone follows its address after `@` (`127.0.0.1:7001@zone-a`).
+    #[arg(long, env = "TIDECACHE_ZONE")]
+    pub zone: Option<String>,
+
+    /// Answer RESP key commands for slots this node does not serve with `-MOVED` (and
+    /// `-ASK` during a move), as a Redis Cluster node does, instead of forwarding them;
+    /// for cluster-aware clients. Partitioned mode only.
+    #[arg(long, env = "TIDECACHE_RESP_CLUSTER_MODE")]
+    pub resp_cluster_mode: bool,
+
     /// How many replicas acknowledge a write that does not say (Tidecache-Ack): one (this
     /// node), quorum (a majority) or all.
     #[arg(long, env = "TIDECACHE_WRITE_ACK", value_enum, default_value_t = flag::AckLevel::One)]
@@ -377,6 +398,14 @@ pub enum ConfigError {
     /// `--schedule` / `--time-zone`.
     #[error("invalid --schedule/--time-zone: {0}")]
     Schedule(#[from] ScheduleError),
+    /// A flag given without the setting it belongs to.
+    #[error("--{flag} needs {needs}")]
+    Needs {
+        /// The flag given.
+        flag: &'static str,
+        /// What must be given with it.
+        needs: &'static str,
+    },
     /// A limit that must be positive is zero.
     #[error("--{flag} must be at least 1")]
     Zero {
@@ -457,6 +486,9 @@ pub struct Settings {
     pub persistence: Option<PersistSettings>,
     /// Replication; `None` without `--peers` or `--peers-service`.
     pub replication: Option<ReplicationConfig>,
+    /// Whether RESP answers for slots this node does not serve with redirects
+    /// (`--resp-cluster-mode`, partitioned mode only).
+    pub resp_cluster_mode: bool,
     /// The tag of this node's name (`--node-id`, else the hostname): the second half of every
     /// version it issues (0 when it has no name).
     pub node_tag: u64,
@@ -527,6 +559,12 @@ impl Config {
             None => None,
         };
         let replication = self.replication()?;
+        if self.resp_cluster_mode && self.mode != flag::ReplicationMode::Partitioned {
+            return Err(ConfigError::Needs {
+                flag: "resp-cluster-mode",
+                needs: "--mode=partitioned",
+            });
+        }
         let tls = self.tls()?;
         let node_tag = match (&persistence, &self.node_id) {
             (Some(persistence), _) => persistence.node.tag(),
@@ -548,6 +586,7 @@ impl Config {
             listen: self.listen,
             resp_listen: self.resp_listen,
             resp_allow_flush: self.resp_allow_flush,
+            resp_cluster_mode: self.resp_cluster_mode,
             resp_notify: self.resp_notify_keyspace_events,
             tls,
             store: StoreConfig {
@@ -632,7 +671,24 @@ impl Config {
         let peers = match (&self.peers_service, self.peers.is_empty()) {
             (Some(service), _) => PeerSource::Service(service.clone()),
             (None, false) => PeerSource::Static(self.peers.clone()),
+            (None, true) if self.mode == flag::ReplicationMode::Partitioned => {
+                return Err(ConfigError::Needs {
+                    flag: "mode=partitioned",
+                    needs: "--peers or --peers-service (the nodes the keys are spread over)",
+                });
+            }
             (None, true) => return Ok(None),
+        };
+        let mode = match self.mode {
+            flag::ReplicationMode::Full => Mode::Full,
+            flag::ReplicationMode::Partitioned if self.replication_factor == 0 => {
+                return Err(ConfigError::Zero {
+                    flag: "replication-factor",
+                });
+            }
+            flag::ReplicationMode::Partitioned => Mode::Partitioned {
+                replication_factor: usize::from(self.replication_factor),
+            },
         };
         if self.replication_queue == 0 {
             return Err(ConfigError::Zero {
@@ -659,6 +715,8 @@ impl Config {
                     ..TransportSettings::default()
                 },
                 peer_credential: self.peer_credential()?,
+                mode,
+                zone: self.zone.clone(),
                 // The cache holds peers' records to the node's request limits.
                 ..ReplicationSettings::default()
             },

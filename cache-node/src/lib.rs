@@ -55,6 +55,8 @@ pub use metrics::Metrics;
 pub use node::{serve, shutdown_signal};
 /// Persistence, for benchmarks that drive the log directly.
 pub use persist::{FsyncPolicy, Log, PersistSettings, warm_start};
+/// Which nodes hold a key (`--mode`).
+pub use replication::Mode;
 /// The store, for benchmarks and tests that measure it alone.
 pub use store::{EvictionPolicy, Preconditions, Store, StoreConfig};
 

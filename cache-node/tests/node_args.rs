@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use cache_node::{CapacitySource, Config, PeerSource};
+use cache_node::{CapacitySource, Config, Mode, PeerSource};
 use clap::{CommandFactory, Parser};
 use tidecache_contract::Schedule;
 use tidecache_contract::args::{
     AckLevel, EnvSource, EvictionPolicy, FsyncPolicy, Invocation, LogFormat, NodeArgs, NodeTls,
-    PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, PodField, SecretKeyRef,
+    PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, Partitioned, PodField, SecretKeyRef,
 };
 
 /// Set in the child's environment: the test then parses instead of spawning.
@@ -57,6 +57,9 @@ fn node_args() -> NodeArgs {
             key: "bearer".into(),
         }),
         peer_token_secret: "sessions-peer-token".into(),
+        partitioned: Some(Partitioned {
+            replication_factor: 3,
+        }),
         tls: Some(NodeTls {
             listen: SocketAddr::from(([0, 0, 0, 0], 9443)),
             resp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 6390))),
@@ -167,6 +170,7 @@ fn check_parsed_settings() {
         auth_token,
         peer_token_secret,
         tls,
+        partitioned,
     } = node;
     let tls = tls.expect("TLS is set");
     let served = settings.tls.as_ref().expect("TLS is on");
@@ -195,7 +199,17 @@ fn check_parsed_settings() {
     assert_eq!(persistence.node.as_str(), POD_NAME);
     assert_eq!(persistence.namespace.as_str(), POD_NAMESPACE);
 
+    assert!(
+        settings.resp_cluster_mode,
+        "partitioned mode turns RESP cluster mode on"
+    );
     let replication = settings.replication.expect("replication is on");
+    assert_eq!(
+        replication.settings.mode,
+        Mode::Partitioned {
+            replication_factor: usize::from(partitioned.expect("set").replication_factor)
+        }
+    );
     assert_eq!(replication.peers, PeerSource::Service(peers_service));
     assert_eq!(replication.settings.default_ack, write_ack.into());
 

@@ -25,6 +25,7 @@
 pub mod args;
 pub mod bucket;
 pub mod disk;
+pub mod placement;
 pub mod schedule;
 pub mod units;
 

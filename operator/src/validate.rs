@@ -179,6 +179,7 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         }),
         peer_token_secret: labels::names::peer_token(&name),
         tls: tls(spec, resp_port)?,
+        partitioned: None,
     };
     let janitor = JanitorArgs {
         data_dir: PathBuf::from(DATA_DIR),

@@ -52,6 +52,7 @@ pub use ack::{AckError, AckLevel, AckWatch};
 pub use admit::{RecordLimits, Refusal};
 pub use membership::Discovery;
 pub use metrics::ReplicationMetrics;
+pub use placement::Mode;
 pub use transport::{Pending, Replicated, TransportSettings};
 
 use crate::base::auth::PeerCredential;
@@ -84,6 +85,10 @@ pub struct ReplicationSettings {
     /// The limits records from peers are held to: the cache sets the node's own request
     /// limits here when it starts replication.
     pub records: RecordLimits,
+    /// Which nodes hold a key.
+    pub mode: Mode,
+    /// This node's zone when discovery cannot tell it (`--zone`).
+    pub zone: Option<String>,
 }
 
 impl Default for ReplicationSettings {
@@ -96,6 +101,8 @@ impl Default for ReplicationSettings {
             transport: TransportSettings::default(),
             peer_credential: None,
             records: RecordLimits::default(),
+            mode: Mode::Full,
+            zone: None,
         }
     }
 }

@@ -5,6 +5,19 @@
 
 use super::membership::Peer;
 
+/// Which nodes hold a key (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every node holds every key.
+    #[default]
+    Full,
+    /// Each key has `replication_factor` owners, chosen by its hash slot.
+    Partitioned {
+        /// Owners per key.
+        replication_factor: usize,
+    },
+}
+
 /// How keys are placed on nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {

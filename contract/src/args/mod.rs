@@ -22,8 +22,8 @@ mod node;
 mod values;
 
 pub use janitor::JanitorArgs;
-pub use node::{NodeArgs, NodeTls, PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY};
-pub use values::{AckLevel, EvictionPolicy, FsyncPolicy, LogFormat};
+pub use node::{NodeArgs, NodeTls, PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, Partitioned};
+pub use values::{AckLevel, EvictionPolicy, FsyncPolicy, LogFormat, ReplicationMode};
 
 /// What the operator gives a binary when it starts it: flags and environment variables.
 pub trait Invocation {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     AckLevel, EnvSource, EnvVar, EvictionPolicy, FsyncPolicy, Invocation, LogFormat, PodField,
-    SecretKeyRef,
+    ReplicationMode, SecretKeyRef,
 };
 use crate::Schedule;
 use crate::units::format_duration;
@@ -78,6 +78,18 @@ pub struct NodeArgs {
     pub peer_token_secret: String,
     /// TLS for clients, when the cluster has a certificate; `None` renders no TLS flag.
     pub tls: Option<NodeTls>,
+    /// Partitioned mode; `None` is full replication, cache-node's default, which renders no
+    /// flag so that clusters made before partitioned mode keep their pod template.
+    pub partitioned: Option<Partitioned>,
+}
+
+/// Partitioned mode's flags: `--mode=partitioned`, `--replication-factor`, and
+/// `--resp-cluster-mode`, which the operator always turns on with it so that cluster-aware
+/// Redis clients are redirected to the owners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partitioned {
+    /// Owners per key.
+    pub replication_factor: u16,
 }
 
 /// TLS for clients: the listeners beside the plain ones (which stay for peers and probes)
@@ -118,6 +130,13 @@ impl Invocation for NodeArgs {
             format!("--fsync={}", self.fsync),
             format!("--peers-service={}", self.peers_service),
         ]);
+        if let Some(partitioned) = self.partitioned {
+            args.extend([
+                format!("--mode={}", ReplicationMode::Partitioned),
+                format!("--replication-factor={}", partitioned.replication_factor),
+                "--resp-cluster-mode".to_string(),
+            ]);
+        }
         if let Some(tls) = &self.tls {
             args.push(format!("--tls-listen={}", tls.listen));
             if let Some(resp_listen) = tls.resp_listen {
@@ -193,6 +212,7 @@ mod tests {
             auth_token,
             peer_token_secret: "sessions-peer-token".into(),
             tls: None,
+            partitioned: None,
         }
     }
 
@@ -229,6 +249,27 @@ mod tests {
         let flags = without_resp.to_args();
         assert!(!flags.iter().any(|flag| flag.starts_with("--resp-listen")));
         assert_eq!(flags.len(), args(None).to_args().len() - 1);
+    }
+
+    #[test]
+    fn partitioned_mode_renders_its_three_flags_after_the_rest() {
+        let partitioned = NodeArgs {
+            partitioned: Some(Partitioned {
+                replication_factor: 3,
+            }),
+            ..args(None)
+        };
+        let plain = args(None).to_args();
+        let flags = partitioned.to_args();
+        assert_eq!(flags[..plain.len()], plain[..]);
+        assert_eq!(
+            flags[plain.len()..],
+            [
+                "--mode=partitioned",
+                "--replication-factor=3",
+                "--resp-cluster-mode"
+            ]
+        );
     }
 
     #[test]

@@ -89,6 +89,16 @@ flag_values! {
 }
 
 flag_values! {
+    /// cache-node's `--mode` (`TIDECACHE_MODE`): which nodes hold a key.
+    pub enum ReplicationMode {
+        /// Every node holds every key.
+        Full = "full",
+        /// Each key has `--replication-factor` owners, chosen by its hash slot.
+        Partitioned = "partitioned",
+    }
+}
+
+flag_values! {
     /// cache-node's `--log-format`.
     pub enum LogFormat {
         /// Human-readable lines.
@@ -117,6 +127,7 @@ mod tests {
         round_trips::<FsyncPolicy>();
         round_trips::<AckLevel>();
         round_trips::<LogFormat>();
+        round_trips::<ReplicationMode>();
     }
 
     #[test]
@@ -125,5 +136,6 @@ mod tests {
         assert_eq!(FsyncPolicy::Everysec.as_flag(), "everysec");
         assert_eq!(AckLevel::Quorum.as_flag(), "quorum");
         assert_eq!(LogFormat::Json.as_flag(), "json");
+        assert_eq!(ReplicationMode::Partitioned.as_flag(), "partitioned");
     }
 }
