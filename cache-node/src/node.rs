@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::base::node_info::RespPorts;
 use crate::base::tasks::Tasks;
 use crate::base::time::SystemClock;
 use crate::base::tls::ServerTls;
@@ -81,10 +82,16 @@ pub async fn serve(
         .replication
         .as_ref()
         .and_then(|replication| replication.settings.peer_credential.clone());
+    // What peers name this node by in CLUSTER SLOTS and -MOVED.
+    let resp_ports = RespPorts {
+        resp_port: port_of(resp_listener.as_ref()),
+        resp_tls_port: port_of(resp_tls_listener.as_ref()),
+    };
     let state = Arc::new(
         AppState::new(cache.clone())
             .with_auth(settings.auth.clone())
-            .with_peer_auth(peer_auth)
+            .with_peer_auth(peer_auth.clone())
+            .with_resp_ports(resp_ports)
             .with_serve(settings.http_serve.clone()),
     );
     let resp_listen = resp_listener
@@ -160,6 +167,9 @@ pub async fn serve(
             allow_flush: settings.resp_allow_flush,
             notify: settings.resp_notify,
             bounds: settings.resp_bounds.clone(),
+            cluster_mode: settings.resp_cluster_mode,
+            ports: resp_ports,
+            peer_credential: peer_auth,
         };
         let cache = cache.clone();
         let tls = tls.clone();
@@ -264,6 +274,11 @@ async fn bind(address: Option<SocketAddr>, what: &str) -> io::Result<Option<TcpL
 
 /// The peers of a replicated node: the static `--peers` list, or the headless Service's
 /// EndpointSlices inside a cluster (its DNS name outside one).
+/// The port `listener` is bound to, if there is one.
+fn port_of(listener: Option<&TcpListener>) -> Option<u16> {
+    Some(listener?.local_addr().ok()?.port())
+}
+
 async fn peers(config: &ReplicationConfig, listen: SocketAddr) -> Peers {
     let own = membership::own_addresses(listen).await;
     let discovery: Box<dyn Discovery> = match &config.peers {

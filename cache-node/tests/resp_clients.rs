@@ -7,34 +7,12 @@
 mod resp_support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use resp_support::{Server, installed, require, run, run_scenario};
+use resp_support::{Server, python_with_redis_py, require, run, run_scenario};
 
 const TOKEN: &str = "resp-clients-token";
-
-/// A virtual environment with `tests/resp/requirements.txt` installed, made once per
-/// content of that file; its Python.
-fn python_with_redis_py() -> PathBuf {
-    require("python3", "apt-get install -y python3 python3-venv");
-    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
-    let venv = installed("resp-venv", &wanted, |venv| {
-        run(Command::new("python3").arg("-m").arg("venv").arg(venv));
-        run(Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements));
-    });
-    venv.join("bin/python")
-}
 
 #[test]
 fn redis_py_runs_the_scenario() {

@@ -71,6 +71,12 @@ pub const BYTES_PATTERN: &str = r"^[1-9][0-9]*(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
         description = "Zones with at least one ready cache pod"
     ),
     printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.replication.mode",
+        description = "Full (every pod holds every key) or Partitioned (R owners per key)"
+    ),
+    printcolumn(
         name = "Schedule",
         type_ = "string",
         json_path = ".status.schedule",
@@ -102,7 +108,8 @@ pub const BYTES_PATTERN: &str = r"^[1-9][0-9]*(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 ).field_path(".persistence.accessMode"))]
 #[serde(rename_all = "camelCase")]
 pub struct CacheClusterSpec {
-    /// Number of cache pods. Each pod serves every key; writes are replicated between them.
+    /// Number of cache pods. Each pod serves every key; writes are replicated between them
+    /// (in Partitioned mode to the key's owners only, so capacity grows with the pods).
     /// Scalable through the scale subresource (`kubectl scale`, HorizontalPodAutoscaler).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 1000))]
@@ -457,13 +464,53 @@ pub enum ReclaimPolicy {
 }
 
 /// Replication of writes between cache pods (contract 4).
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSpec {
     /// How many pods must acknowledge a write before the client gets its answer, unless the
-    /// client asks for another level: One, Quorum (a majority) or All.
+    /// client asks for another level: One, Quorum (a majority) or All. In Partitioned mode
+    /// they are counted among the key's owners.
     #[serde(default)]
     pub write_acknowledgement: WriteAcknowledgement,
+
+    /// Which pods hold a key: Full (every pod, so a cluster holds at most one pod's memory)
+    /// or Partitioned (replicationFactor owners per key, in distinct zones where there are
+    /// enough zones, so capacity grows with the pods). Partitioned also turns on Redis Cluster
+    /// redirects for cluster-aware clients.
+    #[serde(default)]
+    pub mode: ReplicationMode,
+
+    /// Owners of each key in Partitioned mode, 1 to 5; ignored in Full mode. A cluster with
+    /// fewer pods than this (scaled down for a while) keeps working with fewer owners, and its
+    /// status says so (Ready=False, reason UnderReplicated).
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replication_factor: i32,
+}
+
+impl Default for ReplicationSpec {
+    fn default() -> Self {
+        ReplicationSpec {
+            write_acknowledgement: WriteAcknowledgement::default(),
+            mode: ReplicationMode::default(),
+            replication_factor: default_replication_factor(),
+        }
+    }
+}
+
+fn default_replication_factor() -> i32 {
+    2
+}
+
+/// Which cache pods hold a key.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicationMode {
+    /// Every pod holds every key and can answer any read from its own memory.
+    #[default]
+    Full,
+    /// Each key has replicationFactor owners, chosen by its Redis Cluster hash slot; any pod
+    /// serves any request, forwarding to an owner.
+    Partitioned,
 }
 
 /// How many replicas acknowledge a write.
@@ -887,6 +934,11 @@ pub struct CacheClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub janitor: Option<JanitorStatus>,
 
+    /// Where the partitions are, in Partitioned mode: owners per zone and how many partitions
+    /// lack ready owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<PartitionStatus>,
+
     /// Ready, Progressing and Degraded, following Kubernetes API conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -900,6 +952,42 @@ pub struct ZoneStatus {
     pub zone: String,
     /// Ready cache pods in that zone.
     pub ready_replicas: i32,
+}
+
+/// The placement of a Partitioned cluster as its pods compute it: the same function of the
+/// same membership (the pods' names and their nodes' zones). The key space is 16384 Redis
+/// Cluster hash slots in partitions of 16 consecutive slots; each partition has
+/// replicationFactor owners.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    /// Owners per partition the spec asks for.
+    pub replication_factor: i32,
+    /// Partitions of the key space (each 16 hash slots).
+    pub partitions: i32,
+    /// Cache pods placement counts as members: those the peers Service's EndpointSlices
+    /// list, i.e. every pod with an address that has not finished, ready or not.
+    pub members: i32,
+    /// Partitions with fewer than replicationFactor ready owners: their keys have fewer
+    /// copies than asked for until the missing owners are ready (or the cluster is scaled to
+    /// at least replicationFactor pods).
+    pub under_replicated: i32,
+    /// Members and owned partitions per zone, sorted by zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners_per_zone: Vec<ZoneOwnership>,
+}
+
+/// The partitions owned in one zone.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneOwnership {
+    /// The zone (`topology.kubernetes.io/zone` of the pods' nodes, as their EndpointSlices
+    /// report it; "unknown" when a node has none).
+    pub zone: String,
+    /// Members in that zone.
+    pub pods: i32,
+    /// Partitions with at least one owner in that zone.
+    pub partitions: i32,
 }
 
 /// The janitor's most recent run, from its CronJob and Jobs.
@@ -925,6 +1013,7 @@ mod tests {
     //! The schema's CEL rules, evaluated client-side by kube's CEL validator on the generated
     //! CRD, so that each rule and its message is checked without an API server.
 
+    use kube::CustomResourceExt;
     use kube::core::cel::{validate_cel, validate_cel_update};
 
     use super::*;
@@ -1103,9 +1192,67 @@ mod tests {
     }
 
     #[test]
+    fn replication_defaults_to_full_with_two_owners_and_bounds_the_factor() {
+        assert_eq!(
+            fixtures::minimal().spec.replication,
+            ReplicationSpec {
+                write_acknowledgement: WriteAcknowledgement::Quorum,
+                mode: ReplicationMode::Full,
+                replication_factor: 2,
+            }
+        );
+        let crd = serde_json::to_value(CacheCluster::crd()).expect("crd json");
+        let version = &crd["spec"]["versions"][0];
+        let replication = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["replication"];
+        // The API server fills these in for `spec: {}` and for `replication: {}`.
+        assert_eq!(
+            replication["default"],
+            serde_json::json!({"mode": "Full", "replicationFactor": 2,
+                               "writeAcknowledgement": "Quorum"})
+        );
+        let mode = &replication["properties"]["mode"];
+        assert_eq!(mode["enum"], serde_json::json!(["Full", "Partitioned"]));
+        assert_eq!(mode["default"], "Full");
+        let factor = &replication["properties"]["replicationFactor"];
+        assert_eq!(
+            (&factor["minimum"], &factor["maximum"], &factor["default"]),
+            (
+                &serde_json::json!(1.0),
+                &serde_json::json!(5.0),
+                &serde_json::json!(2)
+            )
+        );
+        let mode_column = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("printer columns")
+            .iter()
+            .find(|column| column["name"] == "Mode")
+            .expect("Mode column");
+        assert_eq!(mode_column["jsonPath"], ".spec.replication.mode");
+    }
+
+    #[test]
+    fn a_partitioned_cluster_may_have_fewer_pods_than_owners_per_key() {
+        let mut cluster = fixtures::minimal();
+        cluster.spec.replication.mode = ReplicationMode::Partitioned;
+        cluster.spec.replication.replication_factor = 5;
+        cluster.spec.replicas = 1;
+        assert!(broken_rules(&cluster, None).is_empty());
+    }
+
+    #[test]
     fn samples_are_valid() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/samples");
-        for sample in ["minimal.yaml", "full.yaml"] {
+        let mut samples: Vec<String> = std::fs::read_dir(&dir)
+            .expect("read samples")
+            .map(|entry| entry.expect("sample entry").file_name())
+            .filter_map(|name| name.into_string().ok())
+            .filter(|name| name.ends_with(".yaml"))
+            .collect();
+        samples.sort();
+        assert_eq!(samples, ["full.yaml", "minimal.yaml", "partitioned.yaml"]);
+        for sample in &samples {
             let text = std::fs::read_to_string(dir.join(sample)).expect("read sample");
             let mut cluster: CacheCluster = serde_yaml::from_str(&text).expect("parse sample");
             assert_eq!(
@@ -1114,7 +1261,10 @@ mod tests {
                 "{sample}"
             );
             cluster.metadata.uid = Some("uid".into());
-            crate::validate::validate(&cluster).expect("sample validates");
+            let validated = crate::validate::validate(&cluster).expect("sample validates");
+            let partitioned = validated.node.partitioned.map(|p| p.replication_factor);
+            let expected = (sample == "partitioned.yaml").then_some(2);
+            assert_eq!(partitioned, expected, "{sample}");
         }
     }
 }

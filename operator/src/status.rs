@@ -1,5 +1,6 @@
 //! The status step, as pure functions: what the operator observed (the StatefulSet, the ready
-//! pods per zone, the janitor's CronJob and last Job) becomes a [`CacheClusterStatus`].
+//! pods per zone, the janitor's CronJob and last Job, and in Partitioned mode every member pod
+//! with its zone and readiness) becomes a [`CacheClusterStatus`].
 //!
 //! Conditions follow the Kubernetes API conventions: every condition is always present, each
 //! carries the generation it describes, and `lastTransitionTime` changes only when the
@@ -13,7 +14,9 @@ use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::batch::v1::{CronJobStatus, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{CacheClusterStatus, JanitorStatus, ZoneStatus};
+use tidecache_contract::placement::{Assignment, Member, PARTITIONS};
+
+use crate::crd::{CacheClusterStatus, JanitorStatus, PartitionStatus, ZoneOwnership, ZoneStatus};
 
 /// `True` when every desired cache pod is ready on the current revision.
 pub const READY: &str = "Ready";
@@ -26,6 +29,23 @@ pub const DEGRADED: &str = "Degraded";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of `Degraded` when a reconcile failed (the API refused a child, or was unreachable).
 pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+/// Reason of `Ready=False` in Partitioned mode while a partition has fewer than
+/// replicationFactor ready owners.
+pub const UNDER_REPLICATED: &str = "UnderReplicated";
+/// The zone shown for pods whose node has no zone label.
+pub const UNKNOWN_ZONE: &str = "unknown";
+
+/// A cache pod as placement sees it: a member of the peers Service's EndpointSlices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodMember {
+    /// The pod's name, its identity in the placement (it survives the pod being replaced).
+    pub name: String,
+    /// `topology.kubernetes.io/zone` of the pod's node, the zone its EndpointSlice entry
+    /// carries; `None` when the node has none.
+    pub zone: Option<String>,
+    /// Whether the pod is Ready.
+    pub ready: bool,
+}
 
 /// Everything [`observed`] needs besides the previous status.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +60,10 @@ pub struct Observation {
     pub stateful_set_generation: Option<i64>,
     /// Ready cache pods per zone.
     pub ready_per_zone: BTreeMap<String, i32>,
+    /// Owners per key in Partitioned mode; `None` in Full mode.
+    pub replication_factor: Option<u16>,
+    /// The pods placement counts as members (read in Partitioned mode only).
+    pub members: Vec<PodMember>,
     /// The schedule in force, as shown to the admin.
     pub schedule: String,
     /// Label selector of the cache pods.
@@ -68,12 +92,21 @@ pub fn observed(
     let all_ready = rolled_out && ready >= desired;
     let janitor = janitor_status(observation);
     let janitor_failed = janitor.as_ref().and_then(|j| j.last_result.as_deref()) == Some("Failed");
+    let placement = observation
+        .replication_factor
+        .map(|factor| partitions(&observation.members, factor));
 
     let ready_condition = if desired == 0 {
         (
             true,
             "ScaledToZero",
             "the cluster has no cache pods".to_string(),
+        )
+    } else if let Some(placement) = placement.as_ref().filter(|p| p.under_replicated > 0) {
+        (
+            false,
+            UNDER_REPLICATED,
+            under_replicated_message(placement, &observation.members, desired),
         )
     } else if all_ready {
         (
@@ -161,8 +194,87 @@ pub fn observed(
         schedule: Some(observation.schedule.clone()),
         selector: Some(observation.selector.clone()),
         janitor,
+        partitions: placement,
         conditions,
     }
+}
+
+/// The placement of `members` with `replication_factor` owners per partition, as every pod
+/// computes it (`tidecache_contract::placement`), summed up per zone, with the partitions
+/// whose ready owners are fewer than `replication_factor`.
+pub fn partitions(members: &[PodMember], replication_factor: u16) -> PartitionStatus {
+    let assignment = Assignment::compute(
+        members
+            .iter()
+            .map(|pod| Member::new(pod.name.clone(), pod.zone.as_deref())),
+        usize::from(replication_factor),
+    );
+    // By id, the first entry winning as in `Assignment::compute` (pod names are unique anyway).
+    let mut ready_of: BTreeMap<&str, bool> = BTreeMap::new();
+    for pod in members {
+        ready_of.entry(pod.name.as_str()).or_insert(pod.ready);
+    }
+    let placed = assignment.members();
+    let zone_name = |member: &Member| member.zone.clone().unwrap_or_else(|| UNKNOWN_ZONE.into());
+    let mut per_zone: BTreeMap<String, (i32, i32)> = BTreeMap::new();
+    for member in placed {
+        per_zone.entry(zone_name(member)).or_default().0 += 1;
+    }
+    let mut under_replicated = 0;
+    for partition in 0..PARTITIONS {
+        let owners: Vec<&Member> = assignment.owners(partition).map(|m| &placed[m]).collect();
+        let ready_owners = owners
+            .iter()
+            .filter(|m| ready_of.get(m.id.as_str()).copied().unwrap_or(false))
+            .count();
+        if ready_owners < usize::from(replication_factor) {
+            under_replicated += 1;
+        }
+        let mut zones: Vec<String> = owners.iter().map(|m| zone_name(m)).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        for zone in zones {
+            per_zone.entry(zone).or_default().1 += 1;
+        }
+    }
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    PartitionStatus {
+        replication_factor: i32::from(replication_factor),
+        partitions: count(PARTITIONS),
+        members: count(placed.len()),
+        under_replicated,
+        owners_per_zone: per_zone
+            .into_iter()
+            .map(|(zone, (pods, partitions))| ZoneOwnership {
+                zone,
+                pods,
+                partitions,
+            })
+            .collect(),
+    }
+}
+
+/// Why a Partitioned cluster is not Ready: how many pods are ready, how many partitions lack
+/// ready owners, and, when the cluster has fewer pods than owners per key, what to change.
+fn under_replicated_message(
+    placement: &PartitionStatus,
+    members: &[PodMember],
+    desired: i32,
+) -> String {
+    let ready = members.iter().filter(|pod| pod.ready).count();
+    let factor = placement.replication_factor;
+    let mut message = format!(
+        "{ready} of {desired} cache pods are ready; {} of {} partitions have fewer than \
+         {factor} ready owners",
+        placement.under_replicated, placement.partitions
+    );
+    if desired < factor {
+        message.push_str(&format!(
+            "; spec.replicas {desired} is below replicationFactor {factor}: scale to at least \
+             {factor} pods or lower spec.replication.replicationFactor"
+        ));
+    }
+    message
 }
 
 /// The status of a cluster whose spec cannot be acted on: the observed counts are kept, the
@@ -307,6 +419,8 @@ mod tests {
             }),
             stateful_set_generation: Some(1),
             ready_per_zone: BTreeMap::from([("a".into(), 2), ("b".into(), ready - 2)]),
+            replication_factor: None,
+            members: Vec::new(),
             schedule: "* * * * * (UTC)".into(),
             selector: "app=x".into(),
             janitor: None,
@@ -395,6 +509,200 @@ mod tests {
         );
         assert_eq!(degraded.last_transition_time, at(9));
         assert_eq!(after.ready_replicas, before.ready_replicas);
+    }
+
+    /// `pods` as (name, zone, ready).
+    fn members(pods: &[(&str, &str, bool)]) -> Vec<PodMember> {
+        pods.iter()
+            .map(|&(name, zone, ready)| PodMember {
+                name: name.into(),
+                zone: Some(zone.into()),
+                ready,
+            })
+            .collect()
+    }
+
+    /// demo-0, demo-1 and demo-2 in zones a, b and c, ready as `ready` says.
+    fn three_zones(ready: [bool; 3]) -> Vec<PodMember> {
+        members(&[
+            ("demo-0", "zone-a", ready[0]),
+            ("demo-1", "zone-b", ready[1]),
+            ("demo-2", "zone-c", ready[2]),
+        ])
+    }
+
+    fn owners_per_zone(status: &PartitionStatus) -> Vec<(&str, i32, i32)> {
+        status
+            .owners_per_zone
+            .iter()
+            .map(|z| (z.zone.as_str(), z.pods, z.partitions))
+            .collect()
+    }
+
+    /// A rolled-out Partitioned cluster of `members.len()` pods.
+    fn partitioned(members: Vec<PodMember>, replication_factor: u16) -> Observation {
+        let pods = i32::try_from(members.len()).expect("pods");
+        let ready = i32::try_from(members.iter().filter(|m| m.ready).count()).expect("ready");
+        let mut observation = rolled_out(3);
+        observation.desired_replicas = pods;
+        let sts = observation.stateful_set.as_mut().expect("sts status");
+        sts.replicas = pods;
+        sts.ready_replicas = Some(ready);
+        sts.updated_replicas = Some(pods);
+        observation.replication_factor = Some(replication_factor);
+        observation.members = members;
+        observation
+    }
+
+    #[test]
+    fn three_pods_in_three_zones_own_every_partition_twice_in_distinct_zones() {
+        let status = partitions(&three_zones([true; 3]), 2);
+        assert_eq!(
+            (status.replication_factor, status.partitions, status.members),
+            (2, 1024, 3)
+        );
+        assert_eq!(status.under_replicated, 0);
+        // One pod per zone: a zone's partitions are its pod's, each within the contract's
+        // bound of an even share (2048 / 3 = 683) plus 1/32 of it (705), 2048 in all.
+        assert_eq!(
+            owners_per_zone(&status),
+            [("zone-a", 1, 674), ("zone-b", 1, 669), ("zone-c", 1, 705)]
+        );
+        let assignment = Assignment::compute(
+            three_zones([true; 3])
+                .into_iter()
+                .map(|pod| Member::new(pod.name, pod.zone.as_deref())),
+            2,
+        );
+        let per_pod: Vec<usize> = (0..3)
+            .map(|m| assignment.partitions_of(m).count())
+            .collect();
+        assert_eq!(per_pod, [674, 669, 705]);
+    }
+
+    #[test]
+    fn six_pods_in_three_zones_spread_the_owners_over_every_zone() {
+        let names: Vec<String> = (0..6).map(|i| format!("demo-{i}")).collect();
+        let pods: Vec<(&str, &str, bool)> = names
+            .iter()
+            .zip(["zone-a", "zone-b", "zone-c"].into_iter().cycle())
+            .map(|(name, zone)| (name.as_str(), zone, true))
+            .collect();
+        let status = partitions(&members(&pods), 2);
+        assert_eq!((status.members, status.under_replicated), (6, 0));
+        assert_eq!(
+            owners_per_zone(&status),
+            [("zone-a", 2, 681), ("zone-b", 2, 676), ("zone-c", 2, 691)]
+        );
+    }
+
+    #[test]
+    fn partitions_count_against_ready_owners_only() {
+        // demo-2 owns 705 partitions; without it those have one ready owner of two.
+        let one_down = partitions(&three_zones([true, true, false]), 2);
+        assert_eq!(one_down.under_replicated, 705);
+        assert_eq!(
+            one_down.members, 3,
+            "a pod that is not ready is still a member"
+        );
+        assert_eq!(
+            owners_per_zone(&one_down),
+            owners_per_zone(&partitions(&three_zones([true; 3]), 2)),
+            "readiness does not move partitions"
+        );
+        // With one ready pod no partition has two ready owners.
+        assert_eq!(
+            partitions(&three_zones([true, false, false]), 2).under_replicated,
+            1024
+        );
+        // R = 1: only the partitions of the pod that is not ready lack their owner.
+        let single = partitions(&three_zones([true, true, false]), 1);
+        assert_eq!(
+            owners_per_zone(&single),
+            [("zone-a", 1, 328), ("zone-b", 1, 346), ("zone-c", 1, 350)]
+        );
+        assert_eq!(single.under_replicated, 350);
+    }
+
+    #[test]
+    fn pods_without_a_zone_are_counted_under_unknown() {
+        let pods = vec![
+            PodMember {
+                name: "demo-0".into(),
+                zone: None,
+                ready: true,
+            },
+            PodMember {
+                name: "demo-1".into(),
+                zone: None,
+                ready: true,
+            },
+        ];
+        let status = partitions(&pods, 2);
+        assert_eq!(owners_per_zone(&status), [(UNKNOWN_ZONE, 2, 1024)]);
+        assert_eq!(status.under_replicated, 0);
+    }
+
+    #[test]
+    fn a_partition_short_of_ready_owners_makes_the_cluster_not_ready_and_says_why() {
+        let status = observed(
+            &partitioned(three_zones([true, true, false]), 2),
+            None,
+            &at(1),
+        );
+        let ready = find(&status, READY);
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            (
+                "False",
+                UNDER_REPLICATED,
+                "2 of 3 cache pods are ready; 705 of 1024 partitions have fewer than 2 ready \
+                 owners"
+            )
+        );
+        assert_eq!(
+            status.partitions.as_ref().map(|p| p.under_replicated),
+            Some(705)
+        );
+        let healthy = observed(
+            &partitioned(three_zones([true; 3]), 2),
+            Some(&status),
+            &at(2),
+        );
+        let ready = find(&healthy, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "AllReplicasReady")
+        );
+        assert_eq!(ready.last_transition_time, at(2));
+    }
+
+    #[test]
+    fn fewer_pods_than_owners_per_key_is_under_replicated_with_what_to_change() {
+        let status = observed(
+            &partitioned(members(&[("demo-0", "zone-a", true)]), 2),
+            None,
+            &at(1),
+        );
+        let ready = find(&status, READY);
+        assert_eq!(ready.reason, UNDER_REPLICATED);
+        assert_eq!(
+            ready.message,
+            "1 of 1 cache pods are ready; 1024 of 1024 partitions have fewer than 2 ready \
+             owners; spec.replicas 1 is below replicationFactor 2: scale to at least 2 pods or \
+             lower spec.replication.replicationFactor"
+        );
+    }
+
+    #[test]
+    fn full_mode_has_no_partition_status() {
+        let status = observed(&rolled_out(3), None, &at(1));
+        assert_eq!(status.partitions, None);
+        assert_eq!(find(&status, READY).reason, "AllReplicasReady");
     }
 
     #[test]

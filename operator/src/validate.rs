@@ -14,11 +14,16 @@ use std::time::Duration;
 use chrono::Utc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
-use tidecache_contract::args::{JanitorArgs, LogFormat, NodeArgs, NodeTls, SecretKeyRef};
+use tidecache_contract::args::{
+    JanitorArgs, LogFormat, NodeArgs, NodeTls, Partitioned, SecretKeyRef,
+};
 use tidecache_contract::{Schedule, ScheduleError, units};
 
 use crate::build::{DATA_DIR, HTTP_PORT, HTTPS_PORT, TLS_DIR};
-use crate::crd::{CacheCluster, CacheClusterSpec, ClientCertificates, ServiceSpec, TrafficSources};
+use crate::crd::{
+    CacheCluster, CacheClusterSpec, ClientCertificates, ReplicationMode, ReplicationSpec,
+    ServiceSpec, TrafficSources,
+};
 use crate::labels;
 
 /// Longest CacheCluster name: the janitor CronJob is named `<name>-janitor` and a CronJob name
@@ -155,6 +160,7 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         ));
     }
     let resp_port = redis_port(&spec.service)?;
+    let partitioned = partitioned(&spec.replication)?;
     namespace_names(&spec.network.clients, "spec.network.clients.namespaces")?;
     namespace_names(&spec.network.metrics, "spec.network.metrics.namespaces")?;
     let node = NodeArgs {
@@ -179,7 +185,7 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         }),
         peer_token_secret: labels::names::peer_token(&name),
         tls: tls(spec, resp_port)?,
-        partitioned: None,
+        partitioned,
     };
     let janitor = JanitorArgs {
         data_dir: PathBuf::from(DATA_DIR),
@@ -242,6 +248,33 @@ fn redis_port(service: &ServiceSpec) -> Result<Option<u16>, ValidationError> {
         ));
     }
     Ok(Some(port))
+}
+
+/// The owners per key the operator accepts, as the schema bounds `replicationFactor`.
+const REPLICATION_FACTORS: std::ops::RangeInclusive<u16> = 1..=5;
+
+/// Partitioned mode's settings, `None` in Full mode (where `replicationFactor` is ignored, so
+/// it is not checked either). The range is the schema's, re-checked because an older CRD lacks
+/// it and cache-node would refuse 0 at start, leaving the pods crash-looping.
+fn partitioned(replication: &ReplicationSpec) -> Result<Option<Partitioned>, ValidationError> {
+    match replication.mode {
+        ReplicationMode::Full => Ok(None),
+        ReplicationMode::Partitioned => u16::try_from(replication.replication_factor)
+            .ok()
+            .filter(|factor| REPLICATION_FACTORS.contains(factor))
+            .map(|replication_factor| Some(Partitioned { replication_factor }))
+            .ok_or_else(|| {
+                ValidationError::invalid(
+                    "spec.replication.replicationFactor",
+                    format!(
+                        "is {}; use {} to {} owners per key",
+                        replication.replication_factor,
+                        REPLICATION_FACTORS.start(),
+                        REPLICATION_FACTORS.end()
+                    ),
+                )
+            }),
+    }
 }
 
 /// The pods' TLS listeners and the files of the mounted `spec.tls` Secret. The schema's
@@ -558,6 +591,31 @@ mod tests {
         cluster.spec.service.redis_port = cluster.spec.service.port + 1;
         cluster.spec.service.port += 1;
         assert!(invalid_message(&cluster).contains("must differ from service.port"));
+    }
+
+    #[test]
+    fn partitioned_mode_carries_the_replication_factor_and_full_mode_none() {
+        let mut cluster = fixtures::minimal();
+        assert_eq!(validate(&cluster).expect("valid").node.partitioned, None);
+        cluster.spec.replication.mode = crate::crd::ReplicationMode::Partitioned;
+        assert_eq!(
+            validate(&cluster).expect("valid").node.partitioned,
+            Some(Partitioned {
+                replication_factor: 2
+            })
+        );
+        for factor in [0, 6, -1] {
+            cluster.spec.replication.replication_factor = factor;
+            assert_eq!(
+                invalid_message(&cluster),
+                format!(
+                    "spec.replication.replicationFactor: is {factor}; use 1 to 5 owners per key"
+                )
+            );
+        }
+        // Ignored in Full mode, as its description says.
+        cluster.spec.replication.mode = crate::crd::ReplicationMode::Full;
+        assert_eq!(validate(&cluster).expect("valid").node.partitioned, None);
     }
 
     #[test]

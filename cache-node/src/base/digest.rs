@@ -33,6 +33,32 @@ pub struct Cutoff {
     /// Only versions with a smaller clock value count; absent: all.
     #[serde(default = "Cutoff::all")]
     pub before: u64,
+    /// How keys are grouped into ranges: each node sets its own mode's, never the peer's.
+    #[serde(skip)]
+    pub ranges: KeyRanges,
+}
+
+/// How keys are grouped into the ranges digests summarise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyRanges {
+    /// [`RANGES`] ranges by a hash of the key (full mode: every node holds every range).
+    #[default]
+    Hashed,
+    /// One range per placement partition (partitioned mode), so that two owners compare
+    /// exactly the partitions they share.
+    Partitions,
+}
+
+impl KeyRanges {
+    /// The range of `key`.
+    pub fn of(self, key: &[u8]) -> u16 {
+        match self {
+            KeyRanges::Hashed => range_of(key),
+            KeyRanges::Partitions => {
+                u16::try_from(tidecache_contract::placement::partition_of(key)).unwrap_or(0)
+            }
+        }
+    }
 }
 
 impl Cutoff {

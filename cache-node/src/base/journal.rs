@@ -68,7 +68,7 @@ pub struct Previous {
 
 /// Why a change could not be made durable. The change was reverted in memory; the client must
 /// be told that nothing was stored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CommitError {
     /// The volume has no space (or quota) left.
     #[error("the data volume is full: {0}")]

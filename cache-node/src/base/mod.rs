@@ -14,12 +14,14 @@
 //! - `tasks`: who owns a background task, and how it is stopped.
 //! - `tls`: the certificate clients are served with, and its reload.
 //! - `events`: the keys the store removes on its own (expired, evicted), for notifications.
+//! - `node_info`: what a node tells its peers about itself (its RESP ports).
 
 pub mod auth;
 pub mod digest;
 pub mod events;
 pub mod hlc;
 pub mod journal;
+pub mod node_info;
 pub mod replica;
 pub mod tasks;
 pub mod time;

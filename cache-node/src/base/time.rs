@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 
 /// An instant as milliseconds since the Unix epoch. Milliseconds are fine enough for TTLs given
 /// in seconds and small enough to compare and store in one machine word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Timestamp(i64);
 
 impl Timestamp {

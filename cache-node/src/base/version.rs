@@ -12,8 +12,34 @@ use std::str::FromStr;
 use tidecache_contract::disk;
 
 /// The version of one write (or delete) of one key. Ordered by clock value, then node tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(from = "(u64, u64)", into = "(u64, u64)")]
 pub struct Version(disk::Version);
+
+/// A version as the forwarding between nodes carries it: (clock value, node tag).
+impl From<(u64, u64)> for Version {
+    fn from((hlc, node): (u64, u64)) -> Version {
+        Version(disk::Version { hlc, node })
+    }
+}
+
+impl From<Version> for (u64, u64) {
+    fn from(version: Version) -> (u64, u64) {
+        (version.0.hlc, version.0.node)
+    }
+}
 
 impl Version {
     /// A version with clock value `hlc` issued by the node tagged 0 (tests and single nodes

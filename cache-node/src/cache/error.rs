@@ -10,7 +10,7 @@ use crate::store::{DeleteError, PutError};
 /// A write or delete the cache did not acknowledge. Except for [`WriteError::Ack`], nothing
 /// changed; with `Ack` the change is applied on this node and spreads by anti-entropy, but
 /// the level asked for was not reached in time.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteError {
     /// The store refused the write: a failed precondition, an expiry not in the future or
     /// past the schedule, or no room.
@@ -26,7 +26,29 @@ pub enum WriteError {
     #[error(transparent)]
     Ack(#[from] AckError),
     /// The record could not be encoded for the replicas: a write the limits should have
-    /// refused before it reached the store.
+    /// refused before it reached the store. (The reason as text, so that a forwarded write
+    /// carries it back.)
     #[error("cannot encode the record for the replicas: {0}")]
-    Encode(#[from] RecordError),
+    Encode(String),
+    /// Partitioned mode: no owner of the key could be reached to forward the change to.
+    /// Nothing changed unless the owner applied it before the connection failed; retrying is
+    /// safe for unconditional writes.
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+}
+
+impl From<RecordError> for WriteError {
+    fn from(error: RecordError) -> WriteError {
+        WriteError::Encode(error.to_string())
+    }
+}
+
+/// No owner of a key answered a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("no owner of the key answered (tried {owners}): {reason}")]
+pub struct Unreachable {
+    /// The owners tried, by address.
+    pub owners: String,
+    /// Why the last one failed.
+    pub reason: String,
 }

@@ -21,6 +21,7 @@
 
 mod budget;
 mod error;
+mod forward;
 mod limits;
 mod update;
 mod write;
@@ -35,7 +36,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 pub use budget::{Budget, Charge};
-pub use error::WriteError;
+pub use error::{Unreachable, WriteError};
 pub use limits::{Lifetime, LifetimeError, Limits};
 pub use update::{Edit, UpdateError};
 pub use write::Write;
@@ -48,9 +49,9 @@ use crate::metrics::Metrics;
 use crate::persist::{self, Log, PersistSettings};
 use crate::replication::wire::Fetch;
 use crate::replication::{
-    Discovery, ReceiveError, Received, RecordLimits, Replication, ReplicationSettings,
+    Discovery, ReceiveError, Received, RecordLimits, Replication, ReplicationSettings, Topology,
 };
-use crate::store::{Hit, Store, StoreConfig};
+use crate::store::{Store, StoreConfig};
 use crate::sweeper;
 
 /// What a cache is made of, apart from its peers.
@@ -271,11 +272,6 @@ impl Cache {
                 .map_or(0, |replication| replication.running_tasks())
     }
 
-    /// The key's live entry, or `None` if absent or expired (even if not yet swept).
-    pub fn get(&self, key: &[u8]) -> Option<Hit> {
-        self.store.get(key)
-    }
-
     /// Now, on the cache's clock: what expiries and remaining lifetimes are measured from.
     pub fn now(&self) -> Timestamp {
         self.store.clock().now()
@@ -331,6 +327,12 @@ impl Cache {
         self.replication
             .as_ref()
             .map_or(0, |replication| replication.live_peers())
+    }
+
+    /// The partitioned topology now (owners per partition, the node behind each member, this
+    /// node's member index); `None` in full mode and on a node without peers.
+    pub fn topology(&self) -> Option<Arc<Topology>> {
+        self.replication.as_ref()?.topology()
     }
 
     /// Applies a batch of records a peer sent.

@@ -64,13 +64,16 @@ async fn a_batch_acknowledges_each_write_on_its_own_in_order() {
         })),
         "the third write saw the first one's change"
     );
-    assert_eq!(cache.get(b"a").map(|hit| hit.value), Some(Bytes::from("2")));
+    assert_eq!(
+        cache.get(b"a").await.expect("local").map(|hit| hit.value),
+        Some(Bytes::from("2"))
+    );
     let removed = cache
         .delete(Bytes::from_static(b"a"), Preconditions::none(), None)
         .await
         .expect("deleted");
     assert_eq!(removed.version, second.version);
-    assert_eq!(cache.get(b"a"), None);
+    assert_eq!(cache.get(b"a").await.expect("local"), None);
 }
 
 #[tokio::test]

@@ -94,7 +94,7 @@ impl Cache {
         mut decide: impl FnMut(Option<&Hit>) -> Result<(Edit, T), E>,
     ) -> Result<(Updated, T), UpdateError<E>> {
         for _ in 0..MAX_ROUNDS {
-            let current = self.get(key);
+            let current = self.get(key).await.map_err(WriteError::from)?;
             let (edit, result) = decide(current.as_ref()).map_err(UpdateError::Decide)?;
             let conditions = current
                 .as_ref()
@@ -167,7 +167,7 @@ impl Cache {
                 .keys
                 .into_iter()
                 .filter_map(|key| {
-                    let version = self.get(&key)?.version;
+                    let version = self.store.get(&key)?.version;
                     Some((key, Preconditions::if_version(version)))
                 })
                 .collect();

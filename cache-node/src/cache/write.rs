@@ -15,6 +15,8 @@
 //! commits and the peers' batches instead of paying one round per entry. A write refused at
 //! one step skips the later ones; the others go on.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use tidecache_contract::disk::RecordRef;
 
@@ -23,11 +25,11 @@ use super::error::WriteError;
 use crate::base::journal::Journaled;
 use crate::base::time::Timestamp;
 use crate::base::version::Version;
-use crate::replication::{AckLevel, Pending, Replicated};
+use crate::replication::{AckLevel, Pending, Replicated, Route};
 use crate::store::{Deleted, Preconditions, PutOutcome, Store};
 
 /// One write: a key, its value and expiry, and the preconditions it is conditional on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Write {
     /// The key (already checked against the key limits).
     pub key: Bytes,
@@ -130,14 +132,21 @@ impl Change for Delete {
 type Acknowledged<T> = Result<(Applied<T>, Option<Replicated>), WriteError>;
 
 impl Cache {
-    /// Stores `write`, acknowledged at `ack` (the cluster default if `None`).
+    /// Stores `write`, acknowledged at `ack` (the cluster default if `None`); in
+    /// partitioned mode on an owner of the key, forwarded to one from any other node.
     ///
     /// # Errors
     /// [`WriteError`]: a failed precondition, a refused expiry or capacity, a write that did
-    /// not become durable (undone), or too few acknowledgements (the write stays applied here
-    /// and spreads by anti-entropy, but is not acknowledged).
+    /// not become durable (undone), too few acknowledgements (the write stays applied here
+    /// and spreads by anti-entropy, but is not acknowledged), or no owner reachable.
     pub async fn put(&self, write: Write, ack: Option<AckLevel>) -> Result<Written, WriteError> {
-        self.one(write, ack).await.map(written)
+        match self.route(&write.key) {
+            Route::Local => self.one(write, ack).await.map(written),
+            Route::Forward(owners) => only(
+                self.forward_puts(BTreeMap::from([(owners, vec![(0, write)])]), ack)
+                    .await,
+            ),
+        }
     }
 
     /// Deletes `key` if `conditions` hold, acknowledged at `ack`.
@@ -150,16 +159,76 @@ impl Cache {
         conditions: Preconditions,
         ack: Option<AckLevel>,
     ) -> Result<Removed, WriteError> {
-        let (applied, replicated) = self.one(Delete { key, conditions }, ack).await?;
-        Ok(Removed {
-            version: applied.outcome.version,
-            replicated,
-        })
+        match self.route(&key) {
+            Route::Local => {
+                let (applied, replicated) = self.one(Delete { key, conditions }, ack).await?;
+                Ok(Removed {
+                    version: applied.outcome.version,
+                    replicated,
+                })
+            }
+            Route::Forward(owners) => only(
+                self.forward_deletes(
+                    BTreeMap::from([(owners, vec![(0, (key, conditions))])]),
+                    ack,
+                )
+                .await,
+            ),
+        }
     }
 
     /// Deletes every key of a batch if its conditions hold, each on its own, sharing group
-    /// commits and peer batches; results in request order.
+    /// commits and peer batches (each owner's part forwarded as one request); results in
+    /// request order.
     pub async fn delete_many(
+        &self,
+        deletes: Vec<(Bytes, Preconditions)>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Result<Removed, WriteError>> {
+        let n = deletes.len();
+        let (local, groups) = self.split(deletes, |(key, _)| key);
+        let (positions, local): (Vec<usize>, Vec<_>) = local.into_iter().unzip();
+        let (here, there) = futures::join!(
+            self.delete_local_many(local, ack),
+            self.forward_deletes(groups, ack)
+        );
+        in_order(n, positions.into_iter().zip(here).chain(there))
+    }
+
+    /// Stores every write of a batch, each on its own (one refused write does not stop the
+    /// others), sharing group commits and peer batches (each owner's part forwarded as one
+    /// request); results in request order.
+    pub async fn put_many(
+        &self,
+        writes: Vec<Write>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Result<Written, WriteError>> {
+        let n = writes.len();
+        let (local, groups) = self.split(writes, |write| &write.key);
+        let (positions, local): (Vec<usize>, Vec<_>) = local.into_iter().unzip();
+        let (here, there) = futures::join!(
+            self.put_local_many(local, ack),
+            self.forward_puts(groups, ack)
+        );
+        in_order(n, positions.into_iter().zip(here).chain(there))
+    }
+
+    /// Stores every write of a batch on this node, whoever owns the keys: the protocol
+    /// itself, which forwarded batches run.
+    pub(super) async fn put_local_many(
+        &self,
+        writes: Vec<Write>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Result<Written, WriteError>> {
+        self.run(writes, ack)
+            .await
+            .into_iter()
+            .map(|result| result.map(written))
+            .collect()
+    }
+
+    /// Deletes every key of a batch on this node, whoever owns the keys.
+    pub(super) async fn delete_local_many(
         &self,
         deletes: Vec<(Bytes, Preconditions)>,
         ack: Option<AckLevel>,
@@ -177,20 +246,6 @@ impl Cache {
                     replicated,
                 })
             })
-            .collect()
-    }
-
-    /// Stores every write of a batch, each on its own (one refused write does not stop the
-    /// others), sharing group commits and peer batches; results in request order.
-    pub async fn put_many(
-        &self,
-        writes: Vec<Write>,
-        ack: Option<AckLevel>,
-    ) -> Vec<Result<Written, WriteError>> {
-        self.run(writes, ack)
-            .await
-            .into_iter()
-            .map(|result| result.map(written))
             .collect()
     }
 
@@ -270,6 +325,28 @@ impl Cache {
         };
         Ok(Some(replication.send(record, ack).await?))
     }
+}
+
+/// The one outcome of a forwarded single change.
+fn only<T>(mut outcomes: Vec<(usize, Result<T, WriteError>)>) -> Result<T, WriteError> {
+    outcomes.pop().map_or_else(
+        || {
+            Err(WriteError::Unreachable(super::error::Unreachable {
+                owners: String::new(),
+                reason: "no answer for the change".into(),
+            }))
+        },
+        |(_, outcome)| outcome,
+    )
+}
+
+/// Outcomes by position, back in request order.
+fn in_order<T>(n: usize, outcomes: impl Iterator<Item = (usize, T)>) -> Vec<T> {
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    for (i, outcome) in outcomes {
+        slots[i] = Some(outcome);
+    }
+    slots.into_iter().flatten().collect()
 }
 
 fn map_journaled<T, U>(journaled: Journaled<T>, f: impl FnOnce(T) -> U) -> Journaled<U> {

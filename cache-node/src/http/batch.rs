@@ -129,7 +129,7 @@ pub async fn get(
     let mut chunks = vec![Bytes::from_static(b"{\"entries\":[")];
     let mut len = chunks[0].len() + RESPONSE_END.len();
     for (index, key) in request.keys.into_iter().enumerate() {
-        let hit = state.cache.get(key.as_bytes());
+        let hit = state.cache.get(key.as_bytes()).await?;
         // Refused before the value is encoded, from the encoded length alone.
         let encoded = hit
             .as_ref()

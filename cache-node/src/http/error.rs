@@ -12,7 +12,7 @@ use super::headers::etag;
 use crate::base::journal::CommitError;
 use crate::base::time::Timestamp;
 use crate::base::version::Version;
-use crate::cache::{LifetimeError, WriteError};
+use crate::cache::{LifetimeError, Unreachable, WriteError};
 use crate::replication::AckError;
 use crate::replication::ack::{ACKED_HEADER, REPLICAS_HEADER};
 use crate::store::{DeleteError, PutError};
@@ -219,6 +219,9 @@ pub enum ApiError {
          when they are reachable, but it is not acknowledged at the level asked for"
     )]
     AckNotReached(AckError),
+    /// Partitioned mode: no owner of the key answered this node's forwarded request.
+    #[error("{0}; retry, or ask another node")]
+    OwnerUnreachable(Unreachable),
     /// Authentication is on and the request lacks the token (or carries another one).
     #[error(
         "missing or wrong token: send 'Authorization: Bearer <token>' with the token from the \
@@ -308,7 +311,9 @@ impl ApiError {
                 StatusCode::INSUFFICIENT_STORAGE
             }
             ApiError::PersistenceFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotReady(_) | ApiError::AckNotReached(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::AckNotReached(_) | ApiError::OwnerUnreachable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BadAckLevel(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -349,6 +354,7 @@ impl ApiError {
             ApiError::NotReady(_) => "not_ready",
             ApiError::BadAckLevel(_) => "bad_ack_level",
             ApiError::AckNotReached(_) => "ack_level_not_reached",
+            ApiError::OwnerUnreachable(_) => "owner_unreachable",
             ApiError::OverBudget { .. } => "over_memory_budget",
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::ResponseTooLarge { .. } => "response_too_large",
@@ -444,6 +450,12 @@ impl From<LifetimeError> for ApiError {
     }
 }
 
+impl From<Unreachable> for ApiError {
+    fn from(error: Unreachable) -> ApiError {
+        ApiError::OwnerUnreachable(error)
+    }
+}
+
 impl From<WriteError> for ApiError {
     fn from(error: WriteError) -> ApiError {
         match error {
@@ -455,6 +467,7 @@ impl From<WriteError> for ApiError {
                 tracing::error!(%error, "an accepted write cannot be encoded for replication");
                 ApiError::Internal
             }
+            WriteError::Unreachable(error) => ApiError::OwnerUnreachable(error),
         }
     }
 }

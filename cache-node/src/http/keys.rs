@@ -20,7 +20,7 @@ pub async fn get(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    read(&state, &uri, &request_headers, true)
+    read(&state, &uri, &request_headers, true).await
 }
 
 /// `HEAD`: as `GET` without the body (`Content-Length` still says how long it is).
@@ -29,10 +29,10 @@ pub async fn head(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    read(&state, &uri, &request_headers, false)
+    read(&state, &uri, &request_headers, false).await
 }
 
-fn read(
+async fn read(
     state: &AppState,
     uri: &Uri,
     request_headers: &HeaderMap,
@@ -45,7 +45,7 @@ fn read(
         value,
         version,
         expires_at,
-    } = state.cache.get(&key).ok_or(ApiError::KeyNotFound)?;
+    } = state.cache.get(&key).await?.ok_or(ApiError::KeyNotFound)?;
     let now = state.cache.now();
     let not_modified = conditions
         .if_none_match

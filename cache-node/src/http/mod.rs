@@ -47,6 +47,7 @@ use http::{Method, Uri};
 use tokio::net::TcpListener;
 
 use crate::base::auth::{AuthToken, PeerCredential};
+use crate::base::node_info::RespPorts;
 use crate::base::tls::ServerTls;
 use crate::cache::Cache;
 pub use error::ApiError;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub peer_auth: Option<PeerCredential>,
     /// The server loop's bounds: connections and timeouts.
     pub serve: ServeSettings,
+    /// Where this node serves RESP, told to peers at `/internal/v1/node`.
+    pub resp_ports: RespPorts,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
             auth: None,
             peer_auth: None,
             serve: ServeSettings::default(),
+            resp_ports: RespPorts::default(),
         }
     }
 
@@ -89,6 +93,14 @@ impl AppState {
     pub fn with_auth(self, token: Option<AuthToken>) -> AppState {
         AppState {
             auth: token,
+            ..self
+        }
+    }
+
+    /// The same state telling peers that RESP is served on `ports`.
+    pub fn with_resp_ports(self, ports: RespPorts) -> AppState {
+        AppState {
+            resp_ports: ports,
             ..self
         }
     }
@@ -229,6 +241,7 @@ fn route_label(path: &str) -> &'static str {
         "/internal/v1/fetch" => "/internal/v1/fetch",
         "/internal/v1/replicate" => "/internal/v1/replicate",
         "/internal/v1/digests" => "/internal/v1/digests",
+        "/internal/v1/node" => "/internal/v1/node",
         _ => "unmatched",
     }
 }

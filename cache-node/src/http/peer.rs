@@ -1,7 +1,7 @@
 //! The internal routes peers call (contract 4): receive a batch, list digests, fetch key
-//! ranges. They are served under `/internal/v1/` only on a replicated node; the auth layer
-//! (and, in Kubernetes, a NetworkPolicy) keeps clients off them. Each only translates into a
-//! call of the [`Cache`](crate::cache::Cache).
+//! ranges, and say where this node serves RESP. They are served under `/internal/v1/` only on
+//! a replicated node; the auth layer (and, in Kubernetes, a NetworkPolicy) keeps clients off
+//! them. Each only translates into a call of the [`Cache`](crate::cache::Cache).
 
 use std::sync::Arc;
 
@@ -15,10 +15,12 @@ use serde_json::json;
 
 use super::AppState;
 use crate::base::digest::Cutoff;
+use crate::base::node_info::{NODE_PATH, NodeInfo};
 use crate::cache::{Limits, PeerError};
 use crate::replication::ReceiveError;
 use crate::replication::wire::{
-    DIGESTS_PATH, FETCH_PATH, Fetch, REPLICATE_PATH, SEGMENT_CONTENT_TYPE,
+    DIGESTS_PATH, FETCH_PATH, FORWARD_CONTENT_TYPE, FORWARD_PATH, Fetch, REPLICATE_PATH,
+    SEGMENT_CONTENT_TYPE,
 };
 
 /// The internal routes. A batch holds up to the transport's batch size, and one record may
@@ -30,8 +32,13 @@ pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
             REPLICATE_PATH,
             post(replicate).layer(DefaultBodyLimit::max(max_body)),
         )
+        .route(
+            FORWARD_PATH,
+            post(forward).layer(DefaultBodyLimit::max(max_body)),
+        )
         .route(DIGESTS_PATH, get(digests))
         .route(FETCH_PATH, post(fetch))
+        .route(NODE_PATH, get(node))
 }
 
 /// Applies a batch. 200 with how many records changed the store; 503 while loading and 400
@@ -46,6 +53,26 @@ async fn replicate(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         }))
         .into_response(),
         Err(error) => refusal(&error),
+    }
+}
+
+/// Serves a request another node forwarded for keys this node owns (partitioned mode): 200
+/// with the outcomes, 400 for a body that is not a request.
+async fn forward(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    if !state.cache.is_loaded() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": "not_ready", "message": "the node is loading" })),
+        )
+            .into_response();
+    }
+    match state.cache.serve_forwarded(&body).await {
+        Ok(answer) => ([(header::CONTENT_TYPE, FORWARD_CONTENT_TYPE)], answer).into_response(),
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": "bad_forward", "message": error.to_string() })),
+        )
+            .into_response(),
     }
 }
 
@@ -66,6 +93,19 @@ async fn fetch(
         Ok(batch) => ([(header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE)], batch).into_response(),
         Err(error) => refusal(&error),
     }
+}
+
+/// This node's member id and RESP ports, which peers name in `CLUSTER SLOTS` and `-MOVED`
+/// (`base::node_info`).
+async fn node(State(state): State<Arc<AppState>>) -> axum::Json<NodeInfo> {
+    let id = state.cache.topology().and_then(|topology| {
+        let local = topology.local?;
+        Some(topology.nodes[local].id().to_string())
+    });
+    axum::Json(NodeInfo {
+        id,
+        ports: state.resp_ports,
+    })
 }
 
 fn refusal(error: &PeerError) -> Response {

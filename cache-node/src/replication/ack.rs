@@ -25,7 +25,7 @@ pub const ACKED_HEADER: HeaderName = HeaderName::from_static("tidecache-acked");
 pub const REPLICAS_HEADER: HeaderName = HeaderName::from_static("tidecache-replicas");
 
 /// How many replicas must acknowledge a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum AckLevel {
     /// The accepting node alone; peers get the write asynchronously.
     #[default]
@@ -79,7 +79,7 @@ impl FromStr for AckLevel {
 /// A write whose acknowledgement level was not reached. The write is applied on the
 /// accepting node (and possibly on some peers) and will still spread by anti-entropy; the
 /// client must treat it as "maybe durable", never as acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error(
     "acknowledgement level {level} needs {required} of {replicas} replicas but only {acked} \
      acknowledged {why}"
@@ -98,7 +98,7 @@ pub struct AckError {
 }
 
 /// Why an acknowledgement level was given up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AckShortfall {
     /// The deadline passed.
     Timeout(Duration),

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use super::admit::{self, RecordLimits};
 use super::membership::Peer;
 use super::metrics::ReplicationMetrics;
+use super::placement::Placement;
 use super::transport::{self, HttpClient, PeerError};
 use super::wire::{self, DIGESTS_PATH, FETCH_PATH, Fetch};
 use crate::base::digest::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, RANGES};
@@ -79,6 +80,8 @@ pub struct PassReport {
 /// Runs anti-entropy passes against peers.
 #[derive(Debug, Clone)]
 pub struct AntiEntropy {
+    /// Which partitions this node and each peer own (partitioned mode).
+    pub(super) placement: Arc<Placement>,
     /// What fetched records are held to.
     pub(super) limits: RecordLimits,
     /// The local store.
@@ -131,6 +134,7 @@ impl AntiEntropy {
         // their way through the transport are not differences). The catch-up takes everything.
         let now = self.clock.now();
         let cutoff = Cutoff {
+            ranges: self.placement.key_ranges(),
             before: if persist {
                 u64::MAX
             } else {
@@ -153,11 +157,28 @@ impl AntiEntropy {
             .into_iter()
             .map(|digest| ((digest.bucket, digest.range), digest))
             .collect();
+        // In partitioned mode a range is a partition, and only those both nodes own are
+        // compared: the others are not this node's to hold, or not the peer's to give.
+        let topology = self.placement.topology();
+        let shared = |range: u16| match &topology {
+            None => true,
+            Some(topology) => {
+                let partition = usize::from(range);
+                topology.owns_partition(partition)
+                    && topology
+                        .nodes
+                        .iter()
+                        .position(|node| node.address() == peer.address())
+                        .is_some_and(|index| topology.assignment.owns(index, partition))
+            }
+        };
         let differing: Vec<(i64, u16)> = theirs
             .into_iter()
             .filter(|digest| {
                 let expired = digest.bucket != NO_EXPIRY_BUCKET && digest.bucket <= now.as_millis();
-                !expired && ours.get(&(digest.bucket, digest.range)) != Some(digest)
+                !expired
+                    && shared(digest.range)
+                    && ours.get(&(digest.bucket, digest.range)) != Some(digest)
             })
             .map(|digest| (digest.bucket, digest.range))
             .collect();
@@ -189,8 +210,11 @@ impl AntiEntropy {
             report.buckets_fetched += chunk.len();
             // A refused record is skipped, the others applied: fetched records are not a
             // batch the peer retries, and the good ones repair what they can.
-            let (records, refusals) =
+            let (mut records, refusals) =
                 admit::admit(&self.limits, records, self.clock.now(), &self.metrics);
+            if let Some(topology) = &topology {
+                records.retain(|record| topology.owns(&record.key));
+            }
             if let Some(first) = refusals.first() {
                 tracing::warn!(
                     %peer,

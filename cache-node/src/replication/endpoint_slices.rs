@@ -33,7 +33,7 @@ pub struct EndpointSlicePeers {
     service: String,
     /// The port peers listen on: the same on every pod of a cluster.
     port: u16,
-    /// This node's own addresses, left out of the peer list.
+    /// This node's own addresses, marked local in the peer list.
     own: BTreeSet<IpAddr>,
 }
 
@@ -78,36 +78,48 @@ impl EndpointSlicePeers {
         })
     }
 
-    fn addresses(&self, slice: &EndpointSlice) -> BTreeSet<SocketAddr> {
-        slice_addresses(slice, self.port, &self.own)
+    fn addresses(&self, slice: &EndpointSlice) -> BTreeSet<Peer> {
+        slice_peers(slice, self.port, &self.own)
     }
 }
 
-/// Every endpoint address of a slice on `port` (ready or not: a starting pod already takes
-/// replicated writes, as the Service publishes not-ready addresses), without `own`.
-fn slice_addresses(
-    slice: &EndpointSlice,
-    port: u16,
-    own: &BTreeSet<IpAddr>,
-) -> BTreeSet<SocketAddr> {
+/// Every endpoint of a slice on `port` (ready or not: a starting pod already takes
+/// replicated writes, as the Service publishes not-ready addresses), known by its pod's name
+/// and in its zone where the slice says them, `own` marked local.
+fn slice_peers(slice: &EndpointSlice, port: u16, own: &BTreeSet<IpAddr>) -> BTreeSet<Peer> {
     slice
         .endpoints
         .iter()
-        .flat_map(|endpoint| endpoint.addresses.iter())
-        .filter_map(|address| address.parse::<IpAddr>().ok())
-        .filter(|ip| !own.contains(ip))
-        .map(|ip| SocketAddr::new(ip, port))
+        .flat_map(|endpoint| {
+            let name = endpoint
+                .target_ref
+                .as_ref()
+                .and_then(|target| target.name.clone())
+                .or_else(|| endpoint.hostname.clone());
+            endpoint
+                .addresses
+                .iter()
+                .filter_map(|address| address.parse::<IpAddr>().ok())
+                .map(move |ip| {
+                    let mut peer = Peer::new(SocketAddr::new(ip, port).to_string())
+                        .in_zone(endpoint.zone.clone());
+                    if let Some(name) = &name {
+                        peer = peer.with_id(name.clone());
+                    }
+                    if own.contains(&ip) {
+                        peer.local()
+                    } else {
+                        peer
+                    }
+                })
+        })
         .collect()
 }
 
-/// Publishes the union of all slices' addresses when it changed.
-fn publish(
-    tx: &watch::Sender<PeerList>,
-    service: &str,
-    slices: &BTreeMap<String, BTreeSet<SocketAddr>>,
-) {
-    let all: BTreeSet<&SocketAddr> = slices.values().flatten().collect();
-    let peers: PeerList = all.iter().map(|a| Peer::new(a.to_string())).collect();
+/// Publishes the union of all slices' peers when it changed.
+fn publish(tx: &watch::Sender<PeerList>, service: &str, slices: &BTreeMap<String, BTreeSet<Peer>>) {
+    let all: BTreeSet<&Peer> = slices.values().flatten().collect();
+    let peers: PeerList = all.into_iter().cloned().collect();
     tx.send_if_modified(|current| {
         let changed = *current != peers;
         if changed {
@@ -134,10 +146,10 @@ impl Discovery for EndpointSlicePeers {
             let mut events = watcher::watcher(self.api.clone(), config)
                 .default_backoff()
                 .boxed();
-            let mut slices: BTreeMap<String, BTreeSet<SocketAddr>> = BTreeMap::new();
+            let mut slices: BTreeMap<String, BTreeSet<Peer>> = BTreeMap::new();
             // A (re)list arrives as Init, InitApply..., InitDone: the new set replaces the old
             // one only when complete, so a relist never shows a half-empty membership.
-            let mut relisting: Option<BTreeMap<String, BTreeSet<SocketAddr>>> = None;
+            let mut relisting: Option<BTreeMap<String, BTreeSet<Peer>>> = None;
             loop {
                 let event = tokio::select! {
                     event = events.next() => event,
@@ -176,6 +188,7 @@ impl Discovery for EndpointSlicePeers {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::ObjectReference;
     use k8s_openapi::api::discovery::v1::Endpoint;
 
     use super::*;
@@ -184,8 +197,14 @@ mod tests {
         EndpointSlice {
             endpoints: addresses
                 .iter()
-                .map(|a| Endpoint {
+                .enumerate()
+                .map(|(i, a)| Endpoint {
                     addresses: vec![(*a).to_string()],
+                    target_ref: Some(ObjectReference {
+                        name: Some(format!("cache-{i}")),
+                        ..ObjectReference::default()
+                    }),
+                    zone: Some(format!("zone-{}", i % 2)),
                     ..Endpoint::default()
                 })
                 .collect(),
@@ -194,15 +213,47 @@ mod tests {
     }
 
     #[test]
-    fn slices_give_peers_without_this_node() {
+    fn slices_give_every_pod_by_name_and_zone_this_node_marked() {
         let own: BTreeSet<IpAddr> = ["10.0.0.2".parse().expect("ip")].into();
-        let peers = slice_addresses(
+        let peers = slice_peers(
             &slice(&["10.0.0.1", "10.0.0.2", "fd00::3", "bad"]),
             8080,
             &own,
         );
-        let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
-        assert_eq!(peers, ["10.0.0.1:8080", "[fd00::3]:8080"]);
+        let seen: Vec<(String, String, Option<String>, bool)> = peers
+            .iter()
+            .map(|p| {
+                (
+                    p.address().to_string(),
+                    p.id().to_string(),
+                    p.zone().map(str::to_string),
+                    p.is_local(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "10.0.0.1:8080".into(),
+                    "cache-0".into(),
+                    Some("zone-0".into()),
+                    false
+                ),
+                (
+                    "10.0.0.2:8080".into(),
+                    "cache-1".into(),
+                    Some("zone-1".into()),
+                    true
+                ),
+                (
+                    "[fd00::3]:8080".into(),
+                    "cache-2".into(),
+                    Some("zone-0".into()),
+                    false
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -212,11 +263,11 @@ mod tests {
         let none = BTreeSet::new();
         slices.insert(
             "a".to_string(),
-            slice_addresses(&slice(&["10.0.0.1"]), 80, &none),
+            slice_peers(&slice(&["10.0.0.1"]), 80, &none),
         );
         slices.insert(
             "b".to_string(),
-            slice_addresses(&slice(&["10.0.0.3", "10.0.0.1"]), 80, &none),
+            slice_peers(&slice(&["10.0.0.1", "10.0.0.3"]), 80, &none),
         );
         publish(&tx, "svc", &slices);
         let peers: Vec<String> = rx

@@ -19,24 +19,81 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Another node, by the address its HTTP API listens on.
+/// A node of the cluster: the address its HTTP API listens on, and what placement needs to
+/// know of it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Peer {
     /// `host:port`, as given or resolved.
     address: String,
+    /// Its stable identity, which placement ranks: the pod's name where discovery knows it
+    /// (it survives the pod being replaced at a new address), else the address.
+    id: String,
+    /// Its zone, where discovery knows it.
+    zone: Option<String>,
+    /// Whether this is the node itself: discovery lists it so that placement sees the whole
+    /// membership; the transport leaves it out.
+    local: bool,
 }
 
 impl Peer {
-    /// The peer at `address` (`host:port`).
+    /// The peer at `address` (`host:port`), known by its address, in no known zone.
     pub fn new(address: impl Into<String>) -> Peer {
+        let address = address.into();
         Peer {
-            address: address.into(),
+            id: address.clone(),
+            address,
+            zone: None,
+            local: false,
         }
+    }
+
+    /// The same peer known by `id` (a pod name).
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Peer {
+        self.id = id.into();
+        self
+    }
+
+    /// The same peer in `zone`.
+    #[must_use]
+    pub fn in_zone(mut self, zone: Option<String>) -> Peer {
+        self.zone = zone.filter(|z| !z.is_empty());
+        self
+    }
+
+    /// The same peer marked as this node itself.
+    #[must_use]
+    pub fn local(mut self) -> Peer {
+        self.local = true;
+        self
     }
 
     /// `host:port`.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Its identity for placement.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its zone, if known.
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
+
+    /// Whether this is the node itself.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// A `--peers` entry: `host:port`, optionally followed by `@zone`.
+    fn parse(entry: &str) -> Peer {
+        match entry.rsplit_once('@') {
+            Some((address, zone)) => Peer::new(address.trim()).in_zone(Some(zone.trim().into())),
+            None => Peer::new(entry.trim()),
+        }
     }
 }
 
@@ -46,7 +103,8 @@ impl fmt::Display for Peer {
     }
 }
 
-/// The peers known now; replaced wholesale on every change.
+/// The members known now, this node among them where discovery can tell which it is;
+/// replaced wholesale on every change.
 pub type PeerList = Arc<[Peer]>;
 
 /// A source of peers. `run` keeps `tx` up to date until the node stops.
@@ -64,47 +122,60 @@ pub trait Discovery: Send + 'static {
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// A fixed list of peers (`--peers`).
+/// A fixed list of peers (`--peers`), each `host:port` optionally followed by `@zone`.
 #[derive(Debug, Clone)]
 pub struct StaticPeers {
-    /// The peers, without this node.
+    /// The members, this node marked local.
     peers: PeerList,
 }
 
 impl StaticPeers {
-    /// The peers in `list` other than `own` (this node's advertised `host:port`), without
-    /// duplicates, in a stable order.
+    /// The peers in `list`, without duplicates, in a stable order; the entry equal to `own`
+    /// (this node's advertised `host:port`) is marked as this node. Tests build lists with
+    /// it; a running node resolves its list ([`StaticPeers::resolved`]).
+    #[cfg(test)]
     pub fn new<'a>(list: impl IntoIterator<Item = &'a str>, own: &str) -> StaticPeers {
-        let unique: BTreeSet<&str> = list
-            .into_iter()
-            .map(str::trim)
-            .filter(|address| !address.is_empty() && *address != own)
-            .collect();
-        StaticPeers {
-            peers: unique.into_iter().map(Peer::new).collect(),
-        }
+        StaticPeers::marked(list.into_iter().map(|entry| {
+            let peer = Peer::parse(entry);
+            let local = peer.address() == own;
+            (peer, local)
+        }))
     }
 
-    /// As [`StaticPeers::new`], also leaving out entries that resolve to one of `own` (this
-    /// node's addresses): `localhost:8080` in the list of a node listening on `127.0.0.1:8080`
-    /// is the node itself, and replicating to itself would count its own acknowledgement
-    /// twice. Entries that do not resolve (yet) are kept.
+    /// The peers in `list`, without duplicates, in a stable order, marking as this node
+    /// every entry that resolves to one of
+    /// `own` (this node's addresses): `localhost:8080` in the list of a node listening on
+    /// `127.0.0.1:8080` is the node itself, and replicating to itself would count its own
+    /// acknowledgement twice. Entries that do not resolve (yet) are peers.
     pub async fn resolved<'a>(
         list: impl IntoIterator<Item = &'a str>,
         own: &[SocketAddr],
     ) -> StaticPeers {
-        let mut others = Vec::new();
+        let mut marked = Vec::new();
         for entry in list {
-            let entry = entry.trim();
-            let is_self = match tokio::net::lookup_host(entry).await {
+            let peer = Peer::parse(entry);
+            let local = match tokio::net::lookup_host(peer.address()).await {
                 Ok(mut addresses) => addresses.any(|address| own.contains(&address)),
                 Err(_) => false,
             };
-            if !is_self {
-                others.push(entry);
-            }
+            marked.push((peer, local));
         }
-        StaticPeers::new(others, "")
+        StaticPeers::marked(marked)
+    }
+
+    fn marked(entries: impl IntoIterator<Item = (Peer, bool)>) -> StaticPeers {
+        let unique: BTreeSet<Peer> = entries
+            .into_iter()
+            .filter(|(peer, _)| !peer.address().is_empty())
+            .map(|(peer, local)| if local { peer.local() } else { peer })
+            .collect();
+        let mut seen = BTreeSet::new();
+        StaticPeers {
+            peers: unique
+                .into_iter()
+                .filter(|peer| seen.insert(peer.address().to_string()))
+                .collect(),
+        }
     }
 }
 
@@ -131,14 +202,14 @@ impl Discovery for StaticPeers {
 pub struct DnsPeers {
     /// `name[.namespace.svc]:port`: resolves to one address per pod.
     service: String,
-    /// This node's own addresses, left out of the list.
+    /// This node's own addresses, marked local in the list.
     own: Vec<SocketAddr>,
     /// How often the name is resolved again.
     interval: Duration,
 }
 
 impl DnsPeers {
-    /// Peers from resolving `service` every `interval`, without the addresses in `own`.
+    /// Peers from resolving `service` every `interval`, the addresses in `own` marked local.
     /// `service` without a port gets `port` (every pod serves on the same port).
     pub fn new(service: &str, port: u16, own: Vec<SocketAddr>, interval: Duration) -> DnsPeers {
         let service = if service
@@ -190,11 +261,18 @@ impl Discovery for DnsPeers {
                 }
                 match tokio::net::lookup_host(self.service.as_str()).await {
                     Ok(addresses) => {
-                        let found: BTreeSet<SocketAddr> = addresses
-                            .filter(|address| !self.own.contains(address))
+                        let found: BTreeSet<SocketAddr> = addresses.collect();
+                        let peers: PeerList = found
+                            .iter()
+                            .map(|a| {
+                                let peer = Peer::new(a.to_string());
+                                if self.own.contains(a) {
+                                    peer.local()
+                                } else {
+                                    peer
+                                }
+                            })
                             .collect();
-                        let peers: PeerList =
-                            found.iter().map(|a| Peer::new(a.to_string())).collect();
                         tx.send_if_modified(|current| {
                             let changed = *current != peers;
                             if changed {
@@ -223,36 +301,57 @@ impl Discovery for DnsPeers {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_static_list_leaves_out_this_node_and_duplicates() {
-        let peers = StaticPeers::new(
-            "127.0.0.1:2, 127.0.0.1:1,127.0.0.1:3,,127.0.0.1:2".split(','),
-            "127.0.0.1:1",
-        );
-        let addresses: Vec<_> = peers.initial().iter().map(|p| p.to_string()).collect();
-        assert_eq!(addresses, ["127.0.0.1:2", "127.0.0.1:3"]);
+    fn seen(peers: &PeerList) -> Vec<(String, Option<String>, bool)> {
+        peers
+            .iter()
+            .map(|p| {
+                (
+                    p.address().to_string(),
+                    p.zone().map(str::to_string),
+                    p.is_local(),
+                )
+            })
+            .collect()
     }
 
     #[tokio::test]
-    async fn the_static_list_leaves_out_names_that_resolve_to_this_node() {
+    async fn the_static_list_marks_names_that_resolve_to_this_node() {
         let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
         let peers = StaticPeers::resolved(
             [
                 "localhost:7000",
-                "127.0.0.1:7000",
-                "127.0.0.1:7001",
+                "127.0.0.1:7000@zone-a",
+                "127.0.0.1:7001@zone-b",
+                " 127.0.0.1:7001",
+                "",
                 "missing-port",
             ],
             &[own],
         )
         .await;
-        let addresses: Vec<_> = peers.initial().iter().map(|p| p.to_string()).collect();
-        assert_eq!(addresses, ["127.0.0.1:7001", "missing-port"]);
+        assert_eq!(
+            seen(&peers.initial()),
+            [
+                ("127.0.0.1:7000".into(), Some("zone-a".into()), true),
+                ("127.0.0.1:7001".into(), None, false),
+                ("localhost:7000".into(), None, true),
+                ("missing-port".into(), None, false),
+            ]
+        );
     }
 
     /// Runs DNS discovery of `service` until it publishes a list, starting from a sentinel
     /// list it must replace, so that a discovery that never resolves fails the test.
     async fn discover(service: &str, own: Vec<SocketAddr>) -> Vec<String> {
+        discover_marked(service, own)
+            .await
+            .into_iter()
+            .map(|(address, _)| address)
+            .collect()
+    }
+
+    /// As `discover`, with whether each address is this node's.
+    async fn discover_marked(service: &str, own: Vec<SocketAddr>) -> Vec<(String, bool)> {
         let sentinel = PeerList::from(vec![Peer::new("sentinel.invalid:1")]);
         let (tx, mut rx) = watch::channel(sentinel);
         let discovery = Box::new(DnsPeers::new(service, 7000, own, Duration::from_millis(10)));
@@ -262,7 +361,10 @@ mod tests {
             .expect("discovery publishes within 10 s")
             .expect("the sender is alive");
         task.abort();
-        rx.borrow().iter().map(|p| p.to_string()).collect()
+        rx.borrow()
+            .iter()
+            .map(|p| (p.to_string(), p.is_local()))
+            .collect()
     }
 
     #[tokio::test]
@@ -284,11 +386,13 @@ mod tests {
             "{other_port:?}"
         );
 
-        // This node's own view: its address is left out, the rest stays.
+        // This node's own view: the same addresses, its own marked local.
         let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
-        let without_self = discover("localhost", own_addresses(own).await).await;
-        let mut expected = resolved.clone();
-        expected.remove("127.0.0.1:7000");
-        assert_eq!(without_self.into_iter().collect::<BTreeSet<_>>(), expected);
+        let marked = discover_marked("localhost", own_addresses(own).await).await;
+        assert!(
+            marked.contains(&("127.0.0.1:7000".to_string(), true)),
+            "{marked:?}"
+        );
+        assert_eq!(marked.iter().filter(|(_, local)| *local).count(), 1);
     }
 }

@@ -36,6 +36,7 @@ pub mod endpoint_slices;
 pub mod membership;
 mod metrics;
 mod placement;
+pub use placement::Mode;
 mod transport;
 pub mod wire;
 
@@ -50,10 +51,9 @@ use tokio::sync::watch;
 
 pub use ack::{AckError, AckLevel, AckWatch};
 pub use admit::{RecordLimits, Refusal};
-pub use membership::Discovery;
+pub use membership::{Discovery, Peer};
 pub use metrics::ReplicationMetrics;
-pub use placement::Mode;
-pub use transport::{Pending, Replicated, TransportSettings};
+pub use transport::{PeerError as PeerRequestError, Pending, Replicated, TransportSettings};
 
 use crate::base::auth::PeerCredential;
 use crate::base::digest::{BucketDigest, Cutoff};
@@ -63,6 +63,7 @@ use crate::base::tasks::Tasks;
 use crate::base::time::Clock;
 use anti_entropy::{AntiEntropy, PassReport};
 use placement::Placement;
+pub use placement::{Route, Topology};
 use transport::Transport;
 use wire::{BatchError, Fetch};
 
@@ -144,6 +145,10 @@ pub struct Received {
 pub struct Replication {
     /// Versions of local writes.
     pub hlc: Arc<HybridClock>,
+    /// Which nodes hold which key.
+    placement: Arc<Placement>,
+    /// The peers' HTTP client, for forwarded requests.
+    client: transport::HttpClient,
     /// The local store.
     replica: Arc<dyn Replica>,
     /// The wall clock.
@@ -179,15 +184,18 @@ impl Replication {
         let (peers_tx, peers_rx) = watch::channel(discovery.initial());
         tasks.spawn(discovery.run(peers_tx));
         let client = transport::http_client(settings.peer_credential.as_ref());
+        let forward_client = client.clone();
+        let placement = Arc::new(Placement::new(settings.mode, settings.zone.clone()));
         let transport = Transport::start(
             peers_rx,
-            Placement::Full,
+            placement.clone(),
             settings.transport.clone(),
             client.clone(),
             metrics.clone(),
             tasks.clone(),
         );
         let anti_entropy = AntiEntropy {
+            placement: placement.clone(),
             limits: settings.records.clone(),
             replica: replica.clone(),
             hlc: hlc.clone(),
@@ -201,6 +209,8 @@ impl Replication {
         };
         Arc::new(Replication {
             hlc,
+            placement,
+            client: forward_client,
             replica,
             clock,
             transport,
@@ -249,15 +259,22 @@ impl Replication {
                 records: total,
             });
         }
+        // In partitioned mode a key lives on its owners only, so each owner persists what
+        // it receives, as the accepting node does: the volume then holds every key even if
+        // the accepting node's log was lost.
+        let persist = self.placement.mode() != Mode::Full;
         let (applied, stale) =
-            anti_entropy::apply_all(&*self.replica, &self.hlc, &*self.clock, records, false);
+            anti_entropy::apply_all(&*self.replica, &self.hlc, &*self.clock, records, persist);
         self.metrics.applied(applied, stale);
         Ok(Received { applied, stale })
     }
 
     /// This node's digests of the versions `cutoff` includes, for a peer's anti-entropy.
     pub fn digests(&self, cutoff: Cutoff) -> Vec<BucketDigest> {
-        self.replica.digests(cutoff)
+        self.replica.digests(Cutoff {
+            ranges: self.placement.key_ranges(),
+            ..cutoff
+        })
     }
 
     /// The records (values and tombstones) of the key ranges `fetch` names, as a batch.
@@ -265,6 +282,7 @@ impl Replication {
         let ranges: HashSet<(i64, u16)> = fetch.ranges.into_iter().collect();
         let cutoff = Cutoff {
             before: fetch.before,
+            ranges: self.placement.key_ranges(),
         };
         let mut encoded = Vec::new();
         for record in self.replica.range_records(&ranges, cutoff) {
@@ -292,6 +310,55 @@ impl Replication {
             .transport
             .send(record.key, encoded, level, self.settings.ack_timeout)
             .await)
+    }
+
+    /// Where `key` is served from: here, or (partitioned mode) by its owners.
+    pub fn route(&self, key: &[u8]) -> Route {
+        self.placement.route(key)
+    }
+
+    /// The partitioned topology now; `None` in full mode.
+    pub fn topology(&self) -> Option<Arc<Topology>> {
+        self.placement.topology()
+    }
+
+    /// Sends a forwarded request (`body`) to the first of `owners` that serves it, and
+    /// returns its answer. A request that is not `idempotent` moves on to the next owner
+    /// only when the one tried cannot have served it (no connection, or it is loading).
+    ///
+    /// # Errors
+    /// The last owner's failure.
+    pub async fn forward(
+        &self,
+        owners: &[Peer],
+        body: Bytes,
+        idempotent: bool,
+    ) -> Result<Bytes, PeerRequestError> {
+        let timeout = self.settings.ack_timeout + self.settings.transport.request_timeout;
+        let mut last = None;
+        for owner in owners {
+            match transport::post_returning(
+                &self.client,
+                owner,
+                wire::FORWARD_PATH,
+                wire::FORWARD_CONTENT_TYPE,
+                body.clone(),
+                timeout,
+            )
+            .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err(error) => {
+                    let next = idempotent || error.not_served();
+                    tracing::debug!(owner = %owner, %error, retry = next, "forwarding failed");
+                    last = Some(error);
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or(PeerRequestError::NoPeer))
     }
 
     /// The peers known now whose links are up.

@@ -1,9 +1,15 @@
-//! Placement: which nodes hold a key. Today every node holds every key (full replication),
-//! so that any pod can answer any read from memory. The transport, acknowledgements and
-//! anti-entropy ask this module and nothing else, so that a partitioned mode (R owners per
-//! key, chosen by rendezvous hashing across zones) replaces one function, not the transport.
+//! Placement: which nodes hold a key. In full mode every node holds every key, so that any
+//! pod can answer any read from memory; in partitioned mode each key has R owners, chosen
+//! from the membership by the contract's [`Assignment`] (zone-distinct, balanced, few moves
+//! on a change). The transport, acknowledgements, anti-entropy and the cache's routing ask
+//! this module and nothing else.
+
+use std::sync::{Arc, RwLock};
+
+use tidecache_contract::placement::{self, Assignment, Member};
 
 use super::membership::Peer;
+use crate::base::digest::KeyRanges;
 
 /// Which nodes hold a key (`--mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,26 +24,182 @@ pub enum Mode {
     },
 }
 
-/// How keys are placed on nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Placement {
-    /// Every node holds every key.
-    #[default]
-    Full,
+/// The partitioned membership as this node sees it now: the assignment, the node behind
+/// each member, and which member this node is.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Owners per partition.
+    pub assignment: Assignment,
+    /// The node of each member of the assignment, by member index.
+    pub nodes: Vec<Peer>,
+    /// This node's member index; `None` while discovery does not list this node (it then
+    /// owns nothing and forwards every key).
+    pub local: Option<usize>,
+    /// Counts membership changes seen, from 1: the "epoch" cluster-aware clients compare.
+    pub epoch: u64,
 }
 
-impl Placement {
-    /// The peers (other than this node) that must receive a write of `key`.
-    pub fn peers_for<'a>(self, _key: &[u8], peers: &'a [Peer]) -> &'a [Peer] {
-        match self {
-            Placement::Full => peers,
+impl Topology {
+    /// The topology of `members` (this node marked local) with `replication_factor` owners
+    /// per partition. Of several entries with one id the first counts.
+    fn compute(members: &[Peer], replication_factor: usize, epoch: u64) -> Topology {
+        let assignment = Assignment::compute(
+            members
+                .iter()
+                .map(|peer| Member::new(peer.id(), peer.zone())),
+            replication_factor,
+        );
+        let mut nodes: Vec<Option<Peer>> = vec![None; assignment.members().len()];
+        for peer in members {
+            if let Some(index) = assignment.index_of(peer.id())
+                && nodes[index].is_none()
+            {
+                nodes[index] = Some(peer.clone());
+            }
+        }
+        let nodes: Vec<Peer> = nodes.into_iter().flatten().collect();
+        let local = nodes.iter().position(Peer::is_local);
+        Topology {
+            assignment,
+            nodes,
+            local,
+            epoch,
         }
     }
 
-    /// How many replicas hold `key` (this node included) in a cluster of this node plus
-    /// `peers`: what acknowledgement levels count against.
-    pub fn replicas_for(self, key: &[u8], peers: &[Peer]) -> usize {
-        self.peers_for(key, peers).len() + 1
+    /// The owners of `key`'s partition, the primary first.
+    pub fn owners(&self, key: &[u8]) -> impl Iterator<Item = &Peer> {
+        self.assignment
+            .owners(placement::partition_of(key))
+            .map(|member| &self.nodes[member])
+    }
+
+    /// Whether this node owns `key`.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        self.local
+            .is_some_and(|local| self.assignment.owns(local, placement::partition_of(key)))
+    }
+
+    /// Whether this node owns `partition`.
+    pub fn owns_partition(&self, partition: usize) -> bool {
+        self.local
+            .is_some_and(|local| self.assignment.owns(local, partition))
+    }
+}
+
+/// Where a key is served from, as the cache routes a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node holds the key.
+    Local,
+    /// Other nodes own it: the owners, the primary first.
+    Forward(Vec<Peer>),
+}
+
+/// How keys are placed on nodes: the mode, and in partitioned mode the topology of the
+/// current membership, replaced on every change.
+#[derive(Debug)]
+pub struct Placement {
+    mode: Mode,
+    /// This node's zone where discovery does not say it (`--zone`).
+    zone: Option<String>,
+    topology: RwLock<Arc<Topology>>,
+}
+
+impl Placement {
+    /// The placement of `mode` over an empty membership, for a node in `zone` where
+    /// discovery does not say.
+    pub fn new(mode: Mode, zone: Option<String>) -> Placement {
+        let width = match mode {
+            Mode::Full => 1,
+            Mode::Partitioned { replication_factor } => replication_factor,
+        };
+        Placement {
+            mode,
+            zone,
+            topology: RwLock::new(Arc::new(Topology::compute(&[], width, 0))),
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How digests group keys in this mode.
+    pub fn key_ranges(&self) -> KeyRanges {
+        match self.mode {
+            Mode::Full => KeyRanges::Hashed,
+            Mode::Partitioned { .. } => KeyRanges::Partitions,
+        }
+    }
+
+    /// Follows a new membership (this node marked local in `members`).
+    pub fn update(&self, members: &[Peer]) {
+        let Mode::Partitioned { replication_factor } = self.mode else {
+            return;
+        };
+        let mut topology = self
+            .topology
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let members: Vec<Peer> = members
+            .iter()
+            .map(|peer| match (&self.zone, peer.zone()) {
+                (Some(zone), None) if peer.is_local() => peer.clone().in_zone(Some(zone.clone())),
+                _ => peer.clone(),
+            })
+            .collect();
+        let next = Topology::compute(&members, replication_factor, topology.epoch + 1);
+        if next.assignment != topology.assignment || next.nodes != topology.nodes {
+            tracing::info!(
+                members = next.nodes.len(),
+                local = ?next.local.map(|m| next.nodes[m].id().to_string()),
+                partitions = next.local.map_or(0, |m| next.assignment.partitions_of(m).count()),
+                "partition owners changed"
+            );
+            *topology = Arc::new(next);
+        }
+    }
+
+    /// The topology now; `None` in full mode.
+    pub fn topology(&self) -> Option<Arc<Topology>> {
+        match self.mode {
+            Mode::Full => None,
+            Mode::Partitioned { .. } => Some(
+                self.topology
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            ),
+        }
+    }
+
+    /// Where `key` is served from.
+    pub fn route(&self, key: &[u8]) -> Route {
+        match self.topology() {
+            None => Route::Local,
+            Some(topology) if topology.owns(key) => Route::Local,
+            Some(topology) => Route::Forward(topology.owners(key).cloned().collect()),
+        }
+    }
+
+    /// The peers (other than this node) that must receive a write of `key`, and how many
+    /// replicas hold it (this node included): what acknowledgement levels count against.
+    /// `peers` are the other nodes, in full mode all of them.
+    pub fn targets(&self, key: &[u8], peers: &[Peer]) -> (Vec<Peer>, usize) {
+        match self.topology() {
+            None => (peers.to_vec(), peers.len() + 1),
+            Some(topology) => {
+                let others: Vec<Peer> = topology
+                    .owners(key)
+                    .filter(|peer| !peer.is_local())
+                    .cloned()
+                    .collect();
+                let replicas = others.len() + 1;
+                (others, replicas)
+            }
+        }
     }
 }
 
@@ -45,11 +207,80 @@ impl Placement {
 mod tests {
     use super::*;
 
+    fn members() -> Vec<Peer> {
+        (0..4)
+            .map(|i| {
+                let peer = Peer::new(format!("10.0.0.{i}:8080"))
+                    .with_id(format!("cache-{i}"))
+                    .in_zone(Some(format!("zone-{}", i % 3)));
+                if i == 0 { peer.local() } else { peer }
+            })
+            .collect()
+    }
+
     #[test]
     fn full_placement_puts_every_key_on_every_node() {
         let peers = vec![Peer::new("a:1"), Peer::new("b:1")];
-        assert_eq!(Placement::Full.peers_for(b"k", &peers), &peers[..]);
-        assert_eq!(Placement::Full.replicas_for(b"k", &peers), 3);
-        assert_eq!(Placement::Full.replicas_for(b"k", &[]), 1);
+        let placement = Placement::new(Mode::Full, None);
+        assert_eq!(placement.targets(b"k", &peers), (peers.clone(), 3));
+        assert_eq!(placement.targets(b"k", &[]).1, 1);
+        assert_eq!(placement.route(b"k"), Route::Local);
+        assert!(placement.topology().is_none());
+    }
+
+    #[test]
+    fn partitioned_placement_routes_to_the_owners_and_replicates_among_them() {
+        let placement = Placement::new(
+            Mode::Partitioned {
+                replication_factor: 2,
+            },
+            None,
+        );
+        placement.update(&members());
+        let topology = placement.topology().expect("partitioned");
+        assert_eq!(topology.local, Some(0));
+        let (mut owned, mut forwarded) = (0, 0);
+        for i in 0..2000 {
+            let key = format!("key-{i}");
+            let owners: Vec<&Peer> = topology.owners(key.as_bytes()).collect();
+            assert_eq!(owners.len(), 2);
+            assert_ne!(
+                owners[0].zone(),
+                owners[1].zone(),
+                "owners in distinct zones"
+            );
+            match placement.route(key.as_bytes()) {
+                Route::Local => {
+                    owned += 1;
+                    let (targets, replicas) = placement.targets(key.as_bytes(), &[]);
+                    assert_eq!(replicas, 2);
+                    assert_eq!(targets.len(), 1);
+                    assert!(!targets[0].is_local());
+                }
+                Route::Forward(to) => {
+                    forwarded += 1;
+                    assert!(to.iter().all(|peer| !peer.is_local()));
+                }
+            }
+        }
+        // Four members, two owners each: this node owns about half the keys.
+        assert!(
+            (800..1200).contains(&owned),
+            "{owned} owned, {forwarded} forwarded"
+        );
+    }
+
+    #[test]
+    fn a_node_the_membership_does_not_list_owns_nothing() {
+        let placement = Placement::new(
+            Mode::Partitioned {
+                replication_factor: 2,
+            },
+            None,
+        );
+        let others: Vec<Peer> = members().into_iter().skip(1).collect();
+        placement.update(&others);
+        assert_eq!(placement.topology().expect("partitioned").local, None);
+        assert!(matches!(placement.route(b"k"), Route::Forward(to) if to.len() == 2));
     }
 }

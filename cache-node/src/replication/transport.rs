@@ -178,10 +178,10 @@ impl Pending {
 pub struct Transport {
     /// The links by peer; replaced as membership changes.
     links: Mutex<HashMap<Peer, Link>>,
-    /// The peers in order, as the placement sees them.
+    /// The members in order (this node marked local), as discovery publishes them.
     peers: watch::Receiver<PeerList>,
-    /// Which peers hold which key.
-    placement: Placement,
+    /// Which peers hold which key; follows the membership.
+    placement: Arc<Placement>,
     /// Queue and batch sizes, timeouts.
     settings: TransportSettings,
     /// Shared HTTP client.
@@ -198,7 +198,7 @@ impl Transport {
     /// tokio runtime.
     pub fn start(
         peers: watch::Receiver<PeerList>,
-        placement: Placement,
+        placement: Arc<Placement>,
         settings: TransportSettings,
         client: HttpClient,
         metrics: Arc<ReplicationMetrics>,
@@ -228,9 +228,14 @@ impl Transport {
         transport
     }
 
-    /// The peers known now.
+    /// The other nodes known now (this node left out).
     pub fn peers(&self) -> PeerList {
-        self.peers.borrow().clone()
+        self.peers
+            .borrow()
+            .iter()
+            .filter(|peer| !peer.is_local())
+            .cloned()
+            .collect()
     }
 
     /// The peers whose links are up now (a peer that stopped answering is marked down until
@@ -253,8 +258,7 @@ impl Transport {
         timeout: Duration,
     ) -> Pending {
         let peers = self.peers();
-        let targets = self.placement.peers_for(key, &peers);
-        let replicas = self.placement.replicas_for(key, &peers);
+        let (targets, replicas) = self.placement.targets(key, &peers);
         let links: Vec<(Peer, Option<Link>)> = {
             let links = lock(&self.links);
             targets
@@ -309,10 +313,13 @@ impl Transport {
         }
     }
 
-    /// Starts links to new peers and stops links to peers that left.
-    fn sync_links(&self, peers: &[Peer]) {
+    /// Follows a new membership: the placement first, then links started to new peers and
+    /// stopped to peers that left.
+    fn sync_links(&self, members: &[Peer]) {
+        self.placement.update(members);
+        let peers: Vec<&Peer> = members.iter().filter(|peer| !peer.is_local()).collect();
         let mut links = lock(&self.links);
-        links.retain(|peer, _| peers.contains(peer));
+        links.retain(|peer, _| peers.contains(&peer));
         for peer in peers {
             if links.contains_key(peer) {
                 continue;
@@ -510,6 +517,9 @@ pub enum PeerError {
         /// Why.
         source: hyper::Error,
     },
+    /// There was no peer to ask.
+    #[error("no peer to ask")]
+    NoPeer,
     /// No answer in time.
     #[error("{peer} did not answer within {} ms", timeout.as_millis())]
     Timeout {
@@ -528,6 +538,19 @@ pub enum PeerError {
         /// The start of the body (its error message).
         body: String,
     },
+}
+
+impl PeerError {
+    /// Whether the peer cannot have served the request: it was never connected to, or it
+    /// answered that it is still loading.
+    pub fn not_served(&self) -> bool {
+        match self {
+            PeerError::Address { .. } | PeerError::NoPeer => true,
+            PeerError::Request { source, .. } => source.is_connect(),
+            PeerError::Status { status, .. } => *status == http::StatusCode::SERVICE_UNAVAILABLE,
+            PeerError::Body { .. } | PeerError::Timeout { .. } => false,
+        }
+    }
 }
 
 /// `POST`s a segment to `path` on `peer`; `Ok` on a 2xx answer.

@@ -17,6 +17,10 @@ pub const DIGESTS_PATH: &str = "/internal/v1/digests";
 pub const FETCH_PATH: &str = "/internal/v1/fetch";
 /// The content type of a batch: a segment.
 pub const SEGMENT_CONTENT_TYPE: &str = "application/vnd.tidecache.segment";
+/// Where a node forwards a request for keys it does not own (partitioned mode).
+pub const FORWARD_PATH: &str = "/internal/v1/forward";
+/// The body of a forwarded request and its answer: postcard.
+pub const FORWARD_CONTENT_TYPE: &str = "application/vnd.tidecache.forward";
 
 /// What anti-entropy asks a peer for: the records in some key ranges of some buckets, with
 /// versions before a cutoff. Answered with one scan of the peer's store.

@@ -47,6 +47,8 @@ pub struct Names {
     pub resp: i64,
     /// Whether a `MULTI` is open, and with how many commands queued.
     pub multi: Option<usize>,
+    /// Set by `READONLY`, cleared by `READWRITE` and `RESET`.
+    pub readonly: bool,
 }
 
 /// Removes its client from the registry when the connection ends, however it ends.
@@ -117,10 +119,21 @@ impl Client {
         let age = self.connected.elapsed();
         let idle_ms =
             (age.as_millis() as u64).saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
-        let (flags, multi) = match names.multi {
-            Some(queued) => ("x", queued as i64),
-            None => ("N", -1),
+        // Redis' letters in Redis' order: `x` in a MULTI, `r` after READONLY, else `N`.
+        let mut flags = String::new();
+        let multi = match names.multi {
+            Some(queued) => {
+                flags.push('x');
+                queued as i64
+            }
+            None => -1,
         };
+        if names.readonly {
+            flags.push('r');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub=0 \
              psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 \

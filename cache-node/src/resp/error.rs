@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::base::journal::CommitError;
 use crate::base::time::Timestamp;
-use crate::cache::{LifetimeError, UpdateError, WriteError};
+use crate::cache::{LifetimeError, Unreachable, UpdateError, WriteError};
 use crate::store::{DeleteError, PutError};
 
 /// A command refused; the connection goes on.
@@ -154,6 +154,9 @@ pub enum CommandError {
     /// Too few replicas acknowledged in time (the write stays applied here).
     #[error("NOREPLICAS Not enough good replicas to write: {0}")]
     NotReplicated(String),
+    /// Partitioned mode: no owner of the key answered this node's forwarded request.
+    #[error("TRYAGAIN {0}")]
+    OwnerUnreachable(String),
     /// Other writers kept changing the key.
     #[error("ERR the key kept changing under concurrent writes; try again")]
     Contended,
@@ -245,6 +248,36 @@ pub enum CommandError {
     /// `EXEC` after a command of the transaction was refused while queueing.
     #[error("EXECABORT Transaction discarded because of previous errors.")]
     ExecAbort,
+    /// `CLUSTER` (but for unknown subcommands and arities), `READONLY` and `READWRITE`
+    /// without `--resp-cluster-mode`, as a Redis started without `cluster-enabled` answers.
+    #[error("ERR This instance has cluster support disabled")]
+    ClusterDisabled,
+    /// Partitioned mode: the keys of a multi-key command (or of a transaction) are in
+    /// different hash slots; a `{hash tag}` puts keys in one slot.
+    #[error("CROSSSLOT Keys in request don't hash to the same slot")]
+    CrossSlot,
+    /// `--resp-cluster-mode`: this node does not own the key's slot; its primary does.
+    #[error("MOVED {slot} {host}:{port}")]
+    Moved {
+        /// The key's hash slot.
+        slot: u16,
+        /// The primary's host.
+        host: String,
+        /// The primary's RESP port (its TLS port for a client connected over TLS).
+        port: u16,
+    },
+    /// `--resp-cluster-mode` with no member to own the slot (discovery lists no node yet).
+    #[error("CLUSTERDOWN Hash slot not served")]
+    SlotNotServed,
+    /// `CLUSTER COUNTKEYSINSLOT` of a slot outside 0 to 16383.
+    #[error("ERR Invalid slot")]
+    InvalidSlot,
+    /// `CLUSTER MYID` while discovery does not list this node.
+    #[error(
+        "ERR this node is not a member of the cluster yet: discovery does not list it \
+         (check --peers or --peers-service)"
+    )]
+    NotAMember,
 }
 
 impl CommandError {
@@ -268,7 +301,7 @@ impl CommandError {
     }
 
     /// Whether queueing this error inside `MULTI` dooms the transaction (Redis flags the
-    /// transaction for unknown commands and wrong arities only).
+    /// transaction for unknown commands, wrong arities and cluster redirections only).
     pub fn aborts_transaction(&self) -> bool {
         matches!(
             self,
@@ -276,6 +309,9 @@ impl CommandError {
                 | CommandError::WrongArity(_)
                 | CommandError::NoAuth
                 | CommandError::Loading
+                | CommandError::CrossSlot
+                | CommandError::Moved { .. }
+                | CommandError::SlotNotServed
         )
     }
 }
@@ -301,6 +337,12 @@ impl From<LifetimeError> for CommandError {
     }
 }
 
+impl From<Unreachable> for CommandError {
+    fn from(error: Unreachable) -> CommandError {
+        CommandError::OwnerUnreachable(error.to_string())
+    }
+}
+
 impl From<WriteError> for CommandError {
     fn from(error: WriteError) -> CommandError {
         match error {
@@ -318,7 +360,8 @@ impl From<WriteError> for CommandError {
             WriteError::Commit(CommitError::DiskFull(reason)) => CommandError::DiskFull(reason),
             WriteError::Commit(error) => CommandError::Persistence(error.to_string()),
             WriteError::Ack(error) => CommandError::NotReplicated(error.to_string()),
-            WriteError::Encode(error) => CommandError::Persistence(error.to_string()),
+            WriteError::Encode(error) => CommandError::Persistence(error),
+            WriteError::Unreachable(error) => CommandError::OwnerUnreachable(error.to_string()),
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   `transaction`, `pubsub`); `glob`: `MATCH`/`KEYS` patterns; `notify`: keyspace
 //!   notifications and a connection's subscriptions; `wait`: `WAIT` on replication
 //!   acknowledgements; `clients`: `CLIENT LIST` and `INFO`
-//!   figures; `error`: every refusal with Redis' error line.
+//!   figures; `error`: every refusal with Redis' error line; `nodes`: the RESP ports of the
+//!   partitioned topology's nodes, for the Redis Cluster protocol (`cmd/cluster.rs`).
 //!
 //! Like HTTP's handlers, commands only translate: they parse arguments, call the [`Cache`]
 //! (reads, [`Cache::put`], [`Cache::delete`], [`Cache::put_many`], and [`Cache::update`] for
@@ -28,6 +29,7 @@ mod connection;
 mod error;
 mod frame;
 mod glob;
+mod nodes;
 mod notify;
 mod reply;
 mod wait;
@@ -43,13 +45,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::base::auth::AuthToken;
+use crate::base::auth::{AuthToken, PeerCredential};
+use crate::base::node_info::RespPorts;
 use crate::base::tasks::Tasks;
 use crate::base::tls::ServerTls;
 use crate::cache::Cache;
 use clients::Clients;
 pub use error::FrameError;
 pub use frame::{FrameLimits, Parser};
+use nodes::Directory;
 use notify::Notify;
 pub use notify::NotifyFlags;
 
@@ -64,6 +68,13 @@ pub struct RespSettings {
     pub notify: NotifyFlags,
     /// Clients, timeouts.
     pub bounds: RespBounds,
+    /// Whether key commands for slots this node does not own answer `-MOVED` and `CLUSTER`
+    /// describes the topology (`--resp-cluster-mode`; partitioned mode only).
+    pub cluster_mode: bool,
+    /// The ports this node serves RESP on, which `CLUSTER SLOTS` and `-MOVED` name.
+    pub ports: RespPorts,
+    /// What this node presents to its peers when it asks them for their RESP ports.
+    pub peer_credential: Option<PeerCredential>,
 }
 
 /// The RESP listener's bounds (`--resp-max-clients`, `--resp-request-timeout`,
@@ -112,6 +123,8 @@ pub struct RespState {
     notify: Notify,
     /// One permit per client served: `--resp-max-clients`.
     slots: Arc<Semaphore>,
+    /// The RESP ports of the other nodes (partitioned mode).
+    directory: Directory,
 }
 
 /// Counters `INFO stats` reports.
@@ -146,6 +159,7 @@ impl RespState {
         notify.set(settings.notify, cache.store().events());
         RespState {
             slots: Arc::new(Semaphore::new(settings.bounds.max_clients)),
+            directory: Directory::new(settings.ports, settings.peer_credential.as_ref()),
             cache,
             settings,
             limits,

@@ -484,7 +484,7 @@ async fn an_entry_written_over_resp_is_the_same_entry_over_http_and_back() {
     let mut c = server.connect().await;
     c.expect(&["SET", "shared", "over-resp", "EX", "90"], "+OK\r\n")
         .await;
-    let hit = server.cache.get(b"shared").expect("stored");
+    let hit = server.cache.store().get(b"shared").expect("stored");
     let response = app(state.clone())
         .oneshot(
             Request::builder()
@@ -518,7 +518,7 @@ async fn an_entry_written_over_resp_is_the_same_entry_over_http_and_back() {
         .to_string();
     c.expect(&["GET", "from-http"], "$9\r\nover-http\r\n").await;
     c.expect(&["TTL", "from-http"], ":120\r\n").await;
-    let hit = server.cache.get(b"from-http").expect("stored");
+    let hit = server.cache.store().get(b"from-http").expect("stored");
     assert_eq!(etag, format!("\"{}\"", hit.version));
     assert_eq!(
         hit.expires_at,

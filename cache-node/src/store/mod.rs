@@ -76,7 +76,7 @@ const MAX_COMPACTIONS_PER_WRITE: usize = 8;
 const SWEEP_CHUNKS: usize = 16;
 
 /// What to do when a write does not fit in the capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EvictionPolicy {
     /// Evict by CLOCK (second chance), an LRU approximation: expired entries go first, then
     /// entries not read since the hand last passed them.
@@ -129,7 +129,7 @@ impl StoreConfig {
 }
 
 /// A live entry as returned by a read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     /// The value (shares the stored bytes).
     pub value: Bytes,
@@ -154,7 +154,7 @@ pub struct PutOutcome {
 
 /// Why a write was refused. A refused write changes nothing stored (capacity evictions made
 /// while trying to fit it excepted: they are what the eviction policy is for).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PutError {
     /// `If-Match`/`If-None-Match` did not hold.
     #[error("precondition failed: the key's current version is {}", describe(*current))]
@@ -216,7 +216,7 @@ pub struct Deleted {
 }
 
 /// Why a delete was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum DeleteError {
     /// The key has no live entry.
     #[error("the key does not exist")]

@@ -4,7 +4,7 @@
 use super::Version;
 
 /// The entity tags a condition lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EtagMatch {
     /// `*`: any current entry.
     Any,
@@ -24,7 +24,7 @@ impl EtagMatch {
 }
 
 /// The preconditions of one request, evaluated in the order of RFC 9110 §13.2.2.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Preconditions {
     /// `If-Match`: the write happens only if the current entry matches (compare-and-set).
     pub if_match: Option<EtagMatch>,

@@ -22,7 +22,7 @@ use tidecache_contract::disk::Record;
 
 use super::shard::{EntryRef, NewEntry};
 use super::{Change, Previous, Store, Version, lone_cost};
-use crate::base::digest::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, fingerprint, range_of};
+use crate::base::digest::{BucketDigest, Cutoff, NO_EXPIRY_BUCKET, fingerprint};
 use crate::base::hlc;
 use crate::base::replica::{Applied, Loader, Replica};
 use crate::base::time::Timestamp;
@@ -193,7 +193,7 @@ impl Replica for Store {
             if !cutoff.includes(version) {
                 return;
             }
-            let (bucket, range) = (bucket_id(&entry), range_of(entry.key));
+            let (bucket, range) = (bucket_id(&entry), cutoff.ranges.of(entry.key));
             let digest = digests.entry((bucket, range)).or_insert(BucketDigest {
                 bucket,
                 range,
@@ -210,7 +210,7 @@ impl Replica for Store {
         let mut records = Vec::new();
         self.visit_unexpired(|entry| {
             if cutoff.includes(entry.version.to_disk())
-                && ranges.contains(&(bucket_id(&entry), range_of(entry.key)))
+                && ranges.contains(&(bucket_id(&entry), cutoff.ranges.of(entry.key)))
             {
                 records.push(Record {
                     key: entry.key.to_vec(),
@@ -232,6 +232,7 @@ mod tests {
     use tidecache_contract::disk::Version as DiskVersion;
 
     use super::*;
+    use crate::base::digest::KeyRanges;
     use crate::base::hlc::HybridClock;
     use crate::base::time::ManualClock;
     use crate::store::{DeleteError, Preconditions, StoreConfig};
@@ -239,7 +240,10 @@ mod tests {
     /// 2026-11-19T00:00:20Z.
     const START: i64 = 1_795_046_420_000;
     /// Every version.
-    const ALL: Cutoff = Cutoff { before: u64::MAX };
+    const ALL: Cutoff = Cutoff {
+        before: u64::MAX,
+        ranges: KeyRanges::Hashed,
+    };
 
     fn store(node: u64) -> Store {
         Store::with_versions(
@@ -411,7 +415,10 @@ mod tests {
         }
         assert_eq!(other.digests(ALL), digests);
         // A cutoff leaves out newer versions on both sides alike.
-        let older = Cutoff { before: 7 };
+        let older = Cutoff {
+            before: 7,
+            ranges: KeyRanges::Hashed,
+        };
         assert_eq!(forward.digests(older), backward.digests(older));
         let counted: u64 = forward.digests(older).iter().map(|d| d.count).sum();
         assert_eq!(counted, 1, "only a (at 6) is older than 7");

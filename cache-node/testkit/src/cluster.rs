@@ -30,6 +30,7 @@ pub struct Builder {
     data: Option<PathBuf>,
     resp: bool,
     file_limit: Option<u64>,
+    zones: usize,
 }
 
 /// The `--peer-token` replicated nodes get unless [`Builder::peer_token`] sets another: peers
@@ -90,6 +91,13 @@ impl Builder {
         self
     }
 
+    /// Spreads the nodes over `zones` zones, node `i` in `zone-{i % zones}`, as `@zone`
+    /// suffixes in the `--peers` list (for partitioned mode's zone-distinct owners).
+    pub fn zones(mut self, zones: usize) -> Builder {
+        self.zones = zones;
+        self
+    }
+
     /// The shared data directory, e.g. a crashable [`Volume`](crate::Volume)'s; a new empty
     /// directory otherwise.
     pub fn data_dir(mut self, path: &Path) -> Builder {
@@ -115,7 +123,16 @@ impl Builder {
             "--drain-timeout=1s".to_string(),
         ];
         if self.replicated {
-            args.push(format!("--peers={}", addresses.join(",")));
+            let zones = self.zones;
+            let entries: Vec<String> = addresses
+                .iter()
+                .enumerate()
+                .map(|(i, address)| match zones {
+                    0 => address.clone(),
+                    zones => format!("{address}@zone-{}", i % zones),
+                })
+                .collect();
+            args.push(format!("--peers={}", entries.join(",")));
             if !self
                 .flags
                 .iter()
@@ -210,6 +227,7 @@ impl Cluster {
             data: None,
             resp: false,
             file_limit: None,
+            zones: 0,
         }
     }
 

@@ -60,6 +60,28 @@ pub fn installed(dir: &str, inputs: &str, install: impl FnOnce(&Path)) -> PathBu
     dir
 }
 
+/// A virtual environment with `tests/resp/requirements.txt` installed, made once per
+/// content of that file; its Python.
+pub fn python_with_redis_py() -> PathBuf {
+    require("python3", "apt-get install -y python3 python3-venv");
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
+    let venv = installed("resp-venv", &wanted, |venv| {
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv));
+        run(Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements));
+    });
+    venv.join("bin/python")
+}
+
 /// Runs a client's scenario script (`command`, given `node`'s port and `token` as its two
 /// arguments) and fails the test with its output and cache-node's log unless it prints
 /// `scenario passed` and succeeds.

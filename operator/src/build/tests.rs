@@ -5,6 +5,7 @@
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
+use crate::crd::ReplicationMode;
 use crate::fixtures;
 use crate::validate::validate;
 
@@ -274,6 +275,52 @@ fn redis_port_zero_serves_no_resp_anywhere() {
             .map(|(name, _, _)| name)
             .collect();
         assert_eq!(names, [HTTP_PORT_NAME]);
+    }
+}
+
+#[test]
+fn partitioned_mode_starts_the_pods_partitioned_with_redis_cluster_redirects() {
+    let mut cluster = fixtures::load("full");
+    cluster.spec.replication.mode = ReplicationMode::Partitioned;
+    cluster.spec.replication.replication_factor = 3;
+    let args = cache_container(&build(&validate(&cluster).expect("valid")))
+        .args
+        .expect("args");
+    let mode_flags: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|arg| {
+            ["--mode", "--replication-factor", "--resp-cluster-mode"]
+                .iter()
+                .any(|flag| arg.starts_with(flag))
+        })
+        .collect();
+    assert_eq!(
+        mode_flags,
+        [
+            "--mode=partitioned",
+            "--replication-factor=3",
+            "--resp-cluster-mode"
+        ]
+    );
+    // Full mode passes none of them, whatever replicationFactor says, so the pod template of
+    // a cluster made before partitioned mode is unchanged and its pods do not roll.
+    for fixture in FIXTURES {
+        let mut cluster = fixtures::load(fixture);
+        cluster.spec.replication.replication_factor = 3;
+        let full = build(&validate(&cluster).expect("valid"));
+        assert_eq!(
+            full.stateful_set,
+            children(fixture).stateful_set,
+            "{fixture}"
+        );
+        let args = cache_container(&full).args.expect("args");
+        assert!(
+            !args.iter().any(|arg| arg.starts_with("--mode")
+                || arg.starts_with("--replication-factor")
+                || arg.starts_with("--resp-cluster-mode")),
+            "{fixture}: {args:?}"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! The observation: the reads the status is computed from, besides the applied StatefulSet and
-//! CronJob: the cluster's ready pods and their nodes' zones, and the janitor's newest Job.
+//! CronJob: the cluster's ready pods and their nodes' zones, in Partitioned mode every member
+//! pod with its node's zone, and the janitor's newest Job.
 
 use std::collections::BTreeMap;
 
@@ -12,13 +13,16 @@ use super::apply::Applied;
 use super::{Context, Error};
 use crate::crd::CacheCluster;
 use crate::labels::{self, CACHE_COMPONENT, JANITOR_COMPONENT};
-use crate::status::Observation;
+use crate::status::{Observation, PodMember, UNKNOWN_ZONE};
 use crate::validate::ValidatedCluster;
 
-/// The zone shown for ready pods whose node has no zone label.
-const UNKNOWN_ZONE: &str = "unknown";
+/// The node label the EndpointSlice controller copies into each endpoint's `zone`, which is
+/// where cache pods read their peers' zones from: placement must use it whatever
+/// `spec.topology.zoneKey` spreads the pods by.
+const ENDPOINT_ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
-/// Reads what the status is computed from: ready pods per zone and the janitor's last Job.
+/// Reads what the status is computed from: ready pods per zone, the members of the placement
+/// in Partitioned mode, and the janitor's last Job.
 ///
 /// # Errors
 /// [`Error::Observe`] naming what could not be read.
@@ -44,31 +48,43 @@ pub(super) async fn observe(
         .await
         .map_err(observe_error("pods"))?;
     let nodes: Api<Node> = Api::all(context.client.clone());
-    let mut zone_of_node: BTreeMap<String, String> = BTreeMap::new();
+    // Each node's labels, read once per reconcile however many pods run on it.
+    let mut labels_of_node: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut ready_per_zone: BTreeMap<String, i32> = BTreeMap::new();
-    for pod in pods.items.iter().filter(|pod| is_ready(pod)) {
+    let replication_factor = validated.node.partitioned.map(|p| p.replication_factor);
+    let mut members = Vec::new();
+    for pod in &pods.items {
+        let ready = is_ready(pod);
+        let member = replication_factor.is_some() && is_member(pod);
+        if !ready && !member {
+            continue;
+        }
         let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             continue;
         };
-        let zone = match zone_of_node.get(&node_name) {
-            Some(zone) => zone.clone(),
-            None => {
-                let node = nodes
-                    .get_opt(&node_name)
-                    .await
-                    .map_err(observe_error("nodes"))?;
-                let zone = node
-                    .and_then(|node| {
-                        node.labels()
-                            .get(&validated.spec.topology.zone_key)
-                            .cloned()
-                    })
-                    .unwrap_or_else(|| UNKNOWN_ZONE.to_string());
-                zone_of_node.insert(node_name, zone.clone());
-                zone
-            }
-        };
-        *ready_per_zone.entry(zone).or_insert(0) += 1;
+        if !labels_of_node.contains_key(&node_name) {
+            let node = nodes
+                .get_opt(&node_name)
+                .await
+                .map_err(observe_error("nodes"))?;
+            let node_labels = node.map(|node| node.labels().clone()).unwrap_or_default();
+            labels_of_node.insert(node_name.clone(), node_labels);
+        }
+        let node_labels = &labels_of_node[&node_name];
+        if ready {
+            let zone = node_labels
+                .get(&validated.spec.topology.zone_key)
+                .cloned()
+                .unwrap_or_else(|| UNKNOWN_ZONE.to_string());
+            *ready_per_zone.entry(zone).or_insert(0) += 1;
+        }
+        if member {
+            members.push(PodMember {
+                name: pod.name_any(),
+                zone: node_labels.get(ENDPOINT_ZONE_LABEL).cloned(),
+                ready,
+            });
+        }
     }
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), namespace);
     let jobs = jobs
@@ -94,11 +110,25 @@ pub(super) async fn observe(
         stateful_set_generation: applied.stateful_set.metadata.generation,
         stateful_set: applied.stateful_set.status,
         ready_per_zone,
+        replication_factor,
+        members,
         schedule: validated.schedule.to_string(),
         selector,
         janitor: applied.janitor.status,
         last_job,
     })
+}
+
+/// Whether the peers Service's EndpointSlices list `pod`, which is what makes it a member of
+/// the placement the cache pods compute: the EndpointSlice controller lists a pod once it has
+/// an address and until it has finished, ready or not (the Service publishes not-ready
+/// addresses, which also keeps terminating pods listed).
+fn is_member(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
+        && !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
 }
 
 fn is_ready(pod: &Pod) -> bool {

@@ -714,3 +714,85 @@ async fn ready_pods_are_counted_per_zone() {
         .collect();
     assert_eq!(zones, [("zone-a".into(), 1), ("zone-b".into(), 1)]);
 }
+
+/// In Partitioned mode the status places the partitions on the pods the peers Service lists
+/// (every pod with an address, ready or not) by their nodes' `topology.kubernetes.io/zone`,
+/// the zone their EndpointSlice entries carry, even when the pods are spread by another key.
+#[tokio::test]
+async fn partitioned_status_places_the_listed_pods_by_their_endpoint_zone() {
+    let api = FakeApi::start();
+    let mut cluster = fixtures::minimal();
+    cluster.spec.replicas = 4;
+    cluster.spec.replication.mode = crate::crd::ReplicationMode::Partitioned;
+    cluster.spec.topology.zone_key = "example.com/rack".into();
+    api.put_cluster(&cluster);
+    {
+        let mut state = api.lock();
+        for (pod, node, ip, ready) in [
+            ("demo-0", Some("n1"), Some("10.0.0.1"), true),
+            ("demo-1", Some("n2"), Some("10.0.0.2"), true),
+            ("demo-2", Some("n3"), Some("10.0.0.3"), false),
+            ("demo-3", None, None, false),
+        ] {
+            state.objects.insert(
+                format!("/api/v1/namespaces/apps/pods/{pod}"),
+                json!({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": pod, "labels": labels::common("demo", CACHE_COMPONENT)},
+                       "spec": {"nodeName": node, "containers": []},
+                       "status": {"podIP": ip, "phase": "Running",
+                                  "conditions": [{"type": "Ready",
+                                                  "status": if ready { "True" } else { "False" }}]}}),
+            );
+        }
+        for (node, zone, rack) in [
+            ("n1", "zone-a", "rack-1"),
+            ("n2", "zone-b", "rack-1"),
+            ("n3", "zone-c", "rack-2"),
+        ] {
+            state.objects.insert(
+                format!("/api/v1/nodes/{node}"),
+                json!({"apiVersion": "v1", "kind": "Node",
+                       "metadata": {"name": node,
+                                    "labels": {"topology.kubernetes.io/zone": zone,
+                                               "example.com/rack": rack}}}),
+            );
+        }
+    }
+    api.reconcile().await;
+    let cluster = api.cluster();
+    let status = cluster.status.clone().expect("status");
+    let zones: Vec<(String, i32)> = status
+        .zones
+        .into_iter()
+        .map(|z| (z.zone, z.ready_replicas))
+        .collect();
+    assert_eq!(zones, [("rack-1".to_string(), 2)]);
+    let partitions = status.partitions.expect("partition status");
+    assert_eq!(
+        (partitions.members, partitions.under_replicated),
+        (3, 705),
+        "demo-3 has no address yet; demo-2's 705 partitions lack one ready owner"
+    );
+    let owners: Vec<(String, i32, i32)> = partitions
+        .owners_per_zone
+        .into_iter()
+        .map(|z| (z.zone, z.pods, z.partitions))
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            ("zone-a".to_string(), 1, 674),
+            ("zone-b".to_string(), 1, 669),
+            ("zone-c".to_string(), 1, 705)
+        ]
+    );
+    assert_eq!(
+        condition(&cluster, status::READY),
+        (
+            "False".to_string(),
+            status::UNDER_REPLICATED.to_string(),
+            "2 of 4 cache pods are ready; 705 of 1024 partitions have fewer than 2 ready owners"
+                .to_string()
+        )
+    );
+}

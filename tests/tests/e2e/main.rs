@@ -28,6 +28,7 @@ mod deletion;
 mod install;
 mod leader;
 mod membership;
+mod partitioned;
 mod redis;
 mod resilience;
 mod serving;
@@ -92,6 +93,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Operator,
             namespace: Some(membership::NAMESPACE),
             body: |e| Box::pin(membership::scale_and_schedule(e)),
+        },
+        Scenario {
+            name: "partitioned_serve",
+            needs: Needs::Operator,
+            namespace: Some(partitioned::NAMESPACE),
+            body: |e| Box::pin(partitioned::partitioned_serve(e)),
         },
         Scenario {
             name: "steady_state_writes_nothing",

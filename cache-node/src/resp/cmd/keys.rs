@@ -42,26 +42,26 @@ pub async fn del(
 }
 
 /// `EXISTS key [key ...]`: how many of them exist (a key named twice counts twice).
-pub fn exists(
+pub async fn exists(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
-    let count = args
-        .iter()
-        .filter(|key| ctx.state.cache.get(key).is_some())
-        .count();
+    let mut count = 0;
+    for hit in ctx.state.cache.get_many(args).await {
+        count += usize::from(hit?.is_some());
+    }
     reply.integer(count as i64);
     Ok(())
 }
 
 /// `TYPE key`: `string`, or `none`.
-pub fn key_type(
+pub async fn key_type(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
-    match ctx.state.cache.get(&args[0]) {
+    match ctx.state.cache.get(&args[0]).await? {
         Some(_) => reply.simple("string"),
         None => reply.simple("none"),
     }
@@ -146,14 +146,14 @@ pub async fn expire(
 
 /// `TTL`/`PTTL` (remaining) and `EXPIRETIME`/`PEXPIRETIME` (absolute): -2 for an absent key,
 /// -1 for one without expiry; seconds are rounded as Redis rounds them.
-pub fn ttl(
+pub async fn ttl(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],
     reply: &mut Reply<'_>,
     unit: Unit,
     absolute: bool,
 ) -> Result<(), CommandError> {
-    let Some(hit) = ctx.state.cache.get(&args[0]) else {
+    let Some(hit) = ctx.state.cache.get(&args[0]).await? else {
         reply.integer(-2);
         return Ok(());
     };

@@ -6,8 +6,10 @@
 //!   `COMMAND` reports and what the dispatcher checks), [`execute`], argument helpers.
 //! - `strings`: `GET`, `SET` and the other string commands; `keys`: `DEL`, `EXPIRE`,
 //!   `SCAN` and the other keyspace commands; `server`: connection and server commands;
-//!   `transaction`: `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH`.
+//!   `transaction`: `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH`; `cluster`: `CLUSTER`,
+//!   `READONLY`/`READWRITE`, and the `-CROSSSLOT`/`-MOVED` checks of partitioned mode.
 
+mod cluster;
 mod keys;
 mod pubsub;
 mod server;
@@ -35,6 +37,7 @@ pub enum Cmd {
     Append,
     Auth,
     Client,
+    Cluster,
     Command,
     Config,
     Dbsize,
@@ -76,6 +79,8 @@ pub enum Cmd {
     Punsubscribe,
     Quit,
     Randomkey,
+    Readonly,
+    Readwrite,
     Reset,
     Scan,
     Select,
@@ -173,6 +178,15 @@ pub static COMMANDS: &[Spec] = &[
         (0, 0, 0),
         "connection",
         "A container for client connection commands."
+    ),
+    spec!(
+        "cluster",
+        Cluster,
+        -2,
+        &["stale"],
+        (0, 0, 0),
+        "cluster",
+        "A container for Redis Cluster commands."
     ),
     spec!(
         "command",
@@ -544,6 +558,24 @@ pub static COMMANDS: &[Spec] = &[
         "Returns a random key name from the database."
     ),
     spec!(
+        "readonly",
+        Readonly,
+        1,
+        &["loading", "stale", "fast"],
+        (0, 0, 0),
+        "cluster",
+        "Enables read-only queries for a connection to a Redis Cluster replica node."
+    ),
+    spec!(
+        "readwrite",
+        Readwrite,
+        1,
+        &["loading", "stale", "fast"],
+        (0, 0, 0),
+        "cluster",
+        "Enables read-write queries for a connection to a Redis Cluster replica node."
+    ),
+    spec!(
         "reset",
         Reset,
         1,
@@ -787,6 +819,7 @@ pub fn joins_set_run(state: &RespState, session: &Session, args: &[Bytes]) -> bo
         && session.multi.is_none()
         && !session.subscriptions.active()
         && state.cache.is_loaded()
+        && cluster::serves_here(state, &args[1])
 }
 
 /// Runs consecutive requests of a pipeline that [`joins_set_run`] admitted, as one batch of
@@ -827,7 +860,11 @@ async fn dispatch(
     {
         return Err(CommandError::SubscribedContext(spec.name));
     }
+    cluster::check(ctx, spec, args).await?;
     if ctx.session.multi.is_some() {
+        if spec.cmd == Cmd::Exec {
+            cluster::check_exec(ctx).await?;
+        }
         return transaction::in_multi(ctx, spec, args, reply).await;
     }
     run(ctx, spec, args, reply).await
@@ -846,7 +883,7 @@ async fn run(
     ctx.state.stats.commands.fetch_add(1, Ordering::Relaxed);
     let args = &args[1..];
     match spec.cmd {
-        Cmd::Get => strings::get(ctx, args, reply),
+        Cmd::Get => strings::get(ctx, args, reply).await,
         Cmd::Set => strings::set(ctx, args, reply).await,
         Cmd::Setnx => strings::setnx(ctx, args, reply).await,
         Cmd::Setex => strings::setex(ctx, args, reply, Unit::Seconds, "setex").await,
@@ -854,12 +891,12 @@ async fn run(
         Cmd::Getex => strings::getex(ctx, args, reply).await,
         Cmd::Getdel => strings::getdel(ctx, args, reply).await,
         Cmd::Getset => strings::getset(ctx, args, reply).await,
-        Cmd::Mget => strings::mget(ctx, args, reply),
+        Cmd::Mget => strings::mget(ctx, args, reply).await,
         Cmd::Mset => strings::mset(ctx, args, reply).await,
         Cmd::Msetnx => strings::msetnx(ctx, args, reply).await,
         Cmd::Append => strings::append(ctx, args, reply).await,
-        Cmd::Strlen => strings::strlen(ctx, args, reply),
-        Cmd::Getrange => strings::getrange(ctx, args, reply),
+        Cmd::Strlen => strings::strlen(ctx, args, reply).await,
+        Cmd::Getrange => strings::getrange(ctx, args, reply).await,
         Cmd::Setrange => strings::setrange(ctx, args, reply).await,
         Cmd::Incr => strings::incr_by(ctx, &args[0], 1, reply).await,
         Cmd::Decr => strings::incr_by(ctx, &args[0], -1, reply).await,
@@ -875,16 +912,16 @@ async fn run(
         }
         Cmd::Incrbyfloat => strings::incrbyfloat(ctx, args, reply).await,
         Cmd::Del | Cmd::Unlink => keys::del(ctx, args, reply).await,
-        Cmd::Exists => keys::exists(ctx, args, reply),
-        Cmd::Type => keys::key_type(ctx, args, reply),
+        Cmd::Exists => keys::exists(ctx, args, reply).await,
+        Cmd::Type => keys::key_type(ctx, args, reply).await,
         Cmd::Expire => keys::expire(ctx, args, reply, Unit::Seconds, false, "expire").await,
         Cmd::Pexpire => keys::expire(ctx, args, reply, Unit::Millis, false, "pexpire").await,
         Cmd::Expireat => keys::expire(ctx, args, reply, Unit::Seconds, true, "expireat").await,
         Cmd::Pexpireat => keys::expire(ctx, args, reply, Unit::Millis, true, "pexpireat").await,
-        Cmd::Ttl => keys::ttl(ctx, args, reply, Unit::Seconds, false),
-        Cmd::Pttl => keys::ttl(ctx, args, reply, Unit::Millis, false),
-        Cmd::Expiretime => keys::ttl(ctx, args, reply, Unit::Seconds, true),
-        Cmd::Pexpiretime => keys::ttl(ctx, args, reply, Unit::Millis, true),
+        Cmd::Ttl => keys::ttl(ctx, args, reply, Unit::Seconds, false).await,
+        Cmd::Pttl => keys::ttl(ctx, args, reply, Unit::Millis, false).await,
+        Cmd::Expiretime => keys::ttl(ctx, args, reply, Unit::Seconds, true).await,
+        Cmd::Pexpiretime => keys::ttl(ctx, args, reply, Unit::Millis, true).await,
         Cmd::Persist => keys::persist(ctx, args, reply).await,
         Cmd::Scan => keys::scan(ctx, args, reply),
         Cmd::Keys => keys::keys(ctx, args, reply),
@@ -918,12 +955,15 @@ async fn run(
         }
         Cmd::Reset => server::reset(ctx, reply),
         Cmd::Command => server::command(args, reply),
+        Cmd::Cluster => cluster::cluster(ctx, args, reply).await,
+        Cmd::Readonly => cluster::readonly(ctx, true, reply),
+        Cmd::Readwrite => cluster::readonly(ctx, false, reply),
         Cmd::Info => server::info(ctx, args, reply),
         Cmd::Config => server::config(ctx, args, reply),
         Cmd::Time => server::time(reply),
         Cmd::Wait => server::wait(ctx, args, reply).await,
         Cmd::Multi | Cmd::Exec | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => {
-            transaction::run_outside(ctx, spec.cmd, args, reply)
+            transaction::run_outside(ctx, spec.cmd, args, reply).await
         }
     }
 }

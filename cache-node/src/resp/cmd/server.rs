@@ -110,12 +110,22 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result
     reply.bulk(b"id");
     reply.integer(ctx.session.client.id as i64);
     reply.bulk(b"mode");
-    reply.bulk(b"standalone");
+    reply.bulk(redis_mode(ctx).as_bytes());
     reply.bulk(b"role");
     reply.bulk(b"master");
     reply.bulk(b"modules");
     reply.array(0);
     Ok(())
+}
+
+/// `cluster` with `--resp-cluster-mode`, else `standalone`: what `HELLO` and `INFO server`
+/// say, and what cluster-aware clients check.
+fn redis_mode(ctx: &Ctx<'_>) -> &'static str {
+    if ctx.state.settings.cluster_mode {
+        "cluster"
+    } else {
+        "standalone"
+    }
 }
 
 /// Sets the client's name (empty clears it), refusing spaces and control characters.
@@ -199,8 +209,8 @@ pub fn select(args: &[Bytes], reply: &mut Reply<'_>) -> Result<(), CommandError>
     Ok(())
 }
 
-/// `RESET`: ends a transaction, forgets watched keys and the name, goes back to RESP2, and
-/// logs out when the cluster has a token.
+/// `RESET`: ends a transaction, forgets watched keys and the name, goes back to RESP2 and
+/// READWRITE, and logs out when the cluster has a token.
 pub fn reset(ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> Result<(), CommandError> {
     transaction::discard(ctx);
     ctx.session.subscriptions.clear();
@@ -210,6 +220,7 @@ pub fn reset(ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> Result<(), CommandErro
         let mut names = ctx.session.client.names();
         names.name.clear();
         names.resp = 2;
+        names.readonly = false;
     }
     reply.set_protocol(Protocol::Resp2);
     reply.simple("RESET");
@@ -349,7 +360,15 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             "client-query-buffer-limit",
             ctx.state.limits.max_query.to_string(),
         ),
-        ("cluster-enabled", "no".to_string()),
+        (
+            "cluster-enabled",
+            if ctx.state.settings.cluster_mode {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
         ("replica-read-only", "yes".to_string()),
     ]
 }
@@ -433,16 +452,17 @@ fn config_set(
     Ok(())
 }
 
-/// `INFO [section ...]`: server, clients, memory, persistence, stats, replication, keyspace
-/// (all of them without a section, or for `all`, `default`, `everything`).
+/// `INFO [section ...]`: server, clients, memory, persistence, stats, replication, cluster,
+/// keyspace (all of them without a section, or for `all`, `default`, `everything`).
 pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<(), CommandError> {
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 8] = [
         "server",
         "clients",
         "memory",
         "persistence",
         "stats",
         "replication",
+        "cluster",
         "keyspace",
     ];
     let everything = args.is_empty()
@@ -476,10 +496,11 @@ fn write_section(ctx: &Ctx<'_>, section: &str, text: &mut String) {
     let _ = match section {
         "server" => write!(
             text,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\ntidecache_version:{}\r\nredis_mode:standalone\r\n\
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\ntidecache_version:{}\r\nredis_mode:{}\r\n\
              os:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\ntcp_port:{}\r\n\
              uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:cache-node\r\n",
             env!("CARGO_PKG_VERSION"),
+            redis_mode(ctx),
             std::env::consts::OS,
             std::env::consts::ARCH,
             std::process::id(),
@@ -524,6 +545,11 @@ fn write_section(ctx: &Ctx<'_>, section: &str, text: &mut String) {
              tidecache_peers_up:{}\r\n",
             if cache.is_replicated() { "yes" } else { "no" },
             cache.live_peers(),
+        ),
+        "cluster" => write!(
+            text,
+            "# Cluster\r\ncluster_enabled:{}\r\n",
+            u8::from(state.settings.cluster_mode)
         ),
         _ => {
             let live = cache.key_count();

@@ -15,8 +15,12 @@ use crate::resp::reply::Reply;
 use crate::store::{EtagMatch, Preconditions, PutError};
 
 /// `GET key`.
-pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<(), CommandError> {
-    let hit = ctx.state.cache.get(&args[0]);
+pub async fn get(
+    ctx: &mut Ctx<'_>,
+    args: &[Bytes],
+    reply: &mut Reply<'_>,
+) -> Result<(), CommandError> {
+    let hit = ctx.state.cache.get(&args[0]).await?;
     ctx.count_read(hit.is_some());
     bulk_or_null(reply, hit.as_ref().map(|hit| &hit.value[..]));
     Ok(())
@@ -25,12 +29,16 @@ pub fn get(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<(
 /// `MGET key [key ...]`: refused, before any of the reply is buffered, if the values found
 /// would make the reply larger than `--max-response-bytes` (naming one large key many times
 /// would otherwise buffer it that many times).
-pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<(), CommandError> {
+pub async fn mget(
+    ctx: &mut Ctx<'_>,
+    args: &[Bytes],
+    reply: &mut Reply<'_>,
+) -> Result<(), CommandError> {
     let max = ctx.state.cache.limits().max_response_bytes;
     let mut size = 0usize;
     let mut hits = Vec::with_capacity(args.len());
-    for key in args {
-        let hit = ctx.state.cache.get(key);
+    for hit in ctx.state.cache.get_many(args).await {
+        let hit = hit?;
         // A bulk string's header and CRLF, at most this many bytes besides the value.
         size += hit.as_ref().map_or(0, |hit| hit.value.len()) + MGET_ENTRY_OVERHEAD;
         if size > max {
@@ -50,7 +58,7 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &[Bytes], reply: &mut Reply<'_>) -> Result<
 const MGET_ENTRY_OVERHEAD: usize = 16;
 
 /// `STRLEN key`.
-pub fn strlen(
+pub async fn strlen(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],
     reply: &mut Reply<'_>,
@@ -59,13 +67,14 @@ pub fn strlen(
         .state
         .cache
         .get(&args[0])
+        .await?
         .map_or(0, |hit| hit.value.len());
     reply.integer(len as i64);
     Ok(())
 }
 
 /// `GETRANGE key start end`, with Redis' clamping of negative and out-of-range offsets.
-pub fn getrange(
+pub async fn getrange(
     ctx: &mut Ctx<'_>,
     args: &[Bytes],
     reply: &mut Reply<'_>,
@@ -75,6 +84,7 @@ pub fn getrange(
         .state
         .cache
         .get(&args[0])
+        .await?
         .map(|hit| hit.value)
         .unwrap_or_default();
     let len = value.len() as i64;
@@ -254,7 +264,7 @@ pub async fn set(
         let stored = match ctx.expiry(lifetime, None, now)? {
             Expiry::At(expires_at) => write(ctx, key, value, expires_at, conditions).await?,
             Expiry::Past => {
-                let current = ctx.state.cache.get(&key);
+                let current = ctx.state.cache.get(&key).await?;
                 let allowed = !(options.nx && current.is_some() || options.xx && current.is_none());
                 if allowed {
                     delete_quietly(ctx, key).await?;
@@ -429,9 +439,9 @@ pub async fn getex(
     reply: &mut Reply<'_>,
 ) -> Result<(), CommandError> {
     let Some(lifetime) = Options::parse(&args[1..], Command::Getex)?.lifetime else {
-        return get(ctx, args, reply);
+        return get(ctx, args, reply).await;
     };
-    if ctx.state.cache.get(&args[0]).is_none() {
+    if ctx.state.cache.get(&args[0]).await?.is_none() {
         ctx.count_read(false);
         reply.null();
         return Ok(());
@@ -506,10 +516,12 @@ pub async fn msetnx(
     writes.reverse();
     writes.retain(|write| seen.insert(write.key.clone()));
     writes.reverse();
-    if writes
-        .iter()
-        .any(|write| ctx.state.cache.get(&write.key).is_some())
-    {
+    let keys: Vec<Bytes> = writes.iter().map(|write| write.key.clone()).collect();
+    let mut present = false;
+    for hit in ctx.state.cache.get_many(&keys).await {
+        present |= hit?.is_some();
+    }
+    if present {
         reply.integer(0);
         return Ok(());
     }

@@ -41,7 +41,7 @@ pub async fn in_multi(
 }
 
 /// The transaction commands outside `MULTI`.
-pub fn run_outside(
+pub async fn run_outside(
     ctx: &mut Ctx<'_>,
     cmd: Cmd,
     args: &[Bytes],
@@ -65,7 +65,7 @@ pub fn run_outside(
                     .iter()
                     .any(|(watched, _)| watched == key)
                 {
-                    let version = ctx.state.cache.get(key).map(|hit| hit.version);
+                    let version = ctx.state.cache.get(key).await?.map(|hit| hit.version);
                     ctx.session
                         .watched
                         .push((Bytes::copy_from_slice(key), version));
@@ -95,11 +95,10 @@ pub fn discard(ctx: &mut Ctx<'_>) {
 async fn exec(ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> Result<(), CommandError> {
     let queued = ctx.session.multi.take().unwrap_or_default();
     let failed = ctx.session.multi_failed;
-    let unchanged = ctx
-        .session
-        .watched
-        .iter()
-        .all(|(key, version)| ctx.state.cache.get(key).map(|hit| hit.version) == *version);
+    let mut unchanged = true;
+    for (key, version) in &ctx.session.watched {
+        unchanged &= ctx.state.cache.get(key).await?.map(|hit| hit.version) == *version;
+    }
     discard(ctx);
     if failed {
         return Err(CommandError::ExecAbort);
