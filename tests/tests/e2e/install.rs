@@ -318,7 +318,11 @@ pub async fn printer_columns(env: &Env) -> TestResult {
                 .unwrap_or_default()
                 .split_whitespace()
                 .collect();
-            if header != ["NAME", "REPLICAS", "READY", "ZONES", "SCHEDULE", "AGE"] {
+            if header
+                != [
+                    "NAME", "REPLICAS", "READY", "ZONES", "MODE", "SCHEDULE", "AGE",
+                ]
+            {
                 return Err(format!("header {header:?}"));
             }
             let row = out
@@ -327,8 +331,8 @@ pub async fn printer_columns(env: &Env) -> TestResult {
                 .unwrap_or_default()
                 .to_owned();
             let cells: Vec<&str> = row.split_whitespace().collect();
-            let ok = cells.len() >= 5
-                && cells[..4] == ["demo", "3", "3", "3"]
+            let ok = cells.len() >= 6
+                && cells[..5] == ["demo", "3", "3", "3", "Full"]
                 && row.contains("* * * * * (UTC)");
             if ok {
                 Ok(Some(out))
