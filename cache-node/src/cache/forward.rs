@@ -162,11 +162,7 @@ impl Cache {
     /// Sends `request` to the first of `owners` that takes it.
     async fn forward(&self, owners: &[Peer], request: &Request) -> Result<Response, Unreachable> {
         let unreachable = |reason: String| Unreachable {
-            owners: owners
-                .iter()
-                .map(Peer::address)
-                .collect::<Vec<_>>()
-                .join(", "),
+            owners: addresses(owners),
             reason,
         };
         let Some(replication) = &self.replication else {
@@ -380,11 +376,16 @@ impl Cache {
 /// An owner's answer of the wrong kind or length.
 fn mismatch(owners: &[Peer]) -> Unreachable {
     Unreachable {
-        owners: owners
-            .iter()
-            .map(Peer::address)
-            .collect::<Vec<_>>()
-            .join(", "),
+        owners: addresses(owners),
         reason: "the owner's answer does not match the request".into(),
     }
+}
+
+/// The owners' addresses, as a refusal names them.
+fn addresses(owners: &[Peer]) -> String {
+    owners
+        .iter()
+        .map(Peer::address)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
