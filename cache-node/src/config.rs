@@ -16,7 +16,7 @@ use crate::base::tls::TlsFiles;
 use crate::cache::Limits;
 use crate::http::{PROBE_RESERVE, ServeSettings};
 use crate::persist::{FsyncPolicy, PersistSettings};
-use crate::replication::{AckLevel, Mode, ReplicationSettings, TransportSettings};
+use crate::replication::{AckLevel, Mode, MoveSettings, ReplicationSettings, TransportSettings};
 use crate::resp::{NotifyFlags, RespBounds};
 use crate::store::{DEFAULT_SHARDS, EvictionPolicy, StoreConfig};
 use tidecache_contract::units::{parse_duration, parse_size};
@@ -230,6 +230,17 @@ pub struct Config {
     #[arg(long, env = "TIDECACHE_PEERS_SERVICE")]
     pub peers_service: Option<String>,
 
+    /// A file listing the cluster's nodes as --peers does (host:port[@zone], separated by
+    /// commas or newlines; `#` starts a comment), read again every 500 ms: membership that
+    /// changes while the nodes run, outside Kubernetes. Replace it atomically (write a
+    /// temporary file, rename it over this one); while it cannot be read the last list stays.
+    #[arg(
+        long,
+        env = "TIDECACHE_PEERS_FILE",
+        conflicts_with_all = ["peers", "peers_service"]
+    )]
+    pub peers_file: Option<PathBuf>,
+
     /// Which nodes hold a key: full (every node) or partitioned (--replication-factor owners
     /// per hash slot, the others forward).
     #[arg(long, env = "TIDECACHE_MODE", value_enum, default_value_t = flag::ReplicationMode::Full)]
@@ -250,6 +261,17 @@ pub struct Config {
     /// for cluster-aware clients. Partitioned mode only.
     #[arg(long, env = "TIDECACHE_RESP_CLUSTER_MODE")]
     pub resp_cluster_mode: bool,
+
+    /// Partitioned mode: at most this many partitions (of 1024) move to this node at once,
+    /// so that a joining node does not ask everything of its peers in one go.
+    #[arg(long, env = "TIDECACHE_MAX_MOVING_PARTITIONS", default_value_t = 64)]
+    pub max_moving_partitions: usize,
+
+    /// Partitioned mode: how long a stopping node that the membership no longer lists (a
+    /// deleted pod) keeps serving until the new owners hold its partitions; keep it below
+    /// the pod's termination grace period less --drain-timeout.
+    #[arg(long, env = "TIDECACHE_HANDOFF_TIMEOUT", default_value = "40s", value_parser = parse_duration)]
+    pub handoff_timeout: Duration,
 
     /// How many replicas acknowledge a write that does not say (Tidecache-Ack): one (this
     /// node), quorum (a majority) or all.
@@ -301,6 +323,8 @@ pub enum PeerSource {
     Static(Vec<String>),
     /// `--peers-service`.
     Service(String),
+    /// `--peers-file`.
+    File(PathBuf),
 }
 
 /// A validated replication setup.
@@ -668,16 +692,21 @@ impl Config {
 
     /// The replication setup, if peers are configured.
     fn replication(&self) -> Result<Option<ReplicationConfig>, ConfigError> {
-        let peers = match (&self.peers_service, self.peers.is_empty()) {
-            (Some(service), _) => PeerSource::Service(service.clone()),
-            (None, false) => PeerSource::Static(self.peers.clone()),
-            (None, true) if self.mode == flag::ReplicationMode::Partitioned => {
-                return Err(ConfigError::Needs {
-                    flag: "mode=partitioned",
-                    needs: "--peers or --peers-service (the nodes the keys are spread over)",
-                });
-            }
-            (None, true) => return Ok(None),
+        // clap refuses more than one of the three.
+        let peers = if let Some(service) = &self.peers_service {
+            PeerSource::Service(service.clone())
+        } else if let Some(path) = &self.peers_file {
+            PeerSource::File(path.clone())
+        } else if !self.peers.is_empty() {
+            PeerSource::Static(self.peers.clone())
+        } else if self.mode == flag::ReplicationMode::Partitioned {
+            return Err(ConfigError::Needs {
+                flag: "mode=partitioned",
+                needs: "--peers, --peers-file or --peers-service (the nodes the keys are spread \
+                        over)",
+            });
+        } else {
+            return Ok(None);
         };
         let mode = match self.mode {
             flag::ReplicationMode::Full => Mode::Full,
@@ -717,6 +746,10 @@ impl Config {
                 peer_credential: self.peer_credential()?,
                 mode,
                 zone: self.zone.clone(),
+                moves: MoveSettings {
+                    max_concurrent: self.max_moving_partitions.max(1),
+                    handoff_timeout: self.handoff_timeout,
+                },
                 // The cache holds peers' records to the node's request limits.
                 ..ReplicationSettings::default()
             },
@@ -1062,6 +1095,19 @@ mod tests {
             PeerSource::Service("demo-peers".into())
         );
         assert!(validate(&["--peers=a:1", "--peers-service=s"]).is_err());
+        let file = validate(&["--peers-file=peers.txt"]).expect("valid");
+        assert_eq!(
+            file.replication.expect("on").peers,
+            PeerSource::File("peers.txt".into())
+        );
+        for other in ["--peers=a:1", "--peers-service=s"] {
+            let error = Config::try_parse_from(["cache-node", "--peers-file=peers.txt", other])
+                .expect_err("one source of peers");
+            assert!(
+                error.to_string().contains("cannot be used with"),
+                "{other}: {error}"
+            );
+        }
         assert!(validate(&["--peers=a:1", "--ack=most"]).is_err());
         assert!(validate(&["--peers=a:1", "--replication-queue=0"]).is_err());
     }

@@ -20,14 +20,19 @@ use crate::config::{CapacitySource, PeerSource, ReplicationConfig, Settings};
 use crate::http::{self, AppState};
 use crate::replication::Discovery;
 use crate::replication::endpoint_slices::EndpointSlicePeers;
-use crate::replication::membership::{self, DnsPeers, StaticPeers};
+use crate::replication::membership::{self, DnsPeers, PeersFile, StaticPeers};
 use crate::resp::{self, RespSettings, RespState};
 
 /// How often `--peers-service` is resolved again.
 const DNS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often `--peers-file` is read again: a small file, and a member that joins or leaves
+/// is seen within half a second.
+const PEERS_FILE_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Serves HTTP on `listener` (and RESP on `--resp-listen`, bound here) with the wall clock
 /// until `shutdown` completes, then shuts down in this order:
+/// 0. in partitioned mode, a node the membership dropped hands its partitions over;
 /// 1. stop accepting: `/readyz` turns 503 and both listeners close;
 /// 2. drain: in-flight requests and commands get up to the drain timeout to finish;
 /// 3. stop replication: no record is sent to or applied from a peer any more;
@@ -130,9 +135,13 @@ pub async fn serve(
     let http = {
         let stop = stop.clone();
         let signalled = stop.clone();
+        let handing_over = cache.clone();
         let shutdown = async move {
             tokio::select! {
-                () = shutdown => {}
+                () = shutdown => {
+                    // A departing node serves on until its partitions' new owners hold them.
+                    handing_over.hand_over().await;
+                }
                 () = signalled.cancelled() => {}
             }
             // RESP stops accepting at the same moment as HTTP.
@@ -272,18 +281,21 @@ async fn bind(address: Option<SocketAddr>, what: &str) -> io::Result<Option<TcpL
     })
 }
 
-/// The peers of a replicated node: the static `--peers` list, or the headless Service's
-/// EndpointSlices inside a cluster (its DNS name outside one).
 /// The port `listener` is bound to, if there is one.
 fn port_of(listener: Option<&TcpListener>) -> Option<u16> {
     Some(listener?.local_addr().ok()?.port())
 }
 
+/// The peers of a replicated node: the static `--peers` list, the `--peers-file`, or the
+/// headless Service's EndpointSlices inside a cluster (its DNS name outside one).
 async fn peers(config: &ReplicationConfig, listen: SocketAddr) -> Peers {
     let own = membership::own_addresses(listen).await;
     let discovery: Box<dyn Discovery> = match &config.peers {
         PeerSource::Static(list) => {
             Box::new(StaticPeers::resolved(list.iter().map(String::as_str), &own).await)
+        }
+        PeerSource::File(path) => {
+            Box::new(PeersFile::new(path.clone(), own, PEERS_FILE_INTERVAL).await)
         }
         PeerSource::Service(service) => {
             match EndpointSlicePeers::in_cluster(service, listen.port(), &own).await {

@@ -30,6 +30,9 @@ pub trait Replica: std::fmt::Debug + Send + Sync + 'static {
     /// The entries and tombstones in the `(bucket, range)` pairs of `ranges` (see
     /// [`NO_EXPIRY_BUCKET`](super::digest::NO_EXPIRY_BUCKET)) with versions `cutoff` includes, found in one scan.
     fn range_records(&self, ranges: &HashSet<(i64, u16)>, cutoff: Cutoff) -> Vec<Record>;
+    /// Removes from memory, without journaling, every entry and tombstone whose key `keep`
+    /// refuses (partitions this node no longer holds); returns how many.
+    fn discard(&self, keep: &dyn Fn(&[u8]) -> bool) -> u64;
 }
 
 /// What applying a received record did.

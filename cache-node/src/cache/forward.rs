@@ -138,6 +138,11 @@ pub enum ForwardError {
     /// The body is not a forwarding request.
     #[error("not a forwarded request: {0}")]
     Malformed(#[from] postcard::Error),
+    /// The request names a key of a partition this node neither owns nor keeps: the sender
+    /// routed by a membership or holdings this node has moved on from, and tries the next
+    /// owner.
+    #[error("this node does not hold the partition of a forwarded key (it moved); ask its owners")]
+    NotHeld,
     /// The request holds more entries than a batch may.
     #[error("a forwarded request holds {entries} entries, more than the batch limit {max}")]
     TooLarge {
@@ -153,7 +158,7 @@ type Groups<T> = BTreeMap<Vec<Peer>, Vec<(usize, T)>>;
 
 impl Cache {
     /// Where `key` is served from.
-    pub(super) fn route(&self, key: &[u8]) -> Route {
+    pub fn route(&self, key: &[u8]) -> Route {
         self.replication
             .as_ref()
             .map_or(Route::Local, |replication| replication.route(key))
@@ -194,6 +199,18 @@ impl Cache {
         let max = self.limits.max_batch_entries.max(1);
         if entries > max {
             return Err(ForwardError::TooLarge { entries, max });
+        }
+        if let Some(replication) = &self.replication {
+            let held = match &request {
+                Request::Get(keys) => keys.iter().all(|key| replication.holds(key)),
+                Request::Put { writes, .. } => writes.iter().all(|w| replication.holds(&w.key)),
+                Request::Delete { deletes, .. } => {
+                    deletes.iter().all(|(key, _)| replication.holds(key))
+                }
+            };
+            if !held {
+                return Err(ForwardError::NotHeld);
+            }
         }
         let response = match request {
             Request::Get(keys) => Response::Get(keys.iter().map(|k| self.store.get(k)).collect()),

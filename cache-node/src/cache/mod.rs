@@ -34,9 +34,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use tidecache_contract::placement;
 
 pub use budget::{Budget, Charge};
 pub use error::{Unreachable, WriteError};
+pub use forward::ForwardError;
 pub use limits::{Lifetime, LifetimeError, Limits};
 pub use update::{Edit, UpdateError};
 pub use write::Write;
@@ -49,7 +51,8 @@ use crate::metrics::Metrics;
 use crate::persist::{self, Log, PersistSettings};
 use crate::replication::wire::Fetch;
 use crate::replication::{
-    Discovery, ReceiveError, Received, RecordLimits, Replication, ReplicationSettings, Topology,
+    Discovery, Holdings, ReceiveError, Received, RecordLimits, Replication, ReplicationSettings,
+    Topology,
 };
 use crate::store::{Store, StoreConfig};
 use crate::sweeper;
@@ -207,9 +210,17 @@ impl Cache {
         );
         let store = self.store.clone();
         let metrics = self.metrics.clone();
+        // Partitioned mode: only this node's partitions, where the membership already says
+        // which they are (the rest of the shared volume is other nodes' to load).
+        let owned = self
+            .replication
+            .as_ref()
+            .and_then(|replication| replication.owned_partitions());
         let log = tokio::task::spawn_blocking(move || {
             let root = settings.root();
-            persist::warm_start(&root, &*store, metrics.persistence())
+            let wanted =
+                |key: &[u8]| owned.is_none_or(|owned| owned.contains(placement::partition_of(key)));
+            persist::warm_start_keys(&root, &*store, metrics.persistence(), &wanted)
                 .map_err(|error| io::Error::other(format!("warm start failed: {error}")))?;
             let log = Arc::new(Log::start(
                 &settings,
@@ -359,6 +370,24 @@ impl Cache {
         Ok(self.replication()?.fetch(fetch))
     }
 
+    /// What this node holds of each partition, for a peer's moves (partitioned mode).
+    ///
+    /// # Errors
+    /// [`PeerError::NotReplicated`]; [`PeerError::NotPartitioned`] in full mode.
+    pub fn holdings(&self) -> Result<Holdings, PeerError> {
+        self.replication()?
+            .holdings()
+            .ok_or(PeerError::NotPartitioned)
+    }
+
+    /// Hands this node's partitions over to their new owners before it stops (partitioned
+    /// mode; see [`Replication::hand_over`]).
+    pub async fn hand_over(&self) {
+        if let Some(replication) = &self.replication {
+            replication.hand_over().await;
+        }
+    }
+
     fn replication(&self) -> Result<&Replication, PeerError> {
         self.replication.as_deref().ok_or(PeerError::NotReplicated)
     }
@@ -370,6 +399,9 @@ pub enum PeerError {
     /// This node has no peers.
     #[error("this node does not replicate")]
     NotReplicated,
+    /// The node holds every key (full mode): no partitions to tell of.
+    #[error("this node is not partitioned")]
+    NotPartitioned,
     /// Still loading, or a damaged batch.
     #[error(transparent)]
     Receive(#[from] ReceiveError),

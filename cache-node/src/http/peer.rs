@@ -16,11 +16,11 @@ use serde_json::json;
 use super::AppState;
 use crate::base::digest::Cutoff;
 use crate::base::node_info::{NODE_PATH, NodeInfo};
-use crate::cache::{Limits, PeerError};
+use crate::cache::{ForwardError, Limits, PeerError};
 use crate::replication::ReceiveError;
 use crate::replication::wire::{
-    DIGESTS_PATH, FETCH_PATH, FORWARD_CONTENT_TYPE, FORWARD_PATH, Fetch, REPLICATE_PATH,
-    SEGMENT_CONTENT_TYPE,
+    DIGESTS_PATH, FETCH_PATH, FORWARD_CONTENT_TYPE, FORWARD_PATH, Fetch, PARTITIONS_PATH,
+    REPLICATE_PATH, SEGMENT_CONTENT_TYPE,
 };
 
 /// The internal routes. A batch holds up to the transport's batch size, and one record may
@@ -39,6 +39,7 @@ pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
         .route(DIGESTS_PATH, get(digests))
         .route(FETCH_PATH, post(fetch))
         .route(NODE_PATH, get(node))
+        .route(PARTITIONS_PATH, get(partitions))
 }
 
 /// Applies a batch. 200 with how many records changed the store; 503 while loading and 400
@@ -68,11 +69,25 @@ async fn forward(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     }
     match state.cache.serve_forwarded(&body).await {
         Ok(answer) => ([(header::CONTENT_TYPE, FORWARD_CONTENT_TYPE)], answer).into_response(),
+        // 503: the sender moves on to the next owner, since nothing was served here.
+        Err(error @ ForwardError::NotHeld) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": "not_held", "message": error.to_string() })),
+        )
+            .into_response(),
         Err(error) => (
             StatusCode::BAD_REQUEST,
             axum::Json(json!({ "error": "bad_forward", "message": error.to_string() })),
         )
             .into_response(),
+    }
+}
+
+/// What this node holds of each partition (partitioned mode's moves): 404 in full mode.
+async fn partitions(State(state): State<Arc<AppState>>) -> Response {
+    match state.cache.holdings() {
+        Ok(holdings) => axum::Json(holdings).into_response(),
+        Err(error) => refusal(&error),
     }
 }
 
@@ -110,7 +125,7 @@ async fn node(State(state): State<Arc<AppState>>) -> axum::Json<NodeInfo> {
 
 fn refusal(error: &PeerError) -> Response {
     let (status, code) = match error {
-        PeerError::NotReplicated => (StatusCode::NOT_FOUND, "no_route"),
+        PeerError::NotReplicated | PeerError::NotPartitioned => (StatusCode::NOT_FOUND, "no_route"),
         PeerError::Receive(ReceiveError::NotAccepting) => {
             (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
         }

@@ -32,7 +32,7 @@ use tidecache_contract::disk::{ClusterRoot, ObjectName, Record};
 pub use log::Log;
 pub use metrics::PersistMetrics;
 pub use policy::FsyncPolicy;
-pub use warm_start::warm_start;
+pub use warm_start::{warm_start, warm_start_keys};
 
 /// Where and how this node persists.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,6 +60,8 @@ pub struct LoadReport {
     pub corrupt_records: u64,
     /// The bytes of those regions.
     pub corrupt_bytes: u64,
+    /// Records skipped because their keys belong to other nodes (partitioned mode).
+    pub elsewhere: u64,
     /// Torn tails ignored.
     pub torn_tails: u64,
     /// Segments that could not be read at all.
@@ -78,6 +80,20 @@ pub fn warm_start(
     root: &ClusterRoot,
     store: &dyn Loader,
     metrics: &PersistMetrics,
+) -> Result<LoadReport, DiskError> {
+    warm_start_keys(root, store, metrics, &|_| true)
+}
+
+/// As [`warm_start`], loading only the keys `wanted` accepts: in partitioned mode, those of
+/// the partitions this node owns (the shared volume holds every node's segments).
+///
+/// # Errors
+/// As [`warm_start`].
+pub fn warm_start_keys(
+    root: &ClusterRoot,
+    store: &dyn Loader,
+    metrics: &PersistMetrics,
+    wanted: &dyn Fn(&[u8]) -> bool,
 ) -> Result<LoadReport, DiskError> {
     let started = Instant::now();
     let mut report = LoadReport::default();
@@ -115,6 +131,10 @@ pub fn warm_start(
             match item {
                 Ok(Decoded::Record { record, .. }) => {
                     report.records += 1;
+                    if !wanted(&record.key) {
+                        report.elsewhere += 1;
+                        continue;
+                    }
                     let winner = Winner {
                         version: record.version,
                         value: record.value,
@@ -219,6 +239,7 @@ pub fn warm_start(
         deleted = report.deleted,
         expired = report.expired,
         refused = report.refused,
+        other_nodes = report.elsewhere,
         expired_buckets = report.expired_buckets,
         corrupt_records = report.corrupt_records,
         corrupt_bytes = report.corrupt_bytes,

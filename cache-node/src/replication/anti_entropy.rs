@@ -22,7 +22,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tidecache_contract::placement::partition_of;
+
 use super::admit::{self, RecordLimits};
+use super::holdings::PartitionSet;
 use super::membership::Peer;
 use super::metrics::ReplicationMetrics;
 use super::placement::Placement;
@@ -77,6 +80,18 @@ pub struct PassReport {
     pub repaired: u64,
 }
 
+/// What one synchronisation with a peer covers.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// The periodic pass: versions older than the in-flight grace, of the ranges both nodes
+    /// hold; persisted only in partitioned mode (in full mode the accepting node did).
+    Periodic,
+    /// The join catch-up: every version, persisted.
+    CatchUp,
+    /// A partition move: every version of these partitions, persisted.
+    Pull(&'a PartitionSet),
+}
+
 /// Runs anti-entropy passes against peers.
 #[derive(Debug, Clone)]
 pub struct AntiEntropy {
@@ -105,7 +120,12 @@ impl AntiEntropy {
         let started = Instant::now();
         let mut report = PassReport::default();
         for peer in peers {
-            match self.sync_with(peer, persist, &mut report).await {
+            let scope = if persist {
+                Scope::CatchUp
+            } else {
+                Scope::Periodic
+            };
+            match self.sync_with(peer, scope, &mut report).await {
                 Ok(()) => report.peers_ok += 1,
                 Err(error) => {
                     report.peers_failed += 1;
@@ -124,18 +144,36 @@ impl AntiEntropy {
         report
     }
 
+    /// Pulls from `peer` the data of `partitions` (partitioned mode) this node lacks: a pass
+    /// restricted to them, over every version, persisted as the owner's own. Returns the
+    /// records that changed this node's store.
+    ///
+    /// # Errors
+    /// [`SyncError`] when the peer could not be asked or answered badly: the partitions are
+    /// then not complete from it.
+    pub async fn pull(&self, peer: &Peer, partitions: &PartitionSet) -> Result<u64, SyncError> {
+        let mut report = PassReport::default();
+        self.sync_with(peer, Scope::Pull(partitions), &mut report)
+            .await?;
+        Ok(report.repaired)
+    }
+
     async fn sync_with(
         &self,
         peer: &Peer,
-        persist: bool,
+        scope: Scope<'_>,
         report: &mut PassReport,
     ) -> Result<(), SyncError> {
         // Both sides summarise the same versions: those older than the grace (writes still on
-        // their way through the transport are not differences). The catch-up takes everything.
+        // their way through the transport are not differences). The catch-up and pulls take
+        // everything.
         let now = self.clock.now();
+        let every_version = !matches!(scope, Scope::Periodic);
+        // Owners persist what they hold (partitioned mode), repairs included.
+        let persist = every_version || self.placement.mode() != super::Mode::Full;
         let cutoff = Cutoff {
             ranges: self.placement.key_ranges(),
-            before: if persist {
+            before: if every_version {
                 u64::MAX
             } else {
                 hlc::physical(Timestamp::from_millis(
@@ -158,11 +196,13 @@ impl AntiEntropy {
             .map(|digest| ((digest.bucket, digest.range), digest))
             .collect();
         // In partitioned mode a range is a partition, and only those both nodes own are
-        // compared: the others are not this node's to hold, or not the peer's to give.
+        // compared (the others are not this node's to hold, or not the peer's to give), or
+        // in a pull those asked for.
         let topology = self.placement.topology();
-        let shared = |range: u16| match &topology {
-            None => true,
-            Some(topology) => {
+        let shared = |range: u16| match (&topology, scope) {
+            (None, _) => true,
+            (Some(_), Scope::Pull(partitions)) => partitions.contains(usize::from(range)),
+            (Some(topology), Scope::Periodic | Scope::CatchUp) => {
                 let partition = usize::from(range);
                 topology.owns_partition(partition)
                     && topology
@@ -212,8 +252,14 @@ impl AntiEntropy {
             // batch the peer retries, and the good ones repair what they can.
             let (mut records, refusals) =
                 admit::admit(&self.limits, records, self.clock.now(), &self.metrics);
-            if let Some(topology) = &topology {
-                records.retain(|record| topology.owns(&record.key));
+            match (&topology, scope) {
+                (None, _) => {}
+                (Some(_), Scope::Pull(partitions)) => {
+                    records.retain(|record| partitions.contains(partition_of(&record.key)));
+                }
+                (Some(topology), Scope::Periodic | Scope::CatchUp) => {
+                    records.retain(|record| topology.owns(&record.key));
+                }
             }
             if let Some(first) = refusals.first() {
                 tracing::warn!(

@@ -86,10 +86,21 @@ impl EndpointSlicePeers {
 /// Every endpoint of a slice on `port` (ready or not: a starting pod already takes
 /// replicated writes, as the Service publishes not-ready addresses), known by its pod's name
 /// and in its zone where the slice says them, `own` marked local.
+///
+/// Except terminating ones: a pod being deleted (a scale-down, a rolling update) is leaving,
+/// and leaving it out while it still runs and serves lets the others take its partitions
+/// over from it before it exits, instead of after.
 fn slice_peers(slice: &EndpointSlice, port: u16, own: &BTreeSet<IpAddr>) -> BTreeSet<Peer> {
     slice
         .endpoints
         .iter()
+        .filter(|endpoint| {
+            !endpoint
+                .conditions
+                .as_ref()
+                .and_then(|conditions| conditions.terminating)
+                .unwrap_or(false)
+        })
         .flat_map(|endpoint| {
             let name = endpoint
                 .target_ref
@@ -189,7 +200,7 @@ impl Discovery for EndpointSlicePeers {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ObjectReference;
-    use k8s_openapi::api::discovery::v1::Endpoint;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
 
     use super::*;
 
@@ -254,6 +265,26 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn terminating_pods_are_left_out_while_they_still_serve() {
+        let mut slice = slice(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        let conditions = |terminating: bool| {
+            Some(EndpointConditions {
+                ready: Some(!terminating),
+                serving: Some(true),
+                terminating: Some(terminating),
+            })
+        };
+        slice.endpoints[1].conditions = conditions(true);
+        slice.endpoints[2].conditions = conditions(false);
+        let ids: Vec<String> = slice_peers(&slice, 80, &BTreeSet::new())
+            .iter()
+            .map(|p| p.id().to_string())
+            .collect();
+        // cache-0 says nothing of its conditions (taken as not terminating).
+        assert_eq!(ids, ["cache-0", "cache-2"]);
     }
 
     #[test]

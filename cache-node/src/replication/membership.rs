@@ -4,6 +4,9 @@
 //! know which is in use:
 //! - [`StaticPeers`]: `--peers host:port,...` (local runs and tests). The list may include
 //!   this node's own address, so every node of a cluster can be given the same list.
+//! - [`PeersFile`]: `--peers-file PATH`, entries as in `--peers`, read again twice a second:
+//!   membership that changes while nodes run without Kubernetes (a configuration tool
+//!   rewrites the file; tests join and remove nodes).
 //! - [`DnsPeers`]: `--peers-service` names a Kubernetes headless Service; its DNS name
 //!   resolves to the address of every ready pod behind it, re-resolved every few seconds.
 //!   This needs no API access (no RBAC) and follows pods as they come and go at the pace of
@@ -13,6 +16,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,6 +199,137 @@ impl Discovery for StaticPeers {
     }
 }
 
+/// The entries of a peers file: `--peers` entries separated by commas and/or newlines, with
+/// blank lines and everything from a `#` to the end of its line ignored, so that the file can
+/// say which machine each address is.
+fn file_entries(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(|line| {
+            line.split_once('#')
+                .map_or(line, |(entries, _comment)| entries)
+        })
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+}
+
+/// Why the peers file could not be read; the last list it gave stays in use.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the peers file {}: {source}", path.display())]
+pub struct PeersFileError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// The members listed in a file (`--peers-file`), read again every `interval`: a static list
+/// that can change while the node runs, for deployments without Kubernetes (a configuration
+/// tool rewrites the file) and for tests that add and remove nodes. Writers should replace
+/// the file atomically (write a temporary file, rename it over this one), so that a read
+/// never sees half a list.
+#[derive(Debug)]
+pub struct PeersFile {
+    path: PathBuf,
+    /// This node's own addresses, marked local as [`StaticPeers::resolved`] marks them.
+    own: Vec<SocketAddr>,
+    interval: Duration,
+    /// The list the file gave when the node started (empty if it could not be read then).
+    initial: PeerList,
+    /// The text the last published list came from: an unchanged file is not resolved again.
+    text: Option<String>,
+    /// The last read's error, so that a file that stays unreadable is warned about once
+    /// rather than on every read.
+    error: Option<String>,
+}
+
+impl PeersFile {
+    /// The members listed in `path` now, the entries resolving to `own` marked local, and
+    /// read again every `interval` once running. A file that cannot be read yet gives an
+    /// empty list (with a warning) until it can.
+    pub async fn new(path: PathBuf, own: Vec<SocketAddr>, interval: Duration) -> PeersFile {
+        let mut file = PeersFile {
+            path,
+            own,
+            interval,
+            initial: PeerList::from(Vec::new()),
+            text: None,
+            error: None,
+        };
+        if let Some(peers) = file.read().await {
+            file.initial = peers;
+        }
+        file
+    }
+
+    /// Reads the file: the list it gives if its text changed since the last read, `None` if
+    /// it did not or if the file cannot be read (warned about when the error is new).
+    async fn read(&mut self) -> Option<PeerList> {
+        match tokio::fs::read_to_string(&self.path).await {
+            Ok(text) => {
+                if self.error.take().is_some() {
+                    tracing::info!(path = %self.path.display(), "the peers file is readable again");
+                }
+                if self.text.as_ref() == Some(&text) {
+                    return None;
+                }
+                let peers = StaticPeers::resolved(file_entries(&text), &self.own)
+                    .await
+                    .peers;
+                self.text = Some(text);
+                Some(peers)
+            }
+            Err(source) => {
+                let error = PeersFileError {
+                    path: self.path.clone(),
+                    source,
+                };
+                let message = error.to_string();
+                if self.error.as_ref() != Some(&message) {
+                    tracing::warn!(%error, "keeping the last peers");
+                    self.error = Some(message);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Discovery for PeersFile {
+    fn initial(&self) -> PeerList {
+        self.initial.clone()
+    }
+
+    fn run(
+        mut self: Box<Self>,
+        tx: watch::Sender<PeerList>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut ticker = tokio::time::interval(self.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = tx.closed() => return,
+                }
+                let Some(peers) = self.read().await else {
+                    continue;
+                };
+                tx.send_if_modified(|current| {
+                    let changed = *current != peers;
+                    if changed {
+                        tracing::info!(
+                            path = %self.path.display(),
+                            peers = ?peers.iter().map(Peer::address).collect::<Vec<_>>(),
+                            "peers changed (peers file)"
+                        );
+                        *current = peers;
+                    }
+                    changed
+                });
+            }
+        })
+    }
+}
+
 /// The pods behind a headless Service, found by resolving its DNS name (`--peers-service`).
 /// The Service should publish not-ready addresses, so that a starting pod can catch up from
 /// its peers (and they can reach it) before it reports ready.
@@ -338,6 +473,94 @@ mod tests {
                 ("missing-port".into(), None, false),
             ]
         );
+    }
+
+    /// Replaces `path` with `text` as a configuration tool should: a temporary file renamed
+    /// over it.
+    fn rewrite(path: &std::path::Path, text: &str) {
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, text).expect("write the temporary file");
+        std::fs::rename(&temporary, path).expect("rename over the peers file");
+    }
+
+    /// Waits up to 10 s for discovery to publish a new list.
+    async fn next_list(rx: &mut watch::Receiver<PeerList>) -> Vec<(String, Option<String>, bool)> {
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .expect("a new list within 10 s")
+            .expect("the sender is alive");
+        seen(&rx.borrow_and_update())
+    }
+
+    #[tokio::test]
+    async fn the_peers_file_is_followed_as_it_is_rewritten() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("peers");
+        rewrite(
+            &path,
+            "# the cluster\n127.0.0.1:7000@zone-a  # this node\n\n127.0.0.1:7001,127.0.0.1:7002@zone-b,\n",
+        );
+        let own: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let file = PeersFile::new(path.clone(), vec![own], Duration::from_millis(10)).await;
+        assert_eq!(
+            seen(&file.initial()),
+            [
+                ("127.0.0.1:7000".into(), Some("zone-a".into()), true),
+                ("127.0.0.1:7001".into(), None, false),
+                ("127.0.0.1:7002".into(), Some("zone-b".into()), false),
+            ]
+        );
+        let (tx, mut rx) = watch::channel(file.initial());
+        let task = tokio::spawn(Box::new(file).run(tx));
+
+        // A node joins and another leaves.
+        rewrite(
+            &path,
+            "127.0.0.1:7000@zone-a\n127.0.0.1:7002@zone-b\n127.0.0.1:7003@zone-b\n",
+        );
+        assert_eq!(
+            next_list(&mut rx).await,
+            [
+                ("127.0.0.1:7000".into(), Some("zone-a".into()), true),
+                ("127.0.0.1:7002".into(), Some("zone-b".into()), false),
+                ("127.0.0.1:7003".into(), Some("zone-b".into()), false),
+            ]
+        );
+
+        // The same members written differently, then no file at all: the list stays.
+        rewrite(
+            &path,
+            "127.0.0.1:7003@zone-b, 127.0.0.1:7002@zone-b, 127.0.0.1:7000@zone-a",
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::remove_file(&path).expect("remove the peers file");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!rx.has_changed().expect("the sender is alive"));
+        assert_eq!(rx.borrow().len(), 3);
+
+        // The file comes back with other members.
+        rewrite(&path, "127.0.0.1:7000\n");
+        assert_eq!(
+            next_list(&mut rx).await,
+            [("127.0.0.1:7000".into(), None, true)]
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_missing_peers_file_starts_empty_and_is_read_once_it_exists() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("peers");
+        let file = PeersFile::new(path.clone(), Vec::new(), Duration::from_millis(10)).await;
+        assert!(file.initial().is_empty());
+        let (tx, mut rx) = watch::channel(file.initial());
+        let task = tokio::spawn(Box::new(file).run(tx));
+        rewrite(&path, "127.0.0.1:7001");
+        assert_eq!(
+            next_list(&mut rx).await,
+            [("127.0.0.1:7001".into(), None, false)]
+        );
+        task.abort();
     }
 
     /// Runs DNS discovery of `service` until it publishes a list, starting from a sentinel

@@ -25,6 +25,13 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// The label of the partition gauge: a partition's state on this node (a fixed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    /// `owned`, `complete`, `gaining` or `kept`.
+    state: &'static str,
+}
+
 type LagFamily = Family<PeerLabel, Histogram, fn() -> Histogram>;
 
 fn lag_histogram() -> Histogram {
@@ -44,6 +51,10 @@ pub struct ReplicationMetrics {
     repaired: Counter,
     refused: Family<ReasonLabel, Counter>,
     anti_entropy: Histogram,
+    partitions: Family<StateLabel, Gauge>,
+    moves: Counter,
+    move_seconds: Histogram,
+    discarded: Counter,
 }
 
 impl Default for ReplicationMetrics {
@@ -58,6 +69,11 @@ impl Default for ReplicationMetrics {
             repaired: Counter::default(),
             refused: Family::default(),
             anti_entropy: Histogram::new(exponential_buckets(0.000_1, 4.0, 12)),
+            partitions: Family::default(),
+            moves: Counter::default(),
+            // 10 ms .. ~10 min
+            move_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 17)),
+            discarded: Counter::default(),
         }
     }
 }
@@ -65,6 +81,29 @@ impl Default for ReplicationMetrics {
 impl ReplicationMetrics {
     /// Adds every metric to `registry` (under its `tidecache_` prefix).
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "partitions",
+            "Partitions by their state on this node (partitioned mode): owned; complete (owned \
+             and holding all their data); gaining (owned, data still arriving); kept (moved \
+             away, kept until the new owners hold them)",
+            self.partitions.clone(),
+        );
+        registry.register(
+            "partition_moves",
+            "Partitions this node finished gaining",
+            self.moves.clone(),
+        );
+        registry.register_with_unit(
+            "partition_move",
+            "Time from this node becoming a partition's owner to holding all its data",
+            Unit::Seconds,
+            self.move_seconds.clone(),
+        );
+        registry.register(
+            "partition_discarded_entries",
+            "Entries dropped from memory because their partitions moved to other nodes",
+            self.discarded.clone(),
+        );
         registry.register(
             "replication_queue_depth",
             "Records queued for a peer and not yet sent",
@@ -164,5 +203,30 @@ impl ReplicationMetrics {
 
     pub(crate) fn observe_anti_entropy(&self, elapsed: Duration) {
         self.anti_entropy.observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the partition gauges.
+    pub(crate) fn partitions(&self, owned: usize, complete: usize, gaining: usize, kept: usize) {
+        for (state, count) in [
+            ("owned", owned),
+            ("complete", complete),
+            ("gaining", gaining),
+            ("kept", kept),
+        ] {
+            self.partitions
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a partition gained, `elapsed` after this node became its owner.
+    pub(crate) fn moved(&self, elapsed: Duration) {
+        self.moves.inc();
+        self.move_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts entries dropped from memory after their partitions moved away.
+    pub(crate) fn discarded(&self, entries: u64) {
+        self.discarded.inc_by(entries);
     }
 }

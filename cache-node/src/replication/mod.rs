@@ -5,7 +5,9 @@
 //! # Layout
 //! - `hlc`: the hybrid logical clock; a version is (clock value, node tag), last writer wins.
 //! - `membership`: the peers, from `--peers` or the headless Service's DNS name.
-//! - `placement`: which nodes hold a key (all of them, for now).
+//! - `placement`: which nodes hold a key: all of them, or (partitioned mode) its owners.
+//! - `holdings`, `moves`: partitioned mode's moves: what each node holds while partitions
+//!   move to new owners, and the task that moves them.
 //! - `transport`: per-peer queues and batching over keep-alive HTTP connections.
 //! - `ack`: `Tidecache-Ack: one|quorum|all` and the waiting for acknowledgements.
 //! - `anti_entropy`: per-bucket digests compared with peers; the join catch-up.
@@ -33,9 +35,13 @@ pub mod ack;
 mod admit;
 mod anti_entropy;
 pub mod endpoint_slices;
+mod holdings;
 pub mod membership;
 mod metrics;
+mod moves;
 mod placement;
+pub use holdings::{Holdings, PartitionSet};
+pub use moves::MoveSettings;
 pub use placement::Mode;
 mod transport;
 pub mod wire;
@@ -67,6 +73,14 @@ pub use placement::{Route, Topology};
 use transport::Transport;
 use wire::{BatchError, Fetch};
 
+/// The longest a poll of a peer's holdings may take: a peer that does not answer within it
+/// is taken as unreachable (its partitions are served by others) for that round.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a stopping node waits to be dropped from the membership before it stops as a
+/// member (a restart, not a departure: its partitions stay its own).
+const LEAVE_NOTICE: Duration = Duration::from_secs(2);
+
 /// How replication behaves.
 #[derive(Debug, Clone)]
 pub struct ReplicationSettings {
@@ -90,6 +104,8 @@ pub struct ReplicationSettings {
     pub mode: Mode,
     /// This node's zone when discovery cannot tell it (`--zone`).
     pub zone: Option<String>,
+    /// How partitions move (partitioned mode).
+    pub moves: MoveSettings,
 }
 
 impl Default for ReplicationSettings {
@@ -104,6 +120,7 @@ impl Default for ReplicationSettings {
             records: RecordLimits::default(),
             mode: Mode::Full,
             zone: None,
+            moves: MoveSettings::default(),
         }
     }
 }
@@ -335,8 +352,12 @@ impl Replication {
         idempotent: bool,
     ) -> Result<Bytes, PeerRequestError> {
         let timeout = self.settings.ack_timeout + self.settings.transport.request_timeout;
+        // Owners that stopped answering go last: a node cut off would otherwise hold every
+        // request it is first for until the timeout.
+        let mut owners = owners.to_vec();
+        owners.sort_by_key(|owner| self.transport.is_down(owner));
         let mut last = None;
-        for owner in owners {
+        for owner in &owners {
             match transport::post_returning(
                 &self.client,
                 owner,
@@ -388,11 +409,87 @@ impl Replication {
             })
     }
 
-    /// Starts the periodic anti-entropy pass, which runs until [`Replication::stop`].
+    /// Starts the periodic anti-entropy pass, and in partitioned mode the mover, which run
+    /// until [`Replication::stop`].
     pub fn start_anti_entropy(self: &Arc<Self>) {
         let replication = self.clone();
         self.tasks
             .spawn(async move { replication.run_anti_entropy().await });
+        if self.placement.mode() != Mode::Full {
+            let mover = moves::Mover {
+                placement: self.placement.clone(),
+                anti_entropy: self.anti_entropy.clone(),
+                transport: self.transport.clone(),
+                replica: self.replica.clone(),
+                client: self.client.clone(),
+                metrics: self.metrics.clone(),
+                settings: self.settings.moves,
+                poll_timeout: self.settings.transport.request_timeout.min(POLL_TIMEOUT),
+            };
+            self.tasks.spawn(mover.run());
+        }
+    }
+
+    /// What this node holds of each partition (partitioned mode; `None` in full mode), for
+    /// its peers' moves.
+    pub fn holdings(&self) -> Option<Holdings> {
+        self.placement.holdings()
+    }
+
+    /// The partitions this node owns (partitioned mode, once the membership lists it).
+    pub fn owned_partitions(&self) -> Option<PartitionSet> {
+        let topology = self.placement.topology()?;
+        topology.local?;
+        Some(
+            (0..tidecache_contract::placement::PARTITIONS)
+                .filter(|&partition| topology.owns_partition(partition))
+                .collect(),
+        )
+    }
+
+    /// Whether this node may answer a request forwarded for `key`: it owns or keeps the
+    /// key's partition (always in full mode).
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.placement.holds(key)
+    }
+
+    /// Hands this node's partitions over before it stops (partitioned mode): if the
+    /// membership no longer lists this node (Kubernetes marks a deleted pod's endpoint
+    /// terminating within moments of the signal), waits until no partition is kept here any
+    /// more, i.e. the new owners hold everything this node held, at most the hand-over
+    /// timeout. Returns the partitions still kept when it stopped waiting.
+    pub async fn hand_over(&self) -> usize {
+        if self.placement.mode() == Mode::Full {
+            return 0;
+        }
+        let within = self.settings.moves.handoff_timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + within;
+        // The membership's word that this node leaves may come just after the signal.
+        let listed_until = started + within.min(LEAVE_NOTICE);
+        loop {
+            let listed = self
+                .placement
+                .topology()
+                .is_some_and(|topology| topology.local.is_some());
+            let kept = self
+                .placement
+                .holdings()
+                .map_or(0, |h| h.held.len() - h.held.and(&h.complete).len());
+            let now = tokio::time::Instant::now();
+            if (listed && now >= listed_until) || (!listed && kept == 0) || now >= deadline {
+                if kept > 0 {
+                    tracing::warn!(kept, "stopping with partitions not yet handed over");
+                } else if !listed {
+                    tracing::info!(
+                        waited_ms = started.elapsed().as_millis(),
+                        "partitions handed over"
+                    );
+                }
+                return kept;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Runs anti-entropy passes every interval.

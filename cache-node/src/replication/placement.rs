@@ -4,10 +4,12 @@
 //! on a change). The transport, acknowledgements, anti-entropy and the cache's routing ask
 //! this module and nothing else.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use tidecache_contract::placement::{self, Assignment, Member};
 
+use super::holdings::{Holdings, Moves};
 use super::membership::Peer;
 use crate::base::digest::KeyRanges;
 
@@ -37,12 +39,14 @@ pub struct Topology {
     pub local: Option<usize>,
     /// Counts membership changes seen, from 1: the "epoch" cluster-aware clients compare.
     pub epoch: u64,
+    /// The assignment's fingerprint: nodes that agree on it place keys alike.
+    pub fingerprint: u64,
 }
 
 impl Topology {
     /// The topology of `members` (this node marked local) with `replication_factor` owners
     /// per partition. Of several entries with one id the first counts.
-    fn compute(members: &[Peer], replication_factor: usize, epoch: u64) -> Topology {
+    pub(super) fn compute(members: &[Peer], replication_factor: usize, epoch: u64) -> Topology {
         let assignment = Assignment::compute(
             members
                 .iter()
@@ -60,6 +64,7 @@ impl Topology {
         let nodes: Vec<Peer> = nodes.into_iter().flatten().collect();
         let local = nodes.iter().position(Peer::is_local);
         Topology {
+            fingerprint: assignment.fingerprint(),
             assignment,
             nodes,
             local,
@@ -69,8 +74,13 @@ impl Topology {
 
     /// The owners of `key`'s partition, the primary first.
     pub fn owners(&self, key: &[u8]) -> impl Iterator<Item = &Peer> {
+        self.owners_of(placement::partition_of(key))
+    }
+
+    /// The owners of `partition`, the primary first.
+    pub fn owners_of(&self, partition: usize) -> impl Iterator<Item = &Peer> {
         self.assignment
-            .owners(placement::partition_of(key))
+            .owners(partition)
             .map(|member| &self.nodes[member])
     }
 
@@ -104,6 +114,28 @@ pub struct Placement {
     /// This node's zone where discovery does not say it (`--zone`).
     zone: Option<String>,
     topology: RwLock<Arc<Topology>>,
+    /// The partition moves: what this node and its peers hold.
+    moves: RwLock<Moves>,
+    /// Wakes the mover when the membership changed.
+    changed: tokio::sync::Notify,
+}
+
+/// The peers a write is sent to, and what its acknowledgement level counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// The other replicas (in partitioned mode the key's other owners): their
+    /// acknowledgements count.
+    pub replicas: Vec<Peer>,
+    /// Nodes that keep the key's partition while it moves to new owners: they get the
+    /// write so that what they serve meanwhile stays current, but do not acknowledge it.
+    pub keepers: Vec<Peer>,
+}
+
+impl Targets {
+    /// How many nodes hold the key: the replicas and this node.
+    pub fn count(&self) -> usize {
+        self.replicas.len() + 1
+    }
 }
 
 impl Placement {
@@ -118,6 +150,8 @@ impl Placement {
             mode,
             zone,
             topology: RwLock::new(Arc::new(Topology::compute(&[], width, 0))),
+            moves: RwLock::new(Moves::default()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -158,7 +192,47 @@ impl Placement {
                 partitions = next.local.map_or(0, |m| next.assignment.partitions_of(m).count()),
                 "partition owners changed"
             );
+            self.moves_mut().changed(&topology, &next, Instant::now());
             *topology = Arc::new(next);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The move state, to read.
+    pub(super) fn moves(&self) -> RwLockReadGuard<'_, Moves> {
+        self.moves
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The move state, to change. Taken after the topology's lock where both are held.
+    pub(super) fn moves_mut(&self) -> RwLockWriteGuard<'_, Moves> {
+        self.moves
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Completes when the membership changed since the last call (or at once if it did
+    /// before it was first called).
+    pub(super) async fn membership_changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// What this node publishes of its partitions; `None` in full mode.
+    pub fn holdings(&self) -> Option<Holdings> {
+        let topology = self.topology()?;
+        Some(self.moves().holdings(&topology))
+    }
+
+    /// Whether this node has data of `key`'s partition (owns or keeps it), i.e. may answer a
+    /// request another node forwarded for it. Always in full mode.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        match self.topology() {
+            None => true,
+            Some(topology) => {
+                let partition = placement::partition_of(key);
+                topology.owns_partition(partition) || self.moves().is_kept(partition)
+            }
         }
     }
 
@@ -175,31 +249,66 @@ impl Placement {
         }
     }
 
-    /// Where `key` is served from.
+    /// Where `key` is served from: this node if it holds all of the key's partition; else a
+    /// complete owner; else, while the partition moves, the node that keeps it (this one if
+    /// it does, so that the data it took is served); else the owners.
     pub fn route(&self, key: &[u8]) -> Route {
-        match self.topology() {
-            None => Route::Local,
-            Some(topology) if topology.owns(key) => Route::Local,
-            Some(topology) => Route::Forward(topology.owners(key).cloned().collect()),
+        let Some(topology) = self.topology() else {
+            return Route::Local;
+        };
+        let partition = placement::partition_of(key);
+        let moves = self.moves();
+        if moves.is_complete(partition) {
+            return Route::Local;
         }
+        let owners: Vec<&Peer> = topology
+            .owners_of(partition)
+            .filter(|peer| !peer.is_local())
+            .collect();
+        let (complete, gaining): (Vec<&Peer>, Vec<&Peer>) = owners
+            .iter()
+            .partition(|owner| moves.peer_complete(owner, partition, &topology));
+        let ordered = |first: Vec<&Peer>, then: Vec<&Peer>| {
+            Route::Forward(first.into_iter().chain(then).cloned().collect())
+        };
+        if !complete.is_empty() {
+            return ordered(complete, gaining);
+        }
+        if moves.is_kept(partition) {
+            return Route::Local;
+        }
+        let keepers: Vec<&Peer> = moves.keepers(partition, &topology).collect();
+        if !keepers.is_empty() {
+            return ordered(keepers, gaining);
+        }
+        if topology.owns_partition(partition) {
+            return Route::Local;
+        }
+        ordered(gaining, Vec::new())
     }
 
-    /// The peers (other than this node) that must receive a write of `key`, and how many
-    /// replicas hold it (this node included): what acknowledgement levels count against.
-    /// `peers` are the other nodes, in full mode all of them.
-    pub fn targets(&self, key: &[u8], peers: &[Peer]) -> (Vec<Peer>, usize) {
-        match self.topology() {
-            None => (peers.to_vec(), peers.len() + 1),
-            Some(topology) => {
-                let others: Vec<Peer> = topology
-                    .owners(key)
-                    .filter(|peer| !peer.is_local())
-                    .cloned()
-                    .collect();
-                let replicas = others.len() + 1;
-                (others, replicas)
-            }
-        }
+    /// The peers (other than this node) a write of `key` is sent to. `peers` are the other
+    /// nodes, in full mode all of them.
+    pub fn targets(&self, key: &[u8], peers: &[Peer]) -> Targets {
+        let Some(topology) = self.topology() else {
+            return Targets {
+                replicas: peers.to_vec(),
+                keepers: Vec::new(),
+            };
+        };
+        let partition = placement::partition_of(key);
+        let replicas: Vec<Peer> = topology
+            .owners_of(partition)
+            .filter(|peer| !peer.is_local())
+            .cloned()
+            .collect();
+        let keepers = self
+            .moves()
+            .keepers(partition, &topology)
+            .filter(|peer| !peer.is_local())
+            .cloned()
+            .collect();
+        Targets { replicas, keepers }
     }
 }
 
@@ -222,8 +331,13 @@ mod tests {
     fn full_placement_puts_every_key_on_every_node() {
         let peers = vec![Peer::new("a:1"), Peer::new("b:1")];
         let placement = Placement::new(Mode::Full, None);
-        assert_eq!(placement.targets(b"k", &peers), (peers.clone(), 3));
-        assert_eq!(placement.targets(b"k", &[]).1, 1);
+        let targets = placement.targets(b"k", &peers);
+        assert_eq!(
+            (targets.replicas.clone(), targets.count()),
+            (peers.clone(), 3)
+        );
+        assert!(targets.keepers.is_empty());
+        assert_eq!(placement.targets(b"k", &[]).count(), 1);
         assert_eq!(placement.route(b"k"), Route::Local);
         assert!(placement.topology().is_none());
     }
@@ -252,10 +366,10 @@ mod tests {
             match placement.route(key.as_bytes()) {
                 Route::Local => {
                     owned += 1;
-                    let (targets, replicas) = placement.targets(key.as_bytes(), &[]);
-                    assert_eq!(replicas, 2);
-                    assert_eq!(targets.len(), 1);
-                    assert!(!targets[0].is_local());
+                    let targets = placement.targets(key.as_bytes(), &[]);
+                    assert_eq!(targets.count(), 2);
+                    assert_eq!(targets.replicas.len(), 1);
+                    assert!(!targets.replicas[0].is_local());
                 }
                 Route::Forward(to) => {
                     forwarded += 1;
@@ -268,6 +382,72 @@ mod tests {
             (800..1200).contains(&owned),
             "{owned} owned, {forwarded} forwarded"
         );
+    }
+
+    #[test]
+    fn a_moving_partition_is_read_from_its_keeper_until_an_owner_is_complete() {
+        use super::super::holdings::PartitionSet;
+        let placement = Placement::new(
+            Mode::Partitioned {
+                replication_factor: 2,
+            },
+            None,
+        );
+        placement.update(&members());
+        let topology = placement.topology().expect("partitioned");
+        let partition = (0..placement::PARTITIONS)
+            .find(|&p| !topology.owns_partition(p))
+            .expect("a partition node 0 does not own");
+        let key = (0..)
+            .map(|i| format!("key-{i}"))
+            .find(|key| placement::partition_of(key.as_bytes()) == partition)
+            .expect("a key of it");
+        let owners: Vec<Peer> = topology.owners_of(partition).cloned().collect();
+        let keeper = topology
+            .nodes
+            .iter()
+            .find(|node| !node.is_local() && !owners.contains(node))
+            .expect("a third node")
+            .clone();
+        let only: PartitionSet = [partition].into_iter().collect();
+        let says = |complete: bool| Holdings {
+            fingerprint: topology.fingerprint,
+            complete: if complete {
+                only
+            } else {
+                PartitionSet::default()
+            },
+            held: only,
+        };
+        let hear = |first_owner_complete: bool| {
+            placement.moves_mut().heard(
+                &topology,
+                vec![
+                    (owners[0].clone(), Some(says(first_owner_complete))),
+                    (owners[1].clone(), Some(says(false))),
+                    (keeper.clone(), Some(says(false))),
+                ],
+                Instant::now(),
+            );
+        };
+        // Both owners still gaining: the keeper serves, the owners after it.
+        hear(false);
+        let expected = vec![keeper.clone(), owners[0].clone(), owners[1].clone()];
+        assert_eq!(placement.route(key.as_bytes()), Route::Forward(expected));
+        // Writes reach the keeper too, without counting towards the level.
+        let targets = placement.targets(key.as_bytes(), &[]);
+        assert_eq!(
+            (targets.replicas, targets.keepers),
+            (owners.clone(), vec![keeper.clone()])
+        );
+        assert!(
+            !placement.holds(key.as_bytes()),
+            "node 0 neither owns nor keeps it"
+        );
+        // One owner complete: reads go to it first.
+        hear(true);
+        let expected = vec![owners[0].clone(), owners[1].clone()];
+        assert_eq!(placement.route(key.as_bytes()), Route::Forward(expected));
     }
 
     #[test]

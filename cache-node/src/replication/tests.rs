@@ -83,6 +83,13 @@ impl Replica for MapReplica {
             .cloned()
             .collect()
     }
+
+    fn discard(&self, keep: &dyn Fn(&[u8]) -> bool) -> u64 {
+        let mut records = self.records.lock().expect("lock");
+        let before = records.len();
+        records.retain(|key, _| keep(key));
+        (before - records.len()) as u64
+    }
 }
 
 struct TestNode {

@@ -228,6 +228,12 @@ impl Transport {
         transport
     }
 
+    /// Starts and stops links after the set of former members changed.
+    pub fn refresh_links(&self) {
+        let members = self.peers.borrow().clone();
+        self.sync_links(&members);
+    }
+
     /// The other nodes known now (this node left out).
     pub fn peers(&self) -> PeerList {
         self.peers
@@ -236,6 +242,14 @@ impl Transport {
             .filter(|peer| !peer.is_local())
             .cloned()
             .collect()
+    }
+
+    /// Whether `peer`'s link is marked down (it stopped answering and has not answered a
+    /// probe since); a peer without a link is not.
+    pub fn is_down(&self, peer: &Peer) -> bool {
+        lock(&self.links)
+            .get(peer)
+            .is_some_and(|link| link.down.load(Ordering::Acquire))
     }
 
     /// The peers whose links are up now (a peer that stopped answering is marked down until
@@ -258,14 +272,35 @@ impl Transport {
         timeout: Duration,
     ) -> Pending {
         let peers = self.peers();
-        let (targets, replicas) = self.placement.targets(key, &peers);
-        let links: Vec<(Peer, Option<Link>)> = {
+        let targets = self.placement.targets(key, &peers);
+        let replicas = targets.count();
+        // Keepers get the write without counting towards its level: they only serve the
+        // partition until its new owners, which do count, hold all of it.
+        let (links, keepers): (Vec<(Peer, Option<Link>)>, Vec<Link>) = {
             let links = lock(&self.links);
-            targets
-                .iter()
-                .map(|peer| (peer.clone(), links.get(peer).cloned()))
-                .collect()
+            (
+                targets
+                    .replicas
+                    .iter()
+                    .map(|peer| (peer.clone(), links.get(peer).cloned()))
+                    .collect(),
+                targets
+                    .keepers
+                    .iter()
+                    .filter_map(|peer| links.get(peer).cloned())
+                    .collect(),
+            )
         };
+        for keeper in keepers.iter().filter(|l| !l.down.load(Ordering::Acquire)) {
+            let outgoing = Outgoing {
+                record: record.clone(),
+                queued_at: Instant::now(),
+                waiter: None,
+            };
+            // Best effort: a keeper whose queue is full misses the write, and its reads
+            // are then older until the owners take over.
+            let _ = keeper.queue.try_send(outgoing);
+        }
         let waiter = (!links.is_empty()).then(|| Arc::new(AckWaiter::new(links.len())));
         let backpressure = level != AckLevel::One;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -314,10 +349,16 @@ impl Transport {
     }
 
     /// Follows a new membership: the placement first, then links started to new peers and
-    /// stopped to peers that left.
+    /// stopped to peers that left (but not to former members that still keep partitions
+    /// moving away from them).
     fn sync_links(&self, members: &[Peer]) {
         self.placement.update(members);
-        let peers: Vec<&Peer> = members.iter().filter(|peer| !peer.is_local()).collect();
+        let former = self.placement.moves().former();
+        let peers: Vec<&Peer> = members
+            .iter()
+            .filter(|peer| !peer.is_local())
+            .chain(&former)
+            .collect();
         let mut links = lock(&self.links);
         links.retain(|peer, _| peers.contains(&peer));
         for peer in peers {

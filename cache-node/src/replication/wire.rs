@@ -19,6 +19,8 @@ pub const FETCH_PATH: &str = "/internal/v1/fetch";
 pub const SEGMENT_CONTENT_TYPE: &str = "application/vnd.tidecache.segment";
 /// Where a node forwards a request for keys it does not own (partitioned mode).
 pub const FORWARD_PATH: &str = "/internal/v1/forward";
+/// Where a node says which partitions it holds (partitioned mode's moves), as JSON.
+pub const PARTITIONS_PATH: &str = "/internal/v1/partitions";
 /// The body of a forwarded request and its answer: postcard.
 pub const FORWARD_CONTENT_TYPE: &str = "application/vnd.tidecache.forward";
 

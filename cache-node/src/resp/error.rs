@@ -275,7 +275,7 @@ pub enum CommandError {
     /// `CLUSTER MYID` while discovery does not list this node.
     #[error(
         "ERR this node is not a member of the cluster yet: discovery does not list it \
-         (check --peers or --peers-service)"
+         (check --peers, --peers-file or --peers-service)"
     )]
     NotAMember,
 }

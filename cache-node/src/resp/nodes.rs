@@ -296,6 +296,7 @@ mod tests {
             nodes: peers.clone(),
             local: Some(1),
             epoch: 1,
+            fingerprint: 0,
         };
         let own = RespPorts {
             resp_port: Some(6379),

@@ -710,6 +710,21 @@ impl Store {
         evicted
     }
 
+    /// Removes from memory every entry and tombstone whose key `keep` refuses, without
+    /// journaling anything: not a delete (the keys live on elsewhere, and what this node
+    /// persisted stays on its volume), but memory given back when a partition moved away.
+    /// Visits every entry; returns how many were removed.
+    pub fn discard(&self, keep: &dyn Fn(&[u8]) -> bool) -> u64 {
+        let mut discarded = 0;
+        for shard in self.shards.iter() {
+            let mut guard = lock(shard);
+            let before = guard.footprint();
+            guard.remove_where(|entry| !keep(entry.key), |_, _| discarded += 1);
+            self.settle(before, guard.footprint(), 0);
+        }
+        discarded
+    }
+
     /// The store's counters.
     pub fn stats(&self) -> StoreStats {
         StoreStats {

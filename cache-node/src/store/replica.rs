@@ -222,6 +222,10 @@ impl Replica for Store {
         });
         records
     }
+
+    fn discard(&self, keep: &dyn Fn(&[u8]) -> bool) -> u64 {
+        Store::discard(self, keep)
+    }
 }
 
 #[cfg(test)]

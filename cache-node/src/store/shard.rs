@@ -455,12 +455,22 @@ impl Shard {
     pub(super) fn remove_expired_by_scan(
         &mut self,
         now: Timestamp,
+        removed: impl FnMut(&[u8], bool),
+    ) {
+        self.remove_where(|entry| entry.is_expired(now), removed);
+    }
+
+    /// Removes every entry (tombstones too) `doomed` picks, visiting every entry, and calls
+    /// `removed` with each one's key and whether it was a tombstone; nothing is journaled.
+    pub(super) fn remove_where(
+        &mut self,
+        doomed: impl Fn(&EntryRef<'_>) -> bool,
         mut removed: impl FnMut(&[u8], bool),
     ) {
         let chunks = &self.chunks;
         let expired: Vec<u64> = self
             .table
-            .extract_if(|s| entry_at(chunks, slot_location(*s)).is_some_and(|e| e.is_expired(now)))
+            .extract_if(|s| entry_at(chunks, slot_location(*s)).is_some_and(|e| doomed(&e)))
             .collect();
         for slot in expired {
             let location = slot_location(slot);

@@ -2,6 +2,7 @@
 //! RWX volume), each with a fixed address (and RESP port, if asked for) and node id, so that
 //! a node can be killed and started again as the same pod.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub struct Builder {
     resp: bool,
     file_limit: Option<u64>,
     zones: usize,
+    dynamic: bool,
+    members: Option<usize>,
+    memory_only: bool,
 }
 
 /// The `--peer-token` replicated nodes get unless [`Builder::peer_token`] sets another: peers
@@ -92,9 +96,32 @@ impl Builder {
     }
 
     /// Spreads the nodes over `zones` zones, node `i` in `zone-{i % zones}`, as `@zone`
-    /// suffixes in the `--peers` list (for partitioned mode's zone-distinct owners).
+    /// suffixes in the `--peers` list or the peers file (for partitioned mode's zone-distinct
+    /// owners).
     pub fn zones(mut self, zones: usize) -> Builder {
         self.zones = zones;
+        self
+    }
+
+    /// Membership through a peers file (`--peers-file`) in the cluster's directory instead of
+    /// `--peers`, so that [`Cluster::join`] and [`Cluster::leave`] change it while the nodes
+    /// run; with [`Builder::zones`] its entries carry the same `@zone` suffixes.
+    pub fn dynamic(mut self) -> Builder {
+        self.dynamic = true;
+        self
+    }
+
+    /// Starts and lists only nodes `0..n` of the cluster's size; the others are slots with
+    /// fixed addresses for [`Cluster::join`]. Needs [`Builder::dynamic`].
+    pub fn members(mut self, n: usize) -> Builder {
+        self.members = Some(n);
+        self
+    }
+
+    /// Nodes without a data volume (no `--data-dir`): what a node holds came to it over the
+    /// network, so moves between nodes are seen for what they carry.
+    pub fn memory_only(mut self) -> Builder {
+        self.memory_only = true;
         self
     }
 
@@ -105,12 +132,28 @@ impl Builder {
         self
     }
 
-    /// Starts every node, then waits until each is ready.
+    /// Starts every node (the first [`Builder::members`] ones), then waits until each is
+    /// ready.
     ///
     /// # Panics
     ///
-    /// If a node exits or is not ready within 60 s, with its log.
+    /// If a node exits or is not ready within 60 s, with its log; if `members` is more than
+    /// the size, or set without `dynamic`; if `dynamic` is set on independent nodes.
     pub fn start(self) -> Cluster {
+        let members = self.members.unwrap_or(self.size);
+        assert!(
+            members <= self.size,
+            "{members} members of {} nodes",
+            self.size
+        );
+        assert!(
+            self.dynamic || members == self.size,
+            "Builder::members needs Builder::dynamic: a --peers list cannot grow"
+        );
+        assert!(
+            self.replicated || !self.dynamic,
+            "independent nodes have no membership to change"
+        );
         let dir = tempfile::tempdir().expect("cluster directory");
         let data = self.data.unwrap_or_else(|| dir.path().join("data"));
         std::fs::create_dir_all(&data).expect("data directory");
@@ -118,21 +161,25 @@ impl Builder {
         let mut ports = free_ports(if self.resp { 2 * self.size } else { self.size });
         let resp_ports = ports.split_off(self.size);
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let mut args = vec![
-            format!("--data-dir={}", data.display()),
-            "--drain-timeout=1s".to_string(),
-        ];
+        let mut args = vec!["--drain-timeout=1s".to_string()];
+        if !self.memory_only {
+            args.push(format!("--data-dir={}", data.display()));
+        }
+        let zones = self.zones;
+        let entries: Vec<String> = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| match zones {
+                0 => address.clone(),
+                zones => format!("{address}@zone-{}", i % zones),
+            })
+            .collect();
+        let peers_file = self.dynamic.then(|| dir.path().join("peers"));
         if self.replicated {
-            let zones = self.zones;
-            let entries: Vec<String> = addresses
-                .iter()
-                .enumerate()
-                .map(|(i, address)| match zones {
-                    0 => address.clone(),
-                    zones => format!("{address}@zone-{}", i % zones),
-                })
-                .collect();
-            args.push(format!("--peers={}", entries.join(",")));
+            match &peers_file {
+                Some(path) => args.push(format!("--peers-file={}", path.display())),
+                None => args.push(format!("--peers={}", entries.join(","))),
+            }
             if !self
                 .flags
                 .iter()
@@ -165,9 +212,13 @@ impl Builder {
             env: self.env,
             file_limit: self.file_limit,
             data,
+            peers_file,
+            entries,
+            members: (0..members).collect(),
             _dir: dir,
         };
-        cluster.start_nodes(0..self.size);
+        cluster.write_peers_file();
+        cluster.start_nodes(0..members);
         cluster
     }
 }
@@ -199,6 +250,12 @@ pub struct Cluster {
     file_limit: Option<u64>,
     /// The shared data directory.
     data: PathBuf,
+    /// The `--peers-file` of a [`Builder::dynamic`] cluster.
+    peers_file: Option<PathBuf>,
+    /// Every node's entry in the membership, `address[@zone]`.
+    entries: Vec<String>,
+    /// The nodes the membership lists now.
+    members: BTreeSet<usize>,
     /// Holds the logs (and the data directory unless the builder was given one); removed on
     /// drop.
     _dir: tempfile::TempDir,
@@ -228,7 +285,60 @@ impl Cluster {
             resp: false,
             file_limit: None,
             zones: 0,
+            dynamic: false,
+            members: None,
+            memory_only: false,
         }
+    }
+
+    /// The nodes the membership lists now, in order: all of them unless the cluster is
+    /// [`Builder::dynamic`].
+    pub fn members(&self) -> Vec<usize> {
+        self.members.iter().copied().collect()
+    }
+
+    /// Adds node `i` to the peers file, then starts it and waits until it is ready. The
+    /// running nodes see it at their next read of the file (within 500 ms).
+    ///
+    /// # Panics
+    ///
+    /// If the cluster is not [`Builder::dynamic`], node `i` is listed already or running, or
+    /// it does not get ready (with its log).
+    pub fn join(&mut self, i: usize) {
+        assert!(self.peers_file.is_some(), "joining needs Builder::dynamic");
+        assert!(i < self.nodes.len(), "no node {i}");
+        assert!(self.members.insert(i), "node {i} is a member already");
+        self.write_peers_file();
+        self.start_nodes([i]);
+    }
+
+    /// Removes node `i` from the peers file. It keeps running (and serving) until
+    /// [`Cluster::stop`]; the nodes see the change at their next read of the file (within
+    /// 500 ms), node `i` included.
+    ///
+    /// # Panics
+    ///
+    /// If the cluster is not [`Builder::dynamic`] or node `i` is not listed.
+    pub fn leave(&mut self, i: usize) {
+        assert!(self.peers_file.is_some(), "leaving needs Builder::dynamic");
+        assert!(self.members.remove(&i), "node {i} is not a member");
+        self.write_peers_file();
+    }
+
+    /// Writes the members' entries to the peers file, if there is one, as a configuration
+    /// tool should: a temporary file renamed over it, so that no node reads half a list.
+    fn write_peers_file(&self) {
+        let Some(path) = &self.peers_file else {
+            return;
+        };
+        let mut text = String::new();
+        for &i in &self.members {
+            text.push_str(&self.entries[i]);
+            text.push('\n');
+        }
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, text).expect("write the peers file");
+        std::fs::rename(&temporary, path).expect("replace the peers file");
     }
 
     /// The `Authorization` value that carries the current peer token, for calling a node's

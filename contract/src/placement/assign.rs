@@ -120,6 +120,24 @@ impl Assignment {
         }
     }
 
+    /// A digest of what the assignment was computed from (its members, their zones and the
+    /// width), the same on every platform and version: nodes compare it to tell whether they
+    /// place keys by the same membership, which a partition move waits for.
+    pub fn fingerprint(&self) -> u64 {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(self.width as u64).to_le_bytes());
+        for member in &self.members {
+            for part in [
+                member.id.as_bytes(),
+                member.zone.as_deref().unwrap_or("").as_bytes(),
+            ] {
+                bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(part);
+            }
+        }
+        fnv1a(&bytes)
+    }
+
     /// The members, sorted by id.
     pub fn members(&self) -> &[Member] {
         &self.members

@@ -152,6 +152,21 @@ proptest! {
     fn the_order_members_arrive_in_does_not_matter(list in membership(), r in 1usize..4) {
         let mut reversed = list.clone();
         reversed.reverse();
-        prop_assert_eq!(Assignment::compute(list, r), Assignment::compute(reversed, r));
+        let (forward, backward) = (Assignment::compute(list, r), Assignment::compute(reversed, r));
+        prop_assert_eq!(forward.fingerprint(), backward.fingerprint());
+        prop_assert_eq!(forward, backward);
     }
+}
+
+#[test]
+fn the_fingerprint_changes_with_members_zones_and_width() {
+    let base = Assignment::compute(members(3, 3), 2).fingerprint();
+    assert_eq!(base, Assignment::compute(members(3, 3), 2).fingerprint());
+    assert_ne!(base, Assignment::compute(members(4, 3), 2).fingerprint());
+    assert_ne!(base, Assignment::compute(members(3, 2), 2).fingerprint());
+    assert_ne!(base, Assignment::compute(members(3, 3), 3).fingerprint());
+    // Ids and zones are length-delimited: moving a character between them is a change.
+    let shifted =
+        |id: &str, zone: &str| Assignment::compute([Member::new(id, Some(zone))], 1).fingerprint();
+    assert_ne!(shifted("ab", "c"), shifted("a", "bc"));
 }

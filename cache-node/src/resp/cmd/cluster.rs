@@ -603,6 +603,7 @@ mod tests {
             nodes: peers,
             local: Some(0),
             epoch: 3,
+            fingerprint: 0,
         }
     }
 
@@ -822,6 +823,7 @@ mod tests {
             nodes: Vec::new(),
             local: None,
             epoch: 0,
+            fingerprint: 0,
         };
         let info = view(&empty, false).info();
         assert!(
