@@ -264,7 +264,7 @@ pub struct Config {
 
     /// Partitioned mode: at most this many partitions (of 1024) move to this node at once,
     /// so that a joining node does not ask everything of its peers in one go.
-    #[arg(long, env = "TIDECACHE_MAX_MOVING_PARTITIONS", default_value_t = 64)]
+    #[arg(long, env = "TIDECACHE_MAX_MOVING_PARTITIONS", default_value_t = 256)]
     pub max_moving_partitions: usize,
 
     /// Partitioned mode: how long a stopping node that the membership no longer lists (a

@@ -4,25 +4,78 @@
 //! their own RESP ports, a non-owner redirects with `-MOVED` to an owner that then answers,
 //! multi-key commands and transactions across slots are refused with `-CROSSSLOT`, and
 //! cluster-aware clients (redis-py's `RedisCluster`, redis-rs' cluster client) write and read
-//! through a single startup node.
+//! through a single startup node. A fourth node joining (`--peers-file`) while redis-py
+//! writes and reads every key: the newcomer answers `-ASK` for the slots it owns but is still
+//! receiving, the node it names serves them after `ASKING`, and the client reads every value
+//! it wrote throughout.
 
 mod resp_support;
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cache_node_testkit::Cluster;
+use cache_node_testkit::{Client, Cluster};
+use http::Method;
 use resp_support::{Conn, Value, python_with_redis_py};
 
+/// 3 nodes, ready and done with the moves of their start: until a node holds all of a
+/// partition it sends clients elsewhere with `-ASK`.
 fn start() -> Cluster {
-    Cluster::builder(3)
+    let cluster = Cluster::builder(3)
         .resp()
         .flag("--mode=partitioned")
         .flag("--replication-factor=2")
         .flag("--resp-cluster-mode")
-        .start()
+        .start();
+    wait_settled(&cluster);
+    cluster
+}
+
+/// Waits until every member places keys by the same membership and holds all the partitions
+/// it holds any of (`/internal/v1/partitions`: nothing gaining or kept).
+fn wait_settled(cluster: &Cluster) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let client = Client::default();
+    let auth = cluster.peer_auth();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut fingerprints = Vec::new();
+        let mut moving = Vec::new();
+        for i in cluster.members() {
+            let reply = runtime.block_on(client.send(
+                Method::GET,
+                cluster.address(i),
+                "/internal/v1/partitions",
+                &[("authorization", &auth)],
+                "",
+            ));
+            let holdings: Option<serde_json::Value> = reply
+                .ok()
+                .and_then(|reply| serde_json::from_slice(&reply.body).ok());
+            match holdings {
+                Some(holdings) if holdings["complete"] == holdings["held"] => {
+                    fingerprints.push(holdings["fingerprint"].clone());
+                }
+                _ => moving.push(i),
+            }
+        }
+        fingerprints.dedup();
+        if fingerprints.len() == 1 && moving.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moves did not end in 60 s: nodes {moving:?} moving, {} fingerprints",
+            fingerprints.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn ok() -> Value {
@@ -303,6 +356,124 @@ fn redis_py_cluster_client_writes_and_reads_through_one_startup_node() {
     );
 }
 
+/// `ASK <slot> <host>:<port>` as (slot, port).
+fn ask(reply: &Value) -> Option<(u16, u16)> {
+    let Value::Error(error) = reply else {
+        return None;
+    };
+    let rest = error.strip_prefix("ASK ")?;
+    let (slot, address) = rest.split_once(' ')?;
+    let port = address.strip_prefix("127.0.0.1:")?;
+    Some((slot.parse().ok()?, port.parse().ok()?))
+}
+
+/// How many keys the redis-py client rewrites and reads back in each round of the move test.
+const MOVE_KEYS: usize = 100;
+
+#[test]
+fn redis_py_reads_and_writes_every_key_through_asks_while_a_node_joins() {
+    let python = python_with_redis_py();
+    let mut cluster = Cluster::builder(4)
+        .resp()
+        .dynamic()
+        .members(3)
+        .flag("--mode=partitioned")
+        .flag("--replication-factor=2")
+        .flag("--resp-cluster-mode")
+        .start();
+    wait_settled(&cluster);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/cluster.py");
+    let mut client = Command::new(python)
+        .arg(script)
+        .arg("moves")
+        .arg(cluster.resp_port(0).to_string())
+        .arg(MOVE_KEYS.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the redis-py move scenario starts");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok);
+    if first.as_deref() != Some("ready") {
+        let output = client.wait_with_output().expect("the scenario ends");
+        panic!(
+            "the scenario did not get ready ({first:?}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // The newcomer: while it still receives a slot it owns, a GET there answers -ASK to a
+    // node that holds the slot, which serves it after ASKING; never a value the client
+    // did not write.
+    cluster.join(3);
+    let newcomer = cluster.resp_port(3);
+    let mut conn = Conn::new(newcomer);
+    let ids: HashMap<u16, String> = (0..4)
+        .map(|i| {
+            let port = cluster.resp_port(i);
+            (port, text(&Conn::new(port).cmd(&["CLUSTER", "MYID"])))
+        })
+        .collect();
+    let owned: Vec<String> = {
+        let ranges = slots(&mut conn, &ids);
+        (0..MOVE_KEYS)
+            .map(|n| format!("key-{n}"))
+            .filter(|key| owners(&ranges, keyslot(&mut conn, key)).contains(&newcomer))
+            .collect()
+    };
+    assert!(!owned.is_empty(), "the newcomer owns none of the keys");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut asked = None;
+    'probe: while Instant::now() < deadline {
+        for key in &owned {
+            let reply = conn.cmd(&["GET", key]);
+            if let Some((slot, port)) = ask(&reply) {
+                asked = Some((key.clone(), slot, port));
+                break 'probe;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (key, slot, port) = asked.expect("the newcomer never answered -ASK for a slot it gains");
+    assert_eq!(slot, keyslot(&mut conn, &key));
+    assert_ne!(port, newcomer, "-ASK names another node");
+    let mut target = Conn::new(port);
+    assert_eq!(target.cmd(&["ASKING"]), ok());
+    let value = text(&target.cmd(&["GET", &key]));
+    assert!(value.starts_with(&format!("{key} r")), "{key}: {value}");
+
+    // Once the moves end the newcomer serves its slots itself, and the client, which ran all
+    // along, checks a last round.
+    wait_settled(&cluster);
+    for key in &owned {
+        let reply = conn.cmd(&["GET", key]);
+        assert!(
+            matches!(&reply, Value::Bulk(value) if value.starts_with(key.as_bytes())),
+            "{key} on the newcomer after the move: {reply:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(client.stdin.as_mut().expect("stdin"), "stop").expect("tell the client to stop");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = client.wait_with_output().expect("the scenario ends");
+    let passed = rest
+        .iter()
+        .find(|line| line.starts_with("scenario passed"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        output.status.success() && !passed.is_empty() && !passed.contains(" 0 ASK followed"),
+        "the redis-py move scenario failed or followed no -ASK ({}):\n{}\n{}\nnewcomer's \
+         log:\n{}",
+        output.status,
+        rest.join("\n"),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.log(3)
+    );
+    eprintln!("{passed}");
+}
+
 #[test]
 fn redis_rs_cluster_client_writes_and_reads_through_one_startup_node() {
     use redis::Commands;
@@ -366,6 +537,7 @@ fn without_cluster_mode_nodes_forward_and_still_refuse_crossslot() {
     assert_eq!(conn.cmd(&["CLUSTER", "SLOTS"]), disabled);
     assert_eq!(conn.cmd(&["CLUSTER", "KEYSLOT", "foo"]), disabled);
     assert_eq!(conn.cmd(&["READONLY"]), disabled);
+    assert_eq!(conn.cmd(&["ASKING"]), disabled);
     assert!(text(&conn.cmd(&["INFO", "cluster"])).contains("cluster_enabled:0"));
     assert_eq!(
         conn.cmd(&["MSET", "a", "1", "b", "2"]),

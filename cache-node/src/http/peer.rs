@@ -92,11 +92,25 @@ async fn partitions(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// This node's digests of the versions before `?before=` (all without it).
+/// Both this and [`fetch`] visit every entry, so they run off the async workers: a large
+/// store must not hold up the requests those workers serve meanwhile.
 async fn digests(State(state): State<Arc<AppState>>, Query(cutoff): Query<Cutoff>) -> Response {
-    match state.cache.digests(cutoff) {
-        Ok(digests) => axum::Json(digests).into_response(),
-        Err(error) => refusal(&error),
+    let cache = state.cache.clone();
+    match tokio::task::spawn_blocking(move || cache.digests(cutoff)).await {
+        Ok(Ok(digests)) => axum::Json(digests).into_response(),
+        Ok(Err(error)) => refusal(&error),
+        Err(error) => scan_failed(&error),
     }
+}
+
+/// A scan that panicked or was cancelled: 500, and the peer retries in its next round.
+fn scan_failed(error: &tokio::task::JoinError) -> Response {
+    tracing::error!(%error, "a scan for a peer failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({ "error": "internal", "message": "the scan failed" })),
+    )
+        .into_response()
 }
 
 /// The records (values and tombstones) of the key ranges a [`Fetch`] names, as a segment.
@@ -104,9 +118,11 @@ async fn fetch(
     State(state): State<Arc<AppState>>,
     axum::Json(fetch): axum::Json<Fetch>,
 ) -> Response {
-    match state.cache.fetch(fetch) {
-        Ok(batch) => ([(header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE)], batch).into_response(),
-        Err(error) => refusal(&error),
+    let cache = state.cache.clone();
+    match tokio::task::spawn_blocking(move || cache.fetch(fetch)).await {
+        Ok(Ok(batch)) => ([(header::CONTENT_TYPE, SEGMENT_CONTENT_TYPE)], batch).into_response(),
+        Ok(Err(error)) => refusal(&error),
+        Err(error) => scan_failed(&error),
     }
 }
 

@@ -29,8 +29,9 @@ const IDLE_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoveSettings {
     /// At most this many partitions are pulled in one round (the rate limit on concurrent
-    /// moves): a round is one request per source and key-range chunk, so this bounds what a
-    /// joining node asks of its peers at once.
+    /// moves): a round is one digest request per source and one fetch per chunk of key
+    /// ranges, so this bounds what a joining node asks of its peers at once. Each request
+    /// scans the source's whole store, so fewer, larger rounds cost the sources less.
     pub max_concurrent: usize,
     /// How long a stopping node that the membership dropped waits for its partitions' new
     /// owners to hold them (below the pod's termination grace period).
@@ -40,7 +41,7 @@ pub struct MoveSettings {
 impl Default for MoveSettings {
     fn default() -> MoveSettings {
         MoveSettings {
-            max_concurrent: 64,
+            max_concurrent: 256,
             handoff_timeout: Duration::from_secs(40),
         }
     }

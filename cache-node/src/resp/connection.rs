@@ -66,6 +66,9 @@ pub struct Session {
     pub acks: Acks,
     /// Keyspace notification channels and patterns subscribed to.
     pub subscriptions: Subscriptions,
+    /// Set by `ASKING`: the next command (a transaction it opens, until `EXEC`) is served
+    /// here even for a slot this node does not own, as the target of an `-ASK` redirect.
+    pub asking: bool,
     /// Set by `QUIT`: close once the reply is written.
     pub quit: bool,
 }
@@ -82,6 +85,7 @@ impl Session {
             watched: Vec::new(),
             acks: Acks::default(),
             subscriptions: Subscriptions::default(),
+            asking: false,
             quit: false,
         }
     }

@@ -266,6 +266,18 @@ pub enum CommandError {
         /// The primary's RESP port (its TLS port for a client connected over TLS).
         port: u16,
     },
+    /// `--resp-cluster-mode`: this node owns the key's slot but is still receiving its data
+    /// (the partition moves here); the node named serves it meanwhile, for this command only
+    /// (`ASKING` first).
+    #[error("ASK {slot} {host}:{port}")]
+    Ask {
+        /// The key's hash slot.
+        slot: u16,
+        /// The serving node's host.
+        host: String,
+        /// Its RESP port (its TLS port for a client connected over TLS).
+        port: u16,
+    },
     /// `--resp-cluster-mode` with no member to own the slot (discovery lists no node yet).
     #[error("CLUSTERDOWN Hash slot not served")]
     SlotNotServed,
@@ -311,6 +323,7 @@ impl CommandError {
                 | CommandError::Loading
                 | CommandError::CrossSlot
                 | CommandError::Moved { .. }
+                | CommandError::Ask { .. }
                 | CommandError::SlotNotServed
         )
     }

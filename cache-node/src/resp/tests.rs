@@ -836,3 +836,54 @@ async fn a_pipeline_of_sets_is_answered_as_one_set_after_another() {
     )
     .await;
 }
+
+// ---- ASKING ----
+
+/// `ASKING` sets the connection's flag for the next command only, whatever it is, or through
+/// the transaction that next command opens, until `EXEC` or `DISCARD` (Redis' rule: a client
+/// following `-ASK` with `ASKING` and a `MULTI` has the whole transaction served there).
+/// Without `--resp-cluster-mode` it is refused as Redis refuses it.
+#[tokio::test]
+async fn asking_lasts_for_the_next_command_or_the_transaction_it_opens() {
+    let settings = RespSettings {
+        cluster_mode: true,
+        ..RespSettings::default()
+    };
+    let server = Server::start(Limits::default(), u64::MAX, settings.clone()).await;
+    let state = RespState::new(server.cache.clone(), settings, server.address);
+    let registration = state.clients.register(server.address, server.address, -1);
+    let mut session = super::connection::Session::new(registration.client.clone(), true);
+    let mut run = async |args: &[&str]| {
+        let args: Vec<bytes::Bytes> = args
+            .iter()
+            .map(|arg| bytes::Bytes::copy_from_slice(arg.as_bytes()))
+            .collect();
+        let mut out = bytes::BytesMut::new();
+        let mut reply = super::reply::Reply::new(&mut out, super::reply::Protocol::Resp2);
+        super::cmd::execute(&state, &mut session, &args, &mut reply).await;
+        (String::from_utf8_lossy(&out).into_owned(), session.asking)
+    };
+    assert_eq!(run(&["ASKING"]).await, ("+OK\r\n".into(), true));
+    assert_eq!(run(&["ASKING"]).await, ("+OK\r\n".into(), true));
+    assert_eq!(run(&["GET", "k"]).await, ("$-1\r\n".into(), false));
+    assert_eq!(run(&["ASKING"]).await, ("+OK\r\n".into(), true));
+    assert!(!run(&["NOSUCHCOMMAND"]).await.1, "cleared by any command");
+    assert_eq!(run(&["ASKING"]).await, ("+OK\r\n".into(), true));
+    assert_eq!(run(&["MULTI"]).await, ("+OK\r\n".into(), true));
+    assert_eq!(run(&["SET", "k", "v"]).await, ("+QUEUED\r\n".into(), true));
+    assert_eq!(run(&["GET", "k"]).await, ("+QUEUED\r\n".into(), true));
+    assert_eq!(
+        run(&["EXEC"]).await,
+        ("*2\r\n+OK\r\n$1\r\nv\r\n".into(), false)
+    );
+
+    let plain = Server::open().await;
+    plain
+        .connect()
+        .await
+        .expect(
+            &["ASKING"],
+            "-ERR This instance has cluster support disabled\r\n",
+        )
+        .await;
+}

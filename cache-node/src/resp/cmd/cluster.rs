@@ -1,6 +1,7 @@
 //! The Redis Cluster protocol of partitioned mode: `CLUSTER SLOTS | SHARDS | NODES | MYID |
 //! INFO | KEYSLOT | COUNTKEYSINSLOT | HELP`, `READONLY`/`READWRITE`, `-MOVED` for a key this
-//! node does not own (`--resp-cluster-mode`), and `-CROSSSLOT` for the keys of one command
+//! node does not own and `-ASK`/`ASKING` while its partition moves here
+//! (`--resp-cluster-mode`), and `-CROSSSLOT` for the keys of one command
 //! or transaction in different slots (partitioned mode, with or without cluster mode: a
 //! request that spans owners could not be forwarded as one).
 //!
@@ -11,8 +12,16 @@
 //! `-MOVED` to the primary. A node is master of some ranges and replica of others, which
 //! `CLUSTER NODES` cannot say: there every node is a master with the ranges it is primary
 //! of, and `CLUSTER SLOTS` and `CLUSTER SHARDS` name the replicas. Node ids are the SHA-1 of
-//! the member id, so every node names every node alike. Nothing moves slots yet, so there is
-//! no `-ASK`.
+//! the member id, so every node names every node alike.
+//!
+//! # Slots that move
+//! When the membership changes, the topology names the new owners at once, but a new owner
+//! is still receiving the partition's data (it is gaining) and the cache serves the key from
+//! a node that holds it all (a complete owner, or the former owner that keeps it). A client
+//! sent to the new owner is then told `-ASK` to that node: "this once, ask there", without
+//! changing its map, as Redis Cluster does while a slot migrates. The client sends `ASKING`
+//! and the command there; `ASKING` makes the next command skip the redirects, so a former
+//! owner, which the topology no longer names, serves it rather than answering `-MOVED` back.
 //!
 //! Without `--resp-cluster-mode` these commands answer as a Redis without cluster support.
 
@@ -23,7 +32,7 @@ use tidecache_contract::placement::{SLOTS, partition_of_slot, slot_of};
 
 use super::{Ctx, Spec, integer, is, transaction};
 use crate::base::node_info::RespPorts;
-use crate::replication::Topology;
+use crate::replication::{Peer, Route, Topology};
 use crate::resp::RespState;
 use crate::resp::error::CommandError;
 use crate::resp::reply::Reply;
@@ -168,6 +177,17 @@ pub fn readonly(
     Ok(())
 }
 
+/// `ASKING`: the next command (or the transaction it opens) is served here whichever node
+/// owns its slot; the dispatcher clears the flag after it.
+pub fn asking(ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> Result<(), CommandError> {
+    if !ctx.state.settings.cluster_mode {
+        return Err(CommandError::ClusterDisabled);
+    }
+    ctx.session.asking = true;
+    reply.ok();
+    Ok(())
+}
+
 /// The keys of a request (`args[0]` is the name) by the command's key positions.
 fn keys<'a>(spec: &Spec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> {
     let (first, last, step) = spec.keys;
@@ -187,10 +207,11 @@ fn keys<'a>(spec: &Spec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> {
 
 /// Whether a request may be served here as it is, before it runs or is queued: in
 /// partitioned mode its keys must be in one slot, and with `--resp-cluster-mode` that slot
-/// must be this node's.
+/// must be this node's and its data here, unless the connection said `ASKING`.
 ///
 /// # Errors
-/// `-CROSSSLOT`; `-MOVED` to the slot's primary; `-CLUSTERDOWN` while no node owns it.
+/// `-CROSSSLOT`; `-MOVED` to the slot's primary; `-ASK` to the node that serves a slot
+/// moving here; `-CLUSTERDOWN` while no node owns it.
 pub async fn check(ctx: &Ctx<'_>, spec: &Spec, args: &[Bytes]) -> Result<(), CommandError> {
     if spec.keys.0 == 0 {
         return Ok(());
@@ -231,52 +252,91 @@ pub async fn check_exec(ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
     checked
 }
 
-/// With `--resp-cluster-mode`, [`redirect`] for the keys' `slot` (`None`: no keys).
-async fn place(ctx: &Ctx<'_>, topology: &Topology, slot: Option<u16>) -> Result<(), CommandError> {
+/// With `--resp-cluster-mode`, [`redirect`] for the keys' slot and one of them (`None`: no
+/// keys).
+async fn place(
+    ctx: &Ctx<'_>,
+    topology: &Topology,
+    slot: Option<(u16, Bytes)>,
+) -> Result<(), CommandError> {
     match slot {
-        Some(slot) if ctx.state.settings.cluster_mode => redirect(ctx, topology, slot).await,
+        Some((slot, key)) if ctx.state.settings.cluster_mode => {
+            redirect(ctx, topology, slot, &key).await
+        }
         _ => Ok(()),
     }
 }
 
-/// The one slot all `keys` hash to; `None` for no keys.
-fn one_slot<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<Option<u16>, CommandError> {
-    let mut slot = None;
+/// The one slot all `keys` hash to, with the first key; `None` for no keys.
+fn one_slot<'a>(
+    keys: impl Iterator<Item = &'a Bytes>,
+) -> Result<Option<(u16, Bytes)>, CommandError> {
+    let mut slot: Option<(u16, Bytes)> = None;
     for key in keys {
         let this = slot_of(key);
-        match slot {
-            None => slot = Some(this),
-            Some(first) if first != this => return Err(CommandError::CrossSlot),
+        match &slot {
+            None => slot = Some((this, key.clone())),
+            Some((first, _)) if *first != this => return Err(CommandError::CrossSlot),
             Some(_) => {}
         }
     }
     Ok(slot)
 }
 
-/// `Ok` if this node owns `slot`, else `-MOVED` to its primary.
-async fn redirect(ctx: &Ctx<'_>, topology: &Topology, slot: u16) -> Result<(), CommandError> {
-    let partition = partition_of_slot(slot);
-    if topology.owns_partition(partition) {
+/// `Ok` if the connection said `ASKING`, or this node owns `slot` and serves `key` (of that
+/// slot) itself; `-ASK` to the node that serves it while its partition moves here; `-MOVED`
+/// to the primary of a slot this node does not own.
+async fn redirect(
+    ctx: &Ctx<'_>,
+    topology: &Topology,
+    slot: u16,
+    key: &[u8],
+) -> Result<(), CommandError> {
+    if ctx.session.asking {
         return Ok(());
     }
-    let primary = topology
-        .assignment
-        .owners(partition)
-        .next()
-        .ok_or(CommandError::SlotNotServed)?;
-    let peer = &topology.nodes[primary];
+    let partition = partition_of_slot(slot);
+    let (peer, moved) = if topology.owns_partition(partition) {
+        match ask_target(ctx.state, topology, key) {
+            Some(peer) => (peer, false),
+            None => return Ok(()),
+        }
+    } else {
+        let primary = topology
+            .assignment
+            .owners(partition)
+            .next()
+            .ok_or(CommandError::SlotNotServed)?;
+        (topology.nodes[primary].clone(), true)
+    };
     let directory = &ctx.state.directory;
     directory.refresh(topology).await;
-    let port = client_port(directory.ports(peer), is_tls(ctx), directory.own());
-    Err(CommandError::Moved {
-        slot,
-        host: host_of(peer.address()).to_string(),
-        port,
+    let port = client_port(directory.ports(&peer), is_tls(ctx), directory.own());
+    let host = host_of(peer.address()).to_string();
+    Err(match moved {
+        true => CommandError::Moved { slot, host, port },
+        false => CommandError::Ask { slot, host, port },
     })
 }
 
+/// The node a client is sent to with `-ASK` for `key`, of a partition this node owns: the
+/// first the cache would forward the key to, because this node does not hold all of it yet.
+/// `None` where this node serves it, and where that node is no member of `topology` (a former
+/// one that keeps the partition): its RESP port is not known, so this node forwards instead.
+fn ask_target(state: &RespState, topology: &Topology, key: &[u8]) -> Option<Peer> {
+    match state.cache.route(key) {
+        Route::Local => None,
+        Route::Forward(peers) => peers.into_iter().next().filter(|peer| {
+            topology
+                .nodes
+                .iter()
+                .any(|node| node.address() == peer.address())
+        }),
+    }
+}
+
 /// Whether a SET without options may skip [`check`] and join a batch: always but for a key
-/// that `--resp-cluster-mode` redirects.
+/// that `--resp-cluster-mode` redirects (`-MOVED` or `-ASK`).
 pub fn serves_here(state: &RespState, key: &[u8]) -> bool {
     if !state.settings.cluster_mode {
         return true;
@@ -284,7 +344,7 @@ pub fn serves_here(state: &RespState, key: &[u8]) -> bool {
     state
         .cache
         .topology()
-        .is_some_and(|topology| topology.owns(key))
+        .is_some_and(|topology| topology.owns(key) && ask_target(state, &topology, key).is_none())
 }
 
 /// Whether the client is connected over TLS: it came in on the TLS listener's port.
@@ -854,7 +914,7 @@ mod tests {
         assert!(keys_of("ping", &["ping"]).is_empty());
         assert_eq!(
             one_slot(args(&["{u1}a", "{u1}b"]).iter()),
-            Ok(Some(slot_of(b"u1")))
+            Ok(Some((slot_of(b"u1"), Bytes::from_static(b"{u1}a"))))
         );
         assert_eq!(
             one_slot(args(&["a", "b"]).iter()),

@@ -35,6 +35,7 @@ use crate::replication::Replicated;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
     Append,
+    Asking,
     Auth,
     Client,
     Cluster,
@@ -160,6 +161,15 @@ pub static COMMANDS: &[Spec] = &[
         (1, 1, 1),
         "string",
         "Appends a string to the value of a key. Creates the key if it doesn't exist."
+    ),
+    spec!(
+        "asking",
+        Asking,
+        1,
+        &["fast"],
+        (0, 0, 0),
+        "cluster",
+        "Signals that a cluster client is following an -ASK redirect."
     ),
     spec!(
         "auth",
@@ -808,6 +818,11 @@ pub async fn execute(
         }
         reply.command_error(&error);
     }
+    // `ASKING` lasts for the next command only, or through a transaction it opened until
+    // `EXEC` or `DISCARD`, as Redis keeps it.
+    if ctx.session.multi.is_none() && !args.first().is_some_and(|name| is(name, "asking")) {
+        ctx.session.asking = false;
+    }
 }
 
 /// Whether `args` is a `SET key value` without options that may join a run of them
@@ -817,6 +832,7 @@ pub fn joins_set_run(state: &RespState, session: &Session, args: &[Bytes]) -> bo
         && is(&args[0], "set")
         && session.authenticated
         && session.multi.is_none()
+        && !session.asking
         && !session.subscriptions.active()
         && state.cache.is_loaded()
         && cluster::serves_here(state, &args[1])
@@ -956,6 +972,7 @@ async fn run(
         Cmd::Reset => server::reset(ctx, reply),
         Cmd::Command => server::command(args, reply),
         Cmd::Cluster => cluster::cluster(ctx, args, reply).await,
+        Cmd::Asking => cluster::asking(ctx, reply),
         Cmd::Readonly => cluster::readonly(ctx, true, reply),
         Cmd::Readwrite => cluster::readonly(ctx, false, reply),
         Cmd::Info => server::info(ctx, args, reply),
