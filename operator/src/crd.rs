@@ -966,12 +966,24 @@ pub struct PartitionStatus {
     /// Partitions of the key space (each 16 hash slots).
     pub partitions: i32,
     /// Cache pods placement counts as members: those the peers Service's EndpointSlices
-    /// list, i.e. every pod with an address that has not finished, ready or not.
+    /// list and do not mark terminating, i.e. every pod with an address that is neither
+    /// finished nor being deleted, ready or not.
     pub members: i32,
     /// Partitions with fewer than replicationFactor ready owners: their keys have fewer
     /// copies than asked for until the missing owners are ready (or the cluster is scaled to
     /// at least replicationFactor pods).
     pub under_replicated: i32,
+    /// Partitions moving to new owners after a membership change, summed over the pods:
+    /// those a pod owns and is still receiving the data of (gaining), and those it no longer
+    /// owns and keeps serving until every new owner holds them (kept). Every key is served
+    /// meanwhile; 0 once the moves are done. Read from the pods themselves.
+    #[serde(default)]
+    pub moving: i32,
+    /// Cache pods (members, and leaving ones handing their partitions over) the operator
+    /// could not ask what they hold (starting, unreachable, or refusing its peer token):
+    /// their moves are not counted in `moving`.
+    #[serde(default)]
+    pub unread_pods: i32,
     /// Members and owned partitions per zone, sorted by zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners_per_zone: Vec<ZoneOwnership>,

@@ -1,6 +1,7 @@
 //! The status step, as pure functions: what the operator observed (the StatefulSet, the ready
 //! pods per zone, the janitor's CronJob and last Job, and in Partitioned mode every member pod
-//! with its zone and readiness) becomes a [`CacheClusterStatus`].
+//! with its zone and readiness and the partitions moving between them) becomes a
+//! [`CacheClusterStatus`].
 //!
 //! Conditions follow the Kubernetes API conventions: every condition is always present, each
 //! carries the generation it describes, and `lastTransitionTime` changes only when the
@@ -32,6 +33,9 @@ pub const RECONCILE_FAILED: &str = "ReconcileFailed";
 /// Reason of `Ready=False` in Partitioned mode while a partition has fewer than
 /// replicationFactor ready owners.
 pub const UNDER_REPLICATED: &str = "UnderReplicated";
+/// Reason of `Progressing=True` in Partitioned mode while partitions move to new owners (or
+/// the pods do not yet agree on the membership), the pods being rolled out and ready.
+pub const PARTITIONS_MOVING: &str = "PartitionsMoving";
 /// The zone shown for pods whose node has no zone label.
 pub const UNKNOWN_ZONE: &str = "unknown";
 
@@ -45,6 +49,28 @@ pub struct PodMember {
     pub zone: Option<String>,
     /// Whether the pod is Ready.
     pub ready: bool,
+}
+
+/// The partition moves of a Partitioned cluster, summed over what its pods said.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Moves {
+    /// Partitions held but not yet complete, summed over the pods that answered: gaining
+    /// (owned, data still arriving) or kept (moved away, kept until the new owners hold them).
+    pub moving: usize,
+    /// Member pods whose holdings could not be read (not listening yet, unreachable, or
+    /// refusing): their moves are not in `moving`.
+    pub unread: usize,
+    /// How many different memberships the pods that answered place keys by: 1 once they
+    /// agree (0 when none answered).
+    pub memberships: usize,
+}
+
+impl Moves {
+    /// Whether a move is under way: partitions moving, or pods placing keys by different
+    /// memberships (a change still reaching them, after which partitions will move).
+    pub fn unsettled(&self) -> bool {
+        self.moving > 0 || self.memberships > 1
+    }
 }
 
 /// Everything [`observed`] needs besides the previous status.
@@ -64,6 +90,8 @@ pub struct Observation {
     pub replication_factor: Option<u16>,
     /// The pods placement counts as members (read in Partitioned mode only).
     pub members: Vec<PodMember>,
+    /// What the member pods said of their partitions (Partitioned mode only).
+    pub moves: Option<Moves>,
     /// The schedule in force, as shown to the admin.
     pub schedule: String,
     /// Label selector of the cache pods.
@@ -92,9 +120,15 @@ pub fn observed(
     let all_ready = rolled_out && ready >= desired;
     let janitor = janitor_status(observation);
     let janitor_failed = janitor.as_ref().and_then(|j| j.last_result.as_deref()) == Some("Failed");
-    let placement = observation
-        .replication_factor
-        .map(|factor| partitions(&observation.members, factor));
+    let placement = observation.replication_factor.map(|factor| {
+        let mut placement = partitions(&observation.members, factor);
+        if let Some(moves) = &observation.moves {
+            placement.moving = count(moves.moving);
+            placement.unread_pods = count(moves.unread);
+        }
+        placement
+    });
+    let moves = observation.moves.as_ref().filter(|moves| moves.unsettled());
 
     let ready_condition = if desired == 0 {
         (
@@ -121,7 +155,9 @@ pub fn observed(
             format!("{ready} of {desired} cache pods are ready"),
         )
     };
-    let progressing_condition = if rolled_out && ready >= desired {
+    let progressing_condition = if let Some(moves) = moves.filter(|_| rolled_out) {
+        (true, PARTITIONS_MOVING, moving_message(moves))
+    } else if rolled_out && ready >= desired {
         (
             false,
             "RolledOut",
@@ -237,12 +273,13 @@ pub fn partitions(members: &[PodMember], replication_factor: u16) -> PartitionSt
             per_zone.entry(zone).or_default().1 += 1;
         }
     }
-    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     PartitionStatus {
         replication_factor: i32::from(replication_factor),
         partitions: count(PARTITIONS),
         members: count(placed.len()),
         under_replicated,
+        moving: 0,
+        unread_pods: 0,
         owners_per_zone: per_zone
             .into_iter()
             .map(|(zone, (pods, partitions))| ZoneOwnership {
@@ -252,6 +289,28 @@ pub fn partitions(members: &[PodMember], replication_factor: u16) -> PartitionSt
             })
             .collect(),
     }
+}
+
+/// A count as the status's `i32`.
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// What is moving, for `Progressing=True` while the pods hand partitions over.
+fn moving_message(moves: &Moves) -> String {
+    let mut message = format!(
+        "{} partitions are moving between cache pods (gaining or kept, summed over the pods); \
+         every key is served meanwhile",
+        moves.moving
+    );
+    if moves.memberships > 1 {
+        message.push_str(&format!(
+            "; the pods place keys by {} different memberships until the change reaches all \
+             of them",
+            moves.memberships
+        ));
+    }
+    message
 }
 
 /// Why a Partitioned cluster is not Ready: how many pods are ready, how many partitions lack
@@ -421,6 +480,7 @@ mod tests {
             ready_per_zone: BTreeMap::from([("a".into(), 2), ("b".into(), ready - 2)]),
             replication_factor: None,
             members: Vec::new(),
+            moves: None,
             schedule: "* * * * * (UTC)".into(),
             selector: "app=x".into(),
             janitor: None,
@@ -679,6 +739,51 @@ mod tests {
             ("True", "AllReplicasReady")
         );
         assert_eq!(ready.last_transition_time, at(2));
+    }
+
+    #[test]
+    fn moving_partitions_keep_the_cluster_ready_and_progressing_until_the_moves_are_done() {
+        let mut moving = partitioned(three_zones([true; 3]), 2);
+        moving.moves = Some(Moves {
+            moving: 340,
+            unread: 0,
+            memberships: 2,
+        });
+        let status = observed(&moving, None, &at(1));
+        let placement = status.partitions.clone().expect("partition status");
+        assert_eq!((placement.moving, placement.unread_pods), (340, 0));
+        assert_eq!(find(&status, READY).status, "True", "every key is served");
+        let progressing = find(&status, PROGRESSING);
+        assert_eq!(
+            (
+                progressing.status.as_str(),
+                progressing.reason.as_str(),
+                progressing.message.as_str()
+            ),
+            (
+                "True",
+                PARTITIONS_MOVING,
+                "340 partitions are moving between cache pods (gaining or kept, summed over the \
+                 pods); every key is served meanwhile; the pods place keys by 2 different \
+                 memberships until the change reaches all of them"
+            )
+        );
+        let mut done = moving.clone();
+        done.moves = Some(Moves {
+            moving: 0,
+            unread: 1,
+            memberships: 1,
+        });
+        let settled = observed(&done, Some(&status), &at(9));
+        let placement = settled.partitions.clone().expect("partition status");
+        assert_eq!((placement.moving, placement.unread_pods), (0, 1));
+        let progressing = find(&settled, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", "RolledOut"),
+            "a pod that could not be asked is reported, not taken for a move"
+        );
+        assert_eq!(progressing.last_transition_time, at(9));
     }
 
     #[test]

@@ -127,7 +127,8 @@ pub struct Targets {
     /// acknowledgements count.
     pub replicas: Vec<Peer>,
     /// Nodes that keep the key's partition while it moves to new owners: they get the
-    /// write so that what they serve meanwhile stays current, but do not acknowledge it.
+    /// write so that what they serve meanwhile stays current, and their acknowledgements
+    /// count in place of new owners that are not up yet (the new owners pull it from them).
     pub keepers: Vec<Peer>,
 }
 

@@ -166,7 +166,8 @@ impl Pending {
             _ => 1,
         };
         Ok(Replicated {
-            acked,
+            // Keepers may acknowledge besides the replicas.
+            acked: acked.min(self.replicas),
             replicas: self.replicas,
             watch: self.waiter.map(AckWatch::new),
         })
@@ -274,33 +275,18 @@ impl Transport {
         let peers = self.peers();
         let targets = self.placement.targets(key, &peers);
         let replicas = targets.count();
-        // Keepers get the write without counting towards its level: they only serve the
-        // partition until its new owners, which do count, hold all of it.
-        let (links, keepers): (Vec<(Peer, Option<Link>)>, Vec<Link>) = {
+        // Keepers of a moving partition get the write too, and their acknowledgements count:
+        // a keeper holds the partition until every new owner has pulled it, so a write it
+        // holds reaches them (the new owners of a partition may not be up yet).
+        let links: Vec<(Peer, Option<Link>)> = {
             let links = lock(&self.links);
-            (
-                targets
-                    .replicas
-                    .iter()
-                    .map(|peer| (peer.clone(), links.get(peer).cloned()))
-                    .collect(),
-                targets
-                    .keepers
-                    .iter()
-                    .filter_map(|peer| links.get(peer).cloned())
-                    .collect(),
-            )
+            targets
+                .replicas
+                .iter()
+                .chain(&targets.keepers)
+                .map(|peer| (peer.clone(), links.get(peer).cloned()))
+                .collect()
         };
-        for keeper in keepers.iter().filter(|l| !l.down.load(Ordering::Acquire)) {
-            let outgoing = Outgoing {
-                record: record.clone(),
-                queued_at: Instant::now(),
-                waiter: None,
-            };
-            // Best effort: a keeper whose queue is full misses the write, and its reads
-            // are then older until the owners take over.
-            let _ = keeper.queue.try_send(outgoing);
-        }
         let waiter = (!links.is_empty()).then(|| Arc::new(AckWaiter::new(links.len())));
         let backpressure = level != AckLevel::One;
         let deadline = tokio::time::Instant::now() + timeout;

@@ -1,5 +1,6 @@
-//! What every reconcile shares: the API client, the Event recorder, the metrics, the clock and
-//! the consecutive failures per cluster that the backoff is computed from.
+//! What every reconcile shares: the API client, the Event recorder, the metrics, the clock, the
+//! reader of the cache pods' partition holdings and the consecutive failures per cluster that
+//! the backoff is computed from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tracing::warn;
 
+use super::holdings::HoldingsReader;
+use crate::build::HTTP_PORT;
 use crate::labels::MANAGER;
 use crate::telemetry::Metrics;
 
@@ -27,6 +30,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The clock, injectable so that tests get stable condition times.
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Asks the cache pods of Partitioned clusters what they hold while partitions move.
+    pub holdings: HoldingsReader,
     /// Consecutive failures per CacheCluster, for the retry backoff.
     failures: Mutex<HashMap<ClusterKey, u32>>,
 }
@@ -43,6 +48,7 @@ impl Context {
             client,
             metrics,
             now: Box::new(Timestamp::now),
+            holdings: HoldingsReader::new(HTTP_PORT),
             failures: Mutex::new(HashMap::new()),
         }
     }

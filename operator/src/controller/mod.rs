@@ -7,7 +7,9 @@
 //!   reported (status, Events).
 //! - `apply`: the apply engine: server-side apply of what differs, then one sweep that deletes
 //!   the children no longer built, by label, for every child kind.
-//! - `observe`: the reads the status is computed from (pods, nodes, the janitor's Jobs).
+//! - `observe`: the reads the status is computed from (pods, nodes, the janitor's Jobs, and in
+//!   Partitioned mode the pods' partition holdings).
+//! - `holdings`: asks the cache pods of a Partitioned cluster which partitions are moving.
 //! - `peer_token`: the generated Secret the cache pods authenticate to each other with
 //!   (created once, rotated on request; the one write that is not a server-side apply).
 //! - `update_status`: the status write, skipped when the status did not change.
@@ -41,6 +43,7 @@
 mod apply;
 mod context;
 mod driver;
+mod holdings;
 mod observe;
 mod peer_token;
 mod pipeline;

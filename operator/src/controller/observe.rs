@@ -1,19 +1,24 @@
 //! The observation: the reads the status is computed from, besides the applied StatefulSet and
 //! CronJob: the cluster's ready pods and their nodes' zones, in Partitioned mode every member
-//! pod with its node's zone, and the janitor's newest Job.
+//! pod with its node's zone and what each says it holds of the partitions, and the janitor's
+//! newest Job.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
+use tracing::debug;
 
 use super::apply::Applied;
+use super::holdings;
+use super::peer_token::PeerToken;
 use super::{Context, Error};
 use crate::crd::CacheCluster;
 use crate::labels::{self, CACHE_COMPONENT, JANITOR_COMPONENT};
-use crate::status::{Observation, PodMember, UNKNOWN_ZONE};
+use crate::status::{Moves, Observation, PodMember, UNKNOWN_ZONE};
 use crate::validate::ValidatedCluster;
 
 /// The node label the EndpointSlice controller copies into each endpoint's `zone`, which is
@@ -22,7 +27,7 @@ use crate::validate::ValidatedCluster;
 const ENDPOINT_ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// Reads what the status is computed from: ready pods per zone, the members of the placement
-/// in Partitioned mode, and the janitor's last Job.
+/// in Partitioned mode with the partitions moving between them, and the janitor's last Job.
 ///
 /// # Errors
 /// [`Error::Observe`] naming what could not be read.
@@ -30,6 +35,7 @@ pub(super) async fn observe(
     validated: &ValidatedCluster,
     cluster: &CacheCluster,
     applied: Applied,
+    peer_token: &PeerToken,
     context: &Context,
 ) -> Result<Observation, Error> {
     let observe_error = |what| {
@@ -53,9 +59,22 @@ pub(super) async fn observe(
     let mut ready_per_zone: BTreeMap<String, i32> = BTreeMap::new();
     let replication_factor = validated.node.partitioned.map(|p| p.replication_factor);
     let mut members = Vec::new();
+    // Every pod that may hold partitions is asked, leaving ones included: they keep what they
+    // owned until the new owners hold it.
+    let holders: Vec<(String, Option<IpAddr>)> = match replication_factor {
+        Some(_) => pods
+            .items
+            .iter()
+            .filter(|pod| is_listed(pod))
+            .map(|pod| (pod.name_any(), pod_ip(pod)))
+            .collect(),
+        None => Vec::new(),
+    };
     for pod in &pods.items {
         let ready = is_ready(pod);
-        let member = replication_factor.is_some() && is_member(pod);
+        let member = replication_factor.is_some()
+            && is_listed(pod)
+            && pod.metadata.deletion_timestamp.is_none();
         if !ready && !member {
             continue;
         }
@@ -86,6 +105,10 @@ pub(super) async fn observe(
             });
         }
     }
+    let moves = match replication_factor {
+        Some(_) => Some(moves(&holders, peer_token, context).await),
+        None => None,
+    };
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), namespace);
     let jobs = jobs
         .list(
@@ -112,6 +135,7 @@ pub(super) async fn observe(
         ready_per_zone,
         replication_factor,
         members,
+        moves,
         schedule: validated.schedule.to_string(),
         selector,
         janitor: applied.janitor.status,
@@ -119,11 +143,41 @@ pub(super) async fn observe(
     })
 }
 
-/// Whether the peers Service's EndpointSlices list `pod`, which is what makes it a member of
-/// the placement the cache pods compute: the EndpointSlice controller lists a pod once it has
-/// an address and until it has finished, ready or not (the Service publishes not-ready
-/// addresses, which also keeps terminating pods listed).
-fn is_member(pod: &Pod) -> bool {
+/// Asks every listed pod, all at once, which partitions it holds; a pod that does not answer
+/// (starting, unreachable, refusing the token) is counted as unread.
+async fn moves(pods: &[(String, Option<IpAddr>)], token: &PeerToken, context: &Context) -> Moves {
+    let answers = futures::future::join_all(pods.iter().map(|(name, ip)| async move {
+        let ip = (*ip)?;
+        match context
+            .holdings
+            .read(ip, &token.current, &token.previous)
+            .await
+        {
+            Ok(holdings) => Some(holdings),
+            Err(error) => {
+                debug!(pod = %name, error = %crate::error_chain(&error), "holdings not read");
+                None
+            }
+        }
+    }))
+    .await;
+    holdings::moves(&answers)
+}
+
+/// The pod's IP, if it has a valid one.
+fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+}
+
+/// Whether the peers Service's EndpointSlices list `pod`: the EndpointSlice controller lists
+/// a pod once it has an address and until it has finished, ready or not (the Service
+/// publishes not-ready addresses). A listed pod is a member of the placement the cache pods
+/// compute unless it is terminating (its endpoint says so, and the pods leave it out); a
+/// terminating one still holds the partitions it is handing over.
+fn is_listed(pod: &Pod) -> bool {
     let Some(status) = pod.status.as_ref() else {
         return false;
     };

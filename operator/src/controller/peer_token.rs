@@ -122,6 +122,40 @@ fn secret(
     }
 }
 
+/// The peer-token Secret as the pods see it: what their template names, and the tokens the
+/// operator itself presents to them (to read their partition holdings).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct PeerToken {
+    /// The revision the pods' template names.
+    pub revision: String,
+    /// The token the pods present to each other.
+    pub current: Vec<u8>,
+    /// The token before the last rotation, which pods not restarted since still use.
+    pub previous: Vec<u8>,
+}
+
+impl PeerToken {
+    fn of(secret: &Secret) -> PeerToken {
+        let key = |key| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|data| data.get(key))
+                .map(|token| token.0.clone())
+                .unwrap_or_default()
+        };
+        let current = key(PEER_TOKEN_KEY);
+        let previous = Some(key(PEER_TOKEN_PREVIOUS_KEY))
+            .filter(|previous| !previous.is_empty())
+            .unwrap_or_else(|| current.clone());
+        PeerToken {
+            revision: revision(secret),
+            current,
+            previous,
+        }
+    }
+}
+
 /// The revision the pods' template names: changes when the Secret is recreated or rotated.
 fn revision(secret: &Secret) -> String {
     format!(
@@ -135,7 +169,7 @@ fn revision(secret: &Secret) -> String {
 }
 
 /// Creates or rotates the peer-token Secret as needed; returns its revision for the pods'
-/// template.
+/// template and its tokens.
 ///
 /// # Errors
 /// An [`Error`] naming the Secret when it cannot be read or written (a conflict is retried
@@ -144,7 +178,7 @@ pub(super) async fn ensure(
     cluster: &CacheCluster,
     validated: &ValidatedCluster,
     context: &Context,
-) -> Result<String, Error> {
+) -> Result<PeerToken, Error> {
     let name = labels::names::peer_token(&validated.name);
     let api: Api<Secret> = Api::namespaced(context.client.clone(), &validated.namespace);
     let kind = || "Secret".to_string();
@@ -156,7 +190,7 @@ pub(super) async fn ensure(
     let asked = asked_rotation(cluster);
     let (written, reason, note) = match plan(existing.as_ref(), asked) {
         Plan::Keep => {
-            return Ok(existing.as_ref().map(revision).unwrap_or_default());
+            return Ok(existing.as_ref().map(PeerToken::of).unwrap_or_default());
         }
         Plan::Create => {
             let token = generate()?;
@@ -205,7 +239,7 @@ pub(super) async fn ensure(
             Some(written.object_ref(&())),
         )
         .await;
-    Ok(revision(&written))
+    Ok(PeerToken::of(&written))
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ use crate::validate::{ValidationError, validate};
 /// How often a healthy cluster is reconciled even without a watch event, to refresh the
 /// janitor's status and catch anything a watch missed.
 pub(super) const RESYNC: Duration = Duration::from_secs(300);
+/// How often a Partitioned cluster is reconciled while partitions move (or its pods place keys
+/// by different memberships), so that the status follows the moves: they change nothing the
+/// watches see.
+pub(super) const MOVES_POLL: Duration = Duration::from_secs(3);
 /// Event reason for a stored CacheCluster that does not match the operator's types.
 const UNREADABLE: &str = "Unreadable";
 /// Longest failure message put in a condition or Event (an Event's note may have at most 1 kB).
@@ -96,13 +100,15 @@ async fn reconcile_inner(cluster: &CacheCluster, context: &Context) -> Result<Ac
         Err(error) => return Err(Error::Metadata(error)),
     };
     // Before the pods are built: they read the Secret, and name its revision.
-    validated.peer_token_revision = Some(peer_token::ensure(cluster, &validated, context).await?);
+    let peer_token = peer_token::ensure(cluster, &validated, context).await?;
+    validated.peer_token_revision = Some(peer_token.revision.clone());
     let children = build::build(&validated);
     let applied = apply_children(cluster, &validated, children, context).await?;
-    let observation = observe(&validated, cluster, applied, context).await?;
+    let observation = observe(&validated, cluster, applied, &peer_token, context).await?;
     let status = status::observed(&observation, cluster.status.as_ref(), &context.now());
     write_status(cluster, &validated.namespace, status, context).await?;
-    Ok(Action::requeue(RESYNC))
+    let moving = observation.moves.as_ref().is_some_and(|m| m.unsettled());
+    Ok(Action::requeue(if moving { MOVES_POLL } else { RESYNC }))
 }
 
 /// Reports an invalid spec in status (and as an Event when the message is new) and waits for

@@ -15,7 +15,8 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::pipeline::{RESYNC, reconcile, reconcile_guarded};
+use super::holdings::{HoldingsReader, PARTITIONS_PATH};
+use super::pipeline::{MOVES_POLL, RESYNC, reconcile, reconcile_guarded};
 use super::{Context, Error};
 use crate::crd::CacheCluster;
 use crate::labels::{self, APPLIED_HASH_ANNOTATION, CACHE_COMPONENT};
@@ -52,13 +53,23 @@ const PDB_PATH: &str = "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/dem
 const NETWORK_POLICY_PATH: &str = "/apis/networking.k8s.io/v1/namespaces/apps/networkpolicies/demo";
 
 impl FakeApi {
+    /// A fake whose reconciles ask for pods' holdings on a port nothing listens on.
     fn start() -> FakeApi {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = free.local_addr().expect("address").port();
+        drop(free);
+        FakeApi::with_pod_port(port)
+    }
+
+    /// A fake whose reconciles ask for pods' holdings on `port` of their pod IPs.
+    fn with_pod_port(port: u16) -> FakeApi {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let state = Arc::new(Mutex::new(State::default()));
         let server = tokio::spawn(serve(handle, state.clone()));
         let mut context = Context::new(client, Arc::new(Metrics::default()), None);
         context.now = Box::new(|| Timestamp::from_second(1_800_000_000).expect("timestamp"));
+        context.holdings = HoldingsReader::new(port);
         FakeApi {
             state,
             server,
@@ -729,9 +740,9 @@ async fn partitioned_status_places_the_listed_pods_by_their_endpoint_zone() {
     {
         let mut state = api.lock();
         for (pod, node, ip, ready) in [
-            ("demo-0", Some("n1"), Some("10.0.0.1"), true),
-            ("demo-1", Some("n2"), Some("10.0.0.2"), true),
-            ("demo-2", Some("n3"), Some("10.0.0.3"), false),
+            ("demo-0", Some("n1"), Some("127.0.0.1"), true),
+            ("demo-1", Some("n2"), Some("127.0.0.2"), true),
+            ("demo-2", Some("n3"), Some("127.0.0.3"), false),
             ("demo-3", None, None, false),
         ] {
             state.objects.insert(
@@ -773,6 +784,11 @@ async fn partitioned_status_places_the_listed_pods_by_their_endpoint_zone() {
         (3, 705),
         "demo-3 has no address yet; demo-2's 705 partitions lack one ready owner"
     );
+    assert_eq!(
+        (partitions.moving, partitions.unread_pods),
+        (0, 3),
+        "no pod listens, so none could say what it holds"
+    );
     let owners: Vec<(String, i32, i32)> = partitions
         .owners_per_zone
         .into_iter()
@@ -795,4 +811,160 @@ async fn partitioned_status_places_the_listed_pods_by_their_endpoint_zone() {
                 .to_string()
         )
     );
+}
+
+/// A cache pod's `GET /internal/v1/partitions` on `ip:port`, answering `holdings` to the
+/// bearer of `token` and 401 to anyone else, as cache-node does.
+async fn serve_holdings(ip: &str, port: u16, token: &'static str, holdings: Arc<Mutex<Value>>) {
+    let listener = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .expect("bind a pod address");
+    let app = axum::Router::new().route(
+        PARTITIONS_PATH,
+        axum::routing::get(move |headers: http::HeaderMap| async move {
+            let bearer = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if bearer == Some(token) {
+                let answer = holdings.lock().expect("holdings").clone();
+                (StatusCode::OK, axum::Json(answer))
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "unauthorized"})),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+}
+
+/// Gives the applied StatefulSet the status of `replicas` pods rolled out and ready.
+fn roll_out(api: &FakeApi, replicas: i32) {
+    let mut state = api.lock();
+    let sts = state
+        .objects
+        .get_mut(STS_PATH)
+        .expect("StatefulSet applied");
+    sts["status"] = json!({"observedGeneration": 1, "replicas": replicas,
+                           "readyReplicas": replicas, "updatedReplicas": replicas,
+                           "currentRevision": "r1", "updateRevision": "r1"});
+}
+
+/// A bitmap of 1024 partitions holding the first `n`.
+fn first(n: u32) -> Value {
+    let words: Vec<u64> = (0..16)
+        .map(|w| match n.saturating_sub(w * 64) {
+            0 => 0,
+            k if k >= 64 => u64::MAX,
+            k => (1 << k) - 1,
+        })
+        .collect();
+    json!(words)
+}
+
+/// While partitions move the operator reads each pod's holdings with the peer token from the
+/// Secret it generated, reports the moving partitions, says Progressing with Ready kept, and
+/// comes back soon; once the pods hold what they own, Progressing is False and it resyncs at
+/// the usual pace.
+#[tokio::test]
+async fn moving_partitions_are_read_from_the_pods_and_reported_until_done() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = probe.local_addr().expect("address").port();
+    drop(probe);
+    let api = FakeApi::with_pod_port(port);
+    let mut cluster = fixtures::minimal();
+    cluster.spec.replicas = 2;
+    cluster.spec.replication.mode = crate::crd::ReplicationMode::Partitioned;
+    api.put_cluster(&cluster);
+    let gaining = Arc::new(Mutex::new(
+        json!({"fingerprint": 7, "complete": first(0), "held": first(10)}),
+    ));
+    let keeping = Arc::new(Mutex::new(
+        json!({"fingerprint": 7, "complete": first(0), "held": first(3)}),
+    ));
+    {
+        use base64::Engine;
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let mut state = api.lock();
+        // Rotated once: demo-0 was restarted with the new token, demo-1 still has the old.
+        state.objects.insert(
+            PEER_TOKEN_PATH.into(),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "demo-peer-token", "uid": "uid-s",
+                                "resourceVersion": "1",
+                                "annotations": {labels::PEER_TOKEN_ROTATION_ANNOTATION: ""}},
+                   "data": {"token": encode("new-token"), "previous": encode("old-token")}}),
+        );
+        for (pod, node, ip, zone, deleted) in [
+            ("demo-0", "n1", "127.0.0.1", "zone-a", None),
+            ("demo-1", "n2", "127.0.0.2", "zone-b", None),
+            (
+                "demo-2",
+                "n3",
+                "127.0.0.3",
+                "zone-c",
+                Some("2027-01-15T08:00:00Z"),
+            ),
+        ] {
+            state.objects.insert(
+                format!("/api/v1/namespaces/apps/pods/{pod}"),
+                json!({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": pod, "labels": labels::common("demo", CACHE_COMPONENT),
+                                    "deletionTimestamp": deleted},
+                       "spec": {"nodeName": node, "containers": []},
+                       "status": {"podIP": ip, "phase": "Running",
+                                  "conditions": [{"type": "Ready", "status": "True"}]}}),
+            );
+            state.objects.insert(
+                format!("/api/v1/nodes/{node}"),
+                json!({"apiVersion": "v1", "kind": "Node",
+                       "metadata": {"name": node,
+                                    "labels": {"topology.kubernetes.io/zone": zone}}}),
+            );
+        }
+    }
+    let complete = Arc::new(Mutex::new(
+        json!({"fingerprint": 7, "complete": first(1024), "held": first(1024)}),
+    ));
+    serve_holdings("127.0.0.1", port, "new-token", gaining.clone()).await;
+    serve_holdings("127.0.0.2", port, "new-token", complete).await;
+    // Leaving (scaled down), not restarted since the rotation: it keeps what it handed over.
+    serve_holdings("127.0.0.3", port, "old-token", keeping.clone()).await;
+    api.reconcile().await;
+    roll_out(&api, 2);
+    let action = api.reconcile().await;
+    let status = api.cluster().status.expect("status");
+    let partitions = status.partitions.clone().expect("partition status");
+    assert_eq!(
+        (partitions.moving, partitions.unread_pods),
+        (13, 0),
+        "10 gaining on demo-0 (asked with the token), 3 kept on demo-2 (with the previous one)"
+    );
+    assert_eq!(partitions.members, 2, "a terminating pod is no member");
+    assert_eq!(action, Action::requeue(MOVES_POLL));
+    let cluster = api.cluster();
+    assert_eq!(condition(&cluster, status::READY).0, "True");
+    let (progressing, reason, _) = condition(&cluster, status::PROGRESSING);
+    assert_eq!(
+        (progressing.as_str(), reason.as_str()),
+        ("True", status::PARTITIONS_MOVING)
+    );
+
+    *gaining.lock().expect("holdings") =
+        json!({"fingerprint": 7, "complete": first(10), "held": first(10)});
+    *keeping.lock().expect("holdings") =
+        json!({"fingerprint": 7, "complete": first(0), "held": first(0)});
+    let action = api.reconcile().await;
+    let cluster = api.cluster();
+    let partitions = cluster
+        .status
+        .clone()
+        .expect("status")
+        .partitions
+        .expect("partitions");
+    assert_eq!((partitions.moving, partitions.unread_pods), (0, 0));
+    assert_eq!(condition(&cluster, status::PROGRESSING).1, "RolledOut");
+    assert_eq!(action, Action::requeue(RESYNC));
 }

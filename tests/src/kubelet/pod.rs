@@ -679,14 +679,19 @@ impl Worker {
         Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
     }
 
-    async fn kill_all(&mut self, grace: Duration) {
+    /// Stops every container: SIGTERM to all, then SIGKILL to those still running after
+    /// `grace`. Returns the containers that needed SIGKILL.
+    async fn kill_all(&mut self, grace: Duration) -> Vec<String> {
         for run in &mut self.runs {
             signal_run(run, Signal::TERM);
         }
         let deadline = Instant::now() + grace;
+        let mut killed = Vec::new();
         for run in &mut self.runs {
             let left = deadline.saturating_duration_since(Instant::now());
-            kill(run, left).await;
+            if kill(run, left).await {
+                killed.push(run.spec.name.clone());
+            }
         }
         for run in &mut self.runs {
             if let Some(pid) = run.pid.take() {
@@ -700,13 +705,15 @@ impl Worker {
                     .observe(&self.uid, &run.spec.name, Observed::Ready(false));
             }
         }
+        killed
     }
 
     /// The pod is being deleted: stop the containers within its grace period, then
     /// finish the deletion.
     async fn terminate(&mut self) {
         let grace = self.grace(self.pod.metadata.deletion_grace_period_seconds);
-        if self.runs.iter().any(|r| r.child.is_some()) {
+        let running = self.runs.iter().any(|r| r.child.is_some());
+        if running {
             self.shared.log(&format!(
                 "{}: deleted, stopping containers (grace {grace:?})",
                 self.key
@@ -718,7 +725,24 @@ impl Worker {
             ));
             self.flush_events().await;
         }
-        self.kill_all(grace).await;
+        let stopping = Instant::now();
+        let killed = self.kill_all(grace).await;
+        if running {
+            // Tests read whether a container stopped on SIGTERM or had to be killed.
+            let how = if killed.is_empty() {
+                "exited on SIGTERM".to_string()
+            } else {
+                format!(
+                    "SIGKILLed at the end of the grace period: {}",
+                    killed.join(", ")
+                )
+            };
+            self.shared.log(&format!(
+                "{}: containers stopped after {:.1?}, {how}",
+                self.key,
+                stopping.elapsed()
+            ));
+        }
         self.release();
         let namespace = self.pod.namespace().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(self.shared.client.clone(), &namespace);
@@ -898,16 +922,19 @@ fn signal_run(run: &Run, signal: Signal) {
 }
 
 /// SIGTERM, up to `grace` for the exit, then SIGKILL; the exit is reaped by `reap`.
-async fn kill(run: &mut Run, grace: Duration) {
+/// Returns whether SIGKILL was needed.
+async fn kill(run: &mut Run, grace: Duration) -> bool {
     let (Some(pid), Some(child)) = (run.pid, run.child.as_mut()) else {
-        return;
+        return false;
     };
     signal_group(pid, Signal::TERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         signal_group(pid, Signal::KILL);
         // SIGKILL cannot be ignored; the status stays with the child for `reap`.
         let _status = child.wait().await;
+        return true;
     }
+    false
 }
 
 /// A probe that ran.

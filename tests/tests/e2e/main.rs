@@ -101,6 +101,12 @@ fn scenarios() -> Vec<Scenario> {
             body: |e| Box::pin(partitioned::partitioned_serve(e)),
         },
         Scenario {
+            name: "partitioned_scale",
+            needs: Needs::Operator,
+            namespace: Some(partitioned::SCALE_NAMESPACE),
+            body: |e| Box::pin(partitioned::partitioned_scale(e)),
+        },
+        Scenario {
             name: "steady_state_writes_nothing",
             needs: Needs::Demo,
             namespace: None,

@@ -1,16 +1,23 @@
-//! Partitioned mode on a CacheCluster of its own (`e2e-partitioned/catalog`): three pods in
+//! Partitioned mode on CacheClusters of their own: `e2e-partitioned/catalog`, three pods in
 //! three zones with two owners per key, placed by the names and zones the EndpointSlices
 //! give; every pod serves every key, each key is held by exactly two pods, and the status
-//! reports the partitions per zone.
+//! reports the partitions per zone. `e2e-partitioned-scale/ledger`: the same scaled 3 → 6 → 3
+//! under a writer, partitions moving with their data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use serde_json::Value;
+use tidecache_e2e::http;
 
 use crate::suite::Env;
 use crate::support::{
-    TIMEOUT, Target, TestResult, apply, check_spread, kubectl, pod_addr, put, served_everywhere,
-    wait_for,
+    TIMEOUT, Target, TestResult, api, apply, check_spread, get, kubectl, pod_addr, put,
+    served_everywhere, wait_for,
 };
 
 /// The scenario's own namespace (created and deleted by the suite).
@@ -116,7 +123,7 @@ pub async fn partitioned_serve(env: &Env) -> TestResult {
 
 /// The pod's `tidecache_entries` gauge.
 async fn entries_metric(addr: SocketAddr) -> TestResult<u64> {
-    let r = tidecache_e2e::http::request(addr, "GET", "/metrics", b"", Duration::from_secs(5))
+    let r = http::request(addr, "GET", "/metrics", b"", Duration::from_secs(5))
         .await
         .map_err(|e| format!("GET /metrics on {addr}: {e}"))?;
     let text = r.text();
@@ -125,4 +132,369 @@ async fn entries_metric(addr: SocketAddr) -> TestResult<u64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
         .ok_or_else(|| format!("no tidecache_entries on {addr}"))
+}
+
+/// The scale scenario's own namespace (created and deleted by the suite).
+pub const SCALE_NAMESPACE: &str = "e2e-partitioned-scale";
+const LEDGER: Target = Target {
+    namespace: SCALE_NAMESPACE,
+    name: "ledger",
+};
+/// Owners per key in the scale scenario.
+const OWNERS: u64 = 2;
+/// Pause between two writes of the writer loop (about 10 writes a second at most).
+const WRITE_PAUSE: Duration = Duration::from_millis(100);
+
+/// A Partitioned cluster scaled 3 → 6 → 3 while a client writes with `Tidecache-Ack:
+/// quorum`: after each step the moves finish (the status and every pod's holdings say
+/// nothing is moving, and all pods place keys by one membership with every partition
+/// complete on two pods), the owners of each partition are in distinct zones, every write
+/// that was acknowledged is read back through every pod, and the pods that left stopped on
+/// SIGTERM after handing their partitions over, not by SIGKILL. Prints each step's time.
+pub async fn partitioned_scale(env: &Env) -> TestResult {
+    let began = Instant::now();
+    apply(
+        env,
+        &format!(
+            "apiVersion: tidecache.io/v1alpha1\nkind: CacheCluster\nmetadata:\n  name: {}\n  \
+             namespace: {SCALE_NAMESPACE}\nspec:\n  replicas: 3\n  replication:\n    mode: \
+             Partitioned\n    replicationFactor: {OWNERS}\n",
+            LEDGER.name
+        ),
+    )
+    .await?;
+    let pods = LEDGER.wait_settled(env, 3).await?;
+    let per_zone = check_spread(env, &pods).await?;
+    if per_zone.values().any(|&n| n != 1) {
+        return Err(format!("3 pods not one per zone: {per_zone:?}"));
+    }
+    let token = peer_token(env).await?;
+    moves_done(env, &token, 3).await?;
+    eprintln!(
+        "partitioned_scale: 3 pods ready and settled in {:.1?}",
+        began.elapsed()
+    );
+    // The client writes through the pods that stay throughout (a StatefulSet scales down from
+    // the highest ordinal).
+    let writer = Writer::start(pods.values().map(pod_addr).collect::<TestResult<_>>()?);
+
+    for (from, to) in [(3_usize, 6_usize), (6, 3)] {
+        let step = Instant::now();
+        let replicas = format!("--replicas={to}");
+        kubectl(
+            env,
+            &[
+                "scale",
+                "cachecluster",
+                LEDGER.name,
+                "-n",
+                SCALE_NAMESPACE,
+                &replicas,
+            ],
+        )
+        .await?;
+        let pods = LEDGER.wait_settled(env, to).await?;
+        let ready = step.elapsed();
+        check_spread(env, &pods).await?;
+        let partitions = moves_done(env, &token, to).await?;
+        let settled = step.elapsed();
+        owners_in_distinct_zones(&partitions, to)?;
+        let acked = writer.acked();
+        let reading = Instant::now();
+        readable_through_every_pod(&pods, &acked)
+            .await
+            .map_err(|e| format!("after scaling {from} → {to}: {e}"))?;
+        eprintln!(
+            "partitioned_scale: {from} → {to}: pods ready after {ready:.1?}, moves done after \
+             {settled:.1?}; {} acknowledged keys read through each of {to} pods in {:.1?}",
+            acked.len(),
+            reading.elapsed()
+        );
+    }
+    let (acked, failed) = writer.stop().await;
+    let pods = LEDGER.pods(env).await?;
+    readable_through_every_pod(&pods, &acked)
+        .await
+        .map_err(|e| format!("after the writer stopped: {e}"))?;
+    eprintln!(
+        "partitioned_scale: {} writes acknowledged by a quorum, {} refused: {:?}",
+        acked.len(),
+        failed.len(),
+        failed.iter().take(5).collect::<Vec<_>>()
+    );
+    if !failed.is_empty() {
+        return Err(format!(
+            "{} of {} writes were refused while partitions moved, e.g. {:?}",
+            failed.len(),
+            failed.len() + acked.len(),
+            failed.iter().take(5).collect::<Vec<_>>()
+        ));
+    }
+    handed_over(env)
+}
+
+/// The peer token the operator generated (`<cluster>-peer-token`), which opens the pods'
+/// internal routes.
+async fn peer_token(env: &Env) -> TestResult<String> {
+    let name = format!("{}-peer-token", LEDGER.name);
+    let secret = api::<Secret>(env, SCALE_NAMESPACE)
+        .get(&name)
+        .await
+        .map_err(|e| format!("reading Secret {name}: {e}"))?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("token"))
+        .ok_or_else(|| format!("Secret {name} holds no token"))?;
+    String::from_utf8(token.0.clone()).map_err(|e| format!("Secret {name}: {e}"))
+}
+
+/// What a pod says it holds (`GET /internal/v1/partitions`).
+#[derive(Debug, serde::Deserialize)]
+struct Holdings {
+    fingerprint: u64,
+    complete: [u64; 16],
+    held: [u64; 16],
+}
+
+impl Holdings {
+    fn count(bitmap: &[u64; 16]) -> u64 {
+        bitmap.iter().map(|word| u64::from(word.count_ones())).sum()
+    }
+}
+
+async fn holdings(addr: SocketAddr, token: &str) -> TestResult<Holdings> {
+    let bearer = format!("Bearer {token}");
+    let r = http::request_with_headers(
+        addr,
+        "GET",
+        "/internal/v1/partitions",
+        &[("Authorization", &bearer)],
+        b"",
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| format!("GET /internal/v1/partitions on {addr}: {e}"))?;
+    if r.status != 200 {
+        return Err(format!(
+            "GET /internal/v1/partitions on {addr}: {} {}",
+            r.status,
+            r.text()
+        ));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| format!("holdings of {addr}: {e}"))
+}
+
+/// Waits until the moves after a change to `members` pods are done, by the status and by
+/// the pods themselves; returns `status.partitions`.
+async fn moves_done(env: &Env, token: &str, members: usize) -> TestResult<Value> {
+    wait_for(
+        &format!("the moves to {members} pods to finish"),
+        TIMEOUT,
+        async || {
+            let cluster = LEDGER.get(env).await?;
+            let partitions = cluster["status"]["partitions"].clone();
+            let progressing = cluster["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
+                .map(|c| format!("{}/{}", c["status"], c["reason"]))
+                .unwrap_or_default();
+            let field = |name: &str| partitions[name].as_u64();
+            if field("members") != Some(members as u64)
+                || field("moving") != Some(0)
+                || field("unreadPods") != Some(0)
+                || field("underReplicated") != Some(0)
+                || !progressing.starts_with("\"False\"")
+            {
+                return Err(format!(
+                    "status.partitions {partitions}, Progressing {progressing}"
+                ));
+            }
+            // The pods agree: one membership, nothing held that is not complete, and every
+            // partition complete on its two owners.
+            let pods = LEDGER.pods(env).await?;
+            let mut said = BTreeMap::new();
+            for (name, pod) in &pods {
+                let h = holdings(pod_addr(pod)?, token).await?;
+                said.insert(
+                    name.clone(),
+                    (
+                        h.fingerprint,
+                        Holdings::count(&h.complete),
+                        Holdings::count(&h.held),
+                    ),
+                );
+            }
+            let fingerprints: BTreeSet<u64> = said.values().map(|s| s.0).collect();
+            let complete: u64 = said.values().map(|s| s.1).sum();
+            let settled = said.values().all(|&(_, complete, held)| complete == held);
+            if pods.len() == members
+                && fingerprints.len() == 1
+                && settled
+                && complete == OWNERS * 1024
+            {
+                Ok(Some(partitions))
+            } else {
+                Err(format!(
+                    "pods' (fingerprint, complete, held): {said:?}; the status said no moves"
+                ))
+            }
+        },
+    )
+    .await
+}
+
+/// Each partition's owners in distinct zones: with three zones and two owners, the zones'
+/// counts of partitions with an owner there add up to two per partition, and each zone has
+/// a third of the pods.
+fn owners_in_distinct_zones(partitions: &Value, pods: usize) -> TestResult {
+    let zones = partitions["ownersPerZone"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let owned: u64 = zones.iter().filter_map(|z| z["partitions"].as_u64()).sum();
+    let even = zones
+        .iter()
+        .all(|z| z["pods"].as_u64() == Some(pods as u64 / 3));
+    if zones.len() == 3 && even && owned == OWNERS * 1024 {
+        Ok(())
+    } else {
+        Err(format!(
+            "owners not in distinct zones with {pods} pods: ownersPerZone {}",
+            partitions["ownersPerZone"]
+        ))
+    }
+}
+
+/// Every entry read through every pod, the pods at once; lists every miss.
+async fn readable_through_every_pod(
+    pods: &BTreeMap<String, Pod>,
+    entries: &[(String, String)],
+) -> TestResult {
+    let reads = pods.iter().map(|(name, pod)| async move {
+        let addr = pod_addr(pod)?;
+        let mut misses = Vec::new();
+        for (key, want) in entries {
+            let (status, body) = get(addr, key).await?;
+            if status != 200 || body != *want {
+                misses.push(format!("{key} on {name}: {status} {body}"));
+            }
+        }
+        TestResult::Ok(misses)
+    });
+    let mut misses = Vec::new();
+    for result in futures::future::join_all(reads).await {
+        misses.extend(result?);
+    }
+    if misses.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} reads of acknowledged writes missed: {}",
+            misses.len(),
+            misses
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    }
+}
+
+/// The pods that left stopped on SIGTERM after handing over, as the kubelet logged it.
+fn handed_over(env: &Env) -> TestResult {
+    let log = std::fs::read_to_string(env.cluster.kubelet().log_path()).unwrap_or_default();
+    let stopped: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(&format!("{SCALE_NAMESPACE}/")))
+        .filter(|line| line.contains("containers stopped after"))
+        .collect();
+    eprintln!("partitioned_scale: {}", stopped.join("\n  "));
+    if stopped.len() != 3 || stopped.iter().any(|line| line.contains("SIGKILL")) {
+        return Err(format!(
+            "want the 3 pods that left to stop on SIGTERM: {stopped:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A client writing distinct keys through a fixed set of pods with `Tidecache-Ack: quorum`,
+/// keeping the log of what was acknowledged and what was refused.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    fn start(addrs: Vec<SocketAddr>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (stop, acked) = (stop.clone(), acked.clone());
+            async move {
+                let mut failed = Vec::new();
+                let mut i = 0_usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let (key, value) = (format!("ledger-{i}"), format!("entry {i}"));
+                    let addr = addrs[i % addrs.len()];
+                    match put_quorum(addr, &key, &value).await {
+                        Ok(()) => acked
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((key, value)),
+                        Err(e) => failed.push(e),
+                    }
+                    i += 1;
+                    tokio::time::sleep(WRITE_PAUSE).await;
+                }
+                failed
+            }
+        });
+        Writer { stop, acked, task }
+    }
+
+    /// The writes acknowledged so far.
+    fn acked(&self) -> Vec<(String, String)> {
+        self.acked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops the loop; the writes acknowledged and the refusals.
+    async fn stop(self) -> (Vec<(String, String)>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let acked = self.acked.clone();
+        let failed = self
+            .task
+            .await
+            .unwrap_or_else(|e| vec![format!("the writer panicked: {e}")]);
+        let acked = acked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        (acked, failed)
+    }
+}
+
+/// `PUT /v1/keys/{key}?ttl=1h` acknowledged by a quorum of the key's owners.
+async fn put_quorum(addr: SocketAddr, key: &str, value: &str) -> TestResult {
+    let path = format!("/v1/keys/{key}?ttl=1h");
+    let r = http::request_with_headers(
+        addr,
+        "PUT",
+        &path,
+        &[("Tidecache-Ack", "quorum")],
+        value.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| format!("PUT {path} on {addr}: {e}"))?;
+    if (200..300).contains(&r.status) {
+        Ok(())
+    } else {
+        Err(format!("PUT {path} on {addr}: {} {}", r.status, r.text()))
+    }
 }
