@@ -17,6 +17,8 @@
 //! `bench-results/memory.json`.
 
 mod common;
+#[path = "common/rss.rs"]
+mod rss;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -102,18 +104,9 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Resident bytes of the server process, from `/proc/<pid>/status` (Linux).
+    /// Resident bytes of the server process.
     fn rss(&self) -> u64 {
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = std::fs::read_to_string(&path)
-            .unwrap_or_else(|error| panic!("{}: cannot read {path}: {error}", self.name));
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().strip_suffix("kB"))
-            .and_then(|kib| kib.trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .unwrap_or_else(|| panic!("{}: no VmRSS in {path}", self.name))
+        rss::rss(self.child.id(), self.name)
     }
 
     /// One command, its reply line.

@@ -31,6 +31,10 @@
 //! `bench-results/partitioned.json`.
 
 mod common;
+#[path = "common/rss.rs"]
+mod rss;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -115,7 +119,7 @@ impl Sizes {
 }
 
 fn main() {
-    require("redis-benchmark");
+    tools::require("redis-benchmark", "partitioned", "redis-tools");
     let sizes = Sizes::from_env();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     progress(format!(
@@ -415,7 +419,9 @@ fn memory(mode: Mode, keys: usize) -> (Mode, Vec<NodeMemory>) {
         &["--max-memory=4GiB", "--eviction-policy=noeviction"],
     );
     std::thread::sleep(Duration::from_secs(1));
-    let rss_before: Vec<u64> = (0..NODES).map(|i| rss(cluster.pid(i))).collect();
+    let rss_before: Vec<u64> = (0..NODES)
+        .map(|i| rss::rss(cluster.pid(i), "cache-node"))
+        .collect();
     load(&cluster, NODES, keys, &format!("memory {}", mode.name()));
     wait_for_copies(&cluster, NODES, (keys * mode.copies(NODES)) as f64);
     // Lets the load's connections and buffers go before RSS is read.
@@ -431,7 +437,7 @@ fn memory(mode: Mode, keys: usize) -> (Mode, Vec<NodeMemory>) {
                     cluster.address(i),
                 ),
                 rss_before: rss_before[i],
-                rss_after: rss(cluster.pid(i)),
+                rss_after: rss::rss(cluster.pid(i), "cache-node"),
             }
         })
         .collect();
@@ -875,31 +881,4 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 fn required_sample(metrics: &str, name: &str, address: &str) -> f64 {
     sample(metrics, name)
         .unwrap_or_else(|| panic!("no {name} in /metrics of {address}:\n{metrics}"))
-}
-
-/// Resident bytes of process `pid`, from `/proc/<pid>/status` (Linux).
-fn rss(pid: u32) -> u64 {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .unwrap_or_else(|| panic!("no VmRSS in {path}"))
-}
-
-fn require(tool: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        found,
-        "the partitioned benchmark needs `{tool}`: apt-get install -y redis-tools"
-    );
 }

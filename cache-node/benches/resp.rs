@@ -13,6 +13,8 @@
 //! ratio cache-node / redis-server; writes `bench-results/resp.json`.
 
 mod common;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -134,23 +136,10 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn require(tool: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        found,
-        "the resp benchmark needs `{tool}`: apt-get install -y redis-server redis-tools"
-    );
-}
-
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
-    require("redis-server");
-    require("redis-benchmark");
+    tools::require("redis-server", "resp", "redis-server redis-tools");
+    tools::require("redis-benchmark", "resp", "redis-server redis-tools");
     let rounds = if quick { 1 } else { 3 };
     let pinned = Command::new("taskset")
         .arg("--version")
