@@ -4,10 +4,10 @@
 //! their own RESP ports, a non-owner redirects with `-MOVED` to an owner that then answers,
 //! multi-key commands and transactions across slots are refused with `-CROSSSLOT`, and
 //! cluster-aware clients (redis-py's `RedisCluster`, redis-rs' cluster client) write and read
-//! through a single startup node. A fourth node joining (`--peers-file`) while redis-py
-//! writes and reads every key: the newcomer answers `-ASK` for the slots it owns but is still
-//! receiving, the node it names serves them after `ASKING`, and the client reads every value
-//! it wrote throughout.
+//! through a single startup node. A fourth node joins (`--peers-file`) while a cluster
+//! client (redis-py's, and in a second test go-redis' `ClusterClient`) writes and reads every
+//! key: the newcomer answers `-ASK` for the slots it owns but is still receiving, the node it
+//! names serves them after `ASKING`, and the client reads every value it wrote throughout.
 
 mod resp_support;
 
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cache_node_testkit::{Client, Cluster};
 use http::Method;
-use resp_support::{Conn, Value, python_with_redis_py};
+use resp_support::{Conn, Value, python_with_redis_py, require};
 
 /// 3 nodes, ready and done with the moves of their start: until a node holds all of a
 /// partition it sends clients elsewhere with `-ASK`.
@@ -367,12 +367,34 @@ fn ask(reply: &Value) -> Option<(u16, u16)> {
     Some((slot.parse().ok()?, port.parse().ok()?))
 }
 
-/// How many keys the redis-py client rewrites and reads back in each round of the move test.
+/// How many keys the cluster client rewrites and reads back in each round of the move test.
 const MOVE_KEYS: usize = 100;
 
 #[test]
 fn redis_py_reads_and_writes_every_key_through_asks_while_a_node_joins() {
-    let python = python_with_redis_py();
+    let mut client = Command::new(python_with_redis_py());
+    client.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/cluster.py"));
+    every_key_through_asks_while_a_node_joins("redis-py", client);
+}
+
+#[test]
+fn go_redis_reads_and_writes_every_key_through_asks_while_a_node_joins() {
+    require(
+        "go",
+        "put Go 1.26 or newer on PATH (Debian's golang-go is older; CI machines have it in /usr/local/go/bin)",
+    );
+    let mut client = Command::new("go");
+    client
+        .args(["run", "."])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/go"))
+        .env("GOFLAGS", "-mod=readonly");
+    every_key_through_asks_while_a_node_joins("go-redis", client);
+}
+
+/// A cluster client (`client`, which takes `moves PORT KEYS`) rewrites and reads back every
+/// key round after round while a fourth node joins; the newcomer answers `-ASK` for the
+/// slots it owns but is still receiving, and the client follows at least one.
+fn every_key_through_asks_while_a_node_joins(name: &str, mut client: Command) {
     let mut cluster = Cluster::builder(4)
         .resp()
         .dynamic()
@@ -382,9 +404,7 @@ fn redis_py_reads_and_writes_every_key_through_asks_while_a_node_joins() {
         .flag("--resp-cluster-mode")
         .start();
     wait_settled(&cluster);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/cluster.py");
-    let mut client = Command::new(python)
-        .arg(script)
+    let mut client = client
         .arg("moves")
         .arg(cluster.resp_port(0).to_string())
         .arg(MOVE_KEYS.to_string())
@@ -392,13 +412,13 @@ fn redis_py_reads_and_writes_every_key_through_asks_while_a_node_joins() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the redis-py move scenario starts");
+        .unwrap_or_else(|error| panic!("the {name} move scenario does not start: {error}"));
     let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
     let first = lines.next().and_then(Result::ok);
     if first.as_deref() != Some("ready") {
         let output = client.wait_with_output().expect("the scenario ends");
         panic!(
-            "the scenario did not get ready ({first:?}):\n{}",
+            "the {name} scenario did not get ready ({first:?}):\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
@@ -464,14 +484,14 @@ fn redis_py_reads_and_writes_every_key_through_asks_while_a_node_joins() {
         .unwrap_or_default();
     assert!(
         output.status.success() && !passed.is_empty() && !passed.contains(" 0 ASK followed"),
-        "the redis-py move scenario failed or followed no -ASK ({}):\n{}\n{}\nnewcomer's \
+        "the {name} move scenario failed or followed no -ASK ({}):\n{}\n{}\nnewcomer's \
          log:\n{}",
         output.status,
         rest.join("\n"),
         String::from_utf8_lossy(&output.stderr),
         cluster.log(3)
     );
-    eprintln!("{passed}");
+    eprintln!("{name}: {passed}");
 }
 
 #[test]

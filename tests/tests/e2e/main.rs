@@ -35,6 +35,7 @@ mod serving;
 mod steady;
 mod suite;
 mod support;
+mod zone_cut;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -105,6 +106,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Operator,
             namespace: Some(partitioned::SCALE_NAMESPACE),
             body: |e| Box::pin(partitioned::partitioned_scale(e)),
+        },
+        Scenario {
+            name: "partitioned_zone_cut",
+            needs: Needs::Operator,
+            namespace: Some(zone_cut::NAMESPACE),
+            body: |e| Box::pin(zone_cut::partitioned_zone_cut(e)),
         },
         Scenario {
             name: "steady_state_writes_nothing",

@@ -168,15 +168,18 @@ pub async fn partitioned_scale(env: &Env) -> TestResult {
     if per_zone.values().any(|&n| n != 1) {
         return Err(format!("3 pods not one per zone: {per_zone:?}"));
     }
-    let token = peer_token(env).await?;
-    moves_done(env, &token, 3).await?;
+    let token = peer_token(env, &LEDGER).await?;
+    moves_done(env, &LEDGER, &token, 3, OWNERS).await?;
     eprintln!(
         "partitioned_scale: 3 pods ready and settled in {:.1?}",
         began.elapsed()
     );
     // The client writes through the pods that stay throughout (a StatefulSet scales down from
     // the highest ordinal).
-    let writer = Writer::start(pods.values().map(pod_addr).collect::<TestResult<_>>()?);
+    let writer = Writer::start(
+        "ledger",
+        pods.values().map(pod_addr).collect::<TestResult<_>>()?,
+    );
 
     for (from, to) in [(3_usize, 6_usize), (6, 3)] {
         let step = Instant::now();
@@ -196,9 +199,9 @@ pub async fn partitioned_scale(env: &Env) -> TestResult {
         let pods = LEDGER.wait_settled(env, to).await?;
         let ready = step.elapsed();
         check_spread(env, &pods).await?;
-        let partitions = moves_done(env, &token, to).await?;
+        let partitions = moves_done(env, &LEDGER, &token, to, OWNERS).await?;
         let settled = step.elapsed();
-        owners_in_distinct_zones(&partitions, to)?;
+        owners_in_distinct_zones(&partitions, to, OWNERS)?;
         let acked = writer.acked();
         let reading = Instant::now();
         readable_through_every_pod(&pods, &acked)
@@ -220,14 +223,14 @@ pub async fn partitioned_scale(env: &Env) -> TestResult {
         "partitioned_scale: {} writes acknowledged by a quorum, {} refused: {:?}",
         acked.len(),
         failed.len(),
-        failed.iter().take(5).collect::<Vec<_>>()
+        failed.iter().take(5).map(|r| &r.error).collect::<Vec<_>>()
     );
     if !failed.is_empty() {
         return Err(format!(
             "{} of {} writes were refused while partitions moved, e.g. {:?}",
             failed.len(),
             failed.len() + acked.len(),
-            failed.iter().take(5).collect::<Vec<_>>()
+            failed.iter().take(5).map(|r| &r.error).collect::<Vec<_>>()
         ));
     }
     handed_over(env)
@@ -235,9 +238,9 @@ pub async fn partitioned_scale(env: &Env) -> TestResult {
 
 /// The peer token the operator generated (`<cluster>-peer-token`), which opens the pods'
 /// internal routes.
-async fn peer_token(env: &Env) -> TestResult<String> {
-    let name = format!("{}-peer-token", LEDGER.name);
-    let secret = api::<Secret>(env, SCALE_NAMESPACE)
+pub async fn peer_token(env: &Env, target: &Target) -> TestResult<String> {
+    let name = format!("{}-peer-token", target.name);
+    let secret = api::<Secret>(env, target.namespace)
         .get(&name)
         .await
         .map_err(|e| format!("reading Secret {name}: {e}"))?;
@@ -286,13 +289,20 @@ async fn holdings(addr: SocketAddr, token: &str) -> TestResult<Holdings> {
 }
 
 /// Waits until the moves after a change to `members` pods are done, by the status and by
-/// the pods themselves; returns `status.partitions`.
-async fn moves_done(env: &Env, token: &str, members: usize) -> TestResult<Value> {
+/// the pods themselves (each partition complete on `owners` pods); returns
+/// `status.partitions`.
+pub async fn moves_done(
+    env: &Env,
+    target: &Target,
+    token: &str,
+    members: usize,
+    owners: u64,
+) -> TestResult<Value> {
     wait_for(
         &format!("the moves to {members} pods to finish"),
         TIMEOUT,
         async || {
-            let cluster = LEDGER.get(env).await?;
+            let cluster = target.get(env).await?;
             let partitions = cluster["status"]["partitions"].clone();
             let progressing = cluster["status"]["conditions"]
                 .as_array()
@@ -311,8 +321,8 @@ async fn moves_done(env: &Env, token: &str, members: usize) -> TestResult<Value>
                 ));
             }
             // The pods agree: one membership, nothing held that is not complete, and every
-            // partition complete on its two owners.
-            let pods = LEDGER.pods(env).await?;
+            // partition complete on its owners.
+            let pods = target.pods(env).await?;
             let mut said = BTreeMap::new();
             for (name, pod) in &pods {
                 let h = holdings(pod_addr(pod)?, token).await?;
@@ -331,7 +341,7 @@ async fn moves_done(env: &Env, token: &str, members: usize) -> TestResult<Value>
             if pods.len() == members
                 && fingerprints.len() == 1
                 && settled
-                && complete == OWNERS * 1024
+                && complete == owners * 1024
             {
                 Ok(Some(partitions))
             } else {
@@ -344,10 +354,10 @@ async fn moves_done(env: &Env, token: &str, members: usize) -> TestResult<Value>
     .await
 }
 
-/// Each partition's owners in distinct zones: with three zones and two owners, the zones'
-/// counts of partitions with an owner there add up to two per partition, and each zone has
-/// a third of the pods.
-fn owners_in_distinct_zones(partitions: &Value, pods: usize) -> TestResult {
+/// Each partition's owners in distinct zones: with three zones and `owners` owners, the
+/// zones' counts of partitions with an owner there add up to `owners` per partition, and
+/// each zone has a third of the pods.
+pub fn owners_in_distinct_zones(partitions: &Value, pods: usize, owners: u64) -> TestResult {
     let zones = partitions["ownersPerZone"]
         .as_array()
         .cloned()
@@ -356,7 +366,7 @@ fn owners_in_distinct_zones(partitions: &Value, pods: usize) -> TestResult {
     let even = zones
         .iter()
         .all(|z| z["pods"].as_u64() == Some(pods as u64 / 3));
-    if zones.len() == 3 && even && owned == OWNERS * 1024 {
+    if zones.len() == 3 && even && owned == owners * 1024 {
         Ok(())
     } else {
         Err(format!(
@@ -367,7 +377,7 @@ fn owners_in_distinct_zones(partitions: &Value, pods: usize) -> TestResult {
 }
 
 /// Every entry read through every pod, the pods at once; lists every miss.
-async fn readable_through_every_pod(
+pub async fn readable_through_every_pod(
     pods: &BTreeMap<String, Pod>,
     entries: &[(String, String)],
 ) -> TestResult {
@@ -419,16 +429,25 @@ fn handed_over(env: &Env) -> TestResult {
     Ok(())
 }
 
-/// A client writing distinct keys through a fixed set of pods with `Tidecache-Ack: quorum`,
-/// keeping the log of what was acknowledged and what was refused.
-struct Writer {
+/// A client writing distinct keys (`<prefix>-<n>`) through a fixed set of pods with
+/// `Tidecache-Ack: quorum`, keeping the log of what was acknowledged and what was refused.
+pub struct Writer {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(String, String)>>>,
-    task: tokio::task::JoinHandle<Vec<String>>,
+    task: tokio::task::JoinHandle<Vec<Refused>>,
+}
+
+/// A write the cluster refused: when the client sent it, and the answer.
+#[derive(Debug)]
+pub struct Refused {
+    /// When the request was sent.
+    pub sent: Instant,
+    /// The status and body, or the transport error.
+    pub error: String,
 }
 
 impl Writer {
-    fn start(addrs: Vec<SocketAddr>) -> Writer {
+    pub fn start(prefix: &'static str, addrs: Vec<SocketAddr>) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
@@ -437,14 +456,15 @@ impl Writer {
                 let mut failed = Vec::new();
                 let mut i = 0_usize;
                 while !stop.load(Ordering::Relaxed) {
-                    let (key, value) = (format!("ledger-{i}"), format!("entry {i}"));
+                    let (key, value) = (format!("{prefix}-{i}"), format!("entry {i}"));
                     let addr = addrs[i % addrs.len()];
+                    let sent = Instant::now();
                     match put_quorum(addr, &key, &value).await {
                         Ok(()) => acked
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .push((key, value)),
-                        Err(e) => failed.push(e),
+                        Err(error) => failed.push(Refused { sent, error }),
                     }
                     i += 1;
                     tokio::time::sleep(WRITE_PAUSE).await;
@@ -456,7 +476,7 @@ impl Writer {
     }
 
     /// The writes acknowledged so far.
-    fn acked(&self) -> Vec<(String, String)> {
+    pub fn acked(&self) -> Vec<(String, String)> {
         self.acked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -464,13 +484,15 @@ impl Writer {
     }
 
     /// Stops the loop; the writes acknowledged and the refusals.
-    async fn stop(self) -> (Vec<(String, String)>, Vec<String>) {
+    pub async fn stop(self) -> (Vec<(String, String)>, Vec<Refused>) {
         self.stop.store(true, Ordering::Relaxed);
         let acked = self.acked.clone();
-        let failed = self
-            .task
-            .await
-            .unwrap_or_else(|e| vec![format!("the writer panicked: {e}")]);
+        let failed = self.task.await.unwrap_or_else(|e| {
+            vec![Refused {
+                sent: Instant::now(),
+                error: format!("the writer panicked: {e}"),
+            }]
+        });
         let acked = acked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -480,7 +502,7 @@ impl Writer {
 }
 
 /// `PUT /v1/keys/{key}?ttl=1h` acknowledged by a quorum of the key's owners.
-async fn put_quorum(addr: SocketAddr, key: &str, value: &str) -> TestResult {
+pub async fn put_quorum(addr: SocketAddr, key: &str, value: &str) -> TestResult {
     let path = format!("/v1/keys/{key}?ttl=1h");
     let r = http::request_with_headers(
         addr,

@@ -226,7 +226,8 @@ pub fn pod_addr(pod: &Pod) -> TestResult<SocketAddr> {
     Ok(SocketAddr::new(ip, 8080))
 }
 
-async fn zone_of(env: &Env, pod: &Pod) -> TestResult<String> {
+/// The zone label of the node a pod runs on.
+pub async fn zone_of(env: &Env, pod: &Pod) -> TestResult<String> {
     let node = pod
         .spec
         .as_ref()

@@ -2,7 +2,9 @@
 // authentication, strings, expiry, transactions, pipelines, the key walk and both protocols.
 // Exits non-zero on the first reply that differs from what Redis answers.
 //
-// Usage: go run . PORT PASSWORD (cache-node/tests/resp_go.rs runs it).
+// Usage: go run . PORT PASSWORD (cache-node/tests/resp_go.rs runs it), or
+// go run . moves PORT KEYS for the cluster client's scenario in cluster.go
+// (cache-node/tests/resp_cluster.rs runs it).
 package main
 
 import (
@@ -53,6 +55,10 @@ func fail(format string, args ...any) {
 }
 
 func main() {
+	if os.Args[1] == "moves" {
+		movesArgs(os.Args[2:])
+		return
+	}
 	port, password := os.Args[1], os.Args[2]
 	// No retries: a refused command fails the scenario as it was answered.
 	client := func(protocol int, password string) *redis.Client {
