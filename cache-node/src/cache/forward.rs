@@ -8,8 +8,12 @@
 //! the results in request order, refusals as the owner's own [`WriteError`]. Batches are
 //! split by owner and each owner's part is sent as one request, all owners at once.
 //! The owners are tried in placement order (primary first); a read moves on to the next owner
-//! on any failure, a write only when the owner cannot have applied it (no connection, or the
-//! owner is still loading), so that a write is never applied twice under two versions.
+//! on any failure. So do unconditional writes: the sender chooses their versions, so an owner
+//! that applies one late (it stalled, and the next owner took the write) applies the same
+//! version, which a newer write of the key supersedes. A conditional write or a delete moves
+//! on only when the owner cannot have applied it (no connection, or the owner is still
+//! loading), so that it is never applied twice under two versions: its outcome depends on
+//! the state it is applied to.
 //!
 //! An owner serves a forwarded request locally even where its own view of the membership
 //! says it is not an owner (views differ for a moment while a change spreads): a request is
@@ -39,6 +43,9 @@ pub enum Request {
         writes: Vec<Write>,
         /// The level.
         ack: Option<AckLevel>,
+        /// One version per write, chosen by the sender, when every write is unconditional;
+        /// empty otherwise (the owner issues them).
+        versions: Vec<Version>,
     },
     /// Deletes with their conditions.
     Delete {
@@ -175,7 +182,11 @@ impl Cache {
         };
         let body = postcard::to_stdvec(request)
             .map_err(|error| unreachable(format!("cannot encode the request: {error}")))?;
-        let idempotent = matches!(request, Request::Get(_));
+        let idempotent = match request {
+            Request::Get(_) => true,
+            Request::Put { versions, .. } => !versions.is_empty(),
+            Request::Delete { .. } => false,
+        };
         let answer = replication
             .forward(owners, Bytes::from(body), idempotent)
             .await
@@ -214,13 +225,23 @@ impl Cache {
         }
         let response = match request {
             Request::Get(keys) => Response::Get(keys.iter().map(|k| self.store.get(k)).collect()),
-            Request::Put { writes, ack } => Response::Put(
-                self.put_local_many(writes, ack)
-                    .await
-                    .into_iter()
-                    .map(|result| result.map(WrittenWire::from))
-                    .collect(),
-            ),
+            Request::Put {
+                writes,
+                ack,
+                versions,
+            } => {
+                let done = if versions.len() == writes.len() {
+                    self.put_versioned_local_many(writes.into_iter().zip(versions).collect(), ack)
+                        .await
+                } else {
+                    self.put_local_many(writes, ack).await
+                };
+                Response::Put(
+                    done.into_iter()
+                        .map(|result| result.map(WrittenWire::from))
+                        .collect(),
+                )
+            }
             Request::Delete { deletes, ack } => Response::Delete(
                 self.delete_local_many(deletes, ack)
                     .await
@@ -355,14 +376,28 @@ impl Cache {
     ) -> Vec<(usize, Result<Written, WriteError>)> {
         let (positions, writes): (Vec<usize>, Vec<Write>) = items.into_iter().unzip();
         let n = positions.len();
-        let outcomes: Vec<Result<Written, WriteError>> =
-            match self.forward(&owners, &Request::Put { writes, ack }).await {
-                Ok(Response::Put(done)) if done.len() == n => {
-                    done.into_iter().map(|r| r.map(Written::from)).collect()
-                }
-                Ok(_) => vec![Err(mismatch(&owners).into()); n],
-                Err(error) => vec![Err(error.into()); n],
-            };
+        let versions = if writes.iter().all(|w| w.conditions == Preconditions::none()) {
+            let versions = self.store.versions();
+            writes
+                .iter()
+                .map(|_| Version::from(versions.next(self.store.clock().now())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let request = Request::Put {
+            writes,
+            ack,
+            versions,
+        };
+        let outcomes: Vec<Result<Written, WriteError>> = match self.forward(&owners, &request).await
+        {
+            Ok(Response::Put(done)) if done.len() == n => {
+                done.into_iter().map(|r| r.map(Written::from)).collect()
+            }
+            Ok(_) => vec![Err(mismatch(&owners).into()); n],
+            Err(error) => vec![Err(error.into()); n],
+        };
         positions.into_iter().zip(outcomes).collect()
     }
 

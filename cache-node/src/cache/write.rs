@@ -113,6 +113,34 @@ impl Change for Write {
     }
 }
 
+/// An unconditional write with the version the node that forwarded it chose (see
+/// [`Store::put_versioned_journaled`]).
+struct Versioned {
+    write: Write,
+    version: Version,
+}
+
+impl Change for Versioned {
+    type Outcome = PutOutcome;
+
+    fn apply(self, store: &Store) -> Result<Journaled<Applied<PutOutcome>>, WriteError> {
+        let Versioned { write, version } = self;
+        let journaled = store.put_versioned_journaled(
+            write.key.clone(),
+            write.value.clone(),
+            write.expires_at,
+            version,
+        )?;
+        Ok(map_journaled(journaled, |outcome| Applied {
+            key: write.key,
+            value: Some(write.value),
+            version: outcome.version,
+            expires_at: write.expires_at,
+            outcome,
+        }))
+    }
+}
+
 impl Change for Delete {
     type Outcome = Deleted;
 
@@ -220,6 +248,23 @@ impl Cache {
         writes: Vec<Write>,
         ack: Option<AckLevel>,
     ) -> Vec<Result<Written, WriteError>> {
+        self.run(writes, ack)
+            .await
+            .into_iter()
+            .map(|result| result.map(written))
+            .collect()
+    }
+
+    /// As [`Cache::put_local_many`] for unconditional writes forwarded with their versions.
+    pub(super) async fn put_versioned_local_many(
+        &self,
+        writes: Vec<(Write, Version)>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Result<Written, WriteError>> {
+        let writes = writes
+            .into_iter()
+            .map(|(write, version)| Versioned { write, version })
+            .collect();
         self.run(writes, ack)
             .await
             .into_iter()

@@ -47,8 +47,8 @@ mod transport;
 pub mod wire;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -76,6 +76,11 @@ use wire::{BatchError, Fetch};
 /// The longest a poll of a peer's holdings may take: a peer that does not answer within it
 /// is taken as unreachable (its partitions are served by others) for that round.
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The second anti-entropy pass after a peer answers again comes this long after the first:
+/// past the one second of versions a pass leaves out, and past a link's probe (every 500 ms,
+/// each up to the request timeout) that lets records flow again.
+const RECOVERY_FOLLOW_UP: Duration = Duration::from_secs(4);
 
 /// How long a stopping node waits to be dropped from the membership before it stops as a
 /// member (a restart, not a departure: its partitions stay its own).
@@ -425,6 +430,7 @@ impl Replication {
                 metrics: self.metrics.clone(),
                 settings: self.settings.moves,
                 poll_timeout: self.settings.transport.request_timeout.min(POLL_TIMEOUT),
+                silent: Mutex::default(),
             };
             self.tasks.spawn(mover.run());
         }
@@ -492,13 +498,26 @@ impl Replication {
         }
     }
 
-    /// Runs anti-entropy passes every interval.
+    /// Runs anti-entropy passes every interval, and at once when a peer that did not answer
+    /// does again (one side missed the records dropped meanwhile, and is back to serving
+    /// reads), then once more [`RECOVERY_FOLLOW_UP`] later: the first pass leaves out the
+    /// last second's versions, and records the other side dropped until its link's probe
+    /// went through.
     async fn run_anti_entropy(&self) {
         let mut ticker = tokio::time::interval(self.settings.anti_entropy_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut follow_up = false;
         loop {
-            ticker.tick().await;
+            let recovered = tokio::select! {
+                _ = ticker.tick() => false,
+                () = self.transport.recovered() => true,
+                () = tokio::time::sleep(RECOVERY_FOLLOW_UP), if follow_up => false,
+            };
+            follow_up = recovered;
+            if recovered {
+                ticker.reset();
+            }
             let peers = self.transport.peers();
             self.anti_entropy.pass(&peers, false).await;
         }

@@ -3,7 +3,8 @@
 //! node gains, and clears from memory the partitions that moved away once their new owners
 //! hold them.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tidecache_contract::placement::partition_of;
@@ -58,6 +59,9 @@ pub(super) struct Mover {
     pub(super) metrics: Arc<ReplicationMetrics>,
     pub(super) settings: MoveSettings,
     pub(super) poll_timeout: Duration,
+    /// The peers whose last poll failed: one that answers again was cut off or stalled, and
+    /// this node pulls what it missed at once (see [`Transport::recovered`]).
+    pub(super) silent: Mutex<HashSet<Peer>>,
 }
 
 impl Mover {
@@ -83,6 +87,7 @@ impl Mover {
         // All at once: a peer that does not answer costs one timeout per round, not one each.
         let holdings = futures::future::join_all(peers.iter().map(|peer| self.poll(peer))).await;
         let answers: Vec<(Peer, Option<Holdings>)> = peers.into_iter().zip(holdings).collect();
+        self.note_silence(&answers);
         let forgot = self
             .placement
             .moves_mut()
@@ -96,6 +101,22 @@ impl Mover {
         let (owned, complete, gaining, kept) = moves.counts(&topology);
         self.metrics.partitions(owned, complete, gaining, kept);
         moves.busy(&topology, Instant::now())
+    }
+
+    /// Remembers which peers did not answer, and wakes anti-entropy when one answers again.
+    fn note_silence(&self, answers: &[(Peer, Option<Holdings>)]) {
+        let mut silent = self.silent.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut back = false;
+        for (peer, answer) in answers {
+            if answer.is_some() {
+                back |= silent.remove(peer);
+            } else {
+                silent.insert(peer.clone());
+            }
+        }
+        if back {
+            self.transport.note_recovered();
+        }
     }
 
     /// What `peer` holds, or `None` if it did not answer well.

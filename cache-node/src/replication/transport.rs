@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::ack::{AckError, AckLevel, AckWaiter, AckWatch};
 use super::membership::{Peer, PeerList};
@@ -191,6 +191,8 @@ pub struct Transport {
     metrics: Arc<ReplicationMetrics>,
     /// Where the membership watcher and the links run.
     tasks: Tasks,
+    /// Woken when a peer that was marked down answers again.
+    recovered: Arc<Notify>,
 }
 
 impl Transport {
@@ -213,6 +215,7 @@ impl Transport {
             client,
             metrics,
             tasks: tasks.clone(),
+            recovered: Arc::new(Notify::new()),
         });
         transport.sync_links(&peers.borrow());
         let weak = Arc::downgrade(&transport);
@@ -243,6 +246,18 @@ impl Transport {
             .filter(|peer| !peer.is_local())
             .cloned()
             .collect()
+    }
+
+    /// Waits until a peer that was marked down answers again (at once if one did since the
+    /// last call). Records for it were dropped meanwhile, so anti-entropy should not wait for
+    /// its interval: until it runs, the peer serves reads of keys it missed as absent.
+    pub async fn recovered(&self) {
+        self.recovered.notified().await;
+    }
+
+    /// Wakes [`Transport::recovered`]: a peer that did not answer does again.
+    pub fn note_recovered(&self) {
+        self.recovered.notify_one();
     }
 
     /// Whether `peer`'s link is marked down (it stopped answering and has not answered a
@@ -367,6 +382,7 @@ impl Transport {
                 settings: self.settings.clone(),
                 client: self.client.clone(),
                 metrics: self.metrics.clone(),
+                recovered: self.recovered.clone(),
             };
             self.tasks.spawn(sender.run());
         }
@@ -381,6 +397,7 @@ struct LinkTask {
     settings: TransportSettings,
     client: HttpClient,
     metrics: Arc<ReplicationMetrics>,
+    recovered: Arc<Notify>,
 }
 
 impl LinkTask {
@@ -420,6 +437,7 @@ impl LinkTask {
             self.wait_until_up().await;
             tracing::info!(peer = %address, "peer answers again");
             self.down.store(false, Ordering::Release);
+            self.recovered.notify_one();
         }
     }
 

@@ -152,6 +152,17 @@ pub struct PutOutcome {
     pub evicted: Vec<Bytes>,
 }
 
+/// Where a stored entry's version comes from.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// Issued by this store now.
+    Issued,
+    /// Read back from disk at start-up.
+    Loaded(Version),
+    /// Chosen by the node that forwarded the write.
+    Given(Version),
+}
+
 /// Why a write was refused. A refused write changes nothing stored (capacity evictions made
 /// while trying to fit it excepted: they are what the eviction policy is for).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -412,7 +423,33 @@ impl Store {
         expires_at: Option<Timestamp>,
         preconditions: &Preconditions,
     ) -> Result<Journaled<PutOutcome>, PutError> {
-        self.write(key, value, expires_at, preconditions, None)
+        self.write(key, value, expires_at, preconditions, Origin::Issued)
+    }
+
+    /// As [`Store::put_journaled`] for an unconditional write whose version another node
+    /// chose: the node that forwarded it here, so that it can send the same write to the next
+    /// owner when this one does not answer (contract 4: every copy of a write has one
+    /// version). The write is stored only if `version` is larger than the key's current
+    /// one; otherwise a newer write already superseded it, and it is acknowledged as written
+    /// and overwritten (`created` false, nothing journaled), as last-writer-wins orders it.
+    /// A version beyond the clock skew bound is not taken: this node issues its own.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub fn put_versioned_journaled(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        expires_at: Option<Timestamp>,
+        version: Version,
+    ) -> Result<Journaled<PutOutcome>, PutError> {
+        self.write(
+            key,
+            value,
+            expires_at,
+            &Preconditions::none(),
+            Origin::Given(version),
+        )
     }
 
     /// Stores an entry read back from disk at start-up with the version it was written with,
@@ -432,20 +469,20 @@ impl Store {
             value,
             expires_at,
             &Preconditions::none(),
-            Some(version),
+            Origin::Loaded(version),
         )
         .map(|journaled| journaled.outcome)
     }
 
-    /// The write protocol; `loaded` carries the version of an entry read from disk, which is
-    /// kept and not journaled.
+    /// The write protocol; `origin` says where the version comes from (an entry read from
+    /// disk keeps its version and is not journaled again).
     fn write(
         &self,
         key: Bytes,
         value: Bytes,
         expires_at: Option<Timestamp>,
         preconditions: &Preconditions,
-        loaded: Option<Version>,
+        origin: Origin,
     ) -> Result<Journaled<PutOutcome>, PutError> {
         let now = self.clock.now();
         if let Some(expiry) = expires_at
@@ -461,7 +498,10 @@ impl Store {
             });
         }
         let hash = self.hasher.hash_one(&key[..]);
-        let journal = self.journal.get().filter(|_| loaded.is_none());
+        let journal = self
+            .journal
+            .get()
+            .filter(|_| !matches!(origin, Origin::Loaded(_)));
         let index = self.shard_of(hash);
         let mut evicted = Vec::new();
         // Each round either stores, fails, or frees memory elsewhere; the bound only guards
@@ -484,12 +524,26 @@ impl Store {
                 return Err(PutError::PreconditionFailed { current });
             }
             // Issued before the cost is planned: its encoded size depends on it.
-            let version = match loaded {
-                Some(version) => {
+            let version = match origin {
+                Origin::Loaded(version) => {
                     self.versions.observe(version.to_disk(), now);
                     version
                 }
-                None => Version::from(self.versions.next(now)),
+                Origin::Given(version) if self.versions.observe(version.to_disk(), now) => {
+                    if existing.is_some_and(|e| e.version >= version) {
+                        return Ok(Journaled {
+                            outcome: PutOutcome {
+                                created: false,
+                                version,
+                                bucket,
+                                evicted,
+                            },
+                            commit: None,
+                        });
+                    }
+                    version
+                }
+                Origin::Issued | Origin::Given(_) => Version::from(self.versions.next(now)),
             };
             let new = NewEntry {
                 key: &key,

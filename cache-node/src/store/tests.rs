@@ -214,6 +214,43 @@ fn conditional_writes_compare_and_set() {
 }
 
 #[test]
+fn a_write_with_a_forwarding_nodes_version_applies_once_and_loses_to_newer_writes() {
+    let (store, _) = store();
+    let versioned = |value: &'static str, version: Version| {
+        store
+            .put_versioned_journaled(
+                Bytes::from_static(b"k"),
+                Bytes::from_static(value.as_bytes()),
+                None,
+                version,
+            )
+            .expect("a versioned write")
+            .outcome
+    };
+    let first = put(&store, "k", "local", None);
+    let given = Version::new(first.version.get() + 10);
+    let taken = versioned("forwarded", given);
+    assert!(!taken.created && taken.version == given, "{taken:?}");
+    assert_eq!(store.get(b"k").expect("present").value, "forwarded");
+    // The same write again (the sender also gave it to another owner, which replicated it
+    // here): nothing changes.
+    let again = versioned("forwarded", given);
+    assert_eq!(again.version, given);
+    assert_eq!(store.get(b"k").expect("present").version, given);
+    // Later local versions are larger than the one taken.
+    let newer = put(&store, "k", "newer", None);
+    assert!(newer.version > given);
+    // A late copy of an older forwarded write is superseded: acknowledged, not stored.
+    let late = versioned("late", given);
+    assert!(!late.created && late.version == given);
+    let hit = store.get(b"k").expect("present");
+    assert_eq!(
+        (hit.value, hit.version),
+        (Bytes::from_static(b"newer"), newer.version)
+    );
+}
+
+#[test]
 fn expiries_must_be_in_the_future() {
     let (store, _) = store();
     assert_eq!(

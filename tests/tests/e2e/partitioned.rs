@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -434,6 +434,8 @@ fn handed_over(env: &Env) -> TestResult {
 pub struct Writer {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(String, String)>>>,
+    /// The longest a write took, in microseconds.
+    slowest: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<Vec<Refused>>,
 }
 
@@ -450,8 +452,9 @@ impl Writer {
     pub fn start(prefix: &'static str, addrs: Vec<SocketAddr>) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
+        let slowest = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
-            let (stop, acked) = (stop.clone(), acked.clone());
+            let (stop, acked, slowest) = (stop.clone(), acked.clone(), slowest.clone());
             async move {
                 let mut failed = Vec::new();
                 let mut i = 0_usize;
@@ -459,7 +462,10 @@ impl Writer {
                     let (key, value) = (format!("{prefix}-{i}"), format!("entry {i}"));
                     let addr = addrs[i % addrs.len()];
                     let sent = Instant::now();
-                    match put_quorum(addr, &key, &value).await {
+                    let outcome = put_quorum(addr, &key, &value).await;
+                    let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    slowest.fetch_max(took, Ordering::Relaxed);
+                    match outcome {
                         Ok(()) => acked
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -472,7 +478,17 @@ impl Writer {
                 failed
             }
         });
-        Writer { stop, acked, task }
+        Writer {
+            stop,
+            acked,
+            slowest,
+            task,
+        }
+    }
+
+    /// The longest a write has taken so far.
+    pub fn slowest(&self) -> Duration {
+        Duration::from_micros(self.slowest.load(Ordering::Relaxed))
     }
 
     /// The writes acknowledged so far.

@@ -1,8 +1,9 @@
 //! Partitioned mode through the loss of a whole zone: `e2e-partitioned-cut/orders`, six pods
 //! in three zones with three owners per key (one in each zone), one zone's pods cut off the
 //! pod network (their host-side veths down, as a failed zone's switch would) under a quorum
-//! writer. The other zones keep serving every read and acknowledging quorum writes, and the
-//! cut zone holds every acknowledged write again after the heal.
+//! writer. The other zones keep serving every read and acknowledging every quorum write (one
+//! forwarded to a cut owner before the others notice goes to the next owner), and the cut
+//! zone holds every acknowledged write again after the heal.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,11 +34,6 @@ const BEFORE: usize = 60;
 /// the liveness probe's 3 failures 10 s apart, so that the kubelet does not restart the
 /// pods (restarting is the network_cut scenario's subject).
 const CUT: Duration = Duration::from_secs(14);
-/// Writes sent within this long after the cut may be refused: one forwarded to a cut
-/// owner before the others notice it is gone answers 503 after the forwarding timeout, as
-/// the sender cannot tell whether the owner applied it. Every later write must be
-/// acknowledged.
-const NOTICED: Duration = Duration::from_secs(4);
 
 /// One zone of a six-pod, three-owner Partitioned cluster cut off under a quorum writer.
 pub async fn partitioned_zone_cut(env: &Env) -> TestResult {
@@ -140,33 +136,53 @@ pub async fn partitioned_zone_cut(env: &Env) -> TestResult {
     )
     .await?;
     let converged = healed_at.elapsed();
+    let writer_slowest = writer.slowest();
     let (acked, failed) = writer.stop().await;
-    let late: Vec<_> = failed
-        .iter()
-        .filter(|r| r.sent >= cut_at + NOTICED || r.sent < cut_at)
-        .collect();
     eprintln!(
         "partitioned_zone_cut: {} of 6 pods ({cut_zone}) cut off for {CUT:?}: {reads} reads in \
-         {rounds} rounds and {acked_during_cut} quorum writes through the other zones; {} \
-         writes refused ({} sent in the first {NOTICED:?}); the zone held every acknowledged \
-         write {converged:.1?} after the heal; refusals: {:?}",
+         {rounds} rounds and {acked_during_cut} quorum writes through the other zones, the \
+         slowest write {:.1?}; {} writes refused; the zone held every acknowledged write \
+         {converged:.1?} after the heal",
         cut.len(),
+        writer_slowest,
         failed.len(),
-        failed.len() - late.len(),
-        failed.iter().take(3).map(|r| &r.error).collect::<Vec<_>>()
     );
-    if !late.is_empty() {
+    if !failed.is_empty() {
         return Err(format!(
-            "{} writes refused outside the first {NOTICED:?} of the cut, e.g. {:?}",
-            late.len(),
-            late.iter().take(5).map(|r| &r.error).collect::<Vec<_>>()
+            "{} quorum writes refused while {cut_zone} was cut off, e.g. {:?}",
+            failed.len(),
+            failed
+                .iter()
+                .take(5)
+                .map(|r| format!(
+                    "{:.1?} into the cut: {}",
+                    r.sent.saturating_duration_since(cut_at),
+                    r.error
+                ))
+                .collect::<Vec<_>>()
         ));
     }
     if acked_during_cut == 0 {
         return Err("no quorum write was acknowledged while the zone was cut off".into());
     }
+    // The writes of the first seconds after the heal went on while the links to the cut pods
+    // came back; anti-entropy's second pass after a recovery brings them there.
     let pods = ORDERS.pods(env).await?;
-    readable_through_every_pod(&pods, &acked)
-        .await
-        .map_err(|e| format!("after the writer stopped: {e}"))
+    let stopped = Instant::now();
+    wait_for(
+        "every pod to serve every acknowledged write",
+        Duration::from_secs(20),
+        async || {
+            readable_through_every_pod(&pods, &acked).await?;
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "partitioned_zone_cut: every pod served all {} acknowledged writes {:.1?} after the \
+         writer stopped",
+        acked.len(),
+        stopped.elapsed()
+    );
+    Ok(())
 }
