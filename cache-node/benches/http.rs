@@ -126,6 +126,7 @@ impl Server {
                     limits: Limits::default(),
                     persistence: None,
                     node_tag: 0,
+                    backend: None,
                 };
                 let cache = Arc::new(Cache::start(settings, Arc::new(SystemClock), None));
                 cache

@@ -11,6 +11,7 @@ use tidecache_contract::args as flag;
 use tidecache_contract::disk::{NameError, ObjectName};
 use tidecache_contract::{Schedule, ScheduleError};
 
+use crate::backend::{self, BackendMode, BackendSettings, QueueSettings};
 use crate::base::auth::{AuthToken, AuthTokenError, PeerCredential};
 use crate::base::tls::TlsFiles;
 use crate::cache::Limits;
@@ -314,6 +315,92 @@ pub struct Config {
     /// refuses --peer-token (one that has not restarted with the new token yet).
     #[arg(long, env = "TIDECACHE_PEER_TOKEN_PREVIOUS", hide_env_values = true)]
     pub peer_token_previous: Option<String>,
+
+    // The database behind the cache (docs/backend.md).
+    /// A database behind the cache: misses load its rows, and writes reach it as
+    /// --backend-mode says. The only kind is postgres.
+    #[arg(long, env = "TIDECACHE_BACKEND", value_enum)]
+    pub backend: Option<BackendKind>,
+
+    /// The database's connection, a libpq URL (postgresql://user:password@host:5432/db) or
+    /// key=value string; with --backend-ca-file the connection uses TLS (sslmode=require).
+    #[arg(long, env = "TIDECACHE_BACKEND_URL", hide_env_values = true)]
+    pub backend_url: Option<String>,
+
+    /// PEM CA certificates to verify the database's TLS certificate with.
+    #[arg(long, env = "TIDECACHE_BACKEND_CA_FILE")]
+    pub backend_ca_file: Option<PathBuf>,
+
+    /// The table behind the cache (`items`, `shop.items`).
+    #[arg(long, env = "TIDECACHE_BACKEND_TABLE")]
+    pub backend_table: Option<String>,
+
+    /// The table's key column: text, varchar or bytea, unique.
+    #[arg(long, env = "TIDECACHE_BACKEND_KEY_COLUMN", default_value = "key")]
+    pub backend_key_column: String,
+
+    /// The table's value column: bytea, text or jsonb.
+    #[arg(long, env = "TIDECACHE_BACKEND_VALUE_COLUMN", default_value = "value")]
+    pub backend_value_column: String,
+
+    /// The table's expiry column (timestamptz): a row's cached entry expires then, and a
+    /// write's expiry is stored in it. Unset: rows are cached for --default-ttl.
+    #[arg(long, env = "TIDECACHE_BACKEND_EXPIRY_COLUMN")]
+    pub backend_expiry_column: Option<String>,
+
+    /// How writes reach the table: read-through (they do not), write-through (committed
+    /// before the write is acknowledged) or write-behind (queued on this node's disk and
+    /// flushed after).
+    #[arg(long, env = "TIDECACHE_BACKEND_MODE", value_enum, default_value_t = BackendModeFlag::ReadThrough)]
+    pub backend_mode: BackendModeFlag,
+
+    /// Connections to the database in the pool.
+    #[arg(long, env = "TIDECACHE_BACKEND_POOL_SIZE", default_value_t = 16)]
+    pub backend_pool_size: usize,
+
+    /// How long a statement, or getting a connection for it, may take; a request waiting
+    /// longer is answered 503 (RESP: an error) naming the backend.
+    #[arg(long, env = "TIDECACHE_BACKEND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub backend_timeout: Duration,
+
+    /// Write-behind: this node's queue directory (its own; not shared with another node).
+    /// Default: DATA_DIR/.write-behind/<namespace>/<cluster>/<node-id> with --data-dir.
+    #[arg(long, env = "TIDECACHE_BACKEND_QUEUE_DIR")]
+    pub backend_queue_dir: Option<PathBuf>,
+
+    /// Write-behind: most writes queued and not yet in the table; more are refused (503).
+    #[arg(
+        long,
+        env = "TIDECACHE_BACKEND_QUEUE_MAX_ENTRIES",
+        default_value_t = 1_000_000
+    )]
+    pub backend_queue_max_entries: usize,
+
+    /// Write-behind: most bytes of keys and values queued and not yet in the table.
+    #[arg(long, env = "TIDECACHE_BACKEND_QUEUE_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub backend_queue_max_bytes: u64,
+
+    /// Write-behind: most writes flushed to the table in one transaction.
+    #[arg(long, env = "TIDECACHE_BACKEND_FLUSH_BATCH", default_value_t = 1000)]
+    pub backend_flush_batch: usize,
+}
+
+/// `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// `--backend-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendModeFlag {
+    /// Misses load rows; writes stay in the cache.
+    ReadThrough,
+    /// Writes are committed to the table before they are acknowledged.
+    WriteThrough,
+    /// Writes are acknowledged once queued on disk, flushed to the table after.
+    WriteBehind,
 }
 
 /// Where a replicated node finds its peers.
@@ -442,6 +529,14 @@ pub enum ConfigError {
         /// The flag.
         flag: &'static str,
     },
+    /// A backend flag that cannot be used.
+    #[error("invalid --{flag}: {problem}")]
+    Backend {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// `--default-ttl` above `--max-ttl`, or zero.
     #[error("--default-ttl ({default}s) must be between 1s and --max-ttl ({max}s)")]
     DefaultTtl {
@@ -518,6 +613,8 @@ pub struct Settings {
     pub node_tag: u64,
     /// The token clients and peers must present; `None` without `--auth-token`.
     pub auth: Option<AuthToken>,
+    /// The database behind the cache; `None` without `--backend`.
+    pub backend: Option<BackendSettings>,
 }
 
 impl Config {
@@ -590,6 +687,7 @@ impl Config {
             });
         }
         let tls = self.tls()?;
+        let backend = self.backend(persistence.as_ref())?;
         let node_tag = match (&persistence, &self.node_id) {
             (Some(persistence), _) => persistence.node.tag(),
             (None, Some(id)) => ObjectName::new(id)
@@ -603,6 +701,7 @@ impl Config {
                 .map_or(0, |name| name.tag()),
         };
         Ok(Settings {
+            backend,
             persistence,
             replication,
             node_tag,
@@ -687,6 +786,136 @@ impl Config {
                 client_ca: self.tls_client_ca_file.clone(),
             },
             reload_interval: self.tls_reload_interval,
+        }))
+    }
+
+    /// The database behind the cache, if `--backend` is given.
+    fn backend(
+        &self,
+        persistence: Option<&PersistSettings>,
+    ) -> Result<Option<BackendSettings>, ConfigError> {
+        let refused = |flag, problem: &str| ConfigError::Backend {
+            flag,
+            problem: problem.to_string(),
+        };
+        let Some(BackendKind::Postgres) = self.backend else {
+            let given = [
+                ("backend-url", self.backend_url.is_some()),
+                ("backend-table", self.backend_table.is_some()),
+                (
+                    "backend-expiry-column",
+                    self.backend_expiry_column.is_some(),
+                ),
+                ("backend-queue-dir", self.backend_queue_dir.is_some()),
+                ("backend-ca-file", self.backend_ca_file.is_some()),
+            ];
+            return match given.into_iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(ConfigError::Needs {
+                    flag,
+                    needs: "--backend=postgres",
+                }),
+                None => Ok(None),
+            };
+        };
+        let url = self
+            .backend_url
+            .as_deref()
+            .ok_or_else(|| refused("backend-url", "required with --backend"))?;
+        // The message of a URL that does not parse may quote it, password and all.
+        let connection: tokio_postgres::Config = url.parse().map_err(|_| {
+            refused(
+                "backend-url",
+                "not a libpq connection URL or key=value string                  (postgresql://user:password@host:5432/database)",
+            )
+        })?;
+        if connection.get_hosts().is_empty() {
+            return Err(refused("backend-url", "names no host"));
+        }
+        let table = self
+            .backend_table
+            .clone()
+            .ok_or_else(|| refused("backend-table", "required with --backend"))?;
+        for (flag, name) in [
+            ("backend-table", Some(&table)),
+            ("backend-key-column", Some(&self.backend_key_column)),
+            ("backend-value-column", Some(&self.backend_value_column)),
+            ("backend-expiry-column", self.backend_expiry_column.as_ref()),
+        ] {
+            if name.is_some_and(|name| name.is_empty() || name.contains('\0')) {
+                return Err(refused(flag, "must be a non-empty name"));
+            }
+        }
+        if self.backend_pool_size == 0 {
+            return Err(ConfigError::Zero {
+                flag: "backend-pool-size",
+            });
+        }
+        if self.backend_timeout.is_zero() {
+            return Err(ConfigError::Zero {
+                flag: "backend-timeout",
+            });
+        }
+        let tls = match &self.backend_ca_file {
+            Some(path) => Some(
+                backend::tls_connector(path)
+                    .map_err(|error| refused("backend-ca-file", &error.to_string()))?,
+            ),
+            None => None,
+        };
+        let mode = match self.backend_mode {
+            BackendModeFlag::ReadThrough => BackendMode::ReadThrough,
+            BackendModeFlag::WriteThrough => BackendMode::WriteThrough,
+            BackendModeFlag::WriteBehind => BackendMode::WriteBehind,
+        };
+        let queue = match mode {
+            BackendMode::WriteBehind => {
+                let dir = match (&self.backend_queue_dir, persistence) {
+                    (Some(dir), _) => dir.clone(),
+                    (None, Some(persistence)) => persistence
+                        .data_dir
+                        .join(".write-behind")
+                        .join(persistence.namespace.as_str())
+                        .join(persistence.cluster.as_str())
+                        .join(persistence.node.as_str()),
+                    (None, None) => {
+                        return Err(ConfigError::Needs {
+                            flag: "backend-mode=write-behind",
+                            needs: "--backend-queue-dir or --data-dir (the queue is on disk)",
+                        });
+                    }
+                };
+                for (flag, value) in [
+                    (
+                        "backend-queue-max-entries",
+                        self.backend_queue_max_entries as u64,
+                    ),
+                    ("backend-queue-max-bytes", self.backend_queue_max_bytes),
+                    ("backend-flush-batch", self.backend_flush_batch as u64),
+                ] {
+                    if value == 0 {
+                        return Err(ConfigError::Zero { flag });
+                    }
+                }
+                Some(QueueSettings {
+                    dir,
+                    max_entries: self.backend_queue_max_entries,
+                    max_bytes: self.backend_queue_max_bytes,
+                    flush_batch: self.backend_flush_batch,
+                })
+            }
+            _ => None,
+        };
+        Ok(Some(BackendSettings {
+            connection,
+            tls,
+            table,
+            key_column: self.backend_key_column.clone(),
+            value_column: self.backend_value_column.clone(),
+            expiry_column: self.backend_expiry_column.clone(),
+            mode,
+            pool_size: self.backend_pool_size,
+            timeout: self.backend_timeout,
+            queue,
         }))
     }
 

@@ -10,11 +10,12 @@
 //! cache                 the service: reads, the write path, readiness, shutdown
 //! sweeper, metrics      background eviction; the Prometheus registry
 //! persist | replication the shared volume; the other nodes
+//! | backend             the PostgreSQL table behind the cache
 //! store                 the in-memory entries
 //! base                  time, versions, the HLC, the auth token, journal and replica traits, tasks
 //! ```
 //!
-//! `store`, `persist` and `replication` are siblings: none imports another, and where one
+//! `store`, `persist`, `replication` and `backend` are siblings: none imports another, and where one
 //! must call another it does so through a narrow trait in [`base`] (the store is the
 //! persistence log's [`Undo`](base::journal::Undo) and replication's
 //! [`Replica`](base::replica::Replica)).
@@ -24,6 +25,7 @@
 
 #![deny(clippy::unwrap_used)]
 
+pub(crate) mod backend;
 pub(crate) mod base;
 pub(crate) mod cache;
 pub(crate) mod config;

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::backend::BackendMetrics;
 use crate::persist::PersistMetrics;
 use crate::replication::ReplicationMetrics;
 use crate::store::Store;
@@ -67,6 +68,8 @@ pub struct Metrics {
     persistence: PersistMetrics,
     /// Replication's metrics (zero on a node without peers).
     replication: Arc<ReplicationMetrics>,
+    /// The database behind the cache (zero without one).
+    backend: BackendMetrics,
     /// Reloads of the TLS certificate, by outcome (zero without TLS).
     tls_reloads: Family<TlsReloadLabels, Counter>,
     /// TLS handshakes that failed or timed out, by listener (zero without TLS).
@@ -105,6 +108,8 @@ impl Metrics {
         registry.register_collector(Box::new(StoreCollector(store)));
         let persistence = PersistMetrics::default();
         persistence.register(&mut registry);
+        let backend = BackendMetrics::default();
+        backend.register(&mut registry);
         let replication = Arc::new(ReplicationMetrics::default());
         replication.register(&mut registry);
         let tls_reloads = Family::<TlsReloadLabels, Counter>::default();
@@ -124,6 +129,7 @@ impl Metrics {
             tls_reloads,
             tls_handshake_failures,
             persistence,
+            backend,
             replication,
             registry,
             requests,
@@ -175,6 +181,11 @@ impl Metrics {
     /// Records one sweep.
     pub fn observe_sweep(&self, elapsed: Duration) {
         self.sweep_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The backend's metrics, for the database behind the cache to update.
+    pub fn backend(&self) -> &BackendMetrics {
+        &self.backend
     }
 
     /// The persistence metrics, for the log and the warm start to update.

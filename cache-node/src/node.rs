@@ -79,10 +79,12 @@ pub async fn serve(
             limits: settings.limits.clone(),
             persistence: settings.persistence.clone(),
             node_tag: settings.node_tag,
+            backend: settings.backend.clone(),
         },
         Arc::new(SystemClock),
         peers,
     ));
+    cache.watch_backend();
     let peer_auth = settings
         .replication
         .as_ref()

@@ -43,6 +43,7 @@ impl Node {
             limits,
             persistence: None,
             node_tag: 0,
+            backend: None,
         };
         let cache = Arc::new(Cache::start(settings, clock.clone(), None));
         Node {

@@ -63,6 +63,7 @@ async fn start(data_dir: PathBuf) -> Arc<AppState> {
             compact_min_bytes: PersistSettings::DEFAULT_COMPACT_MIN_BYTES,
         }),
         node_tag: 0,
+        backend: None,
     };
     let cache = Arc::new(Cache::start(settings, Arc::new(SystemClock), None));
     cache.load().await.expect("the volume loads");

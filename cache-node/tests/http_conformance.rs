@@ -30,6 +30,7 @@ impl Node {
             limits: Limits::default(),
             persistence: None,
             node_tag: 0,
+            backend: None,
         };
         let cache = Arc::new(Cache::start(settings, clock, None));
         Node {

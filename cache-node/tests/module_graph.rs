@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. `docs/architecture.md` draws the same picture.
 const LAYERS: &[&[&str]] = &[
     &["base"],
-    &["store", "persist", "replication"],
+    &["store", "persist", "replication", "backend"],
     &["metrics"],
     &["sweeper"],
     &["cache"],

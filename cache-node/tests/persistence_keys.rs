@@ -46,6 +46,7 @@ impl Node {
             },
             persistence: Some(settings(data_dir)),
             node_tag: 0,
+            backend: None,
         };
         let cache = Arc::new(Cache::start(settings, Arc::new(SystemClock), None));
         cache.load().await.expect("the volume loads");

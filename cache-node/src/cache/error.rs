@@ -3,6 +3,7 @@
 
 use tidecache_contract::disk::RecordError;
 
+use crate::backend::BackendError;
 use crate::base::journal::CommitError;
 use crate::replication::AckError;
 use crate::store::{DeleteError, PutError};
@@ -35,6 +36,31 @@ pub enum WriteError {
     /// safe for unconditional writes.
     #[error(transparent)]
     Unreachable(#[from] Unreachable),
+    /// The database behind the cache did not take the change (write-through), its queue is
+    /// full or broken (write-behind), or the key's current row could not be read for a
+    /// conditional change. Nothing changed in the cache.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl From<ReadError> for WriteError {
+    fn from(error: ReadError) -> WriteError {
+        match error {
+            ReadError::Unreachable(error) => WriteError::Unreachable(error),
+            ReadError::Backend(error) => WriteError::Backend(error),
+        }
+    }
+}
+
+/// Why a read was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum ReadError {
+    /// Partitioned mode: no owner of the key answered.
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    /// A miss the database behind the cache could not answer.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 impl From<RecordError> for WriteError {

@@ -25,8 +25,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Cache;
-use super::error::{Unreachable, WriteError};
+use super::error::{ReadError, Unreachable, WriteError};
 use super::write::{Removed, Write, Written};
+use crate::backend::BackendError;
 use crate::base::time::Timestamp;
 use crate::base::version::Version;
 use crate::replication::{AckLevel, Peer, Replicated, Route};
@@ -59,8 +60,9 @@ pub enum Request {
 /// An owner's answer, in request order.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
-    /// The entries read.
-    Get(Vec<Option<Hit>>),
+    /// The entries read (a miss loaded from the database behind the cache, or why it could
+    /// not be).
+    Get(Vec<Result<Option<Hit>, BackendError>>),
     /// The writes' outcomes.
     Put(Vec<Result<WrittenWire, WriteError>>),
     /// The deletes' outcomes.
@@ -224,7 +226,13 @@ impl Cache {
             }
         }
         let response = match request {
-            Request::Get(keys) => Response::Get(keys.iter().map(|k| self.store.get(k)).collect()),
+            Request::Get(keys) => Response::Get(
+                self.read_local_many(&keys)
+                    .await
+                    .into_iter()
+                    .map(|hit| hit.map_err(backend_only))
+                    .collect(),
+            ),
             Request::Put {
                 writes,
                 ack,
@@ -254,52 +262,57 @@ impl Cache {
     }
 
     /// The key's live entry, or `None` if absent or expired (even if not yet swept): from
-    /// memory where this node holds the key, else from an owner.
+    /// memory where this node holds the key (a miss loaded from the database behind the
+    /// cache, if there is one), else from an owner.
     ///
     /// # Errors
-    /// [`Unreachable`] when the key lives elsewhere and no owner answered.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Hit>, Unreachable> {
+    /// [`ReadError`]: the key lives elsewhere and no owner answered, or the database could
+    /// not answer a miss.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Hit>, ReadError> {
         match self.route(key) {
-            Route::Local => Ok(self.store.get(key)),
+            Route::Local => self.read_local(key).await,
             Route::Forward(owners) => {
                 let request = Request::Get(vec![Bytes::copy_from_slice(key)]);
                 match self.forward(&owners, &request).await? {
-                    Response::Get(mut hits) if hits.len() == 1 => Ok(hits.pop().flatten()),
-                    _ => Err(mismatch(&owners)),
+                    Response::Get(mut hits) if hits.len() == 1 => {
+                        Ok(hits.pop().unwrap_or(Ok(None))?)
+                    }
+                    _ => Err(mismatch(&owners).into()),
                 }
             }
         }
     }
 
-    /// Reads every key of `keys`, in order; each owner's keys in one forwarded request.
-    pub async fn get_many(&self, keys: &[Bytes]) -> Vec<Result<Option<Hit>, Unreachable>> {
-        let mut results: Vec<Option<Result<Option<Hit>, Unreachable>>> =
-            (0..keys.len()).map(|_| None).collect();
-        let mut groups: Groups<Bytes> = BTreeMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            match self.route(key) {
-                Route::Local => results[i] = Some(Ok(self.store.get(key))),
-                Route::Forward(owners) => groups.entry(owners).or_default().push((i, key.clone())),
-            }
-        }
+    /// Reads every key of `keys`, in order; each owner's keys in one forwarded request, the
+    /// misses of the keys held here in one query of the database behind the cache.
+    pub async fn get_many(&self, keys: &[Bytes]) -> Vec<Result<Option<Hit>, ReadError>> {
+        let n = keys.len();
+        let (local, groups) = self.split(keys.to_vec(), |key| key);
+        let (positions, local): (Vec<usize>, Vec<Bytes>) = local.into_iter().unzip();
         let sent = groups
             .into_iter()
             .map(|(owners, items)| self.get_group(owners, items));
-        for (positions, answer) in futures::future::join_all(sent).await {
+        let (here, there) = futures::join!(
+            self.read_local_many(&local),
+            futures::future::join_all(sent)
+        );
+        let mut results: Vec<(usize, Result<Option<Hit>, ReadError>)> =
+            positions.into_iter().zip(here).collect();
+        for (positions, answer) in there {
             match answer {
                 Ok(hits) => {
                     for (i, hit) in positions.into_iter().zip(hits) {
-                        results[i] = Some(Ok(hit));
+                        results.push((i, hit.map_err(ReadError::from)));
                     }
                 }
                 Err(error) => {
                     for i in positions {
-                        results[i] = Some(Err(error.clone()));
+                        results.push((i, Err(error.clone().into())));
                     }
                 }
             }
         }
-        results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
+        super::write::in_order(n, results.into_iter())
     }
 
     /// Splits `items` by route: those held here, and the others grouped by their owners.
@@ -357,7 +370,10 @@ impl Cache {
         &self,
         owners: Vec<Peer>,
         items: Vec<(usize, Bytes)>,
-    ) -> (Vec<usize>, Result<Vec<Option<Hit>>, Unreachable>) {
+    ) -> (
+        Vec<usize>,
+        Result<Vec<Result<Option<Hit>, BackendError>>, Unreachable>,
+    ) {
         let (positions, keys): (Vec<usize>, Vec<Bytes>) = items.into_iter().unzip();
         let answer = match self.forward(&owners, &Request::Get(keys)).await {
             Ok(Response::Get(hits)) if hits.len() == positions.len() => Ok(hits),
@@ -422,6 +438,14 @@ impl Cache {
             Err(error) => vec![Err(error.into()); n],
         };
         positions.into_iter().zip(outcomes).collect()
+    }
+}
+
+/// What a forwarded read carries back: a local read fails only on the database.
+fn backend_only(error: ReadError) -> BackendError {
+    match error {
+        ReadError::Backend(error) => error,
+        ReadError::Unreachable(error) => BackendError::Unavailable(error.to_string()),
     }
 }
 

@@ -19,6 +19,7 @@
 //!    sent or applied after it), then the sweeper, then syncs and closes the log. Nothing that
 //!    could touch the store still runs when the log closes.
 
+mod backed;
 mod budget;
 mod error;
 mod forward;
@@ -37,12 +38,13 @@ use bytes::Bytes;
 use tidecache_contract::placement;
 
 pub use budget::{Budget, Charge};
-pub use error::{Unreachable, WriteError};
+pub use error::{ReadError, Unreachable, WriteError};
 pub use forward::ForwardError;
 pub use limits::{Lifetime, LifetimeError, Limits};
 pub use update::{Edit, UpdateError};
 pub use write::Write;
 
+use crate::backend::{Backend, BackendMode, BackendSettings, Outbox};
 use crate::base::digest::{BucketDigest, Cutoff};
 use crate::base::hlc::HybridClock;
 use crate::base::tasks::Tasks;
@@ -57,6 +59,10 @@ use crate::replication::{
 use crate::store::{Store, StoreConfig};
 use crate::sweeper;
 
+/// How long a stopping node keeps flushing its write-behind queue to the table; what is left
+/// stays on disk for its next start.
+const OUTBOX_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a cache is made of, apart from its peers.
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -69,6 +75,8 @@ pub struct CacheSettings {
     /// The tag of this node's name, the second half of every version it issues when it is
     /// replicated (a single node's versions carry 0).
     pub node_tag: u64,
+    /// The PostgreSQL table behind the cache (docs/backend.md); `None`: the cache alone.
+    pub backend: Option<BackendSettings>,
 }
 
 /// The other nodes a cache replicates to, and how.
@@ -113,6 +121,12 @@ pub struct Cache {
     serving: AtomicBool,
     /// The sweeper, and the parent of replication's tasks.
     tasks: Tasks,
+    /// The database behind the cache, if any.
+    backend: Option<Arc<Backend>>,
+    /// The write-behind queue, once [`Cache::load`] opened it (write-behind mode only).
+    outbox: OnceLock<Arc<Outbox>>,
+    /// Keys whose writes are between the table and the cache (`cache/backed.rs`).
+    key_locks: backed::KeyLocks,
 }
 
 impl Cache {
@@ -156,7 +170,13 @@ impl Cache {
             )
         });
         tasks.spawn(sweeper::run(store.clone(), metrics.clone()));
-        let loaded = settings.persistence.is_none() && replication.is_none();
+        let backend = settings
+            .backend
+            .map(|backend| Backend::new(backend, metrics.backend().clone()));
+        let write_behind = backend
+            .as_ref()
+            .is_some_and(|backend| backend.mode() == BackendMode::WriteBehind);
+        let loaded = settings.persistence.is_none() && replication.is_none() && !write_behind;
         Cache {
             store,
             inflight: Budget::new(settings.limits.max_inflight_bytes),
@@ -168,6 +188,9 @@ impl Cache {
             loaded: AtomicBool::new(loaded),
             serving: AtomicBool::new(true),
             tasks,
+            backend,
+            outbox: OnceLock::new(),
+            key_locks: backed::KeyLocks::new(),
         }
     }
 
@@ -181,6 +204,7 @@ impl Cache {
         if let Some(settings) = self.persistence.clone() {
             self.open_log(settings).await?;
         }
+        self.open_outbox().await?;
         if let Some(replication) = &self.replication {
             // Batches from peers are applied from now on: last-writer-wins makes their order
             // with the catch-up irrelevant, but the warm start's loads must come first.
@@ -238,18 +262,62 @@ impl Cache {
         Ok(())
     }
 
-    /// Completes with the reason when the log has stopped after a failed fsync: the node
-    /// must exit so that it restarts and recovers from disk. Never completes otherwise.
+    /// Write-behind: opens the queue (reading back the writes not yet in the table) and
+    /// starts flushing it.
+    async fn open_outbox(&self) -> io::Result<()> {
+        let Some(backend) = self.writing_backend() else {
+            return Ok(());
+        };
+        let Some(queue) = backend.settings().queue.clone() else {
+            return Ok(());
+        };
+        tracing::info!(dir = %queue.dir.display(), "write-behind queue on");
+        let metrics = backend.metrics().clone();
+        let outbox = tokio::task::spawn_blocking(move || Outbox::open(queue, metrics))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
+        let outbox = Arc::new(outbox);
+        outbox.start(backend, &self.tasks);
+        let _ = self.outbox.set(outbox);
+        Ok(())
+    }
+
+    /// Completes with the reason when the log (or the write-behind queue) has stopped after
+    /// a failed write: the node must exit so that it restarts and recovers from disk. Never
+    /// completes otherwise.
     pub async fn failed(&self) -> String {
-        match self.log.get() {
-            Some(log) => log.stopped().await,
-            None => std::future::pending().await,
+        let log = async {
+            match self.log.get() {
+                Some(log) => log.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outbox = async {
+            match self.outbox.get() {
+                Some(outbox) => outbox.failed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            reason = log => reason,
+            reason = outbox => reason,
         }
     }
 
     /// Stops replication, then the sweeper, then syncs and closes the log, in that order (see
     /// the module documentation). Call it once the front ends have drained.
     pub async fn close(&self) -> Closed {
+        if let Some(outbox) = self.outbox.get() {
+            let left = outbox.drain(OUTBOX_DRAIN).await;
+            if left > 0 {
+                tracing::warn!(
+                    writes = left,
+                    "write-behind writes not yet in the table at shutdown: they stay queued on \
+                     disk and are flushed when the node starts again"
+                );
+            }
+        }
         if let Some(replication) = &self.replication {
             replication.stop().await;
         }

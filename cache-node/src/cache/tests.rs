@@ -23,6 +23,7 @@ fn settings(persistence: Option<PersistSettings>) -> CacheSettings {
         limits: Limits::default(),
         persistence,
         node_tag: 7,
+        backend: None,
     }
 }
 

@@ -150,7 +150,8 @@ impl Cache {
         self.store.live_keys()
     }
 
-    /// Deletes every live key through the write path, in batches; each delete is conditional
+    /// Deletes every live key held here through the write path (never from a table behind
+    /// the cache), in batches; each delete is conditional
     /// on the version the walk saw, so a key written again meanwhile survives. Returns how
     /// many keys were deleted; `removed` hears of each delete (RESP's `WAIT` follows their
     /// acknowledgements).
@@ -171,7 +172,8 @@ impl Cache {
                     Some((key, Preconditions::if_version(version)))
                 })
                 .collect();
-            for result in self.delete_many(deletes, None).await {
+            // The cache only: with a table behind it, a flush empties the cache, not the table.
+            for result in self.delete_cached_many(deletes, None).await {
                 match result {
                     Ok(delete) => {
                         removed(&delete);

@@ -22,6 +22,9 @@ use tidecache_contract::disk::RecordRef;
 
 use super::Cache;
 use super::error::WriteError;
+use std::sync::Arc;
+
+use crate::backend::{Op, Outbox, Row};
 use crate::base::journal::Journaled;
 use crate::base::time::Timestamp;
 use crate::base::version::Version;
@@ -73,7 +76,7 @@ struct Delete {
 }
 
 /// What memory did for one change: the record it replicates, and what the client hears.
-struct Applied<T> {
+pub(super) struct Applied<T> {
     key: Bytes,
     /// `None` for a delete.
     value: Option<Bytes>,
@@ -83,14 +86,22 @@ struct Applied<T> {
     expires_at: Option<Timestamp>,
     /// The store's own report.
     outcome: T,
+    /// Whether the change took effect (a forwarded write a newer one superseded did not).
+    effective: bool,
 }
 
 /// A change the protocol carries: a write or a delete. Only step 1 differs between them.
-trait Change {
+pub(super) trait Change {
     /// What the store reports for it.
     type Outcome;
     /// Step 1: applies the change in memory and hands it to the log.
     fn apply(self, store: &Store) -> Result<Journaled<Applied<Self::Outcome>>, WriteError>;
+    /// The key it changes.
+    fn key(&self) -> &Bytes;
+    /// The preconditions it must meet; `None` when it applies whatever the key holds.
+    fn conditions(&self) -> Option<&Preconditions>;
+    /// The row it leaves in the database behind the cache; `None` for a delete.
+    fn row(&self) -> Option<Row>;
 }
 
 impl Change for Write {
@@ -109,7 +120,23 @@ impl Change for Write {
             version: outcome.version,
             expires_at: self.expires_at,
             outcome,
+            effective: true,
         }))
+    }
+
+    fn key(&self) -> &Bytes {
+        &self.key
+    }
+
+    fn conditions(&self) -> Option<&Preconditions> {
+        (self.conditions != Preconditions::none()).then_some(&self.conditions)
+    }
+
+    fn row(&self) -> Option<Row> {
+        Some(Row {
+            value: self.value.clone(),
+            expires_at: self.expires_at,
+        })
     }
 }
 
@@ -134,10 +161,23 @@ impl Change for Versioned {
         Ok(map_journaled(journaled, |outcome| Applied {
             key: write.key,
             value: Some(write.value),
+            effective: outcome.version == version,
             version: outcome.version,
             expires_at: write.expires_at,
             outcome,
         }))
+    }
+
+    fn key(&self) -> &Bytes {
+        &self.write.key
+    }
+
+    fn conditions(&self) -> Option<&Preconditions> {
+        None
+    }
+
+    fn row(&self) -> Option<Row> {
+        self.write.row()
     }
 }
 
@@ -152,7 +192,21 @@ impl Change for Delete {
             version: deleted.tombstone,
             expires_at: deleted.expires_at,
             outcome: deleted,
+            effective: true,
         }))
+    }
+
+    fn key(&self) -> &Bytes {
+        &self.key
+    }
+
+    /// A delete always depends on the key's entry: there must be one.
+    fn conditions(&self) -> Option<&Preconditions> {
+        Some(&self.conditions)
+    }
+
+    fn row(&self) -> Option<Row> {
+        None
     }
 }
 
@@ -294,9 +348,52 @@ impl Cache {
             .collect()
     }
 
+    /// Stores every write of a batch in this node's cache only (never in the table behind
+    /// it): loads from the table and refreshes after its changes.
+    pub(super) async fn put_cached_many(
+        &self,
+        writes: Vec<Write>,
+    ) -> Vec<Result<Written, WriteError>> {
+        self.run_cached(writes, Some(AckLevel::One))
+            .await
+            .into_iter()
+            .map(|result| result.map(written))
+            .collect()
+    }
+
+    /// Deletes every key of a batch from this node's cache only (never from the table behind
+    /// it), each if its conditions hold: refreshes after the table's changes, and flushes.
+    pub(super) async fn delete_cached_many(
+        &self,
+        deletes: Vec<(Bytes, Preconditions)>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Result<Removed, WriteError>> {
+        let deletes = deletes
+            .into_iter()
+            .map(|(key, conditions)| Delete { key, conditions })
+            .collect();
+        self.run_cached(deletes, ack)
+            .await
+            .into_iter()
+            .map(|result| {
+                result.map(|(applied, replicated)| Removed {
+                    version: applied.outcome.version,
+                    replicated,
+                })
+            })
+            .collect()
+    }
+
     /// The protocol for a single change: the same four steps as [`Cache::run`], without the
     /// per-step vectors a batch needs (a single write is the hot path of every front end).
+    /// With a database behind the cache that writes reach, the batch protocol runs instead.
     async fn one<C: Change>(&self, change: C, ack: Option<AckLevel>) -> Acknowledged<C::Outcome> {
+        if self.writing_backend().is_some() {
+            let mut done = self.run(vec![change], ack).await;
+            return done
+                .pop()
+                .unwrap_or_else(|| Err(WriteError::Encode("no outcome".into())));
+        }
         // 1. Apply. 2. Durable.
         let applied = change.apply(&self.store)?.durable().await?;
         // 3. Replicate. 4. Acknowledge.
@@ -307,22 +404,82 @@ impl Cache {
         Ok((applied, replicated))
     }
 
-    /// The protocol (see the module documentation), step by step over all of `changes`.
-    async fn run<C: Change>(
+    /// The protocol (see the module documentation), step by step over all of `changes`,
+    /// with the database behind the cache where writes reach it (`cache/backed.rs`): the
+    /// changes' keys locked, then committed in the table first (write-through) or queued
+    /// for it as they are applied (write-behind).
+    pub(super) async fn run<C: Change>(
         &self,
         changes: Vec<C>,
         ack: Option<AckLevel>,
     ) -> Vec<Acknowledged<C::Outcome>> {
-        // 1. Apply.
+        match self.writing_backend() {
+            None => {
+                let changes = changes.into_iter().map(Ok).collect();
+                self.steps(changes, ack, None, Vec::<()>::new()).await
+            }
+            Some(backend) => {
+                let locks = self
+                    .key_locks
+                    .lock_all(changes.iter().map(Change::key))
+                    .await;
+                let prepared = self.prepare(&backend, changes).await;
+                self.steps(prepared, ack, self.outbox.get(), locks).await
+            }
+        }
+    }
+
+    /// As [`Cache::run`], for changes that stay in the cache: loads from the database,
+    /// refreshes after its changes, and flushes of the cache.
+    async fn run_cached<C: Change>(
+        &self,
+        changes: Vec<C>,
+        ack: Option<AckLevel>,
+    ) -> Vec<Acknowledged<C::Outcome>> {
+        let changes = changes.into_iter().map(Ok).collect();
+        self.steps(changes, ack, None, Vec::<()>::new()).await
+    }
+
+    /// The four steps over `changes` (those already refused skip them); each change applied
+    /// is queued in `outbox` (write-behind) while `locks` are held, which are released after
+    /// step 1.
+    async fn steps<C: Change, L>(
+        &self,
+        changes: Vec<Result<C, WriteError>>,
+        ack: Option<AckLevel>,
+        outbox: Option<&Arc<Outbox>>,
+        locks: Vec<L>,
+    ) -> Vec<Acknowledged<C::Outcome>> {
+        // 1. Apply (and queue for the table).
         let applied: Vec<_> = changes
             .into_iter()
-            .map(|change| change.apply(&self.store))
+            .map(|change| {
+                let journaled = change.and_then(|change| change.apply(&self.store))?;
+                let queued = match outbox {
+                    Some(outbox) if journaled.outcome.effective => {
+                        Some(outbox.enqueue(op_of(&journaled.outcome))?)
+                    }
+                    _ => None,
+                };
+                Ok((journaled, queued))
+            })
             .collect();
-        // 2. Durable.
+        drop(locks);
+        // 2. Durable (in the log, and in the write-behind queue).
         let mut durable = Vec::with_capacity(applied.len());
         for journaled in applied {
             durable.push(match journaled {
-                Ok(journaled) => journaled.durable().await.map_err(WriteError::from),
+                Ok((journaled, queued)) => match journaled.durable().await {
+                    Ok(applied) => match queued {
+                        Some(queued) => queued
+                            .durable()
+                            .await
+                            .map(|()| applied)
+                            .map_err(WriteError::from),
+                        None => Ok(applied),
+                    },
+                    Err(error) => Err(WriteError::from(error)),
+                },
                 Err(error) => Err(error),
             });
         }
@@ -386,12 +543,21 @@ fn only<T>(mut outcomes: Vec<(usize, Result<T, WriteError>)>) -> Result<T, Write
 }
 
 /// Outcomes by position, back in request order.
-fn in_order<T>(n: usize, outcomes: impl Iterator<Item = (usize, T)>) -> Vec<T> {
+pub(super) fn in_order<T>(n: usize, outcomes: impl Iterator<Item = (usize, T)>) -> Vec<T> {
     let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
     for (i, outcome) in outcomes {
         slots[i] = Some(outcome);
     }
     slots.into_iter().flatten().collect()
+}
+
+/// The write-behind queue's record of an applied change.
+fn op_of<T>(applied: &Applied<T>) -> Op {
+    Op {
+        key: applied.key.clone(),
+        value: applied.value.clone(),
+        expires_at: applied.expires_at,
+    }
 }
 
 fn map_journaled<T, U>(journaled: Journaled<T>, f: impl FnOnce(T) -> U) -> Journaled<U> {

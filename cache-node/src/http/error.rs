@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use super::headers::etag;
+use crate::backend::BackendError;
 use crate::base::journal::CommitError;
 use crate::base::time::Timestamp;
 use crate::base::version::Version;
-use crate::cache::{LifetimeError, Unreachable, WriteError};
+use crate::cache::{LifetimeError, ReadError, Unreachable, WriteError};
 use crate::replication::AckError;
 use crate::replication::ack::{ACKED_HEADER, REPLICAS_HEADER};
 use crate::store::{DeleteError, PutError};
@@ -222,6 +223,14 @@ pub enum ApiError {
     /// Partitioned mode: no owner of the key answered this node's forwarded request.
     #[error("{0}; retry, or ask another node")]
     OwnerUnreachable(Unreachable),
+    /// The database behind the cache is unavailable, or its write-behind queue is full:
+    /// nothing changed; retry later.
+    #[error("{0}")]
+    BackendUnavailable(BackendError),
+    /// The database behind the cache refused the write, or the value does not fit its
+    /// column: nothing changed.
+    #[error("{0}")]
+    BackendRefused(BackendError),
     /// Authentication is on and the request lacks the token (or carries another one).
     #[error(
         "missing or wrong token: send 'Authorization: Bearer <token>' with the token from the \
@@ -311,9 +320,14 @@ impl ApiError {
                 StatusCode::INSUFFICIENT_STORAGE
             }
             ApiError::PersistenceFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotReady(_) | ApiError::AckNotReached(_) | ApiError::OwnerUnreachable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
+            ApiError::NotReady(_)
+            | ApiError::AckNotReached(_)
+            | ApiError::OwnerUnreachable(_)
+            | ApiError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BackendRefused(BackendError::Value { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::BackendRefused(_) => StatusCode::CONFLICT,
             ApiError::BadAckLevel(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -355,6 +369,10 @@ impl ApiError {
             ApiError::BadAckLevel(_) => "bad_ack_level",
             ApiError::AckNotReached(_) => "ack_level_not_reached",
             ApiError::OwnerUnreachable(_) => "owner_unreachable",
+            ApiError::BackendUnavailable(BackendError::QueueFull { .. }) => "backend_queue_full",
+            ApiError::BackendUnavailable(_) => "backend_unavailable",
+            ApiError::BackendRefused(BackendError::Value { .. }) => "backend_value",
+            ApiError::BackendRefused(_) => "backend_refused",
             ApiError::OverBudget { .. } => "over_memory_budget",
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::ResponseTooLarge { .. } => "response_too_large",
@@ -389,7 +407,10 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"tidecache\""),
             );
         }
-        if let ApiError::OverBudget { .. } | ApiError::ServerBusy { .. } = self {
+        if let ApiError::OverBudget { .. }
+        | ApiError::ServerBusy { .. }
+        | ApiError::BackendUnavailable(_) = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -456,6 +477,25 @@ impl From<Unreachable> for ApiError {
     }
 }
 
+impl From<BackendError> for ApiError {
+    fn from(error: BackendError) -> ApiError {
+        if error.is_transient() {
+            ApiError::BackendUnavailable(error)
+        } else {
+            ApiError::BackendRefused(error)
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> ApiError {
+        match error {
+            ReadError::Unreachable(error) => ApiError::OwnerUnreachable(error),
+            ReadError::Backend(error) => error.into(),
+        }
+    }
+}
+
 impl From<WriteError> for ApiError {
     fn from(error: WriteError) -> ApiError {
         match error {
@@ -468,6 +508,7 @@ impl From<WriteError> for ApiError {
                 ApiError::Internal
             }
             WriteError::Unreachable(error) => ApiError::OwnerUnreachable(error),
+            WriteError::Backend(error) => error.into(),
         }
     }
 }

@@ -64,6 +64,7 @@ async fn key_requests_wait_for_the_volume_and_a_refused_write_keeps_the_old_valu
         limits: Limits::default(),
         persistence: Some(persistence.clone()),
         node_tag: 0,
+        backend: None,
     };
     let cache = Arc::new(Cache::start(settings, clock.clone(), None));
     let state = Arc::new(AppState::new(cache.clone()));

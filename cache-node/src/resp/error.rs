@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::base::journal::CommitError;
 use crate::base::time::Timestamp;
-use crate::cache::{LifetimeError, Unreachable, UpdateError, WriteError};
+use crate::cache::{LifetimeError, ReadError, Unreachable, UpdateError, WriteError};
 use crate::store::{DeleteError, PutError};
 
 /// A command refused; the connection goes on.
@@ -157,6 +157,10 @@ pub enum CommandError {
     /// Partitioned mode: no owner of the key answered this node's forwarded request.
     #[error("TRYAGAIN {0}")]
     OwnerUnreachable(String),
+    /// The database behind the cache is unavailable or refused the write (the message
+    /// names the backend); nothing changed.
+    #[error("ERR {0}")]
+    Backend(String),
     /// Other writers kept changing the key.
     #[error("ERR the key kept changing under concurrent writes; try again")]
     Contended,
@@ -356,6 +360,15 @@ impl From<Unreachable> for CommandError {
     }
 }
 
+impl From<ReadError> for CommandError {
+    fn from(error: ReadError) -> CommandError {
+        match error {
+            ReadError::Unreachable(error) => error.into(),
+            ReadError::Backend(error) => CommandError::Backend(error.to_string()),
+        }
+    }
+}
+
 impl From<WriteError> for CommandError {
     fn from(error: WriteError) -> CommandError {
         match error {
@@ -375,6 +388,7 @@ impl From<WriteError> for CommandError {
             WriteError::Ack(error) => CommandError::NotReplicated(error.to_string()),
             WriteError::Encode(error) => CommandError::Persistence(error),
             WriteError::Unreachable(error) => CommandError::OwnerUnreachable(error.to_string()),
+            WriteError::Backend(error) => CommandError::Backend(error.to_string()),
         }
     }
 }

@@ -44,6 +44,7 @@ impl Server {
                 limits,
                 persistence: None,
                 node_tag: 0,
+                backend: None,
             },
             clock.clone(),
             None,

@@ -1,7 +1,7 @@
 //! The harness of cache-node's multi-process tests and benchmarks: real `cache-node`
 //! processes on loopback ([`Cluster`], configured by a [`Builder`]), one keep-alive HTTP
 //! client ([`Client`]), and a data volume that can lose what a machine crash loses
-//! ([`Volume`]).
+//! ([`Volume`]), and a real PostgreSQL server ([`Postgres`]).
 //!
 //! It is a crate of its own rather than a module under `cache-node/tests/` because every
 //! integration test is compiled as a separate crate: a shared module would be compiled into
@@ -10,6 +10,7 @@
 
 mod client;
 mod cluster;
+mod postgres;
 mod volume;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::process::Command;
 
 pub use client::{Client, Reply};
 pub use cluster::{Builder, Cluster, PEER_TOKEN};
+pub use postgres::Postgres;
 pub use volume::Volume;
 
 /// A command running the `cache-node` binary cargo built for the running test or benchmark.
