@@ -320,7 +320,7 @@ pub struct Config {
     /// A database behind the cache: misses load its rows, and writes reach it as
     /// --backend-mode says. The only kind is postgres.
     #[arg(long, env = "TIDECACHE_BACKEND", value_enum)]
-    pub backend: Option<BackendKind>,
+    pub backend: Option<flag::BackendKind>,
 
     /// The database's connection, a libpq URL (postgresql://user:password@host:5432/db) or
     /// key=value string; with --backend-ca-file the connection uses TLS (sslmode=require).
@@ -351,8 +351,8 @@ pub struct Config {
     /// How writes reach the table: read-through (they do not), write-through (committed
     /// before the write is acknowledged) or write-behind (queued on this node's disk and
     /// flushed after).
-    #[arg(long, env = "TIDECACHE_BACKEND_MODE", value_enum, default_value_t = BackendModeFlag::ReadThrough)]
-    pub backend_mode: BackendModeFlag,
+    #[arg(long, env = "TIDECACHE_BACKEND_MODE", value_enum, default_value_t = flag::BackendMode::ReadThrough)]
+    pub backend_mode: flag::BackendMode,
 
     /// Connections to the database in the pool.
     #[arg(long, env = "TIDECACHE_BACKEND_POOL_SIZE", default_value_t = 16)]
@@ -383,24 +383,6 @@ pub struct Config {
     /// Write-behind: most writes flushed to the table in one transaction.
     #[arg(long, env = "TIDECACHE_BACKEND_FLUSH_BATCH", default_value_t = 1000)]
     pub backend_flush_batch: usize,
-}
-
-/// `--backend` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendKind {
-    /// PostgreSQL.
-    Postgres,
-}
-
-/// `--backend-mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendModeFlag {
-    /// Misses load rows; writes stay in the cache.
-    ReadThrough,
-    /// Writes are committed to the table before they are acknowledged.
-    WriteThrough,
-    /// Writes are acknowledged once queued on disk, flushed to the table after.
-    WriteBehind,
 }
 
 /// Where a replicated node finds its peers.
@@ -443,6 +425,16 @@ impl From<flag::FsyncPolicy> for FsyncPolicy {
             flag::FsyncPolicy::Always => FsyncPolicy::Always,
             flag::FsyncPolicy::Everysec => FsyncPolicy::Everysec,
             flag::FsyncPolicy::Never => FsyncPolicy::Never,
+        }
+    }
+}
+
+impl From<flag::BackendMode> for BackendMode {
+    fn from(mode: flag::BackendMode) -> BackendMode {
+        match mode {
+            flag::BackendMode::ReadThrough => BackendMode::ReadThrough,
+            flag::BackendMode::WriteThrough => BackendMode::WriteThrough,
+            flag::BackendMode::WriteBehind => BackendMode::WriteBehind,
         }
     }
 }
@@ -798,7 +790,7 @@ impl Config {
             flag,
             problem: problem.to_string(),
         };
-        let Some(BackendKind::Postgres) = self.backend else {
+        let Some(flag::BackendKind::Postgres) = self.backend else {
             let given = [
                 ("backend-url", self.backend_url.is_some()),
                 ("backend-table", self.backend_table.is_some()),
@@ -862,11 +854,7 @@ impl Config {
             ),
             None => None,
         };
-        let mode = match self.backend_mode {
-            BackendModeFlag::ReadThrough => BackendMode::ReadThrough,
-            BackendModeFlag::WriteThrough => BackendMode::WriteThrough,
-            BackendModeFlag::WriteBehind => BackendMode::WriteBehind,
-        };
+        let mode = self.backend_mode.into();
         let queue = match mode {
             BackendMode::WriteBehind => {
                 let dir = match (&self.backend_queue_dir, persistence) {

@@ -40,6 +40,8 @@ mod sweeper;
 
 // The public surface: what the binary, the integration tests and the benchmarks use.
 
+/// The database behind the cache, as the settings describe it.
+pub use backend::{BackendMode, BackendSettings, QueueSettings};
 /// Time and the cluster's token, as the service takes them.
 pub use base::auth::{AuthToken, PeerCredential};
 pub use base::time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -17,8 +17,9 @@ use cache_node::{CapacitySource, Config, Mode, PeerSource};
 use clap::{CommandFactory, Parser};
 use tidecache_contract::Schedule;
 use tidecache_contract::args::{
-    AckLevel, EnvSource, EvictionPolicy, FsyncPolicy, Invocation, LogFormat, NodeArgs, NodeTls,
-    PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, Partitioned, PodField, SecretKeyRef,
+    AckLevel, BackendMode, EnvSource, EvictionPolicy, FsyncPolicy, Invocation, LogFormat, NodeArgs,
+    NodeBackend, NodeTls, PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, Partitioned, PodField,
+    SecretKeyRef,
 };
 
 /// Set in the child's environment: the test then parses instead of spawning.
@@ -32,6 +33,8 @@ const TOKEN: &str = "s3cret-token";
 /// What the generated peer-token Secret holds under its two keys.
 const PEER_TOKEN: &str = "peer-token-now";
 const PEER_TOKEN_PREVIOUS: &str = "peer-token-before";
+/// What the backend's Secret holds.
+const BACKEND_URL: &str = "postgresql://cache:pw@db.team-a.svc:5432/shop";
 
 /// Every field set, each to a value that is not cache-node's default, so that a setting that
 /// does not arrive cannot pass for one that did.
@@ -67,6 +70,18 @@ fn node_args() -> NodeArgs {
             key_file: PathBuf::from("/etc/tidecache/tls/tls.key"),
             client_ca_file: Some(PathBuf::from("/etc/tidecache/tls/ca.crt")),
         }),
+        backend: Some(NodeBackend {
+            url: SecretKeyRef {
+                name: "sessions-db".into(),
+                key: "url".into(),
+            },
+            ca_file: None,
+            table: "shop.orders".into(),
+            key_column: "id".into(),
+            value_column: "doc".into(),
+            expiry_column: Some("expires_at".into()),
+            mode: BackendMode::WriteBehind,
+        }),
     }
 }
 
@@ -82,6 +97,11 @@ fn resolve(source: &EnvSource) -> String {
                 PEER_TOKEN_PREVIOUS_KEY => PEER_TOKEN_PREVIOUS.into(),
                 other => panic!("the peer-token Secret has no key {other}"),
             }
+        }
+        EnvSource::SecretKey(secret)
+            if Some(secret) == node_args().backend.as_ref().map(|backend| &backend.url) =>
+        {
+            BACKEND_URL.into()
         }
         EnvSource::SecretKey(secret) => {
             assert_eq!(Some(secret), node_args().auth_token.as_ref());
@@ -171,7 +191,25 @@ fn check_parsed_settings() {
         peer_token_secret,
         tls,
         partitioned,
+        backend,
     } = node;
+    let backend = backend.expect("a backend is set");
+    let served = settings.backend.as_ref().expect("the backend is on");
+    assert_eq!(served.table, backend.table);
+    assert_eq!(served.key_column, backend.key_column);
+    assert_eq!(served.value_column, backend.value_column);
+    assert_eq!(served.expiry_column, backend.expiry_column);
+    assert_eq!(served.mode, backend.mode.into());
+    assert!(served.tls.is_none());
+    assert_eq!(served.connection.get_dbname(), Some("shop"));
+    assert_eq!(served.connection.get_password(), Some(&b"pw"[..]));
+    assert_eq!(
+        served.queue.as_ref().map(|queue| queue.dir.clone()),
+        Some(PathBuf::from(
+            "/data/.write-behind/team-a/sessions/sessions-4"
+        )),
+        "the queue is the pod's own, on the volume"
+    );
     let tls = tls.expect("TLS is set");
     let served = settings.tls.as_ref().expect("TLS is on");
     assert_eq!(served.listen, Some(tls.listen));

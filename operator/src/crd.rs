@@ -178,6 +178,12 @@ pub struct CacheClusterSpec {
     /// Who may connect to the cache pods: the NetworkPolicy the operator maintains for them.
     #[serde(default)]
     pub network: NetworkSpec,
+
+    /// Optional database behind the cache (docs/backend.md): misses load its rows, writes
+    /// reach it as `mode` says, and its rows changed by other applications refresh the
+    /// cache. Without it the cache holds only what clients write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendSpec>,
 }
 
 fn default_replicas() -> i32 {
@@ -654,6 +660,101 @@ fn default_successful_history() -> i32 {
 
 fn default_failed_history() -> i32 {
     1
+}
+
+/// The database behind the cache.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSpec {
+    /// A PostgreSQL table (the only kind so far).
+    pub postgres: PostgresBackendSpec,
+}
+
+/// A PostgreSQL table behind the cache: one row per key.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresBackendSpec {
+    /// The Secret key holding the connection as a libpq URL
+    /// (`postgresql://user:password@host:5432/database`). The role needs SELECT on the table,
+    /// INSERT, UPDATE and DELETE for WriteThrough and WriteBehind, and to own the table for the
+    /// cache to install its change trigger (otherwise an administrator installs it, see
+    /// docs/backend.md).
+    pub connection_secret: SecretKeySpec,
+
+    /// Optional Secret key holding the PEM CA certificates the database's TLS certificate is
+    /// verified with; with it the pods connect over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeySpec>,
+
+    /// The table, optionally schema-qualified (`orders`, `shop.orders`).
+    #[schemars(length(min = 1, max = 127))]
+    pub table: String,
+
+    /// The key column: text, varchar or bytea, with a primary key or unique index.
+    #[serde(default = "default_key_column")]
+    #[schemars(length(min = 1, max = 63))]
+    pub key_column: String,
+
+    /// The value column: bytea, text or jsonb.
+    #[serde(default = "default_value_column")]
+    #[schemars(length(min = 1, max = 63))]
+    pub value_column: String,
+
+    /// Optional timestamptz column: a row's cached entry expires then, and a write's expiry
+    /// is stored in it. Without it rows are cached for expiry.defaultTTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub expiry_column: Option<String>,
+
+    /// How writes reach the table: ReadThrough (they do not), WriteThrough (committed before
+    /// the write is acknowledged) or WriteBehind (queued on the pod's volume, flushed after).
+    #[serde(default)]
+    pub mode: BackendMode,
+}
+
+fn default_key_column() -> String {
+    "key".to_string()
+}
+
+fn default_value_column() -> String {
+    "value".to_string()
+}
+
+/// A key of a Secret in the CacheCluster's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySpec {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// The key in it.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// How writes reach the database behind the cache.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendMode {
+    /// Misses load rows; writes stay in the cache.
+    #[default]
+    ReadThrough,
+    /// A write is committed to the table before it is acknowledged; a refusal of the
+    /// database is the client's refusal.
+    WriteThrough,
+    /// A write is acknowledged once in the pod's queue on disk and flushed to the table in
+    /// batches after.
+    WriteBehind,
+}
+
+impl From<BackendMode> for args::BackendMode {
+    fn from(mode: BackendMode) -> args::BackendMode {
+        match mode {
+            BackendMode::ReadThrough => args::BackendMode::ReadThrough,
+            BackendMode::WriteThrough => args::BackendMode::WriteThrough,
+            BackendMode::WriteBehind => args::BackendMode::WriteBehind,
+        }
+    }
 }
 
 /// Bearer-token authentication of clients.
@@ -1263,7 +1364,15 @@ mod tests {
             .filter(|name| name.ends_with(".yaml"))
             .collect();
         samples.sort();
-        assert_eq!(samples, ["full.yaml", "minimal.yaml", "partitioned.yaml"]);
+        assert_eq!(
+            samples,
+            [
+                "backend.yaml",
+                "full.yaml",
+                "minimal.yaml",
+                "partitioned.yaml"
+            ]
+        );
         for sample in &samples {
             let text = std::fs::read_to_string(dir.join(sample)).expect("read sample");
             let mut cluster: CacheCluster = serde_yaml::from_str(&text).expect("parse sample");
@@ -1277,6 +1386,10 @@ mod tests {
             let partitioned = validated.node.partitioned.map(|p| p.replication_factor);
             let expected = (sample == "partitioned.yaml").then_some(2);
             assert_eq!(partitioned, expected, "{sample}");
+            let backend = validated.node.backend.map(|backend| backend.mode);
+            let expected = (sample == "backend.yaml")
+                .then_some(tidecache_contract::args::BackendMode::WriteThrough);
+            assert_eq!(backend, expected, "{sample}");
         }
     }
 }

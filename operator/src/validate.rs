@@ -15,14 +15,14 @@ use chrono::Utc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use tidecache_contract::args::{
-    JanitorArgs, LogFormat, NodeArgs, NodeTls, Partitioned, SecretKeyRef,
+    JanitorArgs, LogFormat, NodeArgs, NodeBackend, NodeTls, Partitioned, SecretKeyRef,
 };
 use tidecache_contract::{Schedule, ScheduleError, units};
 
-use crate::build::{DATA_DIR, HTTP_PORT, HTTPS_PORT, TLS_DIR};
+use crate::build::{BACKEND_CA_DIR, BACKEND_CA_FILE, DATA_DIR, HTTP_PORT, HTTPS_PORT, TLS_DIR};
 use crate::crd::{
-    CacheCluster, CacheClusterSpec, ClientCertificates, ReplicationMode, ReplicationSpec,
-    ServiceSpec, TrafficSources,
+    BackendSpec, CacheCluster, CacheClusterSpec, ClientCertificates, ReplicationMode,
+    ReplicationSpec, ServiceSpec, TrafficSources,
 };
 use crate::labels;
 
@@ -186,6 +186,7 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         peer_token_secret: labels::names::peer_token(&name),
         tls: tls(spec, resp_port)?,
         partitioned,
+        backend: spec.backend.as_ref().map(backend),
     };
     let janitor = JanitorArgs {
         data_dir: PathBuf::from(DATA_DIR),
@@ -204,6 +205,27 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
         janitor,
         peer_token_revision: None,
     })
+}
+
+/// The database behind the cache as cache-node is given it: the URL from its Secret, the CA
+/// from the volume [`crate::build`] mounts at [`BACKEND_CA_DIR`].
+fn backend(spec: &BackendSpec) -> NodeBackend {
+    let postgres = &spec.postgres;
+    NodeBackend {
+        url: SecretKeyRef {
+            name: postgres.connection_secret.name.clone(),
+            key: postgres.connection_secret.key.clone(),
+        },
+        ca_file: postgres
+            .ca_secret
+            .as_ref()
+            .map(|_| PathBuf::from(BACKEND_CA_DIR).join(BACKEND_CA_FILE)),
+        table: postgres.table.clone(),
+        key_column: postgres.key_column.clone(),
+        value_column: postgres.value_column.clone(),
+        expiry_column: postgres.expiry_column.clone(),
+        mode: postgres.mode.into(),
+    }
 }
 
 /// A byte limit the schema bounds to be positive, re-checked because an older CRD may not.

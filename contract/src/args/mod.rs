@@ -22,8 +22,12 @@ mod node;
 mod values;
 
 pub use janitor::JanitorArgs;
-pub use node::{NodeArgs, NodeTls, PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, Partitioned};
-pub use values::{AckLevel, EvictionPolicy, FsyncPolicy, LogFormat, ReplicationMode};
+pub use node::{
+    NodeArgs, NodeBackend, NodeTls, PEER_TOKEN_KEY, PEER_TOKEN_PREVIOUS_KEY, Partitioned,
+};
+pub use values::{
+    AckLevel, BackendKind, BackendMode, EvictionPolicy, FsyncPolicy, LogFormat, ReplicationMode,
+};
 
 /// What the operator gives a binary when it starts it: flags and environment variables.
 pub trait Invocation {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    AckLevel, EnvSource, EnvVar, EvictionPolicy, FsyncPolicy, Invocation, LogFormat, PodField,
-    ReplicationMode, SecretKeyRef,
+    AckLevel, BackendKind, BackendMode, EnvSource, EnvVar, EvictionPolicy, FsyncPolicy, Invocation,
+    LogFormat, PodField, ReplicationMode, SecretKeyRef,
 };
 use crate::Schedule;
 use crate::units::format_duration;
@@ -24,6 +24,8 @@ const AUTH_TOKEN_ENV: &str = "TIDECACHE_AUTH_TOKEN";
 const PEER_TOKEN_ENV: &str = "TIDECACHE_PEER_TOKEN";
 /// The peer token before the last rotation, still accepted.
 const PEER_TOKEN_PREVIOUS_ENV: &str = "TIDECACHE_PEER_TOKEN_PREVIOUS";
+/// The database connection URL behind the cache (it holds a password).
+const BACKEND_URL_ENV: &str = "TIDECACHE_BACKEND_URL";
 /// The key of the peer-token Secret holding the current token.
 pub const PEER_TOKEN_KEY: &str = "token";
 /// The key of the peer-token Secret holding the token before the last rotation (the current
@@ -81,6 +83,29 @@ pub struct NodeArgs {
     /// Partitioned mode; `None` is full replication, cache-node's default, which renders no
     /// flag so that clusters made before partitioned mode keep their pod template.
     pub partitioned: Option<Partitioned>,
+    /// The database behind the cache; `None` renders no flag.
+    pub backend: Option<NodeBackend>,
+}
+
+/// The database behind the cache (`--backend=postgres` and the `--backend-*` flags); the
+/// connection URL comes from a Secret (`TIDECACHE_BACKEND_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBackend {
+    /// The Secret key holding the libpq URL.
+    pub url: SecretKeyRef,
+    /// The PEM CA file to verify the database's TLS certificate with
+    /// (`--backend-ca-file`); `None`: no TLS.
+    pub ca_file: Option<PathBuf>,
+    /// The table (`--backend-table`).
+    pub table: String,
+    /// Its key column (`--backend-key-column`).
+    pub key_column: String,
+    /// Its value column (`--backend-value-column`).
+    pub value_column: String,
+    /// Its expiry column, if any (`--backend-expiry-column`).
+    pub expiry_column: Option<String>,
+    /// How writes reach it (`--backend-mode`).
+    pub mode: BackendMode,
 }
 
 /// Partitioned mode's flags: `--mode=partitioned`, `--replication-factor`, and
@@ -137,6 +162,21 @@ impl Invocation for NodeArgs {
                 "--resp-cluster-mode".to_string(),
             ]);
         }
+        if let Some(backend) = &self.backend {
+            args.extend([
+                format!("--backend={}", BackendKind::Postgres),
+                format!("--backend-table={}", backend.table),
+                format!("--backend-key-column={}", backend.key_column),
+                format!("--backend-value-column={}", backend.value_column),
+                format!("--backend-mode={}", backend.mode),
+            ]);
+            if let Some(expiry) = &backend.expiry_column {
+                args.push(format!("--backend-expiry-column={expiry}"));
+            }
+            if let Some(ca_file) = &backend.ca_file {
+                args.push(format!("--backend-ca-file={}", ca_file.display()));
+            }
+        }
         if let Some(tls) = &self.tls {
             args.push(format!("--tls-listen={}", tls.listen));
             if let Some(resp_listen) = tls.resp_listen {
@@ -170,6 +210,12 @@ impl Invocation for NodeArgs {
             env.push(EnvVar {
                 name: AUTH_TOKEN_ENV,
                 source: EnvSource::SecretKey(secret.clone()),
+            });
+        }
+        if let Some(backend) = &self.backend {
+            env.push(EnvVar {
+                name: BACKEND_URL_ENV,
+                source: EnvSource::SecretKey(backend.url.clone()),
             });
         }
         for (name, key) in [
@@ -213,6 +259,7 @@ mod tests {
             peer_token_secret: "sessions-peer-token".into(),
             tls: None,
             partitioned: None,
+            backend: None,
         }
     }
 

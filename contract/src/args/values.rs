@@ -99,6 +99,26 @@ flag_values! {
 }
 
 flag_values! {
+    /// cache-node's `--backend`: the kind of database behind the cache.
+    pub enum BackendKind {
+        /// PostgreSQL.
+        Postgres = "postgres",
+    }
+}
+
+flag_values! {
+    /// cache-node's `--backend-mode`: how writes reach the database behind the cache.
+    pub enum BackendMode {
+        /// Misses load rows; writes stay in the cache.
+        ReadThrough = "read-through",
+        /// Writes are committed to the table before they are acknowledged.
+        WriteThrough = "write-through",
+        /// Writes are acknowledged once queued on the node's disk, flushed to the table after.
+        WriteBehind = "write-behind",
+    }
+}
+
+flag_values! {
     /// cache-node's `--log-format`.
     pub enum LogFormat {
         /// Human-readable lines.
@@ -128,6 +148,8 @@ mod tests {
         round_trips::<AckLevel>();
         round_trips::<LogFormat>();
         round_trips::<ReplicationMode>();
+        round_trips::<BackendKind>();
+        round_trips::<BackendMode>();
     }
 
     #[test]
@@ -137,5 +159,6 @@ mod tests {
         assert_eq!(AckLevel::Quorum.as_flag(), "quorum");
         assert_eq!(LogFormat::Json.as_flag(), "json");
         assert_eq!(ReplicationMode::Partitioned.as_flag(), "partitioned");
+        assert_eq!(BackendMode::WriteBehind.as_flag(), "write-behind");
     }
 }

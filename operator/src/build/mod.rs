@@ -47,6 +47,10 @@ pub const HTTPS_PORT_NAME: &str = "https";
 pub const REDISS_PORT_NAME: &str = "rediss";
 /// Where the `spec.tls` Secret is mounted, read-only, in the cache containers.
 pub const TLS_DIR: &str = "/etc/tidecache/tls";
+/// Where the CA of the database behind the cache is mounted (`spec.backend.postgres.caSecret`).
+pub const BACKEND_CA_DIR: &str = "/etc/tidecache/backend-ca";
+/// The file the CA's Secret key is projected to in [`BACKEND_CA_DIR`].
+pub const BACKEND_CA_FILE: &str = "ca.crt";
 /// The unprivileged user and group the containers run as (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
 /// Name of the shared-volume entry in the pod specs.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, KeyToPath,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
     TopologySpreadConstraint, Volume, VolumeMount,
 };
@@ -15,9 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME, HTTPS_PORT_NAME, REDIS_PORT_NAME,
-    REDISS_PORT_NAME, TLS_DIR, child_meta, invocation, redis_port, restricted_container_security,
-    restricted_pod_security, tls_ports,
+    BACKEND_CA_DIR, BACKEND_CA_FILE, DATA_DIR, DATA_VOLUME, HTTP_PORT, HTTP_PORT_NAME,
+    HTTPS_PORT_NAME, REDIS_PORT_NAME, REDISS_PORT_NAME, TLS_DIR, child_meta, invocation,
+    redis_port, restricted_container_security, restricted_pod_security, tls_ports,
 };
 use crate::crd::WhenUnsatisfiable;
 use crate::labels::{self, CACHE_COMPONENT};
@@ -32,6 +32,8 @@ const STARTUP_FAILURE_THRESHOLD: i32 = 300;
 const TMP_VOLUME: &str = "tmp";
 /// The `spec.tls` Secret's volume.
 const TLS_VOLUME: &str = "tls";
+/// The volume of the backend's CA Secret.
+const BACKEND_CA_VOLUME: &str = "backend-ca";
 /// The Secret's files: readable by the pod's group (the fsGroup the container runs in) and
 /// nobody else, since `tls.key` is a private key.
 const TLS_FILE_MODE: i32 = 0o440;
@@ -101,7 +103,28 @@ fn pod_spec(cluster: &ValidatedCluster) -> PodSpec {
     if let (Some(volumes), Some(tls)) = (&mut spec.volumes, tls_volume(cluster)) {
         volumes.push(tls);
     }
+    if let (Some(volumes), Some(ca)) = (&mut spec.volumes, backend_ca_volume(cluster)) {
+        volumes.push(ca);
+    }
     spec
+}
+
+/// The CA of the database behind the cache, its one key projected to [`BACKEND_CA_FILE`].
+fn backend_ca_volume(cluster: &ValidatedCluster) -> Option<Volume> {
+    let ca = cluster.spec.backend.as_ref()?.postgres.ca_secret.as_ref()?;
+    Some(Volume {
+        name: BACKEND_CA_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(ca.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: ca.key.clone(),
+                path: BACKEND_CA_FILE.into(),
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    })
 }
 
 /// The `spec.tls` Secret as a volume. Mounted whole (no `subPath`), so that the kubelet
@@ -198,6 +221,14 @@ fn container(cluster: &ValidatedCluster) -> Container {
         ]),
         ..Container::default()
     };
+    if let (Some(mounts), Some(_)) = (&mut container.volume_mounts, backend_ca_volume(cluster)) {
+        mounts.push(VolumeMount {
+            name: BACKEND_CA_VOLUME.into(),
+            mount_path: BACKEND_CA_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     if let (Some(mounts), Some(_)) = (&mut container.volume_mounts, &cluster.spec.tls) {
         mounts.push(VolumeMount {
             name: TLS_VOLUME.into(),

@@ -624,3 +624,77 @@ fn tls_without_client_certificates_or_resp_over_tls_renders_neither() {
         "{plain:?}"
     );
 }
+
+#[test]
+fn a_backend_reaches_the_pods_as_flags_a_secret_variable_and_the_ca_volume() {
+    let mut cluster = fixtures::load("full");
+    cluster.spec.backend = Some(crate::crd::BackendSpec {
+        postgres: crate::crd::PostgresBackendSpec {
+            connection_secret: crate::crd::SecretKeySpec {
+                name: "orders-db".into(),
+                key: "url".into(),
+            },
+            ca_secret: Some(crate::crd::SecretKeySpec {
+                name: "orders-db-ca".into(),
+                key: "root.pem".into(),
+            }),
+            table: "shop.orders".into(),
+            key_column: "id".into(),
+            value_column: "doc".into(),
+            expiry_column: Some("expires_at".into()),
+            mode: crate::crd::BackendMode::WriteThrough,
+        },
+    });
+    let children = build(&validate(&cluster).expect("valid"));
+    let container = cache_container(&children);
+    let args = container.args.clone().expect("args");
+    for flag in [
+        "--backend=postgres",
+        "--backend-table=shop.orders",
+        "--backend-key-column=id",
+        "--backend-value-column=doc",
+        "--backend-mode=write-through",
+        "--backend-expiry-column=expires_at",
+        "--backend-ca-file=/etc/tidecache/backend-ca/ca.crt",
+    ] {
+        assert!(args.contains(&flag.to_string()), "{flag} missing: {args:?}");
+    }
+    assert!(
+        !args.iter().any(|flag| flag.starts_with("--backend-url")),
+        "the URL holds a password: never a flag"
+    );
+    let url = container
+        .env
+        .clone()
+        .expect("env")
+        .into_iter()
+        .find(|var| var.name == "TIDECACHE_BACKEND_URL")
+        .and_then(|var| var.value_from?.secret_key_ref)
+        .expect("the URL comes from the Secret");
+    assert_eq!((url.name.as_str(), url.key.as_str()), ("orders-db", "url"));
+    let mount = container
+        .volume_mounts
+        .expect("mounts")
+        .into_iter()
+        .find(|mount| mount.mount_path == BACKEND_CA_DIR)
+        .expect("the CA is mounted");
+    let pod = children
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.clone())
+        .expect("pod");
+    let secret = pod
+        .volumes
+        .expect("volumes")
+        .into_iter()
+        .find(|volume| volume.name == mount.name)
+        .and_then(|volume| volume.secret)
+        .expect("a Secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("orders-db-ca"));
+    let items = secret.items.expect("one key projected");
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("root.pem", BACKEND_CA_FILE)
+    );
+}
