@@ -124,8 +124,9 @@ pub fn document(limits: &Limits) -> Value {
                         "304": { "description": "The ETag given in If-None-Match is current." },
                         "400": error("Malformed key encoding or If-None-Match, or a query parameter (GET takes none)."),
                         "401": unauthorized,
-                        "404": error("The key does not exist or has expired."),
-                        "414": error("The key is longer than the maximum.")
+                        "404": error("The key does not exist or has expired (with a database behind the cache: and it has no row)."),
+                        "414": error("The key is longer than the maximum."),
+                        "503": error("A miss the database behind the cache could not answer (backend_unavailable, Retry-After), or in partitioned mode no owner of the key answered (owner_unreachable).")
                     }
                 },
                 "head": {
@@ -160,10 +161,12 @@ pub fn document(limits: &Limits) -> Value {
                         "204": { "description": "Replaced.", "headers": write_headers },
                         "400": error("Bad ttl or Expires, both given, lifetime over the maximum or required, expiry after 2262-04-11T23:47:16Z, a query parameter other than ttl (or ttl twice), malformed key encoding or precondition header."),
                         "401": unauthorized,
+                        "409": error("With a database behind the cache (docs/backend.md), write-through: the database refused the write (backend_refused, its message and SQLSTATE); nothing changed."),
                         "412": error("If-Match or If-None-Match did not hold; ETag carries the current version."),
                         "413": error("The value is larger than the maximum (refused before reading it)."),
                         "414": error("The key is longer than the maximum."),
-                        "503": ack_not_reached,
+                        "422": error("With a database behind the cache: the value cannot be stored in its column (backend_value: not UTF-8 for text, not JSON for jsonb)."),
+                        "503": error("The acknowledgement level was not reached in time (ack_level_not_reached; the write is applied here), or the database behind the cache is unavailable (backend_unavailable, Retry-After) or its write-behind queue full (backend_queue_full); nothing changed."),
                         "507": error("Out of memory and the eviction policy is noeviction, or the entry exceeds the capacity.")
                     }
                 },

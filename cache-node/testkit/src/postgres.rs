@@ -24,6 +24,8 @@ pub struct Postgres {
     /// The user the server runs as, when the test runs as root.
     user: Option<(u32, u32)>,
     child: Option<Child>,
+    /// Addresses listened on besides 127.0.0.1.
+    listen: Vec<std::net::Ipv4Addr>,
 }
 
 impl Postgres {
@@ -33,6 +35,15 @@ impl Postgres {
     /// # Panics
     /// Without PostgreSQL installed (naming the package), or if it does not start.
     pub fn start() -> Postgres {
+        Postgres::start_on(&[])
+    }
+
+    /// As [`Postgres::start`], listening also on `addresses` (with trust authentication from
+    /// anywhere: a test's own server), e.g. a pod network's gateway for pods to reach it.
+    ///
+    /// # Panics
+    /// As [`Postgres::start`].
+    pub fn start_on(addresses: &[std::net::Ipv4Addr]) -> Postgres {
         let bin = binaries();
         let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
         let user = if rustix::process::geteuid().is_root() {
@@ -60,12 +71,19 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        if !addresses.is_empty() {
+            let hba = data.join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            rules.push_str("host all all 0.0.0.0/0 trust\n");
+            std::fs::write(&hba, rules).expect("pg_hba.conf written");
+        }
         let mut postgres = Postgres {
             bin,
             port: free_port(),
             dir,
             user,
             child: None,
+            listen: addresses.to_vec(),
         };
         postgres.spawn();
         postgres.psql("CREATE EXTENSION pg_stat_statements");
@@ -75,6 +93,12 @@ impl Postgres {
     /// The libpq URL of the `postgres` database as the `postgres` user.
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The libpq URL as a client reaching it at `host` (one of [`Postgres::start_on`]'s
+    /// addresses) uses.
+    pub fn url_at(&self, host: std::net::Ipv4Addr) -> String {
+        format!("postgresql://postgres@{host}:{}/postgres", self.port)
     }
 
     /// The port it listens on.
@@ -176,12 +200,14 @@ impl Postgres {
         let child = command(&self.bin, "postgres", self.user)
             .arg("-D")
             .arg(self.dir.path().join("data"))
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-            ])
+            .args(["-p", &self.port.to_string(), "-c"])
+            .arg(format!(
+                "listen_addresses={}",
+                std::iter::once("127.0.0.1".to_string())
+                    .chain(self.listen.iter().map(ToString::to_string))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
             .arg("-c")
             .arg(format!(
                 "unix_socket_directories={}",

@@ -24,6 +24,7 @@
 //! after the last scenario, passed or failed, which stops every process and deletes
 //! every network namespace, veth and temp dir.
 
+mod backend;
 mod deletion;
 mod install;
 mod leader;
@@ -112,6 +113,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Operator,
             namespace: Some(zone_cut::NAMESPACE),
             body: |e| Box::pin(zone_cut::partitioned_zone_cut(e)),
+        },
+        Scenario {
+            name: "backend_postgres",
+            needs: Needs::Operator,
+            namespace: Some(backend::NAMESPACE),
+            body: |e| Box::pin(backend::backend_postgres(e)),
         },
         Scenario {
             name: "steady_state_writes_nothing",
