@@ -596,3 +596,81 @@ async fn write_behind_across_a_kill_9_of_cache_node_loses_nothing_acknowledged()
         0.0
     );
 }
+
+/// A CA and a server certificate for 127.0.0.1 it issued, in PEM.
+fn authority() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("parameters")
+        .signed_by(&key, &issuer)
+        .expect("certificate");
+    (issuer.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_to_the_database_is_verified_against_the_ca_file() {
+    let (ca, cert, key) = authority();
+    let (other_ca, _, _) = authority();
+    let postgres = Postgres::start_tls(&cert, &key);
+    items_table(&postgres);
+    postgres.psql("INSERT INTO items VALUES ('secure', 'yes')");
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("ca.pem"), ca).unwrap();
+    std::fs::write(files.path().join("other.pem"), other_ca).unwrap();
+    let start = |ca_file: &str| {
+        Cluster::builder(1)
+            .independent()
+            .memory_only()
+            .flag("--backend=postgres")
+            .flag(&format!("--backend-url={}?sslmode=require", postgres.url()))
+            .flag("--backend-table=items")
+            .flag(&format!(
+                "--backend-ca-file={}",
+                files.path().join(ca_file).display()
+            ))
+            .start()
+    };
+    let client = Client::default();
+    let trusted = start("ca.pem");
+    assert_eq!(
+        client
+            .get(trusted.address(0), "secure")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("yes")
+    );
+    let encrypted = postgres.psql(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE ssl AND application_name = 'tidecache'",
+    );
+    assert_ne!(encrypted, "0", "the pool's sessions use TLS");
+    // A server certificate the CA file does not vouch for: no connection, and misses say so.
+    let distrusted = start("other.pem");
+    let reply = client
+        .send(
+            Method::GET,
+            distrusted.address(0),
+            "/v1/keys/secure",
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("the backend postgres is unavailable"),
+        "{}",
+        reply.text()
+    );
+}

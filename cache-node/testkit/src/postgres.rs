@@ -26,6 +26,8 @@ pub struct Postgres {
     child: Option<Child>,
     /// Addresses listened on besides 127.0.0.1.
     listen: Vec<std::net::Ipv4Addr>,
+    /// Whether TLS is on (`server.crt` and `server.key` in the data directory).
+    tls: bool,
 }
 
 impl Postgres {
@@ -44,6 +46,19 @@ impl Postgres {
     /// # Panics
     /// As [`Postgres::start`].
     pub fn start_on(addresses: &[std::net::Ipv4Addr]) -> Postgres {
+        Postgres::start_with(addresses, None)
+    }
+
+    /// As [`Postgres::start`], with TLS on: `cert` and `key` (PEM) are the server's
+    /// certificate and key. Clients may still connect without TLS.
+    ///
+    /// # Panics
+    /// As [`Postgres::start`].
+    pub fn start_tls(cert: &str, key: &str) -> Postgres {
+        Postgres::start_with(&[], Some((cert, key)))
+    }
+
+    fn start_with(addresses: &[std::net::Ipv4Addr], tls: Option<(&str, &str)>) -> Postgres {
         let bin = binaries();
         let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
         let user = if rustix::process::geteuid().is_root() {
@@ -77,6 +92,20 @@ impl Postgres {
             rules.push_str("host all all 0.0.0.0/0 trust\n");
             std::fs::write(&hba, rules).expect("pg_hba.conf written");
         }
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).expect("TLS file written");
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("TLS file mode");
+                if let Some((uid, gid)) = user {
+                    chown(&path, uid, gid);
+                }
+            }
+        }
         let mut postgres = Postgres {
             bin,
             port: free_port(),
@@ -84,6 +113,7 @@ impl Postgres {
             user,
             child: None,
             listen: addresses.to_vec(),
+            tls: tls.is_some(),
         };
         postgres.spawn();
         postgres.psql("CREATE EXTENSION pg_stat_statements");
@@ -215,6 +245,7 @@ impl Postgres {
             ))
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
             .args(["-c", "max_connections=300", "-c", "fsync=on"])
+            .args(if self.tls { &["-c", "ssl=on"][..] } else { &[] })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
