@@ -21,12 +21,17 @@ fn items_table(postgres: &Postgres) {
 }
 
 fn node(postgres: &Postgres, mode: &str, extra: &[&str]) -> Cluster {
+    node_at(&postgres.url(), mode, extra)
+}
+
+/// One node in front of the `items` table of the database at `url`.
+fn node_at(url: &str, mode: &str, extra: &[&str]) -> Cluster {
     let mut builder = Cluster::builder(1)
         .independent()
         .memory_only()
         .resp()
         .flag("--backend=postgres")
-        .flag(&format!("--backend-url={}", postgres.url()))
+        .flag(&format!("--backend-url={url}"))
         .flag("--backend-table=items")
         .flag(&format!("--backend-mode={mode}"))
         .flag("--backend-timeout=2s");
@@ -622,18 +627,10 @@ async fn tls_to_the_database_is_verified_against_the_ca_file() {
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("ca.pem"), ca).unwrap();
     std::fs::write(files.path().join("other.pem"), other_ca).unwrap();
+    let url = format!("{}?sslmode=require", postgres.url());
     let start = |ca_file: &str| {
-        Cluster::builder(1)
-            .independent()
-            .memory_only()
-            .flag("--backend=postgres")
-            .flag(&format!("--backend-url={}?sslmode=require", postgres.url()))
-            .flag("--backend-table=items")
-            .flag(&format!(
-                "--backend-ca-file={}",
-                files.path().join(ca_file).display()
-            ))
-            .start()
+        let ca_flag = format!("--backend-ca-file={}", files.path().join(ca_file).display());
+        node_at(&url, "read-through", &[&ca_flag])
     };
     let client = Client::default();
     let trusted = start("ca.pem");

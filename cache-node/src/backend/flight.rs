@@ -4,14 +4,16 @@
 //! keys and starts one query for the rest.
 //!
 //! The query runs in a task of its own: a client that gives up (a closed connection drops
-//! its request) does not cancel the load the others wait for.
+//! its request) does not cancel the load the others wait for. A load stays registered until
+//! the request that started it has stored the rows ([`Settle`] dropped), so a read arriving
+//! between the query's answer and the store joins the load instead of querying again.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hashbrown::HashMap;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::{BackendError, Row};
 
@@ -27,7 +29,7 @@ pub(super) struct Flights {
 impl Flights {
     /// The rows of `keys` (one result per key, in order): `query` runs once, in a task of
     /// its own, for the keys no load is running for; the others wait for the running load.
-    pub(super) async fn load<Q, F>(&self, keys: &[Bytes], query: Q) -> Vec<Outcome>
+    pub(super) async fn load<Q, F>(&self, keys: &[Bytes], query: Q) -> (Vec<Outcome>, Settle)
     where
         Q: FnOnce(Vec<Bytes>) -> F,
         F: Future<Output = Result<Vec<Option<Row>>, BackendError>> + Send + 'static,
@@ -51,26 +53,32 @@ impl Flights {
                 waits.push(receiver);
             }
         }
+        let mut settle = Settle(None);
         if !lead.is_empty() {
             let load = query(lead.clone());
             let running = self.running.clone();
+            let (settled, stored) = oneshot::channel::<()>();
+            settle = Settle(Some(settled));
             tokio::spawn(async move {
-                let outcome = load.await;
-                // Removed before the outcome is sent: a request arriving after this starts
-                // a load of its own, which sees at least what this one saw.
-                {
+                let remove = || {
                     let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
                     for key in &lead {
                         running.remove(key);
                     }
-                }
-                match outcome {
+                };
+                match load.await {
                     Ok(rows) => {
                         for (sender, row) in senders.into_iter().zip(rows) {
                             sender.send_replace(Some(Ok(row)));
                         }
+                        // Until the rows are stored (or the leading request gave up), later
+                        // reads take this outcome instead of querying.
+                        let _ = stored.await;
+                        remove();
                     }
                     Err(error) => {
+                        // A failure is not kept for later reads: they try again.
+                        remove();
                         for sender in senders {
                             sender.send_replace(Some(Err(error.clone())));
                         }
@@ -89,7 +97,20 @@ impl Flights {
             };
             outcomes.push(outcome);
         }
-        outcomes
+        (outcomes, settle)
+    }
+}
+
+/// Held by the request that started a load until it has stored the rows; dropping it lets
+/// the next read of the keys query again.
+#[derive(Debug)]
+pub struct Settle(Option<oneshot::Sender<()>>);
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(stored) = self.0.take() {
+            let _ = stored.send(());
+        }
     }
 }
 
@@ -123,6 +144,7 @@ mod unit {
                         Ok(keys.iter().map(|_| Some(row("v"))).collect())
                     })
                     .await
+                    .0
             }));
         }
         for waiting in waiting {
@@ -148,6 +170,7 @@ mod unit {
                         Ok(vec![Some(row("a"))])
                     })
                     .await
+                    .0
             })
         };
         wait.await.expect("the first load started");
@@ -165,7 +188,8 @@ mod unit {
                     Ok(keys.iter().map(|_| None).collect())
                 },
             )
-            .await;
+            .await
+            .0;
         assert_eq!(batch, vec![Ok(Some(row("a"))), Ok(None), Ok(None)]);
         assert_eq!(
             *asked.lock().expect("not poisoned"),
@@ -185,11 +209,23 @@ mod unit {
             .load(&key, |_| async {
                 Err(BackendError::Unavailable("down".into()))
             })
-            .await;
+            .await
+            .0;
         assert_eq!(failed, vec![Err(BackendError::Unavailable("down".into()))]);
-        let loaded = flights
+        let (loaded, settle) = flights
             .load(&key, |_| async { Ok(vec![Some(row("back"))]) })
             .await;
         assert_eq!(loaded, vec![Ok(Some(row("back")))]);
+        // Until the rows are stored, a later read takes the answer without a query.
+        let (again, _) = flights
+            .load(&key, |_| async { Ok(vec![Some(row("queried again"))]) })
+            .await;
+        assert_eq!(again, vec![Ok(Some(row("back")))]);
+        drop(settle);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (after, _) = flights
+            .load(&key, |_| async { Ok(vec![Some(row("queried again"))]) })
+            .await;
+        assert_eq!(after, vec![Ok(Some(row("queried again")))]);
     }
 }

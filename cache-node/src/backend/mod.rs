@@ -39,6 +39,7 @@ pub use outbox::{Op, Outbox};
 use crate::base::tasks::Tasks;
 use crate::base::time::Timestamp;
 use flight::Flights;
+pub use flight::Settle;
 use sql::Table;
 
 /// How a write reaches the database.
@@ -357,32 +358,33 @@ impl Backend {
 
     /// Loads the rows of `keys` (one result per key, in order), one query for all keys no
     /// other request is loading already; a key another request is loading waits for that
-    /// load instead (single-flight).
+    /// load instead (single-flight). Hold the [`Settle`] until the rows are stored.
     pub async fn load(
         self: &Arc<Backend>,
         keys: &[Bytes],
-    ) -> Vec<Result<Option<Row>, BackendError>> {
+    ) -> (Vec<Result<Option<Row>, BackendError>>, Settle) {
         let backend = self.clone();
         self.flights
             .load(keys, move |keys| async move { backend.select(keys).await })
             .await
     }
 
-    /// One query for the rows of `keys`.
-    async fn select(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Row>>, BackendError> {
-        let started = Instant::now();
-        let result = async {
-            let table = self.table().await?;
-            let client = self.pool.get().await?;
-            table.select(&client, &keys).await
-        }
-        .await;
-        self.metrics.observe("select", started, &result);
-        if let Ok(rows) = &result {
-            let found = rows.iter().filter(|row| row.is_some()).count() as u64;
-            self.metrics.loaded(found, keys.len() as u64 - found);
-        }
-        result
+    /// One query for the rows of `keys`, now, outside single-flight: a refresh must see the
+    /// table as it is after the change it heard of, not join a load that started before.
+    ///
+    /// # Errors
+    /// [`BackendError`] when the query fails.
+    pub async fn select(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Row>>, BackendError> {
+        let rows = self
+            .measured("select", async {
+                let table = self.table().await?;
+                let client = self.pool.get().await?;
+                table.select(&client, &keys).await
+            })
+            .await?;
+        let found = rows.iter().filter(|row| row.is_some()).count() as u64;
+        self.metrics.loaded(found, keys.len() as u64 - found);
+        Ok(rows)
     }
 
     /// Write-through: stores `rows` in one statement (insert, or update where the key
@@ -391,15 +393,12 @@ impl Backend {
     /// # Errors
     /// [`BackendError`]: nothing was stored.
     pub async fn upsert(&self, rows: &[(Bytes, Row)]) -> Result<(), BackendError> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("upsert", async {
             let table = self.table().await?;
             let client = self.pool.get().await?;
             table.upsert(&client, rows).await
-        }
-        .await;
-        self.metrics.observe("upsert", started, &result);
-        result
+        })
+        .await
     }
 
     /// Write-through: deletes the rows of `keys` in one statement.
@@ -407,15 +406,12 @@ impl Backend {
     /// # Errors
     /// [`BackendError`]: nothing was deleted.
     pub async fn remove(&self, keys: &[Bytes]) -> Result<(), BackendError> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("delete", async {
             let table = self.table().await?;
             let client = self.pool.get().await?;
             table.delete(&client, keys).await
-        }
-        .await;
-        self.metrics.observe("delete", started, &result);
-        result
+        })
+        .await
     }
 
     /// Write-behind: applies a batch of queued changes (one per key) in one transaction.
@@ -423,37 +419,45 @@ impl Backend {
     /// # Errors
     /// [`BackendError`]: nothing was applied.
     pub async fn apply(&self, ops: &[Op]) -> Result<(), BackendError> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("flush", async {
             let table = self.table().await?;
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
-            let (puts, deletes): (Vec<&Op>, Vec<&Op>) =
-                ops.iter().partition(|op| op.value.is_some());
-            let rows: Vec<(Bytes, Row)> = puts
-                .into_iter()
-                .filter_map(|op| {
-                    Some((
+            let mut rows = Vec::new();
+            let mut deletes = Vec::new();
+            for op in ops {
+                match &op.value {
+                    Some(value) => rows.push((
                         op.key.clone(),
                         Row {
-                            value: op.value.clone()?,
+                            value: value.clone(),
                             expires_at: op.expires_at,
                         },
-                    ))
-                })
-                .collect();
-            let keys: Vec<Bytes> = deletes.into_iter().map(|op| op.key.clone()).collect();
+                    )),
+                    None => deletes.push(op.key.clone()),
+                }
+            }
             if !rows.is_empty() {
                 table.upsert(&transaction, &rows).await?;
             }
-            if !keys.is_empty() {
-                table.delete(&transaction, &keys).await?;
+            if !deletes.is_empty() {
+                table.delete(&transaction, &deletes).await?;
             }
             transaction.commit().await?;
             Ok(())
-        }
-        .await;
-        self.metrics.observe("flush", started, &result);
+        })
+        .await
+    }
+
+    /// Runs `work`, counting it as a statement of kind `op` with its latency and outcome.
+    async fn measured<T>(
+        &self,
+        op: &'static str,
+        work: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let started = Instant::now();
+        let result = work.await;
+        self.metrics.observe(op, started, &result);
         result
     }
 }

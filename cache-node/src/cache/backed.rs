@@ -119,7 +119,8 @@ impl Cache {
             return results;
         }
         let missed: Vec<Bytes> = misses.iter().map(|&i| keys[i].clone()).collect();
-        let loaded = backend.load(&missed).await;
+        // Held until the rows are stored: reads arriving meanwhile take them, not a query.
+        let (loaded, _settle) = backend.load(&missed).await;
         let now = self.now();
         let mut fills = Vec::new();
         for ((&i, key), row) in misses.iter().zip(missed).zip(loaded) {
@@ -300,7 +301,14 @@ impl Cache {
             return;
         }
         let keys: Vec<Bytes> = held.iter().map(|(key, _)| key.clone()).collect();
-        let rows = backend.load(&keys).await;
+        let rows = match backend.select(keys).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                // Checked again when the listener reconnects.
+                tracing::debug!(%error, "refresh from the backend failed");
+                return;
+            }
+        };
         let now = self.now();
         let has_expiry = backend.settings().expiry_column.is_some();
         let mut puts = Vec::new();
@@ -308,12 +316,7 @@ impl Cache {
         for ((key, hit), row) in held.into_iter().zip(rows) {
             let conditions = Preconditions::if_version(hit.version);
             match row {
-                Err(error) => {
-                    // Checked again when the listener reconnects.
-                    tracing::debug!(%error, "refresh from the backend failed");
-                    return;
-                }
-                Ok(Some(row)) => match self.expiry_of(&row, now) {
+                Some(row) => match self.expiry_of(&row, now) {
                     Some(expires_at) => {
                         let same_expiry = !has_expiry || expires_at == hit.expires_at;
                         if row.value == hit.value && same_expiry {
@@ -333,7 +336,7 @@ impl Cache {
                     }
                     None => deletes.push((key, conditions)),
                 },
-                Ok(None) => deletes.push((key, conditions)),
+                None => deletes.push((key, conditions)),
             }
         }
         for outcome in self.put_cached_many(puts).await {

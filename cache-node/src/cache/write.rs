@@ -339,12 +339,7 @@ impl Cache {
         self.run(deletes, ack)
             .await
             .into_iter()
-            .map(|result| {
-                result.map(|(applied, replicated)| Removed {
-                    version: applied.outcome.version,
-                    replicated,
-                })
-            })
+            .map(|result| result.map(removed))
             .collect()
     }
 
@@ -375,12 +370,7 @@ impl Cache {
         self.run_cached(deletes, ack)
             .await
             .into_iter()
-            .map(|result| {
-                result.map(|(applied, replicated)| Removed {
-                    version: applied.outcome.version,
-                    replicated,
-                })
-            })
+            .map(|result| result.map(removed))
             .collect()
     }
 
@@ -564,6 +554,13 @@ fn map_journaled<T, U>(journaled: Journaled<T>, f: impl FnOnce(T) -> U) -> Journ
     Journaled {
         outcome: f(journaled.outcome),
         commit: journaled.commit,
+    }
+}
+
+fn removed((applied, replicated): (Applied<Deleted>, Option<Replicated>)) -> Removed {
+    Removed {
+        version: applied.outcome.version,
+        replicated,
     }
 }
 
