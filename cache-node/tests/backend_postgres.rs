@@ -671,3 +671,46 @@ async fn tls_to_the_database_is_verified_against_the_ca_file() {
         reply.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_made_while_the_listener_was_disconnected_is_found_when_it_reconnects() {
+    let postgres = Postgres::start();
+    items_table(&postgres);
+    postgres.psql("INSERT INTO items VALUES ('missed', 'before')");
+    let cluster = node(&postgres, "read-through", &[]);
+    let client = Client::default();
+    let address = cluster.address(0);
+    listening(&client, &cluster).await;
+    assert_eq!(
+        client.get(address, "missed").await.unwrap().as_deref(),
+        Some("before")
+    );
+    let notified = client
+        .metric(address, "tidecache_backend_notifications_total")
+        .await;
+    // The listener's session ends (waited for), and the row changes in the same statement
+    // string, before the listener can reconnect (its first retry is 100 ms later): the
+    // notification reaches no one.
+    postgres.psql(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+         WHERE application_name = 'tidecache-listener'; \
+         UPDATE items SET value = 'after' WHERE key = 'missed'",
+    );
+    let seen = client
+        .eventually(address, "missed", Duration::from_secs(10), |v| {
+            v == Some("after")
+        })
+        .await;
+    assert_eq!(
+        seen.as_deref(),
+        Some("after"),
+        "checked against the table on reconnecting"
+    );
+    assert_eq!(
+        client
+            .metric(address, "tidecache_backend_notifications_total")
+            .await,
+        notified,
+        "found by the check after reconnecting, not by a notification"
+    );
+}
