@@ -714,3 +714,62 @@ async fn a_change_made_while_the_listener_was_disconnected_is_found_when_it_reco
         "found by the check after reconnecting, not by a notification"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_killed_and_restarted_under_write_behind_load_refuses_nothing_and_loses_nothing() {
+    let mut postgres = Postgres::start();
+    items_table(&postgres);
+    let queue = tempfile::tempdir().unwrap();
+    let queue_flag = format!("--backend-queue-dir={}", queue.path().display());
+    let cluster = node(&postgres, "write-behind", &[&queue_flag]);
+    let client = Client::default();
+    let address = cluster.address(0).to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, address, stop) = (client.clone(), address.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut last = std::collections::BTreeMap::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (key, value) = (format!("b{w}-{}", i % 50), format!("{i}"));
+                    let reply = client.put(&address, &key, &value, &[]).await.unwrap();
+                    assert!(reply.status.is_success(), "write {i}: {}", reply.text());
+                    last.insert(key, value);
+                    i += 1;
+                }
+                last
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    postgres.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    postgres.restart();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut last = std::collections::BTreeMap::new();
+    for writer in writers {
+        last.extend(writer.await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .metric(&address, "tidecache_backend_write_behind_queue_entries")
+        .await
+        > 0.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the queue did not drain:\n{}",
+            cluster.log(0)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (key, value) in &last {
+        assert_eq!(
+            row(&postgres, key).as_deref(),
+            Some(value.as_str()),
+            "{key}'s last write"
+        );
+    }
+}
