@@ -530,6 +530,11 @@ async fn write_behind_across_a_kill_9_of_cache_node_loses_nothing_acknowledged()
     let reply = client.delete(&address, "early", &[]).await.unwrap();
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
     assert_eq!(
+        client.get(&address, "early").await.unwrap(),
+        None,
+        "the queued delete answers, not the table's row"
+    );
+    assert_eq!(
         client
             .metric(&address, "tidecache_backend_write_behind_queue_entries")
             .await,
@@ -566,8 +571,11 @@ async fn write_behind_across_a_kill_9_of_cache_node_loses_nothing_acknowledged()
     // kill -9, then the database and the node come back: every acknowledged write reaches
     // the table, in order per key.
     cluster.kill(0);
-    postgres.restart();
+    // Back with an empty cache and the database still down: reads answer from the queue.
     cluster.start_nodes([0]);
+    assert_eq!(client.get(&address, "k7").await.unwrap().as_deref(), Some("407"));
+    assert_eq!(client.get(&address, "early").await.unwrap(), None);
+    postgres.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let flushed =

@@ -60,11 +60,10 @@ impl Flights {
             let (settled, stored) = oneshot::channel::<()>();
             settle = Settle(Some(settled));
             tokio::spawn(async move {
-                let remove = || {
-                    let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
-                    for key in &lead {
-                        running.remove(key);
-                    }
+                // Unregisters the keys however the task ends, a panicking query included.
+                let registered = Registered {
+                    running,
+                    keys: lead,
                 };
                 match load.await {
                     Ok(rows) => {
@@ -74,11 +73,11 @@ impl Flights {
                         // Until the rows are stored (or the leading request gave up), later
                         // reads take this outcome instead of querying.
                         let _ = stored.await;
-                        remove();
+                        drop(registered);
                     }
                     Err(error) => {
                         // A failure is not kept for later reads: they try again.
-                        remove();
+                        drop(registered);
                         for sender in senders {
                             sender.send_replace(Some(Err(error.clone())));
                         }
@@ -98,6 +97,21 @@ impl Flights {
             outcomes.push(outcome);
         }
         (outcomes, settle)
+    }
+}
+
+/// The keys of a running load, unregistered when dropped.
+struct Registered {
+    running: Arc<Mutex<HashMap<Bytes, watch::Receiver<Option<Outcome>>>>>,
+    keys: Vec<Bytes>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            running.remove(key);
+        }
     }
 }
 

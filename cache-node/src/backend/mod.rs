@@ -133,8 +133,13 @@ pub enum BackendError {
     #[error("the backend postgres is unavailable: {0}")]
     Unavailable(String),
     /// The database refused the statement (a constraint, a permission, a type).
-    #[error("the backend postgres refused the write: {0}")]
-    Refused(String),
+    #[error("the backend postgres refused the write: {message} (SQLSTATE {code})")]
+    Refused {
+        /// The database's message (and detail).
+        message: String,
+        /// The SQLSTATE, which says whether the row itself is at fault.
+        code: String,
+    },
     /// The value cannot be stored in the value column.
     #[error("the backend postgres column {column} is {kind}: {problem}")]
     Value {
@@ -174,6 +179,18 @@ impl BackendError {
             BackendError::Unavailable(_) | BackendError::QueueFull { .. }
         )
     }
+
+    /// Whether the refusal is about the row itself (its value: a data exception, SQLSTATE
+    /// class 22; a constraint: class 23; or a value the column cannot hold), so that the same
+    /// statement for other rows may pass. A refusal of every statement (a read-only
+    /// database, a revoked permission, a renamed table, a lock timeout) is not.
+    pub fn is_about_the_row(&self) -> bool {
+        match self {
+            BackendError::Value { .. } => true,
+            BackendError::Refused { code, .. } => code.starts_with("22") || code.starts_with("23"),
+            _ => false,
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for BackendError {
@@ -189,7 +206,10 @@ impl From<tokio_postgres::Error> for BackendError {
                         None => db.message().to_string(),
                     },
                 );
-                BackendError::Refused(format!("{detail} (SQLSTATE {})", code.code()))
+                BackendError::Refused {
+                    message: detail,
+                    code: code.code().to_string(),
+                }
             }
             _ => BackendError::Unavailable(describe(&error)),
         }
@@ -253,6 +273,11 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// TCP keepalives of every connection to the database.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// The custom setting every pooled session carries, so that the table's trigger does not
 /// notify the cache of its own writes (it already holds them).
 const WRITER_SETTING: &str = "tidecache.writer";
@@ -260,7 +285,15 @@ const WRITER_SETTING: &str = "tidecache.writer";
 impl Backend {
     /// Builds the pool (connections are opened when first needed, so a database that is
     /// down does not keep the node from starting).
-    pub fn new(settings: BackendSettings, metrics: BackendMetrics) -> Arc<Backend> {
+    pub fn new(mut settings: BackendSettings, metrics: BackendMetrics) -> Arc<Backend> {
+        // A database host that vanishes without closing the connection is noticed within
+        // about 11 s (the pool's and the listener's connections alike).
+        settings
+            .connection
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
         let mut connection = settings.connection.clone();
         let timeout_ms = settings.timeout.as_millis().max(1);
         let mut options = connection.get_options().unwrap_or_default().to_string();
@@ -449,14 +482,22 @@ impl Backend {
         .await
     }
 
-    /// Runs `work`, counting it as a statement of kind `op` with its latency and outcome.
+    /// Runs `work` (getting a connection and the statement) for at most `--backend-timeout`,
+    /// counting it as a statement of kind `op` with its latency and outcome.
     async fn measured<T>(
         &self,
         op: &'static str,
         work: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
         let started = Instant::now();
-        let result = work.await;
+        let result = tokio::time::timeout(self.settings.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Unavailable(format!(
+                    "no answer within {:?} (--backend-timeout)",
+                    self.settings.timeout
+                )))
+            });
         self.metrics.observe(op, started, &result);
         result
     }

@@ -136,11 +136,18 @@ struct State {
     next_seq: u64,
     pending: VecDeque<Queued>,
     bytes: u64,
-    /// Writes pending per key: the listener leaves such keys alone (the cache is ahead).
-    keys: HashMap<Bytes, u32>,
+    /// Writes pending per key, and the newest of them: reads of such a key answer from it
+    /// and refreshes leave it alone (the cache is ahead of the table).
+    keys: HashMap<Bytes, PendingKey>,
     /// Encoded records not yet written, and the last sequence number among them.
     unsynced: Vec<u8>,
     unsynced_last: u64,
+}
+
+/// A key's writes not yet in the table.
+struct PendingKey {
+    count: u32,
+    newest: Op,
 }
 
 /// The file being appended to.
@@ -345,6 +352,13 @@ impl Outbox {
         state.keys.contains_key(key)
     }
 
+    /// The newest write of `key` not yet in the table, if any: what a read of the key must
+    /// answer instead of the table's row.
+    pub fn newest(&self, key: &[u8]) -> Option<Op> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.keys.get(key).map(|pending| pending.newest.clone())
+    }
+
     /// Writes queued and not yet in the table.
     pub fn pending(&self) -> usize {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,6 +427,8 @@ impl Outbox {
     }
 
     /// Appends `buffer` (records up to `last`) and fsyncs; rotates the file past its size.
+    /// Once the records are synced they count as written: a failed rotation is logged and
+    /// the file grows on.
     fn append(&self, buffer: &[u8], last: u64) -> io::Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         writer.file.write_all(buffer)?;
@@ -421,21 +437,31 @@ impl Outbox {
         writer.last = last;
         if writer.len >= FILE_BYTES {
             let path = self.settings.dir.join(format!("wb-{:020}.log", last + 1));
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            sync_dir(&self.settings.dir)?;
-            let old = std::mem::replace(
-                &mut *writer,
-                Writer {
-                    file,
-                    len: 0,
-                    path,
-                    last,
-                },
-            );
-            self.closed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back((old.path, old.last));
+            let opened = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|file| sync_dir(&self.settings.dir).map(|()| file));
+            match opened {
+                Ok(file) => {
+                    let old = std::mem::replace(
+                        &mut *writer,
+                        Writer {
+                            file,
+                            len: 0,
+                            path,
+                            last,
+                        },
+                    );
+                    self.closed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back((old.path, old.last));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, file = %path.display(), "cannot start a new write-behind queue file; appending to the current one");
+                }
+            }
         }
         Ok(())
     }
@@ -459,7 +485,7 @@ impl Outbox {
                     backoff = BACKOFF_START;
                     self.flushed(last, batch.len()).await;
                 }
-                Err(error) if error.is_transient() => {
+                Err(error) if !error.is_about_the_row() => {
                     tracing::warn!(%error, writes = ops.len(), retry_in = ?backoff, "write-behind flush failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -468,41 +494,53 @@ impl Outbox {
                     // One write the table refuses must not hold back the others: each goes
                     // on its own, and the refused ones are set aside.
                     tracing::warn!(%error, writes = ops.len(), "write-behind flush refused; flushing the writes one by one");
-                    if self.isolate(&backend, ops).await {
-                        self.flushed(last, batch.len()).await;
-                    } else {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
+                    self.isolate(&backend, ops).await;
+                    self.flushed(last, batch.len()).await;
+                    backoff = BACKOFF_START;
                 }
             }
         }
     }
 
-    /// Flushes `ops` one at a time, setting aside those the table refuses. Returns false
-    /// when the database became unavailable meanwhile (the batch is retried whole).
-    async fn isolate(&self, backend: &Backend, ops: Vec<Op>) -> bool {
+    /// Flushes `ops` one at a time, setting aside those the table refuses for what they
+    /// hold; any other failure is retried with backoff until the write is in the table or
+    /// set aside, so that no write is set aside twice or skipped.
+    async fn isolate(&self, backend: &Backend, ops: Vec<Op>) {
         for op in ops {
-            match backend.apply(std::slice::from_ref(&op)).await {
-                Ok(()) => {}
-                Err(error) if error.is_transient() => return false,
-                Err(error) => {
-                    let key = String::from_utf8_lossy(&op.key).into_owned();
-                    tracing::error!(%error, key = %key, "the backend refused a write-behind write; it is kept in refused.log");
-                    self.metrics.queue_set_aside.inc();
-                    let dir = self.settings.dir.clone();
-                    let kept = tokio::task::spawn_blocking(move || set_aside(&dir, &op)).await;
-                    if !matches!(kept, Ok(Ok(()))) {
-                        tracing::error!(
-                            key,
-                            "refused.log cannot be written; the write stays queued"
-                        );
-                        return false;
+            let mut backoff = BACKOFF_START;
+            loop {
+                match backend.apply(std::slice::from_ref(&op)).await {
+                    Ok(()) => break,
+                    Err(error) if error.is_about_the_row() => {
+                        if self.set_aside(&error, &op).await {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "write-behind flush failed");
                     }
                 }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
-        true
+    }
+
+    /// Keeps a write the table refused in `refused.log`; false if that file cannot be
+    /// written (the write is then retried).
+    async fn set_aside(&self, error: &BackendError, op: &Op) -> bool {
+        let key = String::from_utf8_lossy(&op.key).into_owned();
+        let dir = self.settings.dir.clone();
+        let kept_op = op.clone();
+        let kept = tokio::task::spawn_blocking(move || set_aside(&dir, &kept_op)).await;
+        if matches!(kept, Ok(Ok(()))) {
+            tracing::error!(%error, key = %key, "the backend refused a write-behind write; it is kept in refused.log");
+            self.metrics.queue_set_aside.inc();
+            true
+        } else {
+            tracing::error!(key = %key, "refused.log cannot be written; the write stays queued");
+            false
+        }
     }
 
     /// The oldest synced writes, up to a batch.
@@ -530,8 +568,8 @@ impl Outbox {
                 if let hashbrown::hash_map::EntryRef::Occupied(mut entry) =
                     state.keys.entry_ref(&queued.op.key[..])
                 {
-                    *entry.get_mut() -= 1;
-                    if *entry.get() == 0 {
+                    entry.get_mut().count -= 1;
+                    if entry.get().count == 0 {
                         entry.remove();
                     }
                 }
@@ -583,7 +621,17 @@ impl Outbox {
 /// Adds a write to the pending ones.
 fn push(state: &mut State, seq: u64, op: Op) {
     let bytes = op_bytes(&op);
-    *state.keys.entry(op.key.clone()).or_insert(0) += 1;
+    state
+        .keys
+        .entry(op.key.clone())
+        .and_modify(|pending| {
+            pending.count += 1;
+            pending.newest = op.clone();
+        })
+        .or_insert_with(|| PendingKey {
+            count: 1,
+            newest: op.clone(),
+        });
     state.bytes += bytes;
     state.pending.push_back(Queued {
         seq,

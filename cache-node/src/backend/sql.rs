@@ -289,18 +289,31 @@ impl Table {
                 client.query(&statement, &[&keys]).await?
             }
         };
+        let changed = |error: tokio_postgres::Error| {
+            BackendError::Table(format!(
+                "the table's columns changed since the node read them ({error}); restart the \
+                 node to read them again"
+            ))
+        };
         let mut found = hashbrown::HashMap::with_capacity(rows.len());
         for row in rows {
             let key = match self.key {
-                Kind::Bytes => Bytes::from(row.get::<_, Vec<u8>>(0)),
-                _ => Bytes::from(row.get::<_, String>(0)),
+                Kind::Bytes => Bytes::from(row.try_get::<_, Vec<u8>>(0).map_err(changed)?),
+                _ => Bytes::from(row.try_get::<_, String>(0).map_err(changed)?),
             };
             let value = match self.value {
-                Kind::Bytes => row.get::<_, Option<Vec<u8>>>(1).map(Bytes::from),
-                _ => row.get::<_, Option<String>>(1).map(Bytes::from),
+                Kind::Bytes => row
+                    .try_get::<_, Option<Vec<u8>>>(1)
+                    .map_err(changed)?
+                    .map(Bytes::from),
+                _ => row
+                    .try_get::<_, Option<String>>(1)
+                    .map_err(changed)?
+                    .map(Bytes::from),
             };
             let expires_at = if self.has_expiry {
-                row.get::<_, Option<DateTime<Utc>>>(2)
+                row.try_get::<_, Option<DateTime<Utc>>>(2)
+                    .map_err(changed)?
                     .map(Timestamp::from_datetime)
             } else {
                 None

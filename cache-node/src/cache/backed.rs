@@ -21,6 +21,7 @@
 //! wins), a refresh is conditional on the version it checked.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,15 +36,36 @@ use crate::base::version::Version;
 use crate::replication::AckLevel;
 use crate::store::{Hit, Preconditions};
 
+/// A create-only write of a loaded row (or of a queued write-behind write).
+fn write_of(key: Bytes, value: Bytes, expires_at: Option<Timestamp>) -> Write {
+    Write {
+        key,
+        value,
+        expires_at,
+        conditions: Preconditions::create_only(),
+    }
+}
+
+/// A row answered without being stored: no version of its own.
+fn unstored(write: Write) -> Hit {
+    Hit {
+        value: write.value,
+        version: Version::new(0),
+        expires_at: write.expires_at,
+    }
+}
+
 /// Lock stripes of the keys being written: enough that unrelated keys rarely share one.
 const STRIPES: usize = 1024;
 
 /// Keys checked against the table per query when everything may have changed.
 const REVALIDATE_BATCH: usize = 1000;
 
-/// The locks of keys whose writes are between the table and the cache.
+/// The locks of keys whose writes are between the table and the cache, and a generation per
+/// stripe that every such write and every refresh advances: a load whose stripe's generation
+/// moved while it queried may hold a row older than the cache's knowledge, and is not stored.
 pub(super) struct KeyLocks {
-    stripes: Box<[Mutex<()>]>,
+    stripes: Box<[(Mutex<()>, AtomicU64)]>,
 }
 
 impl std::fmt::Debug for KeyLocks {
@@ -52,10 +74,17 @@ impl std::fmt::Debug for KeyLocks {
     }
 }
 
+/// The stripe of `key`.
+fn stripe(key: &[u8]) -> usize {
+    crc32c::crc32c(key) as usize % STRIPES
+}
+
 impl KeyLocks {
     pub(super) fn new() -> KeyLocks {
         KeyLocks {
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| (Mutex::new(()), AtomicU64::new(0)))
+                .collect(),
         }
     }
 
@@ -64,17 +93,37 @@ impl KeyLocks {
         &self,
         keys: impl Iterator<Item = &'k Bytes>,
     ) -> Vec<MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = keys
-            .map(|key| crc32c::crc32c(key) as usize % STRIPES)
-            .collect();
+        let mut stripes: Vec<usize> = keys.map(|key| stripe(key)).collect();
         stripes.sort_unstable();
         stripes.dedup();
         let mut guards = Vec::with_capacity(stripes.len());
         for stripe in stripes {
-            guards.push(self.stripes[stripe].lock().await);
+            guards.push(self.stripes[stripe].0.lock().await);
         }
         guards
     }
+
+    /// Advances the generation of the stripes of `keys`.
+    pub(super) fn advance<'k>(&self, keys: impl Iterator<Item = &'k Bytes>) {
+        for key in keys {
+            self.stripes[stripe(key)].1.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The generation of `key`'s stripe now.
+    fn generation(&self, key: &[u8]) -> u64 {
+        self.stripes[stripe(key)].1.load(Ordering::Acquire)
+    }
+}
+
+/// Whether the caller of a read already holds the keys' locks (a write's own check of the
+/// current entries), so that storing loaded rows must not take them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Locks {
+    /// Take the locks to store the rows.
+    Take,
+    /// Held by the caller.
+    Held,
 }
 
 impl Cache {
@@ -107,45 +156,99 @@ impl Cache {
         &self,
         keys: &[Bytes],
     ) -> Vec<Result<Option<Hit>, ReadError>> {
+        self.read_through(keys, Locks::Take).await
+    }
+
+    /// [`Cache::read_local_many`], the keys' locks taken to store the loaded rows or held by
+    /// the caller. A miss of a key with write-behind writes still queued is answered from the
+    /// newest of them, never from the table, which does not have them yet. A loaded row is
+    /// stored only if no write or refresh of its stripe came while it was read.
+    pub(super) async fn read_through(
+        &self,
+        keys: &[Bytes],
+        locks: Locks,
+    ) -> Vec<Result<Option<Hit>, ReadError>> {
         let mut results: Vec<Result<Option<Hit>, ReadError>> =
             keys.iter().map(|key| Ok(self.store.get(key))).collect();
         let Some(backend) = &self.backend else {
             return results;
         };
-        let misses: Vec<usize> = (0..keys.len())
-            .filter(|&i| matches!(results[i], Ok(None)))
-            .collect();
-        if misses.is_empty() {
-            return results;
-        }
-        let missed: Vec<Bytes> = misses.iter().map(|&i| keys[i].clone()).collect();
-        // Held until the rows are stored: reads arriving meanwhile take them, not a query.
-        let (loaded, _settle) = backend.load(&missed).await;
         let now = self.now();
         let mut fills = Vec::new();
-        for ((&i, key), row) in misses.iter().zip(missed).zip(loaded) {
-            match row {
-                Err(error) => results[i] = Err(error.into()),
-                Ok(None) => {}
-                Ok(Some(row)) => {
-                    if let Some(expires_at) = self.expiry_of(&row, now) {
-                        fills.push((
-                            i,
-                            Write {
-                                key,
-                                value: row.value,
-                                expires_at,
-                                conditions: Preconditions::create_only(),
-                            },
-                        ));
+        let mut misses = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if !matches!(results[i], Ok(None)) {
+                continue;
+            }
+            match self.outbox.get().and_then(|outbox| outbox.newest(key)) {
+                // Deleted, and the delete not yet in the table.
+                Some(Op { value: None, .. }) => {}
+                Some(Op {
+                    value: Some(value),
+                    expires_at,
+                    ..
+                }) => {
+                    if expires_at.is_none_or(|at| at > now) {
+                        fills.push((i, write_of(key.clone(), value, expires_at), None));
+                    }
+                }
+                None => misses.push(i),
+            }
+        }
+        // Held until the rows are stored: reads arriving meanwhile take them, not a query.
+        let mut _settle = None;
+        if !misses.is_empty() {
+            let missed: Vec<Bytes> = misses.iter().map(|&i| keys[i].clone()).collect();
+            let generations: Vec<u64> = missed
+                .iter()
+                .map(|key| self.key_locks.generation(key))
+                .collect();
+            let (loaded, settle) = backend.load(&missed).await;
+            _settle = Some(settle);
+            for (((&i, key), generation), row) in
+                misses.iter().zip(missed).zip(generations).zip(loaded)
+            {
+                match row {
+                    Err(error) => results[i] = Err(error.into()),
+                    Ok(None) => {}
+                    Ok(Some(row)) => {
+                        if let Some(expires_at) = self.expiry_of(&row, now) {
+                            fills.push((i, write_of(key, row.value, expires_at), Some(generation)));
+                        }
                     }
                 }
             }
         }
-        let (positions, writes): (Vec<usize>, Vec<Write>) = fills.into_iter().unzip();
-        let stored = self.put_cached_many(writes.clone()).await;
-        for ((i, write), stored) in positions.into_iter().zip(writes).zip(stored) {
-            results[i] = Ok(match stored {
+        if fills.is_empty() {
+            return results;
+        }
+        let guards = match locks {
+            Locks::Take => {
+                self.key_locks
+                    .lock_all(fills.iter().map(|(_, write, _)| &write.key))
+                    .await
+            }
+            Locks::Held => Vec::new(),
+        };
+        let mut stored = Vec::with_capacity(fills.len());
+        let mut answers = Vec::new();
+        for (i, write, generation) in fills {
+            let current = generation.is_none_or(|generation| {
+                locks == Locks::Held || self.key_locks.generation(&write.key) == generation
+            });
+            if current {
+                stored.push((i, write));
+            } else {
+                // Read before a write or a change of the table that came while it was
+                // read: the answer, not something to keep.
+                answers.push((i, write));
+            }
+        }
+        let (positions, writes): (Vec<usize>, Vec<Write>) = stored.into_iter().unzip();
+        let outcomes = self.put_cached_many(writes.clone()).await;
+        drop(guards);
+        for ((i, write), outcome) in positions.into_iter().zip(writes).zip(outcomes) {
+            results[i] = Ok(match outcome {
                 Ok(written) => Some(Hit {
                     value: write.value,
                     version: written.version,
@@ -153,12 +256,11 @@ impl Cache {
                 }),
                 // A client's write came first (it is newer than the row read), or the
                 // cache has no room: the row is still the answer.
-                Err(_) => self.store.get(&write.key).or(Some(Hit {
-                    value: write.value,
-                    version: Version::new(0),
-                    expires_at: write.expires_at,
-                })),
+                Err(_) => self.store.get(&write.key).or_else(|| Some(unstored(write))),
             });
+        }
+        for (i, write) in answers {
+            results[i] = Ok(self.store.get(&write.key).or_else(|| Some(unstored(write))));
         }
         results
     }
@@ -204,7 +306,7 @@ impl Cache {
             .iter()
             .filter_map(|&i| prepared[i].as_ref().ok().map(|change| change.key().clone()))
             .collect();
-        let current = self.read_local_many(&keys).await;
+        let current = self.read_through(&keys, Locks::Held).await;
         let mut passing = vec![true; prepared.len()];
         for (&i, current) in dependent.iter().zip(current) {
             let Ok(change) = &prepared[i] else {
@@ -281,13 +383,19 @@ impl Cache {
     }
 
     /// Checks the cached entries of `keys` against the table: a changed row replaces the
-    /// entry, a deleted one deletes it, each conditional on the version checked. Keys not
-    /// held here, and keys with write-behind writes still queued (the cache is ahead of the
-    /// table), are left alone.
-    pub(super) async fn refresh(&self, keys: Vec<Bytes>) {
+    /// entry, a deleted one deletes it, each conditional on the version checked and under
+    /// the keys' locks (so that it cannot come between a write's statement and its apply).
+    /// Keys not held here, and keys with write-behind writes still queued (the cache is
+    /// ahead of the table), are left alone; loads of the keys running meanwhile are not
+    /// stored (they may have read the row before the change).
+    ///
+    /// # Errors
+    /// The query failed: nothing was checked.
+    pub(super) async fn refresh(&self, keys: Vec<Bytes>) -> Result<(), BackendError> {
         let Some(backend) = &self.backend else {
-            return;
+            return Ok(());
         };
+        self.key_locks.advance(keys.iter());
         let outbox = self.outbox.get();
         let held: Vec<(Bytes, Hit)> = keys
             .into_iter()
@@ -298,47 +406,56 @@ impl Cache {
             })
             .collect();
         if held.is_empty() {
-            return;
+            return Ok(());
         }
         let keys: Vec<Bytes> = held.iter().map(|(key, _)| key.clone()).collect();
-        let rows = match backend.select(keys).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                // Checked again when the listener reconnects.
-                tracing::debug!(%error, "refresh from the backend failed");
-                return;
-            }
-        };
+        let rows = backend.select(keys).await?;
         let now = self.now();
+        let max = self.limits.max_ttl.and_then(|max| now.checked_add(max));
         let has_expiry = backend.settings().expiry_column.is_some();
         let mut puts = Vec::new();
         let mut deletes = Vec::new();
         for ((key, hit), row) in held.into_iter().zip(rows) {
             let conditions = Preconditions::if_version(hit.version);
-            match row {
-                Some(row) => match self.expiry_of(&row, now) {
-                    Some(expires_at) => {
-                        let same_expiry = !has_expiry || expires_at == hit.expires_at;
-                        if row.value == hit.value && same_expiry {
-                            backend.metrics().refreshed("unchanged");
-                        } else {
-                            puts.push(Write {
-                                key,
-                                value: row.value,
-                                expires_at: if has_expiry {
-                                    expires_at
-                                } else {
-                                    hit.expires_at
-                                },
-                                conditions,
-                            });
-                        }
-                    }
-                    None => deletes.push((key, conditions)),
-                },
-                None => deletes.push((key, conditions)),
+            let Some(row) = row else {
+                deletes.push((key, conditions));
+                continue;
+            };
+            let Some(expires_at) = self.expiry_of(&row, now) else {
+                deletes.push((key, conditions));
+                continue;
+            };
+            // The cached lifetime stands unless the row sets another: no expiry column, a
+            // NULL expiry (the cache's default applies), or one past --max-ttl (capped).
+            let same_expiry = match row.expires_at {
+                _ if !has_expiry => true,
+                None => true,
+                Some(at) if max.is_some_and(|max| at > max) => hit.expires_at.is_some(),
+                Some(_) => expires_at == hit.expires_at,
+            };
+            if row.value == hit.value && same_expiry {
+                backend.metrics().refreshed("unchanged");
+                continue;
             }
+            puts.push(Write {
+                key,
+                value: row.value,
+                expires_at: if same_expiry {
+                    hit.expires_at
+                } else {
+                    expires_at
+                },
+                conditions,
+            });
         }
+        let _locks = self
+            .key_locks
+            .lock_all(
+                puts.iter()
+                    .map(|write| &write.key)
+                    .chain(deletes.iter().map(|(key, _)| key)),
+            )
+            .await;
         for outcome in self.put_cached_many(puts).await {
             if outcome.is_ok() {
                 backend.metrics().refreshed("updated");
@@ -349,17 +466,21 @@ impl Cache {
                 backend.metrics().refreshed("deleted");
             }
         }
+        Ok(())
     }
 
     /// Checks every cached key against the table, a batch at a time.
-    async fn revalidate_all(&self) {
+    ///
+    /// # Errors
+    /// A query failed; the check stops there.
+    async fn revalidate_all(&self) -> Result<(), BackendError> {
         let started = std::time::Instant::now();
         let mut cursor = 0;
         let mut checked = 0;
         loop {
             let step = self.scan(cursor, REVALIDATE_BATCH);
             checked += step.keys.len();
-            self.refresh(step.keys).await;
+            self.refresh(step.keys).await?;
             cursor = step.cursor;
             if cursor == 0 {
                 break;
@@ -370,6 +491,19 @@ impl Cache {
             took = ?started.elapsed(),
             "cached keys checked against the backend table"
         );
+        Ok(())
+    }
+
+    /// The locks a cache-only delete of `keys` takes with a table behind the cache that
+    /// writes reach (a flush must not come between a write's statement and its apply).
+    pub(super) async fn lock_for_cached<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k Bytes>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        match self.writing_backend() {
+            Some(_) => self.key_locks.lock_all(keys).await,
+            None => Vec::new(),
+        }
     }
 
     /// Starts refreshing from the table's changes (see `backend/listen.rs`), once the cache
@@ -388,9 +522,20 @@ impl Cache {
                 while !cache.is_loaded() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                match change {
-                    Changed::Keys(keys) => cache.refresh(keys).await,
-                    Changed::All => cache.revalidate_all().await,
+                // A failed check is tried again (the database may be back in a moment, or
+                // the listener reconnects and checks everything anyway).
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    let checked = match &change {
+                        Changed::Keys(keys) => cache.refresh(keys.clone()).await,
+                        Changed::All => cache.revalidate_all().await,
+                    };
+                    let Err(error) = checked else {
+                        break;
+                    };
+                    tracing::warn!(%error, retry_in = ?backoff, "checking cached keys against the backend failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         });

@@ -164,7 +164,7 @@ impl Cache {
         let mut deleted = 0;
         loop {
             let step = self.scan(cursor, FLUSH_BATCH);
-            let deletes = step
+            let deletes: Vec<(Bytes, Preconditions)> = step
                 .keys
                 .into_iter()
                 .filter_map(|key| {
@@ -173,7 +173,11 @@ impl Cache {
                 })
                 .collect();
             // The cache only: with a table behind it, a flush empties the cache, not the table.
-            for result in self.delete_cached_many(deletes, None).await {
+            let keys: Vec<Bytes> = deletes.iter().map(|(key, _)| key.clone()).collect();
+            let locks = self.lock_for_cached(keys.iter()).await;
+            let results = self.delete_cached_many(deletes, None).await;
+            drop(locks);
+            for result in results {
                 match result {
                     Ok(delete) => {
                         removed(&delete);

@@ -413,6 +413,8 @@ impl Cache {
                     .key_locks
                     .lock_all(changes.iter().map(Change::key))
                     .await;
+                // Loads of these keys running now read the table before this write.
+                self.key_locks.advance(changes.iter().map(Change::key));
                 let prepared = self.prepare(&backend, changes).await;
                 self.steps(prepared, ack, self.outbox.get(), locks).await
             }
