@@ -573,7 +573,10 @@ async fn write_behind_across_a_kill_9_of_cache_node_loses_nothing_acknowledged()
     cluster.kill(0);
     // Back with an empty cache and the database still down: reads answer from the queue.
     cluster.start_nodes([0]);
-    assert_eq!(client.get(&address, "k7").await.unwrap().as_deref(), Some("407"));
+    assert_eq!(
+        client.get(&address, "k7").await.unwrap().as_deref(),
+        Some("407")
+    );
     assert_eq!(client.get(&address, "early").await.unwrap(), None);
     postgres.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
