@@ -5,7 +5,6 @@
 //!
 //! Certificates come from a throwaway CA made with rcgen for each test.
 
-use std::net::TcpListener as StdListener;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -186,11 +185,10 @@ impl Node {
     }
 }
 
+/// A port for a listener the node binds later, where the ports the cluster picks for its
+/// nodes meanwhile cannot land (see [`cache_node_testkit::unused_port`]).
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    cache_node_testkit::unused_port()
 }
 
 /// A rustls client trusting `ca`, presenting `identity` if given.

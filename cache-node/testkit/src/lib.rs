@@ -21,6 +21,31 @@ pub use cluster::{Builder, Cluster, PEER_TOKEN};
 pub use postgres::Postgres;
 pub use volume::Volume;
 
+/// A port on 127.0.0.1 that nothing listens on now, for a server a test starts later (a TLS
+/// listener, PostgreSQL). Taken below the kernel's ephemeral range (32768 and up by
+/// default), where `bind(…:0)` never hands one out, so that the ports [`Cluster`] picks for
+/// its nodes meanwhile cannot be the same; each port is handed out once per process.
+///
+/// # Panics
+/// When no port of the range can be bound.
+pub fn unused_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    // Processes running at once start at different places of the range.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = std::process::id() % u32::from(COUNT);
+    for _ in 0..COUNT {
+        let next = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let offset = u16::try_from((start + next) % u32::from(COUNT)).unwrap_or(0);
+        let port = FIRST + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
+}
+
 /// A command running the `cache-node` binary cargo built for the running test or benchmark.
 pub fn cache_node() -> Command {
     Command::new(binary())

@@ -108,7 +108,7 @@ impl Postgres {
         }
         let mut postgres = Postgres {
             bin,
-            port: free_port(),
+            port: crate::unused_port(),
             dir,
             user,
             child: None,
@@ -325,11 +325,4 @@ fn postgres_user() -> (u32, u32) {
 
 fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown for the postgres user");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
