@@ -190,11 +190,17 @@ impl Postgres {
         self.psql(&sql).parse().expect("a count")
     }
 
-    /// SIGKILL to the server (a crash), waiting until it is gone; its children (the
-    /// backends) end on their own once the postmaster is gone.
+    /// SIGKILL to the server and every process of it (a crash of its machine: a backend
+    /// left alive would answer on its connection until it noticed), waiting until it is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let backends = children_of(child.id());
             let _ = child.kill();
+            for backend in backends {
+                if let Some(pid) = Pid::from_raw(backend) {
+                    let _ = kill_process(pid, Signal::KILL);
+                }
+            }
             let _ = child.wait();
             // Backends notice the postmaster's death and exit; wait until the port is free.
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -298,6 +304,24 @@ fn binaries() -> PathBuf {
              postgresql package (apt-get install postgresql; .ci/run installs it)"
         )
     })
+}
+
+/// The processes whose parent is `parent` (from `/proc`).
+fn children_of(parent: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid …; comm may hold spaces and parentheses.
+            let after = &stat[stat.rfind(')')? + 1..];
+            let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 /// `program` of `bin`, run as `user` when given.
