@@ -699,14 +699,34 @@ async fn a_change_made_while_the_listener_was_disconnected_is_found_when_it_reco
     let notified = client
         .metric(address, "tidecache_backend_notifications_total")
         .await;
-    // The listener's session ends (waited for), and the row changes in the same statement
-    // string, before the listener can reconnect (its first retry is 100 ms later): the
-    // notification reaches no one.
+    // Hold the advisory lock under which a connecting listener installs its trigger, so that
+    // it cannot listen again yet; end its session; change the row: the notification reaches
+    // no one.
+    let (holder, connection) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
+        .await
+        .expect("a session of the test");
+    tokio::spawn(connection);
+    let channel = format!("tidecache_{:08x}", crc32c::crc32c(b"items"));
+    let lock = i64::from(crc32c::crc32c(channel.as_bytes()));
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&lock])
+        .await
+        .expect("the listener's lock");
     postgres.psql(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-         WHERE application_name = 'tidecache-listener'; \
-         UPDATE items SET value = 'after' WHERE key = 'missed'",
+         WHERE application_name = 'tidecache-listener'",
     );
+    postgres.psql("UPDATE items SET value = 'after' WHERE key = 'missed'");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.get(address, "missed").await.unwrap().as_deref(),
+        Some("before"),
+        "no one heard the change"
+    );
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&lock])
+        .await
+        .expect("unlocked");
     let seen = client
         .eventually(address, "missed", Duration::from_secs(10), |v| {
             v == Some("after")
