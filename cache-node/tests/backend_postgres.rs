@@ -50,6 +50,10 @@ async fn listening(client: &Client, cluster: &Cluster) {
         .metric(address, "tidecache_backend_listener_connected")
         .await
         < 1.0
+        || client
+            .metric(address, "tidecache_backend_revalidations_total")
+            .await
+            < 1.0
     {
         assert!(
             Instant::now() < deadline,
@@ -58,7 +62,6 @@ async fn listening(client: &Client, cluster: &Cluster) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 fn redis(cluster: &Cluster) -> redis::Connection {

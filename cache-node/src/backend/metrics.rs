@@ -52,6 +52,7 @@ pub struct BackendMetrics {
     pub(crate) listener_connected: Gauge,
     pub(crate) notifications: Counter,
     pub(crate) refreshed: Family<KindLabel, Counter>,
+    pub(crate) revalidations: Counter,
 }
 
 impl Default for BackendMetrics {
@@ -73,6 +74,7 @@ impl Default for BackendMetrics {
             listener_connected: Gauge::default(),
             notifications: Counter::default(),
             refreshed: Family::default(),
+            revalidations: Counter::default(),
         }
     }
 }
@@ -111,6 +113,11 @@ impl BackendMetrics {
     /// Counts a cached key the listener refreshed (`updated`, `deleted`, `unchanged`).
     pub fn refreshed(&self, kind: &'static str) {
         self.refreshed.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts a completed check of every cached key against the table.
+    pub fn revalidated(&self) {
+        self.revalidations.inc();
     }
 
     /// Registers every metric in `registry`.
@@ -177,6 +184,11 @@ impl BackendMetrics {
             "backend_notifications",
             "Change notifications received from the backend table",
             self.notifications.clone(),
+        );
+        registry.register(
+            "backend_revalidations",
+            "Completed checks of every cached key against the backend table (after each (re)connection of the listener)",
+            self.revalidations.clone(),
         );
         registry.register(
             "backend_refreshed_keys",

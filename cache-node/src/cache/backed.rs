@@ -491,6 +491,9 @@ impl Cache {
             took = ?started.elapsed(),
             "cached keys checked against the backend table"
         );
+        if let Some(backend) = &self.backend {
+            backend.metrics().revalidated();
+        }
         Ok(())
     }
 
