@@ -51,9 +51,18 @@ pub struct PersistMetrics {
     pub(crate) warm_start_areas: Family<KindLabel, Counter>,
 }
 
+/// Every kind of [`PersistMetrics::write_errors`].
+const WRITE_ERROR_KINDS: [&str; 4] = ["disk_full", "io", "stopped", "shadow"];
+/// Every result of [`PersistMetrics::compactions`].
+const COMPACTION_RESULTS: [&str; 3] = ["rewritten", "skipped", "failed"];
+
 impl Default for PersistMetrics {
+    /// The error and compaction counters start with every kind at 0, so that each series is
+    /// exported before its first event: `increase()` and `rate()` see an event only as a
+    /// change from an earlier sample, and a series born at 1 would hide the first disk error
+    /// from the alert on it (deploy/monitoring/).
     fn default() -> PersistMetrics {
-        PersistMetrics {
+        let metrics = PersistMetrics {
             records: Counter::default(),
             bytes: Counter::default(),
             batch_changes: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -68,7 +77,14 @@ impl Default for PersistMetrics {
             warm_start_records: Family::default(),
             warm_start_damage: Family::default(),
             warm_start_areas: Family::default(),
+        };
+        for kind in WRITE_ERROR_KINDS {
+            PersistMetrics::count(&metrics.write_errors, kind, 0);
         }
+        for kind in COMPACTION_RESULTS {
+            PersistMetrics::count(&metrics.compactions, kind, 0);
+        }
+        metrics
     }
 }
 

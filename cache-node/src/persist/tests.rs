@@ -151,6 +151,22 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+#[test]
+fn every_write_error_kind_and_compaction_result_is_exported_before_it_happens() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    PersistMetrics::default().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    for kind in ["disk_full", "io", "stopped", "shadow"] {
+        let sample = format!("persist_write_errors_total{{kind=\"{kind}\"}} 0\n");
+        assert!(text.contains(&sample), "{sample}in\n{text}");
+    }
+    for result in ["rewritten", "skipped", "failed"] {
+        let sample = format!("persist_compactions_total{{kind=\"{result}\"}} 0\n");
+        assert!(text.contains(&sample), "{sample}in\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn writes_and_deletes_survive_a_restart_with_their_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -508,7 +524,7 @@ async fn a_mostly_garbage_persistent_area_is_compacted() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while node
         .sample("tidecache_persist_compactions_total{kind=\"rewritten\"}")
-        .is_none()
+        .is_none_or(|rewritten| rewritten < 1.0)
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -563,7 +579,7 @@ async fn compaction_keeps_a_tombstone_that_shadows_another_nodes_record() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while a
         .sample("tidecache_persist_compactions_total{kind=\"rewritten\"}")
-        .is_none()
+        .is_none_or(|rewritten| rewritten < 1.0)
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -160,6 +160,16 @@ impl ReplicationMetrics {
         }
     }
 
+    /// Exports a new peer's queue depth, retries and drops at 0 when its link starts, so that
+    /// a peer that goes down shows as an increase of its drops (`rate()` sees nothing in a
+    /// series born at its first drop).
+    pub(crate) fn link_started(&self, peer: &str) {
+        let peer = Self::peer(peer);
+        self.queue_depth.get_or_create(&peer).inc_by(0);
+        self.retries.get_or_create(&peer).inc_by(0);
+        self.dropped.get_or_create(&peer).inc_by(0);
+    }
+
     pub(crate) fn queued(&self, peer: &str, records: usize) {
         self.queue_depth
             .get_or_create(&Self::peer(peer))

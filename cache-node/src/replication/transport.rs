@@ -367,6 +367,7 @@ impl Transport {
                 continue;
             }
             let (queue, receiver) = mpsc::channel(self.settings.queue_capacity.max(1));
+            self.metrics.link_started(peer.address());
             let down = Arc::new(AtomicBool::new(false));
             links.insert(
                 peer.clone(),
