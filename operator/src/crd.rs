@@ -83,6 +83,12 @@ pub const BYTES_PATTERN: &str = r"^[1-9][0-9]*(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
         description = "The expiry schedule in force"
     ),
     printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "Ready, or the reason the cluster is not"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -1039,6 +1045,11 @@ pub struct CacheClusterStatus {
     /// lack ready owners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionStatus>,
+
+    /// `Ready`, or why the cluster is not: the Ready condition's reason (`InvalidSpec`,
+    /// `ReplicasNotReady`, ...), so that `kubectl get` shows it in one word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 
     /// Ready, Progressing and Degraded, following Kubernetes API conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

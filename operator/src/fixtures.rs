@@ -23,3 +23,17 @@ pub fn load(name: &str) -> CacheCluster {
 pub fn minimal() -> CacheCluster {
     load("minimal")
 }
+
+/// Container resources with only a memory limit of `quantity`.
+pub fn memory_limit(quantity: &str) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        limits: Some(
+            [(
+                "memory".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(quantity.to_string()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}

@@ -9,7 +9,8 @@
 //! the observation, then status) → [`status`] (pure computation of the status and its
 //! conditions). [`labels`] owns every label key and child
 //! name; [`crdgen`] renders the CRD YAML checked into `crds/`. The process around it —
-//! leader election ([`leader`]), metrics and health ([`telemetry`]) — is
+//! leader election ([`leader`]), metrics and health ([`telemetry`]), the admission webhook
+//! ([`webhook`]) — is
 //! wired in `main.rs`.
 
 pub mod build;
@@ -21,6 +22,7 @@ pub mod leader;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;

@@ -33,6 +33,8 @@ use operator::controller::{self, Context};
 use operator::error_chain;
 use operator::leader::Candidacy;
 use operator::telemetry::{self, Health, Metrics};
+use operator::webhook::serve::Serving;
+use operator::webhook::{self, CertificateSource};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,6 +76,38 @@ struct Args {
     /// This replica's identity in the Lease and in Events; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+
+    /// Address of the CacheCluster admission webhook (HTTPS); no webhook when not given
+    /// (e.g. a single replica run outside a cluster, where the API server cannot reach it).
+    #[arg(long, env = "TIDECACHE_OPERATOR_WEBHOOK_LISTEN")]
+    webhook_listen: Option<SocketAddr>,
+
+    /// Who issues the webhook's serving certificate: the operator itself (a self-signed CA,
+    /// renewed, its bundle written into the webhook configuration) or someone else writing the
+    /// Secret (cert-manager).
+    #[arg(
+        long,
+        env = "TIDECACHE_OPERATOR_WEBHOOK_CERTIFICATES",
+        value_enum,
+        default_value = "self-signed"
+    )]
+    webhook_certificates: CertificateSource,
+
+    /// The Service the API server reaches the webhook through (in the operator's namespace).
+    #[arg(long, default_value = "tidecache-operator-webhook")]
+    webhook_service: String,
+
+    /// The kubernetes.io/tls Secret of the webhook's certificate (in the operator's namespace).
+    #[arg(long, default_value = "tidecache-operator-webhook-tls")]
+    webhook_secret: String,
+
+    /// The ValidatingWebhookConfiguration that registers the webhook.
+    #[arg(long, default_value = "tidecache-operator")]
+    webhook_configuration: String,
+
+    /// The webhook's name within that configuration.
+    #[arg(long, default_value = "cacheclusters.tidecache.io")]
+    webhook_name: String,
 
     /// Log format: json or text.
     #[arg(long, env = "TIDECACHE_OPERATOR_LOG_FORMAT", default_value = "json")]
@@ -124,9 +158,23 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let shutdown = CancellationToken::new();
     tasks.spawn(signal_stop(shutdown.clone()));
 
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let webhook = match args.webhook_listen {
+        Some(address) => Some(
+            start_webhook(
+                &args, address, &namespace, &client, &metrics, &tasks, &shutdown,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let router = telemetry::router(Health {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        webhook,
     });
     let server_stop = CancellationToken::new();
     let server = tasks.spawn(
@@ -146,10 +194,6 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         Some(identity.clone()),
     ));
     let outcome = if args.leader_election {
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
         let lease = Lease {
             namespace: &namespace,
             name: &args.lease_name,
@@ -173,6 +217,47 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     tasks.wait().await;
     info!("operator stopped");
     outcome
+}
+
+/// Binds the webhook's listener and starts its server and its certificate upkeep, both
+/// stopped with `shutdown` (the webhook answers while the controller drains, since a standby
+/// may be taking over then).
+async fn start_webhook(
+    args: &Args,
+    address: SocketAddr,
+    namespace: &str,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Serving>, String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} for the webhook: {e}"))?;
+    let serving = Arc::new(Serving::default());
+    let settings = webhook::Settings {
+        namespace: namespace.to_string(),
+        service: args.webhook_service.clone(),
+        secret: args.webhook_secret.clone(),
+        configuration: args.webhook_configuration.clone(),
+        webhook: args.webhook_name.clone(),
+        certificates: args.webhook_certificates,
+    };
+    tasks.spawn(webhook::rotation::keep_current(
+        client.clone(),
+        settings,
+        serving.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(webhook::serve::run(
+        listener,
+        serving.clone(),
+        metrics.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
+    Ok(serving)
 }
 
 /// The leader Lease this replica competes for.

@@ -193,7 +193,7 @@ pub fn observed(
     };
 
     let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
-    let conditions = [
+    let conditions: Vec<Condition> = [
         (READY, ready_condition),
         (PROGRESSING, progressing_condition),
         (DEGRADED, degraded_condition),
@@ -231,6 +231,7 @@ pub fn observed(
         selector: Some(observation.selector.clone()),
         janitor,
         partitions: placement,
+        state: state(&conditions),
         conditions,
     }
 }
@@ -361,6 +362,7 @@ pub fn invalid(
             )
         })
         .collect();
+    status.state = state(&status.conditions);
     status
 }
 
@@ -387,6 +389,17 @@ pub fn failed(
         None => status.conditions.push(degraded),
     }
     status
+}
+
+/// The one-word summary of `conditions` for the STATUS column: `Ready`, or the Ready
+/// condition's reason when it is not True.
+fn state(conditions: &[Condition]) -> Option<String> {
+    let ready = conditions.iter().find(|c| c.type_ == READY)?;
+    Some(if ready.status == "True" {
+        READY.to_string()
+    } else {
+        ready.reason.clone()
+    })
 }
 
 /// One condition, keeping the previous `lastTransitionTime` when `status` is unchanged.
@@ -808,6 +821,7 @@ mod tests {
         let status = observed(&rolled_out(3), None, &at(1));
         assert_eq!(status.partitions, None);
         assert_eq!(find(&status, READY).reason, "AllReplicasReady");
+        assert_eq!(status.state.as_deref(), Some("Ready"));
     }
 
     #[test]
@@ -819,6 +833,7 @@ mod tests {
             assert_eq!(condition.message, "spec.expiry.schedule: bad");
             assert_eq!(condition.observed_generation, Some(3));
         }
+        assert_eq!(status.state.as_deref(), Some(INVALID_SPEC));
         assert_eq!(find(&status, READY).status, "False");
         assert_eq!(find(&status, DEGRADED).status, "True");
     }

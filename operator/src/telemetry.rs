@@ -17,11 +17,20 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::webhook::serve::Serving;
+
 /// Labels of the failure counter: which step failed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     /// The [`crate::controller::Error`] variant, e.g. `Apply`.
     pub error: String,
+}
+
+/// Labels of the admission counter: the verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    /// `allowed` or `denied`.
+    pub result: &'static str,
 }
 
 /// The operator's metrics and the registry that exposes them.
@@ -36,6 +45,10 @@ pub struct Metrics {
     pub writes: Counter,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// CacheCluster admission reviews answered, by verdict.
+    pub reviews: Family<ReviewLabels, Counter>,
+    /// When the webhook's serving certificate expires (Unix seconds); 0 until one is served.
+    pub certificate_expiry: Gauge,
     registry: Registry,
 }
 
@@ -64,12 +77,26 @@ impl Default for Metrics {
             writes.clone(),
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "CacheCluster admission reviews answered, by verdict",
+            reviews.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "webhook_certificate_expiry_timestamp_seconds",
+            "When the admission webhook's serving certificate expires; 0 until one is served",
+            certificate_expiry.clone(),
+        );
         Metrics {
             reconciles,
             failures,
             duration,
             writes,
             leader,
+            reviews,
+            certificate_expiry,
             registry,
         }
     }
@@ -83,6 +110,21 @@ impl Metrics {
                 error: error.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one admission review.
+    pub fn admission_review(&self, denied: bool) {
+        let result = if denied { "denied" } else { "allowed" };
+        self.reviews.get_or_create(&ReviewLabels { result }).inc();
+    }
+
+    /// Records when the served webhook certificate expires.
+    pub fn webhook_certificate_expiry(&self, expiry: std::time::SystemTime) {
+        let seconds = expiry
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.certificate_expiry
+            .set(i64::try_from(seconds).unwrap_or(i64::MAX));
     }
 
     /// Records the duration of one reconcile.
@@ -108,9 +150,14 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// The process's shutdown: once it is cancelled readiness fails, while the process drains.
     pub shutdown: CancellationToken,
+    /// The admission webhook's certificate, when this replica serves the webhook: readiness
+    /// waits for one, so the webhook Service sends the API server only to replicas that can
+    /// answer it.
+    pub webhook: Option<Arc<Serving>>,
 }
 
-/// `/metrics`, `/healthz` (the process is alive) and `/readyz` (it is not shutting down).
+/// `/metrics`, `/healthz` (the process is alive) and `/readyz` (it is not shutting down, and
+/// serves its webhook).
 pub fn router(health: Health) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -132,6 +179,11 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
 async fn ready(State(health): State<Health>) -> impl IntoResponse {
     if health.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if health.webhook.as_ref().is_some_and(|w| !w.is_ready()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no admission webhook certificate yet",
+        )
     } else {
         (StatusCode::OK, "ok")
     }
@@ -146,9 +198,16 @@ mod tests {
         let health = Health {
             metrics: Arc::new(Metrics::default()),
             shutdown: CancellationToken::new(),
+            webhook: None,
         };
         let ok = ready(State(health.clone())).await.into_response();
         assert_eq!(ok.status(), StatusCode::OK);
+        let waiting = Health {
+            webhook: Some(Arc::new(Serving::default())),
+            ..health.clone()
+        };
+        let no_certificate = ready(State(waiting)).await.into_response();
+        assert_eq!(no_certificate.status(), StatusCode::SERVICE_UNAVAILABLE);
         health.shutdown.cancel();
         let stopping = ready(State(health.clone())).await.into_response();
         assert_eq!(stopping.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -166,6 +225,12 @@ mod tests {
         );
         assert!(
             text.contains("tidecache_operator_reconcile_failures_total{error=\"Apply\"} 1"),
+            "{text}"
+        );
+        metrics.admission_review(true);
+        let text = metrics.encode();
+        assert!(
+            text.contains("tidecache_operator_admission_reviews_total{result=\"denied\"} 1"),
             "{text}"
         );
     }

@@ -105,6 +105,39 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
     let owner = cluster
         .controller_owner_ref(&())
         .ok_or(ValidationError::MissingMetadata("uid"))?;
+    checked(name, namespace, owner, &cluster.spec)
+}
+
+/// Checks what [`validate`] checks of a CacheCluster about to be stored, for the admission
+/// webhook: the same spec checks with the same messages, so `kubectl apply` refuses what would
+/// otherwise surface only in status. `name` is the name the request gives (for a
+/// `generateName` the prefix plus the five characters the API server appends).
+///
+/// # Errors
+/// [`ValidationError::InvalidSpec`] naming the first field to fix.
+pub fn admissible(
+    name: &str,
+    namespace: &str,
+    spec: &CacheClusterSpec,
+) -> Result<(), ValidationError> {
+    // A new object has no uid yet, so there is no owner reference to build; the builders that
+    // would use it never run here.
+    checked(
+        name.to_string(),
+        namespace.to_string(),
+        OwnerReference::default(),
+        spec,
+    )
+    .map(drop)
+}
+
+/// The checks of [`validate`] after the metadata: the name's length and the whole spec.
+fn checked(
+    name: String,
+    namespace: String,
+    owner: OwnerReference,
+    spec: &CacheClusterSpec,
+) -> Result<ValidatedCluster, ValidationError> {
     if name.len() > MAX_NAME_LEN {
         return Err(ValidationError::invalid(
             "metadata.name",
@@ -115,7 +148,6 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
             ),
         ));
     }
-    let spec = &cluster.spec;
     let schedule = Schedule::new(&spec.expiry.schedule, spec.expiry.time_zone.as_deref())
         .map_err(|error| schedule_error(&error))?;
     // Refused rather than warned about: the janitor CronJob is what frees the volume, and
@@ -147,6 +179,7 @@ pub fn validate(cluster: &CacheCluster) -> Result<ValidatedCluster, ValidationEr
     }
     let max_memory = parse_bytes(&spec.memory.capacity)
         .map_err(|message| ValidationError::invalid("spec.memory.capacity", message))?;
+    memory_fits(max_memory, spec)?;
     let max_key_bytes = positive(spec.memory.max_key_bytes, "spec.memory.maxKeyBytes")?;
     let max_value_bytes = positive(spec.memory.max_value_bytes, "spec.memory.maxValueBytes")?;
     parse_bytes(&spec.persistence.size)
@@ -226,6 +259,70 @@ fn backend(spec: &BackendSpec) -> NodeBackend {
         expiry_column: postgres.expiry_column.clone(),
         mode: postgres.mode.into(),
     }
+}
+
+/// Refuses a memory capacity above the cache container's memory limit: the kernel would kill
+/// the pod long before the store reached it, and eviction would never run. The limit counts
+/// the whole process, the capacity only stored entries, so equal is allowed but leaves no room;
+/// the message says so. A limit that is not a plain quantity of bytes is left to the API
+/// server, which has already accepted it.
+fn memory_fits(capacity: u64, spec: &CacheClusterSpec) -> Result<(), ValidationError> {
+    let Some(limit) = spec
+        .resources
+        .as_ref()
+        .and_then(|resources| resources.limits.as_ref())
+        .and_then(|limits| limits.get("memory"))
+    else {
+        return Ok(());
+    };
+    match quantity_bytes(&limit.0) {
+        Some(limit_bytes) if capacity > limit_bytes => Err(ValidationError::invalid(
+            "spec.memory.capacity",
+            format!(
+                "memory.capacity {} ({capacity} bytes) is above the cache container's memory \
+                 limit {} ({limit_bytes} bytes, spec.resources.limits.memory): the pod would be \
+                 OOM-killed before eviction starts; lower memory.capacity or raise the limit, \
+                 leaving room for the process itself (about a quarter of the limit)",
+                spec.memory.capacity, limit.0
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes a Kubernetes quantity stands for (`512Mi`, `1G`, `1.5Gi`, `1e9`, `2048`), rounded
+/// down; `None` for what is not a quantity of bytes (a negative or milli value).
+fn quantity_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    let bytes = number * scale;
+    // The saturating float-to-int cast is the intent: a limit above u64 bounds nothing.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a finite, non-negative byte count, rounded down and saturated on purpose"
+    )]
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
 }
 
 /// A byte limit the schema bounds to be positive, re-checked because an older CRD may not.
@@ -438,6 +535,55 @@ mod tests {
             Err(ValidationError::InvalidSpec { field, message }) => format!("{field}: {message}"),
             other => panic!("expected InvalidSpec, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn capacity_above_the_memory_limit_is_refused() {
+        let mut cluster = fixtures::minimal();
+        cluster.spec.memory.capacity = "1Pi".into();
+        cluster.spec.resources = Some(fixtures::memory_limit("512Mi"));
+        let message = invalid_message(&cluster);
+        assert!(
+            message.starts_with("spec.memory.capacity: memory.capacity 1Pi (1125899906842624 bytes) is above the cache container's memory limit 512Mi (536870912 bytes"),
+            "{message}"
+        );
+        cluster.spec.memory.capacity = "512Mi".into();
+        validate(&cluster).expect("a capacity equal to the limit");
+        cluster.spec.resources = None;
+        cluster.spec.memory.capacity = "1Pi".into();
+        validate(&cluster).expect("no limit, nothing to compare with");
+    }
+
+    #[test]
+    fn quantities_are_read_as_kubernetes_writes_them() {
+        for (text, bytes) in [
+            ("2048", Some(2048)),
+            ("512Mi", Some(512 << 20)),
+            ("1G", Some(1_000_000_000)),
+            ("1.5Gi", Some(3 << 29)),
+            ("1e9", Some(1_000_000_000)),
+            ("128974848", Some(128_974_848)),
+            ("129e6", Some(129_000_000)),
+            ("123Mi", Some(123 << 20)),
+            ("100m", None),
+            ("-1Gi", None),
+            ("lots", None),
+        ] {
+            assert_eq!(quantity_bytes(text), bytes, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_check_needs_no_uid_and_says_what_the_status_says() {
+        let mut cluster = fixtures::minimal();
+        cluster.metadata.uid = None;
+        admissible("demo", "default", &cluster.spec).expect("valid");
+        cluster.metadata.uid = Some("uid".into());
+        cluster.spec.expiry.time_zone = Some("Mars/Olympus".into());
+        let refused = admissible("demo", "default", &cluster.spec).expect_err("bad zone");
+        assert_eq!(refused, validate(&cluster).expect_err("bad zone"));
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(admissible(&long, "default", &fixtures::minimal().spec).is_err());
     }
 
     #[test]

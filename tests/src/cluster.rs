@@ -122,7 +122,42 @@ impl LocalCluster {
     pub async fn deploy_operator(&self, timeout: Duration) -> Result<()> {
         let deploy = Self::deploy_dir();
         self.apply_kustomization(&deploy).await?;
-        self.wait_operator(timeout).await
+        self.wait_operator(timeout).await?;
+        self.wait_webhook(timeout).await
+    }
+
+    /// Waits until the CacheCluster admission webhook answers: a server-side dry run of a
+    /// valid CacheCluster succeeds. Until then every CacheCluster is refused (the webhook
+    /// fails closed), e.g. while the operator's first certificate is still being trusted or
+    /// its endpoints are not yet published.
+    pub async fn wait_webhook(&self, timeout: Duration) -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("a scratch directory", e))?;
+        let probe = dir.path().join("probe.yaml");
+        std::fs::write(
+            &probe,
+            "apiVersion: tidecache.io/v1alpha1\nkind: CacheCluster\nmetadata:\n  name: \
+             webhook-probe\n  namespace: default\nspec: {}\n",
+        )
+        .map_err(|e| Error::io(format!("writing {}", probe.display()), e))?;
+        let probe = probe.to_string_lossy();
+        let start = Instant::now();
+        loop {
+            let answer = self
+                .plane
+                .kubectl(&["apply", "--dry-run=server", "-f", &probe])
+                .await;
+            match answer {
+                Ok(_) => return Ok(()),
+                Err(error) if start.elapsed() > timeout => {
+                    return Err(Error::Timeout {
+                        what: "the CacheCluster admission webhook to answer".into(),
+                        waited: timeout,
+                        last: error.to_string(),
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
     }
 
     /// `kubectl apply -k <dir>`; the CRD must be established before a sample can be

@@ -347,6 +347,10 @@ impl ControlPlane {
             // `kubernetes` Service ("may not be in the loopback range"); nothing here
             // routes ClusterIPs anyway, so pods get the apiserver's address directly.
             "--endpoint-reconciler-type=none".into(),
+            // Admission webhooks are called at a ready endpoint of their Service, not at its
+            // ClusterIP (as GKE and k3s do): the apiserver runs on the host, outside any
+            // route to Service IPs.
+            "--enable-aggregator-routing=true".into(),
             format!("--cert-dir={}", self.dir.path().join("apiserver").display()),
             format!("--tls-cert-file={}", pki.apiserver.cert.display()),
             format!("--tls-private-key-file={}", pki.apiserver.key.display()),

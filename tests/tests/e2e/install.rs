@@ -320,7 +320,7 @@ pub async fn printer_columns(env: &Env) -> TestResult {
                 .collect();
             if header
                 != [
-                    "NAME", "REPLICAS", "READY", "ZONES", "MODE", "SCHEDULE", "AGE",
+                    "NAME", "REPLICAS", "READY", "ZONES", "MODE", "SCHEDULE", "STATUS", "AGE",
                 ]
             {
                 return Err(format!("header {header:?}"));
@@ -331,9 +331,9 @@ pub async fn printer_columns(env: &Env) -> TestResult {
                 .unwrap_or_default()
                 .to_owned();
             let cells: Vec<&str> = row.split_whitespace().collect();
-            let ok = cells.len() >= 6
+            let ok = cells.len() >= 7
                 && cells[..5] == ["demo", "3", "3", "3", "Full"]
-                && row.contains("* * * * * (UTC)");
+                && row.contains("* * * * * (UTC)   Ready");
             if ok {
                 Ok(Some(out))
             } else {
@@ -361,20 +361,102 @@ pub async fn printer_columns(env: &Env) -> TestResult {
     Ok(())
 }
 
-/// A CacheCluster breaking a CEL rule is refused by `kubectl apply` with its message.
+/// A CacheCluster breaking a CEL rule, and one breaking each check only the operator can
+/// make (the schedule and time zone by the contract crate, the capacity against the memory
+/// limit), are refused by `kubectl apply` with the message the status would show; none is
+/// stored. The webhook's refusals name the webhook; an update to a valid stored cluster is
+/// refused the same way, and the stored spec is unchanged.
 pub async fn invalid_refused(env: &Env) -> TestResult {
-    let manifest = "apiVersion: tidecache.io/v1alpha1\nkind: CacheCluster\nmetadata:\n  name: invalid\n  namespace: default\nspec:\n  expiry:\n    defaultTTL: 2h\n    maxTTL: 1h\n";
-    match apply(env, manifest).await {
-        Ok(out) => Err(format!("an invalid CacheCluster was accepted: {out}")),
-        Err(e) if e.contains("expiry.defaultTTL must not be longer than expiry.maxTTL") => {
-            let names = kubectl(env, &["get", "cacheclusters", "-A", "-o", "name"]).await?;
-            if names.contains("/invalid") {
-                Err("the refused CacheCluster exists".into())
+    const WEBHOOK: &str = "admission webhook \"cacheclusters.tidecache.io\" denied the request";
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "expiry:\n    defaultTTL: 2h\n    maxTTL: 1h",
+            "expiry.defaultTTL must not be longer than expiry.maxTTL",
+            "The CacheCluster \"invalid\" is invalid",
+        ),
+        (
+            "expiry:\n    schedule: \"61 * * * *\"",
+            "spec.expiry.schedule: the minute field \"61\" is invalid",
+            WEBHOOK,
+        ),
+        (
+            "expiry:\n    schedule: \"@every 5m\"",
+            "spec.expiry.schedule: \"@every 5m\" is not a supported macro",
+            WEBHOOK,
+        ),
+        (
+            "expiry:\n    schedule: \"0 0 30 2 *\"",
+            "spec.expiry.schedule: the schedule \"0 0 30 2 *\" never fires within",
+            WEBHOOK,
+        ),
+        (
+            "expiry:\n    timeZone: Mars/Olympus",
+            "spec.expiry.timeZone: unknown time zone \"Mars/Olympus\"",
+            WEBHOOK,
+        ),
+        (
+            "memory:\n    capacity: 1Pi\n  resources:\n    limits:\n      memory: 512Mi",
+            "spec.memory.capacity: memory.capacity 1Pi (1125899906842624 bytes) is above the \
+             cache container's memory limit 512Mi",
+            WEBHOOK,
+        ),
+    ];
+    for (spec, message, by) in cases {
+        let manifest = format!(
+            "apiVersion: tidecache.io/v1alpha1\nkind: CacheCluster\nmetadata:\n  name: invalid\n  \
+             namespace: default\nspec:\n  {spec}\n"
+        );
+        match apply(env, &manifest).await {
+            Ok(out) => return Err(format!("an invalid CacheCluster was accepted: {out}")),
+            Err(e) if e.contains(message) && e.contains(by) => {}
+            Err(e) => return Err(format!("refused without {message:?} from {by}: {e}")),
+        }
+        let names = kubectl(env, &["get", "cacheclusters", "-A", "-o", "name"]).await?;
+        if names.contains("/invalid") {
+            return Err(format!("the refused CacheCluster exists ({spec})"));
+        }
+    }
+    // An update of the stored sample is checked too, and refused without touching it.
+    let patch = r#"{"spec":{"expiry":{"timeZone":"Mars/Olympus"}}}"#;
+    match kubectl(
+        env,
+        &[
+            "patch",
+            "cachecluster",
+            DEMO.name,
+            "-n",
+            DEMO.namespace,
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+    )
+    .await
+    {
+        Ok(out) => Err(format!("a bad update was accepted: {out}")),
+        Err(e) if e.contains(WEBHOOK) && e.contains("Mars/Olympus") => {
+            let zone = kubectl(
+                env,
+                &[
+                    "get",
+                    "cachecluster",
+                    DEMO.name,
+                    "-n",
+                    DEMO.namespace,
+                    "-o",
+                    "jsonpath={.spec.expiry.timeZone}",
+                ],
+            )
+            .await?;
+            if zone.contains("Mars") {
+                Err(format!("the refused update was stored: timeZone {zone}"))
             } else {
                 Ok(())
             }
         }
-        Err(e) => Err(format!("refused without the rule's message: {e}")),
+        Err(e) => Err(format!(
+            "the bad update was refused, but not by the webhook: {e}"
+        )),
     }
 }
 

@@ -23,6 +23,9 @@ const TAKEOVER_SLACK: Duration = Duration::from_secs(3);
 /// The child changed while there is no leader, which only a leader puts back.
 const DRIFTED: (&str, &str) = ("service", "demo-peers");
 const DRIFT_LABEL: &str = "app.kubernetes.io/part-of";
+/// The admission webhook's Secret and configuration (deploy/webhook.yaml).
+const WEBHOOK_SECRET: &str = "tidecache-operator-webhook-tls";
+const WEBHOOK_CONFIGURATION: &str = "tidecache-operator";
 
 /// Kills the leader's pod (`--grace-period=0 --force`: SIGKILL, no chance to release the
 /// Lease) while every node is cordoned, so that its replacement cannot run and the one
@@ -289,9 +292,20 @@ fn audit_one_writer(env: &Env, old: &str, standby: &str, acquired: DateTime<Utc>
             OPERATOR_LEASE,
         )
     };
+    // Every replica keeps the webhook's certificate current, leader or not (each write
+    // conditional on what it read), so those writes are not the controller's and are left out.
+    let webhook = |e: &AuditEvent| {
+        e.is_about("", "secrets", OPERATOR_NAMESPACE, WEBHOOK_SECRET)
+            || e.is_about(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                "",
+                WEBHOOK_CONFIGURATION,
+            )
+    };
     let writes: Vec<&AuditEvent> = events
         .iter()
-        .filter(|e| e.is_write() && !lease(e))
+        .filter(|e| e.is_write() && !lease(e) && !webhook(e))
         .collect();
     // One contiguous run of writes per replica: leadership never came back to a
     // replica, and no two wrote in turns.

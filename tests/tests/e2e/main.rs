@@ -146,7 +146,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "invalid_refused",
-            needs: Needs::Operator,
+            needs: Needs::Demo,
             namespace: None,
             body: |e| Box::pin(install::invalid_refused(e)),
         },
