@@ -79,11 +79,11 @@ impl LocalCluster {
             plane.apiserver_port(),
         )
         .await?;
-        eprintln!(
+        crate::console::say(format!(
             "local cluster: control plane, {} nodes and the kubelet up in {:.1?}",
             nodes.names().len(),
             started.elapsed()
-        );
+        ));
         Ok(Self {
             kubelet,
             _nodes: nodes,

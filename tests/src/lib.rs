@@ -4,6 +4,7 @@
 //! janitor are tested (see `tests/README.md`).
 
 pub mod cluster;
+pub mod console;
 pub mod control_plane;
 pub mod http;
 pub mod kubelet;

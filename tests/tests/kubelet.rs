@@ -1,8 +1,10 @@
 //! The test kubelet's own promises, on pods written for them (the operator's pods use
 //! only part of what it supports): env from fieldRef/configMapKeyRef/secretKeyRef and
 //! envFrom, configMap/secret/downwardAPI/emptyDir volumes at their container paths, the
-//! pod's host name and DNS, exit codes → Succeeded/Failed, OnFailure restarts, a
-//! liveness exec probe restarting a container, and deletion within the grace period.
+//! pod's host name and DNS, a PID namespace per container, exit codes →
+//! Succeeded/Failed, OnFailure restarts, a liveness exec probe restarting a container,
+//! an exec readiness probe inside the container's view, and deletion within the grace
+//! period, which takes even a process that left the container's process group.
 //!
 //! The pods use our janitor image (so the kubelet accepts them) with `command`
 //! overridden by a shell from the host, which the container's root mirrors.
@@ -124,6 +126,9 @@ async fn kubelet_runs_pods_as_specified() {
         check apiserver "${KUBERNETES_SERVICE_HOST:+set}" set
         check resolver "$(awk '/^search/ {print $2}' /etc/resolv.conf)" default.svc.cluster.local
         check janitorBinary "$(test -x /usr/local/bin/janitor && echo yes)" yes
+        # $$$$: a command's $$ is an escaped $, as in Kubernetes.
+        check pid "$$$$" 1
+        check pid1 "$(tr '\0' ' ' < /proc/1/cmdline | cut -d' ' -f1)" /bin/sh
         exit $fail
     "#;
     let env_pod = pod(
@@ -167,7 +172,14 @@ async fn kubelet_runs_pods_as_specified() {
         "if [ -f /scratch/once ]; then exit 0; fi; touch /scratch/once; exit 1",
         json!({}),
     );
-    let mut liveness = pod("liveness", "Always", "exec sleep 600", json!({}));
+    // `sleep` is PID 1 of the container and ignores SIGTERM (as in Kubernetes), so
+    // the restart ends with SIGKILL after the short grace.
+    let mut liveness = pod(
+        "liveness",
+        "Always",
+        "exec sleep 600",
+        json!({"terminationGracePeriodSeconds": 2}),
+    );
     if let Some(c) = liveness
         .spec
         .as_mut()
@@ -182,12 +194,33 @@ async fn kubelet_runs_pods_as_specified() {
             .expect("probe"),
         );
     }
-    let graceful = pod(
+    // It leaves a process in a session of its own behind, which must die with the
+    // container's PID namespace, and is Ready only by an exec probe that sees the
+    // container's volume, host name and processes.
+    let mut graceful = pod(
         "graceful",
         "Always",
-        "trap 'echo terminating; exit 0' TERM; while true; do sleep 0.2; done",
+        &format!(
+            "setsid sleep {ESCAPEE} & touch /scratch/ready; \
+             trap 'echo terminating; exit 0' TERM; while true; do sleep 0.2; done"
+        ),
         json!({}),
     );
+    if let Some(c) = graceful
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.first_mut())
+    {
+        c.readiness_probe = Some(
+            serde_json::from_value(json!({
+                "exec": {"command": ["/bin/sh", "-c", "test -f /scratch/ready \
+                    && test \"$(cat /proc/sys/kernel/hostname)\" = graceful \
+                    && test \"$(cat /proc/1/comm)\" = sh"]},
+                "periodSeconds": 1,
+            }))
+            .expect("probe"),
+        );
+    }
     for p in [&env_pod, &failing, &on_failure, &liveness, &graceful] {
         pods.create(&post, p).await.expect("creating a pod");
     }
@@ -246,10 +279,14 @@ async fn kubelet_runs_pods_as_specified() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    wait_pod(&pods, "graceful", "run", |p| {
-        main_status(p).state.and_then(|s| s.running).is_some()
+    wait_pod(&pods, "graceful", "be ready by its exec probe", |p| {
+        main_status(p).ready
     })
     .await;
+    assert!(
+        escapees() > 0,
+        "the container's `setsid sleep {ESCAPEE}` runs"
+    );
     let asked = Instant::now();
     pods.delete("graceful", &DeleteParams::default())
         .await
@@ -274,4 +311,34 @@ async fn kubelet_runs_pods_as_specified() {
         .map(ResourceExt::name_any)
         .collect();
     assert!(!names.contains(&"graceful".to_owned()));
+    // Killed with the namespace's PID 1 once the shell exited; a moment for the kernel.
+    let start = Instant::now();
+    while escapees() > 0 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        escapees(),
+        0,
+        "the process that left the container's process group died with the container"
+    );
+}
+
+/// What the `graceful` pod's stray process sleeps, to find it among the host's.
+const ESCAPEE: &str = "6061";
+
+/// Live processes running `sleep` [`ESCAPEE`].
+fn escapees() -> usize {
+    let wanted = format!("sleep\0{ESCAPEE}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let dir = e.path();
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            let zombie = std::fs::read_to_string(dir.join("stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+            cmdline == wanted.as_bytes() && !zombie
+        })
+        .count()
 }

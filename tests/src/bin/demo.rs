@@ -2,6 +2,7 @@
 //! CacheCluster, running until Ctrl-C, with instructions for reaching the cache and for
 //! using kubectl against the cluster.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -9,29 +10,35 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use tidecache_e2e::cluster::LocalCluster;
-use tidecache_e2e::control_plane::Error;
+use tidecache_e2e::console::{flush, say};
+use tidecache_e2e::control_plane::{Error, wait_for_teardown};
 
 const NAMESPACE: &str = "default";
 const SELECTOR: &str = "app.kubernetes.io/instance=demo,app.kubernetes.io/component=cache";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
+    let result = run().await;
+    // A Ctrl-C during startup makes `run` fail as the components go; the signal
+    // handler is still tearing down then and exits the process itself when done.
+    wait_for_teardown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("demo: {e}");
+            say(format!("demo: {e}"));
+            flush(Duration::from_secs(1));
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run() -> Result<(), Error> {
-    eprintln!("demo: starting the local cluster (the first run builds Kubernetes, ~10 min)");
+    say("demo: starting the local cluster (the first run builds Kubernetes, ~10 min)");
     let cluster = LocalCluster::start().await?;
-    eprintln!("demo: kubectl apply -k deploy/");
+    say("demo: kubectl apply -k deploy/");
     cluster.deploy_operator(Duration::from_secs(180)).await?;
     let sample = LocalCluster::deploy_dir().join("samples/minimal.yaml");
-    eprintln!("demo: kubectl apply -f {}", sample.display());
+    say(format!("demo: kubectl apply -f {}", sample.display()));
     cluster
         .plane()
         .kubectl(&["apply", "-f", &sample.to_string_lossy()])
@@ -51,7 +58,7 @@ async fn run() -> Result<(), Error> {
         .await?;
     let first = pods.first().map(|(_, ip)| ip.clone()).unwrap_or_default();
     let gateway = cluster.network().gateway();
-    println!(
+    let banner = format!(
         "\n\
 The local cluster is up: a real kube-apiserver, controller manager and scheduler, 3 zones x 2
 fake nodes, the tidecache operator from deploy/ and the sample CacheCluster `demo`.
@@ -83,6 +90,9 @@ Press Ctrl-C to stop and remove everything.",
             .collect::<Vec<_>>()
             .join("\n"),
     );
+    // A failed write (e.g. `| tee` gone) must not end the demo: Ctrl-C still has to
+    // reach the teardown, and what was not printed is in `kubectl get` anyway.
+    let _printed = writeln!(std::io::stdout().lock(), "{banner}");
     // Ctrl-C is handled by the harness: it stops every process group, deletes the
     // pods' network namespaces, the bridge and the temp dirs, and exits.
     std::future::pending::<()>().await;

@@ -34,6 +34,7 @@ pub use error::{Error, Result};
 use kubeconfig::Credentials;
 pub use nodes::{FakeNodes, HOSTNAME_LABEL, NodeTemplate, ZONE_LABEL};
 use process::Process;
+pub use process::wait_for_teardown;
 
 /// How long each startup phase may take. Generous: the machine may be busy compiling.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);

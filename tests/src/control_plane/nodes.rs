@@ -314,13 +314,13 @@ async fn heartbeat(nodes: Api<Node>, leases: Api<Lease>, mut fake: Vec<(String, 
                 .patch(name, &PatchParams::default(), &Patch::Merge(&renew))
                 .await
             {
-                eprintln!("fake node {name}: renewing its lease failed: {e}");
+                crate::console::say(format!("fake node {name}: renewing its lease failed: {e}"));
             }
             for condition in status.conditions.iter_mut().flatten() {
                 condition.last_heartbeat_time = Some(Time(now));
             }
             if let Err(e) = report_status(&nodes, name, status).await {
-                eprintln!("fake node {name}: {e}");
+                crate::console::say(format!("fake node {name}: {e}"));
             }
         }
     }

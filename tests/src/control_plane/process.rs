@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process_group};
 
 use super::error::{Error, Result};
+use crate::console;
 
 /// How long a component gets to exit after SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(10);
@@ -42,15 +43,19 @@ impl Process {
         let stderr = file
             .try_clone()
             .map_err(|e| Error::io(format!("duplicating log {}", log.display()), e))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
-        registry().groups.insert(child.id());
+        let child = spawn_group(
+            || {
+                Command::new(program)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(file)
+                    .stderr(stderr)
+                    .process_group(0)
+                    .spawn()
+            },
+            Child::id,
+        )
+        .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
         Ok(Self {
             name,
             child: Some(child),
@@ -147,19 +152,52 @@ pub(crate) fn signal_group(id: u32, signal: Signal) {
 }
 
 /// What must be cleaned up if the test process is interrupted.
+#[derive(Clone)]
 struct Registry {
+    /// Set when the signal handler takes its copy: from then on no group starts.
+    closed: bool,
     groups: BTreeSet<u32>,
     dirs: BTreeSet<PathBuf>,
     /// Commands by key, run in key order (so a key prefix can order them).
     cleanups: BTreeMap<String, Vec<String>>,
 }
 
+impl Registry {
+    const fn new() -> Self {
+        Self {
+            closed: false,
+            groups: BTreeSet::new(),
+            dirs: BTreeSet::new(),
+            cleanups: BTreeMap::new(),
+        }
+    }
+
+    /// Runs `spawn` and registers the group of the child it started, unless the
+    /// registry is closed (see [`spawn_group`]).
+    fn spawn_group<T>(
+        &mut self,
+        spawn: impl FnOnce() -> std::io::Result<T>,
+        id: impl FnOnce(&T) -> u32,
+    ) -> std::io::Result<T> {
+        if self.closed {
+            return Err(std::io::Error::other(
+                "not started: the process is being torn down by a signal",
+            ));
+        }
+        let child = spawn()?;
+        self.groups.insert(id(&child));
+        Ok(child)
+    }
+
+    /// Closes the registry and returns what it held, for the teardown.
+    fn close(&mut self) -> Self {
+        self.closed = true;
+        self.clone()
+    }
+}
+
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-        groups: BTreeSet::new(),
-        dirs: BTreeSet::new(),
-        cleanups: BTreeMap::new(),
-    });
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
     // A panic while holding the lock leaves consistent sets behind, so poisoning is moot.
     REGISTRY
         .lock()
@@ -173,14 +211,22 @@ pub(crate) fn register_dir(dir: &Path) {
     registry().dirs.insert(dir.to_owned());
 }
 
-/// Registers a process group (e.g. a pod's container) to stop if the test process is
-/// interrupted; its owner stops it itself otherwise and then calls [`forget_group`].
-pub(crate) fn register_group(id: u32) {
+/// Starts a process group (`spawn` must put the child in a new one) and registers it to
+/// be stopped if the test process is interrupted; its owner stops it itself otherwise
+/// and then calls [`forget_group`]. Refused once a terminating signal arrived: the
+/// kubelet restarts a container that exited on the handler's SIGTERM within a second,
+/// and a group started after the handler took its list would outlive the process (the
+/// operator's replicas did, reparented to init). The registry's lock is held across the
+/// spawn, so a group is either in the handler's list or never started.
+pub(crate) fn spawn_group<T>(
+    spawn: impl FnOnce() -> std::io::Result<T>,
+    id: impl FnOnce(&T) -> u32,
+) -> std::io::Result<T> {
     install_signal_handler();
-    registry().groups.insert(id);
+    registry().spawn_group(spawn, id)
 }
 
-/// Undoes [`register_group`].
+/// Undoes the registration of [`spawn_group`].
 pub(crate) fn forget_group(id: u32) {
     registry().groups.remove(&id);
 }
@@ -216,9 +262,22 @@ pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: stop every registered process group, delete the
-/// registered directories and exit, since Drop never runs when a signal kills the test
-/// process.
+/// If a terminating signal is tearing the process down, waits for the signal handler,
+/// which exits the process when it is done; returns at once otherwise. For a `main`
+/// about to return (the failures the teardown causes surface there as errors): the
+/// process would otherwise end while the handler is still stopping the components.
+pub fn wait_for_teardown() {
+    if interrupted() {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: stop every registered process group, run the
+/// registered cleanups, delete the registered directories and exit, since Drop never
+/// runs when a signal kills the test process. Its messages go through
+/// [`console::say`]: stderr may be a pipe whose reader died with the same Ctrl-C.
 fn install_signal_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
@@ -226,48 +285,65 @@ fn install_signal_handler() {
         let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
             Ok(signals) => signals,
             Err(e) => {
-                eprintln!("control plane: cannot install the signal handler ({e}); an interrupted test may leave processes behind");
+                console::say(format!("control plane: cannot install the signal handler ({e}); an interrupted test may leave processes behind"));
                 return;
             }
         };
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                INTERRUPTED.store(true, Ordering::SeqCst);
-                eprintln!("control plane: signal {signal}, stopping all components");
-                let (groups, dirs, cleanups) = {
-                    let r = registry();
-                    (r.groups.clone(), r.dirs.clone(), r.cleanups.clone())
-                };
-                for &id in &groups {
-                    signal_group(id, Signal::TERM);
-                }
-                // Until every group is gone (or only zombies are left, which the
-                // exit reaps), at most a few seconds.
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline && !registry().groups.is_empty() {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                for &id in &groups {
-                    signal_group(id, Signal::KILL);
-                }
-                for command in cleanups.values() {
-                    if let Some((program, args)) = command.split_first() {
-                        // Best effort: the process is exiting either way.
-                        let _ran = Command::new(program)
-                            .args(args)
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null())
-                            .status();
-                    }
-                }
-                for dir in &dirs {
-                    // Best effort: the process is exiting either way.
-                    let _removed = std::fs::remove_dir_all(dir);
-                }
-                std::process::exit(128 + signal);
+                tear_down(signal);
             }
         });
     });
+}
+
+fn tear_down(signal: i32) -> ! {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    let Registry {
+        groups,
+        dirs,
+        cleanups,
+        ..
+    } = registry().close();
+    console::say(format!(
+        "control plane: signal {signal}, stopping all components"
+    ));
+    for &id in &groups {
+        signal_group(id, Signal::TERM);
+    }
+    // Until every group is gone (or only zombies are left, which the exit reaps), at
+    // most a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !registry().groups.is_empty() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A container's group holds its `unshare`, whose death kills the container's PID
+    // namespace: whatever it forked, even into a session of its own, dies with it.
+    for &id in &groups {
+        signal_group(id, Signal::KILL);
+    }
+    for command in cleanups.values() {
+        if let Some((program, args)) = command.split_first() {
+            // Best effort: the process is exiting either way.
+            let _ran = Command::new(program)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    for dir in &dirs {
+        // Best effort: the process is exiting either way.
+        let _removed = std::fs::remove_dir_all(dir);
+    }
+    console::say(format!(
+        "control plane: stopped {} process groups, removed {} network objects and {} directories",
+        groups.len(),
+        cleanups.len(),
+        dirs.len()
+    ));
+    console::flush(Duration::from_secs(1));
+    std::process::exit(128 + signal);
 }
 
 #[cfg(test)]
@@ -282,6 +358,27 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         assert_eq!(log_tail(&path, 2), "line 99\nline 100");
         assert!(log_tail(&dir.path().join("missing"), 2).starts_with("(cannot read"));
+    }
+
+    #[test]
+    fn nothing_starts_once_the_teardown_took_its_list() {
+        let mut registry = Registry::new();
+        let first = registry.spawn_group(|| Ok(7), |&id| id).expect("started");
+        let taken = registry.close();
+        assert_eq!(taken.groups, BTreeSet::from([first]));
+        let mut attempted = false;
+        let refused = registry.spawn_group(
+            || {
+                attempted = true;
+                Ok(8)
+            },
+            |&id| id,
+        );
+        assert!(
+            refused.is_err() && !attempted,
+            "a restart during the teardown is refused"
+        );
+        assert_eq!(registry.groups, BTreeSet::from([first]));
     }
 
     #[test]

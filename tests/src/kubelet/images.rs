@@ -28,10 +28,10 @@ impl Images {
         for name in IMAGE_BINARIES {
             args.extend(["-p", name]);
         }
-        eprintln!(
+        crate::console::say(format!(
             "kubelet: building the images' binaries ({}) with cargo",
             IMAGE_BINARIES.join(", ")
-        );
+        ));
         let output = Command::new(&cargo)
             .args(&args)
             .current_dir(workspace_root())

@@ -40,7 +40,7 @@ pub use images::{IMAGE_BINARIES, Images, workspace_root};
 pub use network::{PodAddress, PodNetwork};
 pub use observe::{Observation, Observed, ProbeKind, Summary, Unready};
 
-use crate::control_plane::process::{forget_group, register_dir, signal_group};
+use crate::control_plane::process::{forget_group, register_dir, signal_group, spawn_group};
 use crate::control_plane::{Error, Result};
 
 /// What every pod worker shares.
@@ -50,8 +50,9 @@ pub(crate) struct Shared {
     images: Images,
     dir: PathBuf,
     apiserver_port: u16,
-    /// Live container process groups, killed when the kubelet is dropped.
-    groups: Mutex<BTreeSet<u32>>,
+    /// Live container process groups, killed when the kubelet is dropped; `None` from
+    /// then on, so that a worker restarting a container meanwhile starts nothing.
+    groups: Mutex<Option<BTreeSet<u32>>>,
     /// Pod network namespaces by pod UID, deleted when the kubelet is dropped.
     addresses: Mutex<BTreeMap<String, PodAddress>>,
     /// What the kubelet saw and decided, by pod UID, in order; forgotten when the pod
@@ -67,13 +68,30 @@ impl Shared {
             .join(format!("{namespace}_{name}_{uid}"))
     }
 
-    fn track_group(&self, pid: u32, live: bool) {
+    /// Starts a container (`command` puts it in a process group of its own) and tracks
+    /// its group, unless the kubelet or the whole process is being torn down.
+    fn spawn_container(
+        &self,
+        command: &mut tokio::process::Command,
+    ) -> std::io::Result<tokio::process::Child> {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        if live {
-            groups.insert(pid);
-        } else {
-            groups.remove(&pid);
+        let Some(live) = groups.as_mut() else {
+            return Err(std::io::Error::other(
+                "not started: the kubelet is stopping",
+            ));
+        };
+        let child = spawn_group(|| command.spawn(), |c| c.id().unwrap_or_default())?;
+        live.insert(child.id().unwrap_or_default());
+        Ok(child)
+    }
+
+    /// Stops tracking a container's group (it has exited or been killed).
+    fn forget_container(&self, pid: u32) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = groups.as_mut() {
+            live.remove(&pid);
         }
+        forget_group(pid);
     }
 
     fn track_address(&self, uid: &str, address: Option<PodAddress>) {
@@ -147,7 +165,7 @@ impl Kubelet {
             images,
             dir: dir.path().to_owned(),
             apiserver_port,
-            groups: Mutex::new(BTreeSet::new()),
+            groups: Mutex::new(Some(BTreeSet::new())),
             addresses: Mutex::new(BTreeMap::new()),
             observations: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Some(log)),
@@ -218,8 +236,9 @@ impl Drop for Kubelet {
             .groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
+            .take()
+            .into_iter()
+            .flatten()
             .collect();
         for &pid in &groups {
             signal_group(pid, Signal::TERM);

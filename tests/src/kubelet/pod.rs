@@ -1,10 +1,11 @@
-//! One pod's life on the test kubelet: network namespace and volumes, a process per
-//! container (entered through `ip netns exec` → `unshare --mount` → `sh` mounts →
-//! `chroot`, every step an `exec`, so the container's PID is the one we spawned and
-//! signals reach it), probes, restarts per `restartPolicy`, status reported to the
-//! apiserver, and deletion: SIGTERM, the grace period, SIGKILL, then a grace-0 delete
-//! so that controllers waiting for the pod to be gone (StatefulSet scale-down and
-//! rollouts) go on.
+//! One pod's life on the test kubelet: network namespace and volumes, a PID namespace
+//! per container (entered through `ip netns exec` → `unshare --mount --uts --pid
+//! --fork` → `sh` mounts → `chroot`; every step but the fork an `exec`, so the PID we
+//! spawned is `unshare` and the container's command is its child, PID 1 inside, in the
+//! same process group, which signals reach), probes, restarts per `restartPolicy`,
+//! status reported to the apiserver, and deletion: SIGTERM, the grace period, SIGKILL,
+//! then a grace-0 delete so that controllers waiting for the pod to be gone
+//! (StatefulSet scale-down and rollouts) go on.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +29,7 @@ use super::network::PodAddress;
 use super::observe::{Observed, ProbeKind};
 use super::rootfs::{self, Mount};
 use super::volumes::{Materializer, expand};
-use crate::control_plane::process::{forget_group, register_group, signal_group};
+use crate::control_plane::process::signal_group;
 use crate::control_plane::{Error, Result};
 
 /// How often the worker looks at its processes when nothing else happens.
@@ -39,6 +40,26 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A container that ran this long before exiting restarts without backoff history.
 const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// How a container is entered after `ip netns exec <pod netns>`: private mount and UTS
+/// namespaces, and a PID namespace of its own whose PID 1 (`--fork`) is the container's
+/// command (the rootfs script `exec`s into it) with its own `/proc`. `unshare` stays
+/// behind as the process we spawned: it passes SIGTERM on to the container only through
+/// the process group (it blocks the signal itself and exits with the container's
+/// status), and its death kills PID 1 (`--kill-child`), and with it, as the kernel does
+/// for any PID namespace, every process in the container, whatever group or session it
+/// moved to. As in Kubernetes, PID 1 gets only the signals it handles, SIGKILL aside.
+const UNSHARE: [&str; 9] = [
+    "unshare",
+    "--mount",
+    "--uts",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+    "--propagation",
+    "private",
+];
 
 /// Where each image's entrypoint is inside the container (our Dockerfiles install
 /// every binary there).
@@ -447,10 +468,8 @@ impl Worker {
         let code = exit_code(status);
         run.child = None;
         if let Some(pid) = run.pid.take() {
-            forget_group(pid);
-            self.shared.track_group(pid, false);
-            // Whatever the container forked dies with it, as with a container's PID 1.
-            signal_group(pid, Signal::KILL);
+            // Whatever the container forked died with its PID namespace.
+            self.shared.forget_container(pid);
         }
         self.shared.log(&format!(
             "{}: container {} exited with {code}",
@@ -519,9 +538,10 @@ impl Worker {
                 return;
             }
         };
-        let spawned = tokio::process::Command::new("ip")
+        let mut command = tokio::process::Command::new("ip");
+        command
             .args(["netns", "exec", &address.netns])
-            .args(["unshare", "--mount", "--uts", "--propagation", "private"])
+            .args(UNSHARE)
             .args(["/bin/sh", "-c", &run.script, "sh"])
             .args(&run.argv)
             .env_clear()
@@ -529,13 +549,10 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
-            .process_group(0)
-            .spawn();
-        match spawned {
+            .process_group(0);
+        match self.shared.spawn_container(&mut command) {
             Ok(child) => {
                 let pid = child.id().unwrap_or_default();
-                register_group(pid);
-                self.shared.track_group(pid, true);
                 if run.restarts > 0 || run.started_at.is_some() {
                     run.restarts += 1;
                 }
@@ -695,8 +712,7 @@ impl Worker {
         }
         for run in &mut self.runs {
             if let Some(pid) = run.pid.take() {
-                forget_group(pid);
-                self.shared.track_group(pid, false);
+                self.shared.forget_container(pid);
             }
             run.next_start = None;
             if run.ready {
@@ -1023,20 +1039,46 @@ async fn run_probe(
         let connect = tokio::net::TcpStream::connect((address.ip, port));
         return matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)));
     }
-    if let (Some(exec), Some(pid)) = (&probe.exec, pid) {
-        // Inside the container: its mount and network namespaces and its root.
-        let status = tokio::process::Command::new("nsenter")
-            .arg(format!("--target={pid}"))
-            .args(["--mount", "--net", "--root", "--wd"])
+    if let (Some(exec), Some(init)) = (&probe.exec, pid.and_then(container_init)) {
+        // Inside the container: its namespaces and its root. With `--pid` nsenter forks
+        // the command into the container's PID namespace (so it dies with the
+        // container); both stay in nsenter's new process group, killed on a timeout.
+        let spawned = tokio::process::Command::new("nsenter")
+            .arg(format!("--target={init}"))
+            .args(["--mount", "--net", "--uts", "--pid", "--root", "--wd"])
             .args(exec.command.as_deref().unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
-            .status();
-        return matches!(tokio::time::timeout(timeout, status).await, Ok(Ok(s)) if s.success());
+            .spawn();
+        let Ok(mut nsenter) = spawned else {
+            return false;
+        };
+        return match tokio::time::timeout(timeout, nsenter.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => {
+                if let Some(id) = nsenter.id() {
+                    signal_group(id, Signal::KILL);
+                }
+                false
+            }
+        };
     }
     false
+}
+
+/// The host PID of a container's first process, the child that `unshare --fork` runs as
+/// PID 1 of the container's PID namespace: the PID we spawned is `unshare` itself, whose
+/// root is still the host's.
+fn container_init(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The shortest lifetime of the service-account tokens the pod's volumes project.

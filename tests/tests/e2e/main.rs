@@ -199,6 +199,9 @@ fn main() -> ExitCode {
         let _context = runtime.enter();
         suite.teardown(conclusion.has_failed());
     }
+    // After a Ctrl-C the scenarios fail as the cluster goes; the signal handler exits
+    // the process once it has removed everything, which returning now would cut short.
+    tidecache_e2e::control_plane::wait_for_teardown();
     drop(runtime);
     eprintln!("e2e: {:.1?} in total", started.elapsed());
     conclusion.exit_code()
