@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane that tidecache's end-to-end tests run
-# against — etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl —
+# against — etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and
+# kubectl —
 # from their Go modules, pinned by the two consumer modules next to this script
 # (kubernetes/go.mod and etcd/go.mod, with their go.sum).
 #
@@ -15,7 +16,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl)
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 
@@ -101,7 +102,7 @@ build() { # <name> <module dir> <package> [ldflags]
 
 log "building Kubernetes $k8s_version and etcd $etcd_version into $out"
 build etcd etcd go.etcd.io/etcd/server/v3
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do
   build "$b" kubernetes "k8s.io/kubernetes/cmd/$b" "$version_ldflags"
 done
 rm -rf "$GOCACHE"

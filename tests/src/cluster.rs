@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::Api;
 
+use crate::control_plane::proxy::{KubeProxy, ProxyNetwork};
 use crate::control_plane::{ControlPlane, Error, FakeNodes, NodeTemplate, Options, Result};
 use crate::kubelet::{Images, Kubelet, PodNetwork, workspace_root};
 
@@ -39,14 +40,28 @@ pub struct LocalCluster {
     kubelet: Kubelet,
     /// Held for its heartbeat, which keeps the nodes Ready.
     _nodes: FakeNodes,
+    /// Routes the Services' ClusterIPs, when asked for ([`LocalCluster::start_routed`]).
+    _proxy: Option<KubeProxy>,
     plane: ControlPlane,
     network: Arc<PodNetwork>,
 }
 
 impl LocalCluster {
     /// Builds what is missing (control plane, our binaries), starts everything and
-    /// returns once the nodes are Ready and the kubelet runs.
+    /// returns once the nodes are Ready and the kubelet runs. Service ClusterIPs are not
+    /// routed (see [`Self::start_routed`]).
     pub async fn start() -> Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// [`Self::start`], and kube-proxy routing the Services' ClusterIPs, from the pods and
+    /// from the host (`control_plane::proxy`). One such cluster per machine at a time: the
+    /// rules live in the host's iptables.
+    pub async fn start_routed() -> Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(route_services: bool) -> Result<Self> {
         let started = Instant::now();
         if !rustix::process::geteuid().is_root() {
             return Err(Error::io(
@@ -71,6 +86,17 @@ impl LocalCluster {
         let nodes =
             FakeNodes::create(&client, &ZONES, NODES_PER_ZONE, &NodeTemplate::default()).await?;
         nodes.wait_ready(Duration::from_secs(120)).await?;
+        let proxy = if route_services {
+            let node = nodes.names().first().cloned().unwrap_or_default();
+            let routed = ProxyNetwork {
+                pod_cidr: network.cidr(),
+                bridge: network.bridge(),
+                node: &node,
+            };
+            Some(KubeProxy::start(&plane, &routed).await?)
+        } else {
+            None
+        };
         let kubelet = Kubelet::start(
             client,
             nodes.names(),
@@ -87,6 +113,7 @@ impl LocalCluster {
         Ok(Self {
             kubelet,
             _nodes: nodes,
+            _proxy: proxy,
             plane,
             network,
         })

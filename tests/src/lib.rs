@@ -6,5 +6,6 @@
 pub mod cluster;
 pub mod console;
 pub mod control_plane;
+pub mod hosts;
 pub mod http;
 pub mod kubelet;

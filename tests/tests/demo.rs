@@ -14,8 +14,11 @@
 //! - `sigterm_with_the_output_in_a_file`: SIGTERM to the demo alone, its output in a
 //!   file, which must then say that the teardown ran.
 //!
-//! The two run in parallel, each with its own cluster: about 65–75 s in all, of which
-//! each teardown takes 4–5 s.
+//! The two run one after the other (a lock): each demo starts kube-proxy, whose rules live
+//! in the host's iptables under fixed names. Before its signal, the second also does what
+//! the README's quick start does: a PUT and a GET through the Service's name
+//! (`demo.default.svc.cluster.local`, in `/etc/hosts` while the demo runs) and ClusterIP.
+//! After the teardown the name and kube-proxy's chains must be gone too.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -38,8 +41,17 @@ const TEARDOWN: Duration = Duration::from_secs(15);
 /// For processes SIGKILLed at the end of the teardown to be gone.
 const REAPING: Duration = Duration::from_secs(5);
 
+/// One demo at a time (see the module documentation).
+static ONE_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The sample's client Service, as the README's quick start addresses it.
+const SERVICE: &str = "demo.default.svc.cluster.local";
+
 #[test]
 fn ctrl_c_after_the_output_pipe_died() {
+    let _one = ONE_DEMO
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (reader, writer) = std::io::pipe().expect("a pipe");
     let stderr = writer.try_clone().expect("duplicating the pipe");
     let mut demo = Demo::start(Stdio::from(writer), Stdio::from(stderr));
@@ -79,6 +91,9 @@ fn ctrl_c_after_the_output_pipe_died() {
 
 #[test]
 fn sigterm_with_the_output_in_a_file() {
+    let _one = ONE_DEMO
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("demo.log");
     let file = File::create(&path).expect("creating the log");
@@ -97,6 +112,11 @@ fn sigterm_with_the_output_in_a_file() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let run = Footprint::of(&demo, &output);
+    assert!(
+        output.contains(&format!("curl http://{SERVICE}:8080/v1/keys/greeting")),
+        "the demo shows the Service first:\n{output}"
+    );
+    through_the_service_name();
     let started = Instant::now();
     demo.signal(Signal::TERM);
     let status = demo.wait(TEARDOWN);
@@ -249,6 +269,8 @@ struct Footprint {
     links: BTreeSet<String>,
     /// The control plane's and the kubelet's temp dirs.
     dirs: Vec<PathBuf>,
+    /// The demo's pid, which marks its lines in `/etc/hosts`.
+    demo_pid: u32,
 }
 
 impl Footprint {
@@ -340,6 +362,7 @@ impl Footprint {
             netns_names,
             links,
             dirs: vec![plane_dir, kubelet_dir],
+            demo_pid: demo.pid,
         }
     }
 
@@ -403,7 +426,56 @@ impl Footprint {
         for dir in &self.dirs {
             assert!(!dir.exists(), "{} is left", dir.display());
         }
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let marker = format!("# tidecache-demo-{}", self.demo_pid);
+        assert!(
+            !hosts.lines().any(|l| l.ends_with(&marker)),
+            "the Service names are left in /etc/hosts:\n{hosts}"
+        );
+        let chains = Command::new("iptables")
+            .args(["-t", "nat", "-S", "KUBE-SERVICES"])
+            .output()
+            .expect("running iptables");
+        assert!(
+            !chains.status.success(),
+            "kube-proxy's KUBE-SERVICES chain is left:\n{}",
+            String::from_utf8_lossy(&chains.stdout)
+        );
     }
+}
+
+/// The quick start: PUT and GET by the Service's name from the host, answered through
+/// kube-proxy's ClusterIP rules by the pods.
+fn through_the_service_name() {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(SERVICE, 8080))
+        .expect("the Service's name resolves on the host while the demo runs")
+        .next()
+        .expect("an address");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let timeout = Duration::from_secs(5);
+    let put = runtime
+        .block_on(tidecache_e2e::http::request(
+            addr,
+            "PUT",
+            "/v1/keys/greeting?ttl=10m",
+            b"hello",
+            timeout,
+        ))
+        .expect("PUT through the Service");
+    assert!((200..300).contains(&put.status), "PUT: {put:?}");
+    let got = runtime
+        .block_on(tidecache_e2e::http::request(
+            addr,
+            "GET",
+            "/v1/keys/greeting",
+            b"",
+            timeout,
+        ))
+        .expect("GET through the Service");
+    assert_eq!((got.status, got.text().as_str()), (200, "hello"));
 }
 
 /// The text between `start` and the next `end` in `output`.

@@ -3,18 +3,22 @@
 //! using kubectl against the cluster.
 
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use tidecache_e2e::cluster::LocalCluster;
 use tidecache_e2e::console::{flush, say};
 use tidecache_e2e::control_plane::{Error, wait_for_teardown};
+use tidecache_e2e::hosts::HostEntries;
 
 const NAMESPACE: &str = "default";
 const SELECTOR: &str = "app.kubernetes.io/instance=demo,app.kubernetes.io/component=cache";
+/// The sample's client Service, as applications address it.
+const SERVICE: &str = "demo.default.svc.cluster.local";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,7 +38,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Error> {
     say("demo: starting the local cluster (the first run builds Kubernetes, ~10 min)");
-    let cluster = LocalCluster::start().await?;
+    let cluster = LocalCluster::start_routed().await?;
     say("demo: kubectl apply -k deploy/");
     cluster.deploy_operator(Duration::from_secs(180)).await?;
     let sample = LocalCluster::deploy_dir().join("samples/minimal.yaml");
@@ -58,10 +62,20 @@ async fn run() -> Result<(), Error> {
         .await?;
     let first = pods.first().map(|(_, ip)| ip.clone()).unwrap_or_default();
     let gateway = cluster.network().gateway();
+    let service = service_ip(&cluster, "demo").await?;
+    // Held until the process ends (the signal handler removes the line on Ctrl-C).
+    let _names = HostEntries::add(&[(service, SERVICE.to_string())])?;
     let banner = format!(
         "\n\
-The local cluster is up: a real kube-apiserver, controller manager and scheduler, 3 zones x 2
-fake nodes, the tidecache operator from deploy/ and the sample CacheCluster `demo`.
+The cache Service: {SERVICE} (ClusterIP {service}, routed by kube-proxy
+to the ready pods; the name is in /etc/hosts while the demo runs, and pods resolve it through
+the cluster DNS), HTTP on 8080, the Redis protocol on 6379:
+  curl -X PUT --data-binary 'hello' 'http://{SERVICE}:8080/v1/keys/greeting?ttl=10m'
+  curl http://{SERVICE}:8080/v1/keys/greeting
+  redis-cli -h {SERVICE} -p 6379 GET greeting
+
+The local cluster is up: a real kube-apiserver, controller manager, scheduler and kube-proxy,
+3 zones x 2 fake nodes, the tidecache operator from deploy/ and the sample CacheCluster `demo`.
 
 {table}
 kubectl (the one built for this cluster, v1.37):
@@ -71,14 +85,12 @@ kubectl (the one built for this cluster, v1.37):
   kubectl describe cachecluster demo   # conditions and events
   kubectl scale cachecluster demo --replicas=5
 
-The cache: every pod serves HTTP on its own IP (port 8080), and writes are replicated:
+Each pod also serves on its own IP, and writes are replicated to the others:
 {pod_lines}
-  curl -X PUT --data-binary 'hello' 'http://{first}:8080/v1/keys/greeting?ttl=10m'
   curl http://{first}:8080/v1/keys/greeting
   curl http://{first}:8080/metrics
 
-Cluster DNS for the pods is at {gateway}:53 (e.g. demo-peers.default.svc.cluster.local);
-Service ClusterIPs are not routed here, so use the pod IPs above.
+Cluster DNS for the pods is at {gateway}:53 (e.g. demo-peers.default.svc.cluster.local).
 Pod output is under {}/pods/<namespace>_<pod>_<uid>/logs/, the kubelet's log in {}.
 
 Press Ctrl-C to stop and remove everything.",
@@ -97,6 +109,20 @@ Press Ctrl-C to stop and remove everything.",
     // pods' network namespaces, the bridge and the temp dirs, and exits.
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// The ClusterIP of the Service `name` in the demo's namespace.
+async fn service_ip(cluster: &LocalCluster, name: &str) -> Result<IpAddr, Error> {
+    let services: Api<Service> = Api::namespaced(cluster.client().await?, NAMESPACE);
+    let service = services.get(name).await.map_err(|source| Error::Api {
+        context: format!("reading the Service {name}"),
+        source,
+    })?;
+    let ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+    ip.parse().map_err(|e| Error::Io {
+        context: format!("the ClusterIP of the Service {name}"),
+        source: std::io::Error::other(format!("{ip:?}: {e}")),
+    })
 }
 
 /// Waits until `replicas` cache pods are Ready; returns (name, IP) of each.

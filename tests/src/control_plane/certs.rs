@@ -41,6 +41,8 @@ pub struct Pki {
     pub controller_manager: CertFiles,
     /// `system:kube-scheduler`.
     pub scheduler: CertFiles,
+    /// `system:kube-proxy`, which the bootstrap policy binds to `system:node-proxier`.
+    pub kube_proxy: CertFiles,
     /// Private key that signs service-account tokens.
     pub service_account_key: PathBuf,
     /// Its public key, with which the apiserver verifies those tokens.
@@ -118,6 +120,7 @@ impl Pki {
         let controller_manager =
             client("controller-manager", "system:kube-controller-manager", &[])?;
         let scheduler = client("scheduler", "system:kube-scheduler", &[])?;
+        let kube_proxy = client("kube-proxy", "system:kube-proxy", &[])?;
 
         let sa = new_key("service-account signing key")?;
         Ok(Self {
@@ -126,6 +129,7 @@ impl Pki {
             admin,
             controller_manager,
             scheduler,
+            kube_proxy,
             service_account_key: write("sa.key", &sa.serialize_pem())?,
             service_account_pub: write("sa.pub", &sa.public_key_pem())?,
         })

@@ -16,6 +16,7 @@ mod error;
 mod kubeconfig;
 mod nodes;
 pub(crate) mod process;
+pub mod proxy;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -541,7 +542,7 @@ pub async fn client_from(kubeconfig: &Path) -> Result<Client> {
 /// A port that was free a moment ago. Another process could take it before the
 /// component binds it; on a test machine that race is rare enough, and a component
 /// that fails to bind exits, which surfaces as an `Exited` error.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use crate::control_plane::process::{forget_cleanup, register_cleanup};
 use crate::control_plane::{Error, Result};
@@ -27,6 +27,8 @@ pub struct PodNetwork {
     tag: String,
     /// Host octets in use (1 is the gateway).
     used: Mutex<BTreeSet<u8>>,
+    /// The host octet handed out last (changed under `used`'s lock).
+    last: AtomicU8,
 }
 
 /// A pod's network namespace and address. Deleted by [`PodNetwork::detach`].
@@ -72,6 +74,7 @@ impl PodNetwork {
             prefix,
             tag,
             used: Mutex::new(BTreeSet::from([0, 1, 255])),
+            last: AtomicU8::new(1),
         };
         run("ip", &["link", "add", &network.bridge, "type", "bridge"])?;
         register_cleanup(
@@ -83,6 +86,17 @@ impl PodNetwork {
         run("ip", &["addr", "add", &gateway, "dev", &network.bridge])?;
         run("ip", &["link", "set", &network.bridge, "up"])?;
         Ok(network)
+    }
+
+    /// The bridge's name.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The pods' subnet, e.g. `10.123.45.0/24`.
+    pub fn cidr(&self) -> String {
+        let [a, b, c] = self.prefix;
+        format!("{a}.{b}.{c}.0/24")
     }
 
     /// The bridge's address: the pods' default route and the host as seen from a pod.
@@ -99,13 +113,23 @@ impl PodNetwork {
     pub fn attach(&self) -> Result<PodAddress> {
         let host = {
             let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-            let free = (2..=254u8).find(|h| !used.contains(h)).ok_or_else(|| {
-                Error::io(
-                    "allocating a pod IP",
-                    std::io::Error::other(format!("all of {}/24 in use", self.address(0))),
-                )
-            })?;
+            // The next free address after the last one handed out, not the lowest: a pod's
+            // address is not given to its successor at once, while kube-proxy's rules and
+            // the peers' links may still point at it (as CNI plugins avoid reuse too).
+            let last = self.last.load(Ordering::Relaxed);
+            let free = (2..=254u8)
+                .cycle()
+                .skip_while(|h| *h <= last)
+                .take(253)
+                .find(|h| !used.contains(h))
+                .ok_or_else(|| {
+                    Error::io(
+                        "allocating a pod IP",
+                        std::io::Error::other(format!("all of {}/24 in use", self.address(0))),
+                    )
+                })?;
             used.insert(free);
+            self.last.store(free, Ordering::Relaxed);
             free
         };
         let address = PodAddress {

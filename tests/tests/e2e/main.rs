@@ -32,10 +32,12 @@ mod membership;
 mod partitioned;
 mod redis;
 mod resilience;
+mod services;
 mod serving;
 mod steady;
 mod suite;
 mod support;
+mod upgrade;
 mod zone_cut;
 
 use std::process::ExitCode;
@@ -59,6 +61,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Demo,
             namespace: None,
             body: |e| Box::pin(install::sample_children(e)),
+        },
+        Scenario {
+            name: "services_routed",
+            needs: Needs::Demo,
+            namespace: None,
+            body: |e| Box::pin(services::services_routed(e)),
         },
         Scenario {
             name: "pod_security_restricted",
@@ -89,6 +97,12 @@ fn scenarios() -> Vec<Scenario> {
             needs: Needs::Demo,
             namespace: None,
             body: |e| Box::pin(serving::janitor_sweeps(e)),
+        },
+        Scenario {
+            name: "rolling_upgrade",
+            needs: Needs::Operator,
+            namespace: Some(upgrade::NAMESPACE),
+            body: |e| Box::pin(upgrade::rolling_upgrade(e)),
         },
         Scenario {
             name: "scale_and_schedule",

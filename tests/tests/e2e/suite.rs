@@ -112,7 +112,7 @@ impl Suite {
     async fn env(&self) -> TestResult<&Env> {
         self.cluster
             .get_or_init(|| async {
-                let cluster = LocalCluster::start()
+                let cluster = LocalCluster::start_routed()
                     .await
                     .map_err(|e| format!("starting the local cluster: {e}"))?;
                 let client = cluster.client().await.map_err(|e| e.to_string())?;
