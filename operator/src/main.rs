@@ -18,7 +18,8 @@
 //! 2. the controller drains: its running reconciles get `DRAIN_TIMEOUT`, then it is aborted;
 //! 3. the Lease is released, only now that no reconcile can run any more, so that a successor
 //!    takes over at once;
-//! 4. the health server stops;
+//! 4. the health server and the admission webhook stop (the webhook answered until now, while
+//!    readiness had already taken this replica out of its Service);
 //! 5. the tracker is closed and waited for, which joins the signal task and every task above.
 
 use std::future::IntoFuture;
@@ -162,10 +163,19 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         .lease_namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
+    // The webhook outlives the drain: readiness fails first, so the Service stops sending
+    // the API server here while reviews in flight and those already routed still get answers.
+    let webhook_stop = CancellationToken::new();
     let webhook = match args.webhook_listen {
         Some(address) => Some(
             start_webhook(
-                &args, address, &namespace, &client, &metrics, &tasks, &shutdown,
+                &args,
+                address,
+                &namespace,
+                &client,
+                &metrics,
+                &tasks,
+                &webhook_stop,
             )
             .await?,
         ),
@@ -207,6 +217,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     };
     // Steps 1 to 3 are done (or were never started); whatever ended the run ends the process.
     shutdown.cancel();
+    webhook_stop.cancel();
     server_stop.cancel();
     match server.await {
         Ok(Ok(())) => {}
@@ -220,8 +231,8 @@ async fn run(args: Args) -> Result<ExitCode, String> {
 }
 
 /// Binds the webhook's listener and starts its server and its certificate upkeep, both
-/// stopped with `shutdown` (the webhook answers while the controller drains, since a standby
-/// may be taking over then).
+/// stopped with `stop`, which `run` cancels only after the controller has drained and the
+/// Lease is released (readiness has failed since the shutdown began).
 async fn start_webhook(
     args: &Args,
     address: SocketAddr,
@@ -229,7 +240,7 @@ async fn start_webhook(
     client: &Client,
     metrics: &Arc<Metrics>,
     tasks: &TaskTracker,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
 ) -> Result<Arc<Serving>, String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -248,14 +259,14 @@ async fn start_webhook(
         settings,
         serving.clone(),
         metrics.clone(),
-        shutdown.clone(),
+        stop.clone(),
     ));
     tasks.spawn(webhook::serve::run(
         listener,
         serving.clone(),
         metrics.clone(),
         tasks.clone(),
-        shutdown.clone(),
+        stop.clone(),
     ));
     Ok(serving)
 }

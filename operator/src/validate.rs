@@ -290,39 +290,50 @@ fn memory_fits(capacity: u64, spec: &CacheClusterSpec) -> Result<(), ValidationE
     }
 }
 
-/// The bytes a Kubernetes quantity stands for (`512Mi`, `1G`, `1.5Gi`, `1e9`, `2048`), rounded
-/// down; `None` for what is not a quantity of bytes (a negative or milli value).
+/// The bytes a Kubernetes quantity stands for (`512Mi`, `1G`, `1.5Gi`, `1e9`, `+2048`), rounded
+/// up as the API server's `Quantity.Value()` does, computed exactly in integers; `None` for
+/// what bounds nothing in bytes (zero, a milli or negative value, or what does not parse).
 fn quantity_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
+    let text = text.trim().strip_prefix('+').unwrap_or(text.trim());
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    // The number as digits / 10^fraction.len().
+    let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
+    let denominator = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let (multiplier, divisor): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "k" => (1_000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (10u128.pow(12), 1),
+        "P" => (10u128.pow(15), 1),
+        "E" => (10u128.pow(18), 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        exponent => {
+            let exponent: i32 = exponent.strip_prefix(['e', 'E'])?.parse().ok()?;
+            let power = 10u128.checked_pow(exponent.unsigned_abs())?;
+            if exponent >= 0 {
+                (power, 1)
+            } else {
+                (1, power)
+            }
+        }
     };
-    let bytes = number * scale;
-    // The saturating float-to-int cast is the intent: a limit above u64 bounds nothing.
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "a finite, non-negative byte count, rounded down and saturated on purpose"
-    )]
-    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+    let numerator = digits.checked_mul(multiplier)?;
+    let bytes = numerator.div_ceil(denominator.checked_mul(divisor)?);
+    // A limit above u64 bounds nothing a capacity could exceed.
+    (bytes > 0).then(|| u64::try_from(bytes).unwrap_or(u64::MAX))
 }
 
 /// A byte limit the schema bounds to be positive, re-checked because an older CRD may not.
@@ -561,6 +572,10 @@ mod tests {
             ("512Mi", Some(512 << 20)),
             ("1G", Some(1_000_000_000)),
             ("1.5Gi", Some(3 << 29)),
+            ("1.001G", Some(1_001_000_000)),
+            ("+1Gi", Some(1 << 30)),
+            ("1e-3", Some(1)),
+            ("0", None),
             ("1e9", Some(1_000_000_000)),
             ("128974848", Some(128_974_848)),
             ("129e6", Some(129_000_000)),

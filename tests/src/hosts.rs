@@ -39,9 +39,12 @@ impl HostEntries {
             text.push_str(&format!("{ip} {name} {marker}\n"));
         }
         let key = format!("0-hosts-{}", std::process::id());
-        // What the signal handler runs: the same filtering, in place.
+        // What the signal handler runs: the same filtering, in place. Only lines ending in
+        // this marker go (pid 12's must not match pid 123's); the file is rewritten only from
+        // a complete filtered copy (grep exits 1 when no line is left, still complete).
         let script = format!(
-            "grep -v -F -- '{marker}' {HOSTS} > {HOSTS}.tidecache; cat {HOSTS}.tidecache > {HOSTS}; rm -f {HOSTS}.tidecache"
+            "t=$(mktemp) || exit 1; grep -v -e ' {marker}$' {HOSTS} > \"$t\"; \
+             [ $? -le 1 ] && cat \"$t\" > {HOSTS}; rm -f \"$t\""
         );
         register_cleanup(&key, "sh", &["-c", &script]);
         write(&text)?;
@@ -61,7 +64,7 @@ impl Drop for HostEntries {
 /// `text` without the lines carrying `marker`.
 fn without(text: &str, marker: &str) -> String {
     text.lines()
-        .filter(|line| !line.ends_with(marker))
+        .filter(|line| !line.ends_with(&format!(" {marker}")))
         .map(|line| format!("{line}\n"))
         .collect()
 }
@@ -87,5 +90,10 @@ mod tests {
             "127.0.0.1 localhost\n::1 ip6\n"
         );
         assert_eq!(without(text, "# tidecache-demo-8"), text);
+        assert_eq!(
+            without(text, "# tidecache-demo-"),
+            text,
+            "another pid's marker"
+        );
     }
 }

@@ -71,8 +71,18 @@ fn decide(request: &AdmissionRequest<CacheCluster>) -> Result<(), String> {
         return Err("the request carries no CacheCluster".to_string());
     };
     // Status and scale updates leave the spec as it is stored, which was admitted (or
-    // predates the webhook; its status says what to fix then).
-    if request.sub_resource.is_some() {
+    // predates the webhook; its status says what to fix then). So do updates that change
+    // only metadata, and those of a cluster being deleted: a cluster stored before a check
+    // existed must stay labelable, and the garbage collector must be able to clear its
+    // finalizers.
+    if request.sub_resource.is_some() || cluster.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    if request
+        .old_object
+        .as_ref()
+        .is_some_and(|old| old.spec == cluster.spec)
+    {
         return Ok(());
     }
     let name = match (&cluster.metadata.name, &cluster.metadata.generate_name) {
@@ -200,6 +210,36 @@ mod tests {
             let verdict = review(&body(operation, bad.clone(), sub));
             assert!(answer(&verdict).0, "{operation} {sub:?}");
         }
+    }
+
+    #[test]
+    fn an_update_leaving_a_stored_bad_spec_as_it_is_goes_ahead() {
+        let bad = cluster_with(|c| c.spec.expiry.schedule = "61 * * * *".into());
+        let mut labelled = bad.clone();
+        labelled["metadata"]["labels"] = json!({"team": "orders"});
+        let mut relabel: Value =
+            serde_json::from_slice(&body("UPDATE", labelled, None)).expect("json");
+        relabel["request"]["oldObject"] = bad.clone();
+        let verdict = review_of(&relabel);
+        assert!(answer(&verdict).0, "a label change was refused");
+        let mut deleting = bad.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-12-03T10:00:00Z");
+        deleting["metadata"]["finalizers"] = json!([]);
+        let verdict = review(&body("UPDATE", deleting, None));
+        assert!(answer(&verdict).0, "clearing a finalizer was refused");
+        let mut changed = bad.clone();
+        changed["spec"]["replicas"] = json!(5);
+        let mut review_changed: Value =
+            serde_json::from_slice(&body("UPDATE", changed, None)).expect("json");
+        review_changed["request"]["oldObject"] = bad;
+        assert!(
+            !answer(&review_of(&review_changed)).0,
+            "a spec change is checked"
+        );
+    }
+
+    fn review_of(value: &Value) -> Verdict {
+        review(&serde_json::to_vec(value).expect("json"))
     }
 
     #[test]

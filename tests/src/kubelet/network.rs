@@ -117,10 +117,9 @@ impl PodNetwork {
             // address is not given to its successor at once, while kube-proxy's rules and
             // the peers' links may still point at it (as CNI plugins avoid reuse too).
             let last = self.last.load(Ordering::Relaxed);
-            let free = (2..=254u8)
-                .cycle()
-                .skip_while(|h| *h <= last)
-                .take(253)
+            let start = if last >= 254 { 2 } else { last.max(1) + 1 };
+            let free = (start..=254u8)
+                .chain(2..start)
                 .find(|h| !used.contains(h))
                 .ok_or_else(|| {
                     Error::io(

@@ -39,10 +39,20 @@ pub async fn services_routed(env: &Env) -> TestResult {
         .map_err(|e| format!("the ClusterIP: {e}"))?;
     let through_service = SocketAddr::new(cluster_ip, 8080);
     put(through_service, "routed", "through-the-service").await?;
-    let (status, body) = get(through_service, "routed").await?;
-    if status != 200 || body != "through-the-service" {
-        return Err(format!("GET through {through_service}: {status} {body}"));
-    }
+    // The GET may reach another pod than the PUT did, before replication got there.
+    wait_for(
+        "the entry read back through the Service",
+        Duration::from_secs(10),
+        async || {
+            let (status, body) = get(through_service, "routed").await?;
+            if status == 200 && body == "through-the-service" {
+                Ok(Some(()))
+            } else {
+                Err(format!("GET through {through_service}: {status} {body}"))
+            }
+        },
+    )
+    .await?;
 
     // kube-proxy adds a pod to the Service's rules once the EndpointSlice lists it as ready,
     // a second or so after the pod turned ready; rounds of requests go on until every pod
@@ -141,12 +151,21 @@ EOF
     if phase != "Succeeded" {
         return Err(format!("the client pod {phase}: {log}"));
     }
-    let (status, body) = get(through_service, "from-a-pod").await?;
-    if status != 200 || body != "hello" {
-        return Err(format!(
-            "the pod's RESP write, read through {through_service}: {status} {body}"
-        ));
-    }
+    wait_for(
+        "the pod's RESP write read through the Service",
+        Duration::from_secs(10),
+        async || {
+            let (status, body) = get(through_service, "from-a-pod").await?;
+            if status == 200 && body == "hello" {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "the pod's RESP write, read through {through_service}: {status} {body}"
+                ))
+            }
+        },
+    )
+    .await?;
     pods_api
         .delete(name, &DeleteParams::default())
         .await

@@ -70,6 +70,7 @@ pub async fn rolling_upgrade(env: &Env) -> TestResult {
     ));
 
     let rolled = Instant::now();
+    let acked_before_roll = writer.acked().len();
     apply(env, &manifest(TO)).await?;
     let statefulsets = api::<StatefulSet>(env, NAMESPACE);
     wait_for(
@@ -80,6 +81,12 @@ pub async fn rolling_upgrade(env: &Env) -> TestResult {
                 .get(STORE.name)
                 .await
                 .map_err(|e| format!("reading the StatefulSet: {e}"))?;
+            // Its status must describe the new spec too, or the settled check below would
+            // judge the pods against the old revision.
+            let observed = set.status.as_ref().and_then(|s| s.observed_generation);
+            if observed < set.metadata.generation {
+                return Ok(None);
+            }
             let image = set
                 .spec
                 .and_then(|s| s.template.spec)
@@ -106,7 +113,14 @@ pub async fn rolling_upgrade(env: &Env) -> TestResult {
             return Err(format!("{name} runs {image} after the roll, want {TO}"));
         }
     }
+    let acked_during_roll = writer.acked().len() - acked_before_roll;
     let (acked, refused) = writer.stop().await;
+    if acked_during_roll == 0 {
+        return Err(format!(
+            "no write was acknowledged during the roll ({} refused): nothing was proven",
+            refused.len()
+        ));
+    }
     // Full mode is eventually consistent: a quorum acknowledged each write, and the third
     // pod may get one written while it restarted from anti-entropy a little later. Lost means
     // not on every pod once that has had its time.
