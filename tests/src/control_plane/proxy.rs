@@ -30,6 +30,8 @@ use super::{ControlPlane, Error, Result, SERVICE_CLUSTER_IP_RANGE, free_port};
 /// The cleanup key: before the bridge's (`2-…`), after the process groups are stopped.
 const CLEANUP_KEY: &str = "1-kube-proxy";
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// The cleanup key of the forwarding setting, after kube-proxy's.
+const FORWARD_CLEANUP_KEY: &str = "1-kube-proxy-forwarding";
 
 /// Where the proxy runs: the pod network it routes for.
 #[derive(Debug, Clone)]
@@ -71,6 +73,12 @@ impl KubeProxy {
             .map_err(|e| Error::io(format!("reading {IP_FORWARD}"), e))?
             .trim()
             .to_string();
+        // Put back on Ctrl-C too, not only on drop.
+        register_cleanup(
+            FORWARD_CLEANUP_KEY,
+            "sh",
+            &["-c", &format!("echo {ip_forward_before} > {IP_FORWARD}")],
+        );
         std::fs::write(IP_FORWARD, "1")
             .map_err(|e| Error::io(format!("enabling forwarding in {IP_FORWARD}"), e))?;
         run(
@@ -154,6 +162,7 @@ impl Drop for KubeProxy {
             .output();
         forget_cleanup(CLEANUP_KEY);
         let _ = std::fs::write(IP_FORWARD, &self.ip_forward_before);
+        forget_cleanup(FORWARD_CLEANUP_KEY);
     }
 }
 
