@@ -66,18 +66,14 @@ pub fn selector_string(cluster: &str, component: &str) -> String {
         .join(",")
 }
 
-/// The labels every child of `cluster` carries whatever its component, as a label-selector
-/// string: what the orphan sweep lists children by.
-pub fn children_selector_string(cluster: &str) -> String {
+/// The labels every child of `cluster` carries whatever its component: what the orphan sweep
+/// finds children by.
+pub fn children_selector(cluster: &str) -> BTreeMap<&'static str, &str> {
     BTreeMap::from([
         (NAME_KEY, APP_NAME),
         (INSTANCE_KEY, cluster),
         (MANAGED_BY_KEY, MANAGER),
     ])
-    .iter()
-    .map(|(key, value)| format!("{key}={value}"))
-    .collect::<Vec<_>>()
-    .join(",")
 }
 
 /// Names of the children of one CacheCluster, derived from its name.
@@ -145,8 +141,7 @@ mod tests {
     fn every_child_matches_the_children_selector() {
         for component in [CACHE_COMPONENT, JANITOR_COMPONENT] {
             let labels = common("demo", component);
-            for requirement in children_selector_string("demo").split(',') {
-                let (key, value) = requirement.split_once('=').expect("key=value");
+            for (key, value) in children_selector("demo") {
                 assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
             }
         }

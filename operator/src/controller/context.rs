@@ -1,6 +1,6 @@
 //! What every reconcile shares: the API client, the Event recorder, the metrics, the clock, the
-//! reader of the cache pods' partition holdings and the consecutive failures per cluster that
-//! the backoff is computed from.
+//! reader of the cache pods' partition holdings, the caches of the children's watches and the
+//! consecutive failures per cluster that the backoff is computed from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tracing::warn;
 
+use super::caches::ChildCaches;
 use super::holdings::HoldingsReader;
 use crate::build::HTTP_PORT;
 use crate::labels::MANAGER;
@@ -32,6 +33,8 @@ pub struct Context {
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
     /// Asks the cache pods of Partitioned clusters what they hold while partitions move.
     pub holdings: HoldingsReader,
+    /// What the driver's watches have seen of the children, for the sweep.
+    pub(super) children: ChildCaches,
     /// Consecutive failures per CacheCluster, for the retry backoff.
     failures: Mutex<HashMap<ClusterKey, u32>>,
 }
@@ -49,6 +52,7 @@ impl Context {
             metrics,
             now: Box::new(Timestamp::now),
             holdings: HoldingsReader::new(HTTP_PORT),
+            children: ChildCaches::new(),
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -6,7 +6,10 @@
 //! - `pipeline`: one reconcile, step by step, and how a failure or an invalid spec is
 //!   reported (status, Events).
 //! - `apply`: the apply engine: server-side apply of what differs, then one sweep that deletes
-//!   the children no longer built, by label, for every child kind.
+//!   the children no longer built, by label, for every child kind, from the caches of the
+//!   driver's watches.
+//! - `caches`: the caches of the children's watches (read by the sweep), and which of their
+//!   events start a reconcile.
 //! - `observe`: the reads the status is computed from (pods, nodes, the janitor's Jobs, and in
 //!   Partitioned mode the pods' partition holdings).
 //! - `holdings`: asks the cache pods of a Partitioned cluster which partitions are moving.
@@ -41,6 +44,7 @@
 //!   fails the reconcile with the API server's refusal in `Degraded`.
 
 mod apply;
+mod caches;
 mod context;
 mod driver;
 mod holdings;
@@ -85,16 +89,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Listing the children of one kind, to find those no longer built, failed.
-    #[error("failed to list the {kind} children of CacheCluster {cluster}")]
-    List {
+    /// The watch of one kind of child, whose cache the sweep reads, has stopped (the operator
+    /// is shutting down).
+    #[error("the watch of the {kind} children has stopped")]
+    Watch {
         /// The children's kind.
         kind: String,
-        /// The CacheCluster.
-        cluster: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
     },
     /// Deleting a child that is no longer wanted failed.
     #[error("failed to delete {kind} {name}")]
@@ -148,7 +148,7 @@ impl Error {
             Error::Random(_) => "Random",
             Error::Get { .. } => "Get",
             Error::Apply { .. } => "Apply",
-            Error::List { .. } => "List",
+            Error::Watch { .. } => "Watch",
             Error::Delete { .. } => "Delete",
             Error::Observe { .. } => "Observe",
             Error::Status { .. } => "Status",

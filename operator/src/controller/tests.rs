@@ -1,6 +1,8 @@
 //! Reconcile scenarios against an in-memory fake of the API server behind a `tower_test` mock
 //! service: it stores what is applied, answers reads from the store, and records every write
-//! and Event, so that each test states exactly which writes a reconcile makes.
+//! and Event, so that each test states exactly which writes a reconcile makes. Before each
+//! reconcile the children's caches are filled from the fake's objects, as complete lists of
+//! the driver's watches would fill them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,12 +11,16 @@ use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
+use kube::api::ApiResource;
 use kube::client::Body;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use super::caches::ChildMeta;
 use super::holdings::{HoldingsReader, PARTITIONS_PATH};
 use super::pipeline::{MOVES_POLL, RESYNC, reconcile, reconcile_guarded};
 use super::{Context, Error};
@@ -44,6 +50,8 @@ struct FakeApi {
     state: Arc<Mutex<State>>,
     server: JoinHandle<()>,
     context: Arc<Context>,
+    /// The writers of the context's children caches, which the driver would own.
+    caches: Mutex<Vec<(ApiResource, Writer<ChildMeta>)>>,
 }
 
 const CLUSTER_PATH: &str = "/apis/tidecache.io/v1alpha1/namespaces/apps/cacheclusters/demo";
@@ -70,10 +78,34 @@ impl FakeApi {
         let mut context = Context::new(client, Arc::new(Metrics::default()), None);
         context.now = Box::new(|| Timestamp::from_second(1_800_000_000).expect("timestamp"));
         context.holdings = HoldingsReader::new(port);
+        let caches = Mutex::new(context.children.take_writers());
         FakeApi {
             state,
             server,
             context: Arc::new(context),
+            caches,
+        }
+    }
+
+    /// Fills the children's caches with the fake's objects of their kinds, as a complete list
+    /// would.
+    fn fill_caches(&self) {
+        let objects = self.lock().objects.clone();
+        for (kind, writer) in self.caches.lock().expect("caches lock").iter_mut() {
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for (path, object) in &objects {
+                if !is_of_kind(path, kind) {
+                    continue;
+                }
+                let meta: ChildMeta = serde_json::from_value(json!({
+                    "apiVersion": kind.api_version,
+                    "kind": kind.kind,
+                    "metadata": object["metadata"],
+                }))
+                .expect("metadata");
+                writer.apply_watcher_event(&watcher::Event::InitApply(meta));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
         }
     }
 
@@ -93,10 +125,13 @@ impl FakeApi {
     }
 
     async fn reconcile(&self) -> Action {
-        let cluster = Arc::new(self.cluster());
-        reconcile(cluster, self.context.clone())
-            .await
-            .expect("reconcile")
+        self.try_reconcile().await.expect("reconcile")
+    }
+
+    /// A reconcile of the stored CacheCluster, with the caches filled first.
+    async fn try_reconcile(&self) -> Result<Action, Error> {
+        self.fill_caches();
+        reconcile(Arc::new(self.cluster()), self.context.clone()).await
     }
 
     /// Takes the writes and Events recorded so far.
@@ -198,6 +233,20 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8(decoded).expect("UTF-8 query")
+}
+
+/// Whether `path` names one object (`.../namespaces/<ns>/<plural>/<name>`) of `kind`.
+fn is_of_kind(path: &str, kind: &ApiResource) -> bool {
+    let prefix = if kind.group.is_empty() {
+        format!("/api/{}/namespaces/", kind.version)
+    } else {
+        format!("/apis/{}/{}/namespaces/", kind.group, kind.version)
+    };
+    let Some(rest) = path.strip_prefix(&prefix) else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    segments.len() == 3 && segments[1] == kind.plural
 }
 
 /// Whether `path` names a namespaced collection (`.../namespaces/<ns>/<plural>`) rather than
@@ -560,7 +609,8 @@ async fn a_refused_child_degrades_and_warns() {
     let api = FakeApi::start();
     api.put_cluster(&fixtures::minimal());
     api.lock().refuse = Some(CRON_PATH.to_string());
-    let error = reconcile(Arc::new(api.cluster()), api.context.clone())
+    let error = api
+        .try_reconcile()
         .await
         .expect_err("the CronJob is refused");
     assert!(matches!(error, Error::Apply { .. }), "{error:?}");
@@ -582,7 +632,7 @@ async fn a_refused_child_degrades_and_warns() {
         ("True", status::RECONCILE_FAILED)
     );
     // The same failure again neither rewrites the status nor repeats the Event.
-    let again = reconcile(Arc::new(api.cluster()), api.context.clone()).await;
+    let again = api.try_reconcile().await;
     assert!(again.is_err());
     let (writes, events) = api.take();
     assert_eq!(writes, [format!("PATCH {CRON_PATH}")]);
