@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane that tidecache's end-to-end tests run
-# against — etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and
-# kubectl —
-# from their Go modules, pinned by the two consumer modules next to this script
-# (kubernetes/go.mod and etcd/go.mod, with their go.sum).
+# against — etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy,
+# kubectl and kubelet (the last for tests/tests/real_kubelet.rs) — from their Go modules,
+# pinned by the two consumer modules next to this script (kubernetes/go.mod and
+# etcd/go.mod, with their go.sum).
 #
 # The binaries go to a cache directory outside the repository, keyed by version, so a
 # rerun costs nothing:
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet)
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 
@@ -100,9 +100,13 @@ build() { # <name> <module dir> <package> [ldflags]
   log "$name: done in $((SECONDS - t0))s (elapsed $((SECONDS - start))s)"
 }
 
-log "building Kubernetes $k8s_version and etcd $etcd_version into $out"
+# A binary added to the list after the others were cached (kubelet was) is built alone;
+# the ones already there are kept, so say which are missing.
+missing=()
+for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || missing+=("$b"); done
+log "building Kubernetes $k8s_version and etcd $etcd_version into $out (missing: ${missing[*]})"
 build etcd etcd go.etcd.io/etcd/server/v3
-for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet; do
   build "$b" kubernetes "k8s.io/kubernetes/cmd/$b" "$version_ldflags"
 done
 rm -rf "$GOCACHE"

@@ -9,3 +9,4 @@ pub mod control_plane;
 pub mod hosts;
 pub mod http;
 pub mod kubelet;
+pub mod real_kubelet;

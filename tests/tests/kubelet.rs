@@ -6,8 +6,13 @@
 //! an exec readiness probe inside the container's view, and deletion within the grace
 //! period, which takes even a process that left the container's process group.
 //!
-//! The pods use our janitor image (so the kubelet accepts them) with `command`
-//! overridden by a shell from the host, which the container's root mirrors.
+//! Every container runs from its image through runc: the pods use the test-only toolbox
+//! image (a Debian shell, built by `tests/images/build.sh --toolbox`), and one of them
+//! carries the operator's restricted securityContext and a memory limit, checked from
+//! inside: its user and groups, a read-only root, no capabilities, no new privileges,
+//! the seccomp filter, the cgroup memory limit and the fsGroup on its volume. A pod
+//! running as root under runAsNonRoot and one naming a missing image are refused with
+//! the kubelet's reasons.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +23,7 @@ use serde_json::json;
 use tidecache_e2e::cluster::LocalCluster;
 
 const NS: &str = "default";
-const IMAGE: &str = "ghcr.io/tidecache/janitor:0.1.0";
+const IMAGE: &str = tidecache_e2e::kubelet::TOOLBOX;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn pod(name: &str, restart: &str, script: &str, extra: serde_json::Value) -> Pod {
@@ -125,7 +130,8 @@ async fn kubelet_runs_pods_as_specified() {
         check namespaceFile "$(cat /etc/podinfo/namespace)" default
         check apiserver "${KUBERNETES_SERVICE_HOST:+set}" set
         check resolver "$(awk '/^search/ {print $2}' /etc/resolv.conf)" default.svc.cluster.local
-        check janitorBinary "$(test -x /usr/local/bin/janitor && echo yes)" yes
+        check imageUser "$(id -u)" 65532
+        check imageFiles "$(test -x /usr/bin/redis-cli && echo yes)" yes
         # $$$$: a command's $$ is an escaped $, as in Kubernetes.
         check pid "$$$$" 1
         check pid1 "$(tr '\0' ' ' < /proc/1/cmdline | cut -d' ' -f1)" /bin/sh
@@ -221,7 +227,73 @@ async fn kubelet_runs_pods_as_specified() {
             .expect("probe"),
         );
     }
-    for p in [&env_pod, &failing, &on_failure, &liveness, &graceful] {
+    let restricted_checks = r#"
+        set -u
+        fail=0
+        check() { if [ "$2" = "$3" ]; then echo "ok $1"; else echo "FAIL $1: '$2' != '$3'"; fail=1; fi; }
+        status() { awk -v k="$1:" '$1 == k {print $2}' /proc/self/status; }
+        check uid "$(id -u)" 1001
+        check gid "$(id -g)" 1002
+        check fsGroupMember "$(id -G | tr ' ' '\n' | grep -c '^2000$')" 1
+        check readOnlyRoot "$(touch /written 2>/dev/null && echo writable || echo refused)" refused
+        check capEff "$(status CapEff)" 0000000000000000
+        check capBnd "$(status CapBnd)" 0000000000000000
+        check noNewPrivs "$(status NoNewPrivs)" 1
+        check seccomp "$(status Seccomp)" 2
+        limit=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)
+        check memoryLimit "$limit" 268435456
+        check volumeGroup "$(stat -c %g /scratch)" 2000
+        echo data > /scratch/file
+        check newFileGroup "$(stat -c %g /scratch/file)" 2000
+        exit $fail
+    "#;
+    let restricted = pod(
+        "restricted",
+        "Never",
+        restricted_checks,
+        json!({
+            "securityContext": {
+                "runAsNonRoot": true, "runAsUser": 1001, "runAsGroup": 1002, "fsGroup": 2000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [{
+                "name": "main",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c", restricted_checks],
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "resources": {"limits": {"memory": "256Mi"}},
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            }],
+        }),
+    );
+    let as_root = pod(
+        "as-root",
+        "Never",
+        "exit 0",
+        json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 0}}),
+    );
+    let mut missing_image = pod("missing-image", "Never", "exit 0", json!({}));
+    if let Some(c) = missing_image
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.first_mut())
+    {
+        c.image = Some("ghcr.io/tidecache/cache-node:9.9.9".into());
+    }
+    for p in [
+        &env_pod,
+        &failing,
+        &on_failure,
+        &liveness,
+        &graceful,
+        &restricted,
+        &as_root,
+        &missing_image,
+    ] {
         pods.create(&post, p).await.expect("creating a pod");
     }
 
@@ -232,7 +304,50 @@ async fn kubelet_runs_pods_as_specified() {
     let log = cluster
         .kubelet()
         .container_log(NS, "env-and-volumes", "main");
-    assert_eq!(phase(&done), "Succeeded", "checks inside the pod:\n{log}");
+    assert_eq!(
+        phase(&done),
+        "Succeeded",
+        "checks inside the pod:\n{log}\n{}",
+        std::fs::read_to_string(cluster.kubelet().log_path()).unwrap_or_default()
+    );
+
+    let done = wait_pod(&pods, "restricted", "finish", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    let log = cluster.kubelet().container_log(NS, "restricted", "main");
+    assert_eq!(
+        phase(&done),
+        "Succeeded",
+        "the securityContext as seen from inside:\n{log}"
+    );
+    for (name, reason, needle) in [
+        (
+            "as-root",
+            "CreateContainerConfigError",
+            "runAsNonRoot and image will run as root",
+        ),
+        (
+            "missing-image",
+            "ErrImagePull",
+            "ghcr.io/tidecache/cache-node:9.9.9",
+        ),
+    ] {
+        let refused = wait_pod(&pods, name, "be refused", |p| {
+            main_status(p)
+                .state
+                .and_then(|s| s.waiting)
+                .is_some_and(|w| w.reason.as_deref() == Some(reason))
+        })
+        .await;
+        let message = main_status(&refused)
+            .state
+            .and_then(|s| s.waiting)
+            .and_then(|w| w.message)
+            .unwrap_or_default();
+        assert!(message.contains(needle), "{name}: {message}");
+        assert_eq!(phase(&refused), "Pending", "{name} never starts");
+    }
 
     let failed = wait_pod(&pods, "exits-3", "fail", |p| phase(p) == "Failed").await;
     let exit = main_status(&failed)

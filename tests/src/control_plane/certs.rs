@@ -64,16 +64,7 @@ impl Pki {
         };
 
         let ca_key = new_key("CA key")?;
-        let mut ca_params = CertificateParams::default();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "tidecache-e2e-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca_params = ca_params();
         let ca_cert = ca_params
             .self_signed(&ca_key)
             .map_err(|source| Error::Certificate {
@@ -134,6 +125,58 @@ impl Pki {
             service_account_pub: write("sa.pub", &sa.public_key_pem())?,
         })
     }
+}
+
+impl Pki {
+    /// Issues one more client certificate from the cluster's CA into `dir` as
+    /// `<file>.crt`/`<file>.key`: for a component started after the control plane (a real
+    /// kubelet's `system:node:<name>` in `system:nodes`).
+    pub fn issue_client(
+        &self,
+        dir: &Path,
+        file: &str,
+        common_name: &str,
+        organizations: &[&str],
+    ) -> Result<CertFiles> {
+        let what = "client certificate";
+        let pem = std::fs::read_to_string(&self.ca.key)
+            .map_err(|e| Error::io(format!("reading {}", self.ca.key.display()), e))?;
+        let ca_key =
+            KeyPair::from_pem(&pem).map_err(|source| Error::Certificate { what, source })?;
+        // Same subject and key as the CA certificate, so what it signs chains to it.
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let (cert, key) = leaf(
+            &issuer,
+            common_name,
+            organizations,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        let files = CertFiles {
+            cert: dir.join(format!("{file}.crt")),
+            key: dir.join(format!("{file}.key")),
+        };
+        for (path, contents) in [(&files.cert, cert), (&files.key, key)] {
+            std::fs::write(path, contents)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+        Ok(files)
+    }
+}
+
+/// The CA's subject and usages.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "tidecache-e2e-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
 }
 
 /// An ECDSA P-256 key: accepted by Go's TLS stack, by the service-account token signer

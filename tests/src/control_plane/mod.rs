@@ -370,6 +370,15 @@ impl ControlPlane {
             format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
+            // For a real kubelet's API (`kubectl logs`, tests/src/real_kubelet.rs): node
+            // names resolve nowhere here, so dial the node's InternalIP first (the default
+            // order puts Hostname first), and authenticate as a system:masters user, whom
+            // the kubelet's webhook authorizer allows. No effect on the fake nodes, whose
+            // API nothing calls.
+            "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP"
+                .into(),
+            format!("--kubelet-client-certificate={}", pki.admin.cert.display()),
+            format!("--kubelet-client-key={}", pki.admin.key.display()),
         ];
         if let Some(log) = &self.audit_log {
             let policy = self.dir.path().join("audit-policy.yaml");

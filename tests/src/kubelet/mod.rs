@@ -1,8 +1,10 @@
-//! A test kubelet: runs every pod bound to the fake nodes as local processes, so that
-//! the real scheduler, controllers and the operator drive real cache nodes, janitors
-//! and operator replicas. See `tests/README.md` for the choices (network namespace per
-//! pod on a bridge, a private mount namespace and `chroot` per container, hostPath
-//! PersistentVolumes bound to each claim, short restart backoff).
+//! A test kubelet: runs every pod bound to the fake nodes as containers, from the
+//! images `tests/images/build.sh` builds, through runc with the pod's securityContext
+//! and memory limit enforced, so that the real scheduler, controllers and the operator
+//! drive real cache nodes, janitors and operator replicas. See `tests/README.md` for
+//! the choices (network namespace per pod on a bridge, runc per container, hostPath
+//! PersistentVolumes bound to each claim and given the pod's fsGroup, short restart
+//! backoff).
 //!
 //! It also provisions storage: every PersistentVolumeClaim without a volume gets a
 //! hostPath PersistentVolume pre-bound to it (`claimRef`), which the real
@@ -13,8 +15,10 @@ mod dns;
 mod images;
 mod network;
 mod observe;
+mod ownership;
 mod pod;
-mod rootfs;
+mod runtime;
+mod seccomp;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -36,11 +40,13 @@ use rustix::process::Signal;
 use tokio::sync::watch;
 
 pub use dns::{CLUSTER_DOMAIN, lookup};
-pub use images::{IMAGE_BINARIES, Images, workspace_root};
+pub use images::{IMAGE_BINARIES, Images, TOOLBOX, workspace_root};
 pub use network::{PodAddress, PodNetwork};
 pub use observe::{Observation, Observed, ProbeKind, Summary, Unready};
 
-use crate::control_plane::process::{forget_group, register_dir, signal_group, spawn_group};
+use crate::control_plane::process::{
+    forget_cleanup, forget_group, register_cleanup, register_dir, signal_group, spawn_group,
+};
 use crate::control_plane::{Error, Result};
 
 /// What every pod worker shares.
@@ -49,6 +55,8 @@ pub(crate) struct Shared {
     network: Arc<PodNetwork>,
     images: Images,
     dir: PathBuf,
+    /// runc's state directory (`runc --root`) for this kubelet's containers.
+    runc_root: PathBuf,
     apiserver_port: u16,
     /// Live container process groups, killed when the kubelet is dropped; `None` from
     /// then on, so that a worker restarting a container meanwhile starts nothing.
@@ -70,9 +78,12 @@ impl Shared {
 
     /// Starts a container (`command` puts it in a process group of its own) and tracks
     /// its group, unless the kubelet or the whole process is being torn down.
+    /// The runc container `id` is removed by force if the process is interrupted (killing
+    /// runc does not kill the container).
     fn spawn_container(
         &self,
         command: &mut tokio::process::Command,
+        id: &str,
     ) -> std::io::Result<tokio::process::Child> {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         let Some(live) = groups.as_mut() else {
@@ -80,18 +91,25 @@ impl Shared {
                 "not started: the kubelet is stopping",
             ));
         };
+        let root = self.runc_root.to_string_lossy();
+        register_cleanup(
+            &format!("0-runc-{id}"),
+            "runc",
+            &["--root", &root, "delete", "--force", id],
+        );
         let child = spawn_group(|| command.spawn(), |c| c.id().unwrap_or_default())?;
         live.insert(child.id().unwrap_or_default());
         Ok(child)
     }
 
     /// Stops tracking a container's group (it has exited or been killed).
-    fn forget_container(&self, pid: u32) {
+    fn forget_container(&self, pid: u32, id: &str) {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(live) = groups.as_mut() {
             live.remove(&pid);
         }
         forget_group(pid);
+        forget_cleanup(&format!("0-runc-{id}"));
     }
 
     fn track_address(&self, uid: &str, address: Option<PodAddress>) {
@@ -148,6 +166,20 @@ impl Kubelet {
         images: Images,
         apiserver_port: u16,
     ) -> Result<Self> {
+        let runc = std::process::Command::new("runc")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !runc.is_ok_and(|s| s.success()) {
+            return Err(Error::io(
+                "starting the kubelet",
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "runc runs every container: apt-get install -y runc",
+                ),
+            ));
+        }
         let dir = tempfile::Builder::new()
             .prefix("tidecache-kubelet-")
             .tempdir()
@@ -164,6 +196,7 @@ impl Kubelet {
             network,
             images,
             dir: dir.path().to_owned(),
+            runc_root: dir.path().join("runc"),
             apiserver_port,
             groups: Mutex::new(Some(BTreeSet::new())),
             addresses: Mutex::new(BTreeMap::new()),
@@ -258,6 +291,11 @@ impl Drop for Kubelet {
             signal_group(pid, Signal::KILL);
             forget_group(pid);
         }
+        // Killing runc leaves its container running: remove what is left by force.
+        for id in list_containers(&self.shared.runc_root) {
+            delete_container(&self.shared.runc_root, &id);
+            forget_cleanup(&format!("0-runc-{id}"));
+        }
         let addresses: Vec<PodAddress> = std::mem::take(
             &mut *self
                 .shared
@@ -272,6 +310,37 @@ impl Drop for Kubelet {
         }
         crate::control_plane::process::forget_dir(self.dir.path());
     }
+}
+
+/// The containers runc knows under `root` (running or left behind).
+fn list_containers(root: &Path) -> Vec<String> {
+    std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "--quiet"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills and removes runc's container `id` (nothing happens if there is none): every
+/// process in it dies with its PID namespace, and its cgroup goes.
+fn delete_container(root: &Path, id: &str) {
+    // Best effort: a container that is already gone is the usual case.
+    let _deleted = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["delete", "--force", id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// Runs one worker per pod bound to our nodes and forwards it the pod's updates.

@@ -1,11 +1,16 @@
-//! One pod's life on the test kubelet: network namespace and volumes, a PID namespace
-//! per container (entered through `ip netns exec` → `unshare --mount --uts --pid
-//! --fork` → `sh` mounts → `chroot`; every step but the fork an `exec`, so the PID we
-//! spawned is `unshare` and the container's command is its child, PID 1 inside, in the
-//! same process group, which signals reach), probes, restarts per `restartPolicy`,
-//! status reported to the apiserver, and deletion: SIGTERM, the grace period, SIGKILL,
-//! then a grace-0 delete so that controllers waiting for the pod to be gone
-//! (StatefulSet scale-down and rollouts) go on.
+//! One pod's life on the test kubelet: network namespace and volumes, each container
+//! run by runc from its image (an overlay of the unpacked image and a fresh writable
+//! layer, mounted in a private mount namespace so it vanishes with runc; the OCI
+//! configuration from [`runtime`]), probes, restarts per `restartPolicy`, status
+//! reported to the apiserver, and deletion: SIGTERM, the grace period, SIGKILL, then a
+//! grace-0 delete so that controllers waiting for the pod to be gone (StatefulSet
+//! scale-down and rollouts) go on.
+//!
+//! The process we spawn is `runc run` in the foreground (its process group; the
+//! container's init is in a session of its own): runc passes SIGTERM on to the
+//! container's PID 1 and exits with its status. SIGKILL goes through `runc kill`, which
+//! kills PID 1 and with it, as the kernel does for any PID namespace, every process in
+//! the container. As in Kubernetes, PID 1 gets only the signals it handles, SIGKILL aside.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,9 +30,11 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::dns::CLUSTER_DOMAIN;
+use super::images::Image;
 use super::network::PodAddress;
 use super::observe::{Observed, ProbeKind};
-use super::rootfs::{self, Mount};
+use super::ownership;
+use super::runtime::{self, Mount};
 use super::volumes::{Materializer, expand};
 use crate::control_plane::process::signal_group;
 use crate::control_plane::{Error, Result};
@@ -41,29 +48,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A container that ran this long before exiting restarts without backoff history.
 const BACKOFF_RESET: Duration = Duration::from_secs(60);
 
-/// How a container is entered after `ip netns exec <pod netns>`: private mount and UTS
-/// namespaces, and a PID namespace of its own whose PID 1 (`--fork`) is the container's
-/// command (the rootfs script `exec`s into it) with its own `/proc`. `unshare` stays
-/// behind as the process we spawned: it passes SIGTERM on to the container only through
-/// the process group (it blocks the signal itself and exits with the container's
-/// status), and its death kills PID 1 (`--kill-child`), and with it, as the kernel does
-/// for any PID namespace, every process in the container, whatever group or session it
-/// moved to. As in Kubernetes, PID 1 gets only the signals it handles, SIGKILL aside.
-const UNSHARE: [&str; 9] = [
-    "unshare",
-    "--mount",
-    "--uts",
-    "--pid",
-    "--fork",
-    "--kill-child",
-    "--mount-proc",
-    "--propagation",
-    "private",
-];
+/// Mounts the container's root (the image read-only under a fresh writable layer) and
+/// becomes runc: `sh -c START sh <lower> <upper> <work> <rootfs> <runc root> <bundle> <id>`,
+/// run by `unshare --mount` so that the overlay exists only for the container.
+const START: &str = "mount -t overlay overlay -o \"lowerdir=$1,upperdir=$2,workdir=$3\" \"$4\" \
+    && exec runc --root \"$5\" run --bundle \"$6\" \"$7\"";
 
-/// Where each image's entrypoint is inside the container (our Dockerfiles install
-/// every binary there).
-const ENTRYPOINT_DIR: &str = "/usr/local/bin";
+/// How long runc gets to exit after `runc kill ... KILL` before it is killed too.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the pod until it is deleted (or the kubelet stops).
 pub(crate) async fn run(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Pod>>) {
@@ -85,8 +77,14 @@ struct Counter {
 struct Run {
     spec: Container,
     argv: Vec<String>,
-    env: Vec<(String, String)>,
-    script: String,
+    /// The OCI runtime configuration (`config.json`).
+    config: Value,
+    /// The image's unpacked root: the overlay's read-only lower layer.
+    lower: PathBuf,
+    /// The runc bundle: `config.json`, the overlay's mount point and its writable layer.
+    bundle: PathBuf,
+    /// The runc container ID (the pod UID and the container name).
+    id: String,
     log: PathBuf,
     child: Option<tokio::process::Child>,
     pid: Option<u32>,
@@ -261,36 +259,46 @@ impl Worker {
         let volumes = materializer.volumes().await?;
         self.refresh_at = token_lifetime(&spec).map(|lifetime| Instant::now() + lifetime * 4 / 5);
         let (hostname, etc) = self.write_etc(&pod_ip, &gateway)?;
+        let fs_group = spec
+            .security_context
+            .as_ref()
+            .and_then(|s| s.fs_group)
+            .and_then(|g| u32::try_from(g).ok());
+        if let Some(gid) = fs_group {
+            let managed = spec
+                .volumes
+                .iter()
+                .flatten()
+                .filter(|v| v.host_path.is_none())
+                .filter_map(|v| volumes.get(&v.name));
+            let policy = spec
+                .security_context
+                .as_ref()
+                .and_then(|s| s.fs_group_change_policy.as_deref())
+                .unwrap_or("Always");
+            for dir in managed {
+                ownership::apply_fs_group(dir, gid, policy == "OnRootMismatch")?;
+            }
+        }
         let mut runs = Vec::new();
         for container in &spec.containers {
-            let image = container.image.clone().unwrap_or_default();
-            let binary = self
-                .shared
-                .images
-                .binary(&image)
-                .ok_or_else(|| Error::Unsupported {
-                    pod: self.key.clone(),
-                    what: format!(
-                        "image {image} of container {} is not one of {:?}",
-                        container.name,
-                        super::images::IMAGE_BINARIES
-                    ),
-                })?;
-            let entry_name = binary
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let entrypoint = format!("{ENTRYPOINT_DIR}/{entry_name}");
-            let mut mounts = vec![Mount {
-                target: entrypoint.clone().into(),
-                source: binary.to_owned(),
-            }];
-            for file in ["hosts", "resolv.conf", "hostname"] {
-                mounts.push(Mount {
+            let reference = container.image.clone().unwrap_or_default();
+            let image =
+                self.shared
+                    .images
+                    .resolve(&reference)
+                    .map_err(|why| Error::Unsupported {
+                        pod: self.key.clone(),
+                        what: format!("ErrImagePull: container {}: {why}", container.name),
+                    })?;
+            let mut mounts: Vec<Mount> = ["hosts", "resolv.conf", "hostname"]
+                .iter()
+                .map(|file| Mount {
                     target: Path::new("/etc").join(file),
                     source: etc.join(file),
-                });
-            }
+                    read_only: false,
+                })
+                .collect();
             for vm in container.volume_mounts.as_deref().unwrap_or_default() {
                 let source = volumes.get(&vm.name).ok_or_else(|| Error::Unsupported {
                     pod: self.key.clone(),
@@ -308,29 +316,51 @@ impl Worker {
                 mounts.push(Mount {
                     target: vm.mount_path.clone().into(),
                     source,
+                    read_only: vm.read_only == Some(true),
                 });
             }
-            let root = self.dir.join("root").join(&container.name);
-            std::fs::create_dir_all(&root)
-                .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
-            let script = rootfs::script(&root, &mounts, &hostname)?;
-            let env = materializer
+            let container_env = materializer
                 .env(container, (&gateway, self.shared.apiserver_port))
                 .await?;
-            let mut argv: Vec<String> = match &container.command {
-                Some(command) if !command.is_empty() => command.clone(),
-                _ => vec![entrypoint],
+            let env = merge_env(&image.env, container_env, &hostname);
+            let argv = command_line(container, image, &env);
+            if argv.is_empty() {
+                return Err(Error::Unsupported {
+                    pod: self.key.clone(),
+                    what: format!(
+                        "container {}: no command specified (the image has no entrypoint)",
+                        container.name
+                    ),
+                });
+            }
+            let id = format!("{}-{}", self.uid, container.name);
+            let cgroup = format!("tidecache/{id}");
+            let netns = Path::new("/var/run/netns").join(&address.netns);
+            let runtime_spec = runtime::Spec {
+                pod: &spec,
+                container,
+                image,
+                argv: &argv,
+                env: &env,
+                mounts: &mounts,
+                hostname: &hostname,
+                netns: &netns,
+                cgroup: &cgroup,
             };
-            argv.extend(container.args.clone().unwrap_or_default());
-            let argv = argv.iter().map(|a| expand(a, &env)).collect();
+            let config = runtime::config(&runtime_spec).map_err(|why| Error::Unsupported {
+                pod: self.key.clone(),
+                what: format!("CreateContainerConfigError: {why}"),
+            })??;
             let logs = self.dir.join("logs");
             std::fs::create_dir_all(&logs)
                 .map_err(|e| Error::io(format!("creating {}", logs.display()), e))?;
             runs.push(Run {
                 spec: container.clone(),
                 argv,
-                env,
-                script,
+                config,
+                lower: image.rootfs.clone(),
+                bundle: self.dir.join("containers").join(&container.name),
+                id,
                 log: logs.join(format!("{}.log", container.name)),
                 child: None,
                 pid: None,
@@ -433,7 +463,7 @@ impl Worker {
             self.reap(i, &policy);
             let due = self.runs[i].next_start.is_some_and(|t| t <= Instant::now());
             if self.runs[i].child.is_none() && due {
-                self.spawn(i, &address);
+                self.spawn(i);
             }
             if self.runs[i].child.is_some() {
                 self.probe(i, &address).await;
@@ -469,7 +499,7 @@ impl Worker {
         run.child = None;
         if let Some(pid) = run.pid.take() {
             // Whatever the container forked died with its PID namespace.
-            self.shared.forget_container(pid);
+            self.shared.forget_container(pid, &run.id);
         }
         self.shared.log(&format!(
             "{}: container {} exited with {code}",
@@ -480,7 +510,7 @@ impl Worker {
             "reason": if code == 0 { "Completed" } else { "Error" },
             "startedAt": run.state["running"]["startedAt"].clone(),
             "finishedAt": now(),
-            "containerID": format!("tidecache://{}", run.state["running"]["pid"]),
+            "containerID": format!("runc://{}", run.id),
         }});
         if run.ready {
             run.ready = false;
@@ -520,7 +550,7 @@ impl Worker {
         }
     }
 
-    fn spawn(&mut self, i: usize, address: &PodAddress) {
+    fn spawn(&mut self, i: usize) {
         let key = self.key.clone();
         let run = &mut self.runs[i];
         run.next_start = None;
@@ -538,19 +568,40 @@ impl Worker {
                 return;
             }
         };
-        let mut command = tokio::process::Command::new("ip");
+        if let Err(e) = prepare_bundle(&self.shared.runc_root, run) {
+            self.shared
+                .log(&format!("{key}: preparing {}: {e}", run.spec.name));
+            self.events.push((
+                true,
+                "Failed",
+                format!("Error creating container {}: {e}", run.spec.name),
+            ));
+            run.next_start = Some(Instant::now() + run.backoff);
+            return;
+        }
+        let rootfs = run.bundle.join("rootfs");
+        let mut command = tokio::process::Command::new("unshare");
         command
-            .args(["netns", "exec", &address.netns])
-            .args(UNSHARE)
-            .args(["/bin/sh", "-c", &run.script, "sh"])
-            .args(&run.argv)
+            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(START)
+            .arg("sh")
+            .arg(&run.lower)
+            .arg(run.bundle.join("upper"))
+            .arg(run.bundle.join("work"))
+            .arg(&rootfs)
+            .arg(&self.shared.runc_root)
+            .arg(&run.bundle)
+            .arg(&run.id)
             .env_clear()
-            .envs(run.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
-        match self.shared.spawn_container(&mut command) {
+        match self.shared.spawn_container(&mut command, &run.id) {
             Ok(child) => {
                 let pid = child.id().unwrap_or_default();
                 if run.restarts > 0 || run.started_at.is_some() {
@@ -652,7 +703,11 @@ impl Worker {
             ProbeKind::Liveness => &mut run.liveness,
             ProbeKind::Readiness => &mut run.readiness,
         };
-        let ran = check(probe, &run.spec, address, run.pid, started_at, counter).await?;
+        let exec = run
+            .pid
+            .is_some()
+            .then(|| (self.shared.runc_root.as_path(), run.id.as_str()));
+        let ran = check(probe, &run.spec, address, exec, started_at, counter).await?;
         self.shared.observe(
             &self.uid,
             &run.spec.name,
@@ -681,7 +736,7 @@ impl Worker {
         self.shared
             .observe(&self.uid, &self.runs[i].spec.name, Observed::Killed(kind));
         let grace = self.grace(None);
-        kill(&mut self.runs[i], grace).await;
+        kill(&self.shared.runc_root, &mut self.runs[i], grace).await;
     }
 
     fn grace(&self, deletion: Option<i64>) -> Duration {
@@ -706,13 +761,13 @@ impl Worker {
         let mut killed = Vec::new();
         for run in &mut self.runs {
             let left = deadline.saturating_duration_since(Instant::now());
-            if kill(run, left).await {
+            if kill(&self.shared.runc_root, run, left).await {
                 killed.push(run.spec.name.clone());
             }
         }
         for run in &mut self.runs {
             if let Some(pid) = run.pid.take() {
-                self.shared.forget_container(pid);
+                self.shared.forget_container(pid, &run.id);
             }
             run.next_start = None;
             if run.ready {
@@ -863,6 +918,11 @@ impl Worker {
             .collect();
         let containers: Vec<Value> = if self.runs.is_empty() {
             let pending = self.setup_error.clone().unwrap_or_default();
+            // A setup error that names a kubelet reason is reported under it.
+            let reason = ["ErrImagePull", "CreateContainerConfigError"]
+                .into_iter()
+                .find(|r| pending.contains(&format!("{r}: ")))
+                .unwrap_or("ContainerCreating");
             self.pod
                 .spec
                 .as_ref()
@@ -873,7 +933,7 @@ impl Worker {
                     json!({
                         "name": c.name, "image": c.image, "imageID": "",
                         "ready": false, "started": false, "restartCount": 0,
-                        "state": {"waiting": {"reason": "ContainerCreating", "message": pending}},
+                        "state": {"waiting": {"reason": reason, "message": pending}},
                     })
                 })
                 .collect()
@@ -889,7 +949,7 @@ impl Worker {
                         "name": r.spec.name,
                         "image": r.spec.image,
                         "imageID": "",
-                        "containerID": r.pid.map(|p| format!("tidecache://{p}")),
+                        "containerID": r.pid.map(|_| format!("runc://{}", r.id)),
                         "ready": r.ready,
                         "started": r.child.is_some() && r.started,
                         "restartCount": r.restarts,
@@ -937,20 +997,93 @@ fn signal_run(run: &Run, signal: Signal) {
     }
 }
 
-/// SIGTERM, up to `grace` for the exit, then SIGKILL; the exit is reaped by `reap`.
-/// Returns whether SIGKILL was needed.
-async fn kill(run: &mut Run, grace: Duration) -> bool {
+/// SIGTERM, up to `grace` for the exit, then SIGKILL to the container's PID 1 through
+/// runc; the exit is reaped by `reap`. Returns whether SIGKILL was needed.
+async fn kill(runc_root: &Path, run: &mut Run, grace: Duration) -> bool {
     let (Some(pid), Some(child)) = (run.pid, run.child.as_mut()) else {
         return false;
     };
     signal_group(pid, Signal::TERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+    if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        return false;
+    }
+    let _killed = tokio::process::Command::new("runc")
+        .arg("--root")
+        .arg(runc_root)
+        .args(["kill", &run.id, "KILL"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if tokio::time::timeout(KILL_WAIT, child.wait()).await.is_err() {
+        // runc itself hangs: kill it and remove the container by force.
         signal_group(pid, Signal::KILL);
+        super::delete_container(runc_root, &run.id);
         // SIGKILL cannot be ignored; the status stays with the child for `reap`.
         let _status = child.wait().await;
-        return true;
     }
-    false
+    true
+}
+
+/// A fresh bundle for the next start: the configuration, an empty writable layer (a
+/// restarted container starts from its image, as in Kubernetes) and no stale container
+/// of a runc that was killed.
+fn prepare_bundle(runc_root: &Path, run: &Run) -> std::io::Result<()> {
+    super::delete_container(runc_root, &run.id);
+    for dir in ["upper", "work"] {
+        let path = run.bundle.join(dir);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir_all(&path)?;
+    }
+    std::fs::create_dir_all(run.bundle.join("rootfs"))?;
+    let config = serde_json::to_vec_pretty(&run.config).map_err(std::io::Error::other)?;
+    std::fs::write(run.bundle.join("config.json"), config)
+}
+
+/// The image's environment with the container's on top (a name the container sets
+/// replaces the image's), and `HOSTNAME`, as containerd sets it.
+fn merge_env(
+    image: &[String],
+    container: Vec<(String, String)>,
+    hostname: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = image
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (k, v) in std::iter::once(("HOSTNAME".to_owned(), hostname.to_owned())).chain(container) {
+        match env.iter_mut().find(|(name, _)| *name == k) {
+            Some(entry) => entry.1 = v,
+            None => env.push((k, v)),
+        }
+    }
+    env
+}
+
+/// The command line as Kubernetes makes it: `command` replaces the image's entrypoint
+/// (and drops its cmd), `args` replace the cmd; `$(VAR)` expanded from the environment.
+fn command_line(container: &Container, image: &Image, env: &[(String, String)]) -> Vec<String> {
+    let expanded = |v: Vec<String>| -> Vec<String> { v.iter().map(|a| expand(a, env)).collect() };
+    let command = container.command.clone().filter(|c| !c.is_empty());
+    let args = container.args.clone().filter(|a| !a.is_empty());
+    match (command, args) {
+        (Some(command), args) => expanded(command)
+            .into_iter()
+            .chain(expanded(args.unwrap_or_default()))
+            .collect(),
+        (None, Some(args)) => image
+            .entrypoint
+            .iter()
+            .cloned()
+            .chain(expanded(args))
+            .collect(),
+        (None, None) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+    }
 }
 
 /// A probe that ran.
@@ -968,7 +1101,7 @@ async fn check(
     probe: &Probe,
     container: &Container,
     address: &PodAddress,
-    pid: Option<u32>,
+    exec: Option<(&Path, &str)>,
     started_at: Instant,
     counter: &mut Counter,
 ) -> Option<ProbeRun> {
@@ -982,7 +1115,7 @@ async fn check(
     }
     counter.due = Some(now + secs(probe.period_seconds.unwrap_or(10)));
     let timeout = secs(probe.timeout_seconds.unwrap_or(1).max(1));
-    let passed = run_probe(probe, container, address, pid, timeout).await;
+    let passed = run_probe(probe, container, address, exec, timeout).await;
     let verdict = if passed {
         counter.successes += 1;
         counter.failures = 0;
@@ -1003,7 +1136,7 @@ async fn run_probe(
     probe: &Probe,
     container: &Container,
     address: &PodAddress,
-    pid: Option<u32>,
+    running: Option<(&Path, &str)>,
     timeout: Duration,
 ) -> bool {
     let port = |p: &IntOrString| -> Option<u16> {
@@ -1039,13 +1172,14 @@ async fn run_probe(
         let connect = tokio::net::TcpStream::connect((address.ip, port));
         return matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)));
     }
-    if let (Some(exec), Some(init)) = (&probe.exec, pid.and_then(container_init)) {
-        // Inside the container: its namespaces and its root. With `--pid` nsenter forks
-        // the command into the container's PID namespace (so it dies with the
-        // container); both stay in nsenter's new process group, killed on a timeout.
-        let spawned = tokio::process::Command::new("nsenter")
-            .arg(format!("--target={init}"))
-            .args(["--mount", "--net", "--uts", "--pid", "--root", "--wd"])
+    if let (Some(exec), Some((runc_root, id))) = (&probe.exec, running) {
+        // Inside the container, as its user, with its capabilities and seccomp profile:
+        // `runc exec` takes the process settings from the container's configuration. It
+        // and the command stay in runc's new process group, killed on a timeout.
+        let spawned = tokio::process::Command::new("runc")
+            .arg("--root")
+            .arg(runc_root)
+            .args(["exec", id])
             .args(exec.command.as_deref().unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1053,13 +1187,13 @@ async fn run_probe(
             .process_group(0)
             .kill_on_drop(true)
             .spawn();
-        let Ok(mut nsenter) = spawned else {
+        let Ok(mut runc) = spawned else {
             return false;
         };
-        return match tokio::time::timeout(timeout, nsenter.wait()).await {
+        return match tokio::time::timeout(timeout, runc.wait()).await {
             Ok(Ok(status)) => status.success(),
             _ => {
-                if let Some(id) = nsenter.id() {
+                if let Some(id) = runc.id() {
                     signal_group(id, Signal::KILL);
                 }
                 false
@@ -1067,18 +1201,6 @@ async fn run_probe(
         };
     }
     false
-}
-
-/// The host PID of a container's first process, the child that `unshare --fork` runs as
-/// PID 1 of the container's PID namespace: the PID we spawned is `unshare` itself, whose
-/// root is still the host's.
-fn container_init(pid: u32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// The shortest lifetime of the service-account tokens the pod's volumes project.

@@ -76,6 +76,9 @@ impl Materializer<'_> {
         }
         create(&dir)?;
         if v.empty_dir.is_some() {
+            // World-writable, as a kubelet makes it: any container user may write there.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .map_err(|e| Error::io(format!("opening up {}", dir.display()), e))?;
             return Ok(dir);
         }
         if let Some(cm) = &v.config_map {

@@ -114,7 +114,7 @@ EOF
             },
             "containers": [{
                 "name": "client",
-                "image": "ghcr.io/tidecache/janitor:0.1.0",
+                "image": tidecache_e2e::kubelet::TOOLBOX,
                 "command": ["/bin/sh", "-c", script],
                 "securityContext": {
                     "allowPrivilegeEscalation": false,

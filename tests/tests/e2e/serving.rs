@@ -86,6 +86,8 @@ pub async fn spread_and_serve(env: &Env) -> TestResult {
 /// when the Job finished is left, live entries are still served, and the
 /// CacheCluster's status records the run.
 pub async fn janitor_sweeps(env: &Env) -> TestResult {
+    /// The uid and gid of the operator's pods (`runAsUser`, `runAsGroup`).
+    const POD_USER: u32 = 65532;
     let pods = DEMO.wait_settled(env, 3).await?;
     let mut entries = BTreeMap::new();
     for (name, pod) in &pods {
@@ -98,11 +100,19 @@ pub async fn janitor_sweeps(env: &Env) -> TestResult {
         .await?
         .join(DEMO.namespace)
         .join(DEMO.name);
-    // A bucket that expired long ago, written by a pod that is gone.
+    // A bucket that expired long ago, written by a pod that is gone: owned by the user
+    // the cache pods run as (65532), as one of them would have left it; the janitor runs
+    // as that user too, not as root.
     let expired = cluster_dir.join("20200101T000000Z");
-    let segment = expired.join("e2e-gone-0").join("00000000000000000000.seg");
-    std::fs::create_dir_all(segment.parent().unwrap_or(&expired))
+    let node_dir = expired.join("e2e-gone-0");
+    let segment = node_dir.join("00000000000000000000.seg");
+    std::fs::create_dir_all(&node_dir)
         .and_then(|()| std::fs::write(&segment, b"stale"))
+        .and_then(|()| {
+            [&expired, &node_dir, &segment]
+                .into_iter()
+                .try_for_each(|p| std::os::unix::fs::chown(p, Some(POD_USER), Some(POD_USER)))
+        })
         .map_err(|e| format!("seeding {}: {e}", expired.display()))?;
     let seeded = Utc::now();
     let before = buckets(&cluster_dir)?;
