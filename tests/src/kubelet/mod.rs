@@ -253,6 +253,23 @@ impl Kubelet {
             .unwrap_or_default()
     }
 
+    /// The host PID of the first process of container `container` of the pod `uid`, while
+    /// it runs (`runc state`): tests read from `/proc/<pid>` what the kernel enforces on it.
+    pub fn container_pid(&self, uid: &str, container: &str) -> Option<u32> {
+        let output = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&self.shared.runc_root)
+            .args(["state", &container_id(uid, container)])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let state: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        (state["status"] == "running")
+            .then(|| state["pid"].as_u64())
+            .flatten()
+            .and_then(|pid| u32::try_from(pid).ok())
+    }
+
     /// The directory under which the provisioner creates claims' host directories.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -310,6 +327,12 @@ impl Drop for Kubelet {
         }
         crate::control_plane::process::forget_dir(self.dir.path());
     }
+}
+
+/// runc's ID of a pod's container: unique among live containers, and the same across
+/// restarts (a restart starts a new container under it once the old one is gone).
+fn container_id(pod_uid: &str, container: &str) -> String {
+    format!("{pod_uid}-{container}")
 }
 
 /// The containers runc knows under `root` (running or left behind).

@@ -333,7 +333,7 @@ impl Worker {
                     ),
                 });
             }
-            let id = format!("{}-{}", self.uid, container.name);
+            let id = super::container_id(&self.uid, &container.name);
             let cgroup = format!("tidecache/{id}");
             let netns = Path::new("/var/run/netns").join(&address.netns);
             let runtime_spec = runtime::Spec {

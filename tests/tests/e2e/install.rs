@@ -499,6 +499,18 @@ pub async fn pod_security_restricted(env: &Env) -> TestResult {
     if operators.items.len() != 2 {
         return Err(format!("{} operator pods, want 2", operators.items.len()));
     }
+    // What runs is restricted too, as the kernel sees it: the runtime enforced each
+    // container's securityContext, and the operator's memory limit (deploy/operator.yaml).
+    let caches = DEMO.pods(env).await?;
+    let running = caches.values().map(|p| (p, "cache-node", None)).chain(
+        operators
+            .items
+            .iter()
+            .map(|p| (p, "operator", Some(256 * 1024 * 1024))),
+    );
+    for (pod, container, memory_limit) in running {
+        enforced(env, pod, container, memory_limit)?;
+    }
     wait_for("a janitor Job's pod", TIMEOUT, async || {
         let pods = api::<Pod>(env, DEMO.namespace)
             .list(&ListParams::default().labels(&format!(
@@ -514,6 +526,73 @@ pub async fn pod_security_restricted(env: &Env) -> TestResult {
         }
     })
     .await
+}
+
+/// Checks, from `/proc` of the container's first process, what the restricted
+/// securityContext asks: uid/gid 65532, no capabilities (effective or bounding), no new
+/// privileges, a seccomp filter, a read-only root; and the cgroup memory limit the
+/// container itself sees, if one is given.
+fn enforced(env: &Env, pod: &Pod, container: &str, memory_limit: Option<u64>) -> TestResult {
+    let name = pod.name_any();
+    let uid = pod.uid().unwrap_or_default();
+    let pid = env
+        .cluster
+        .kubelet()
+        .container_pid(&uid, container)
+        .ok_or_else(|| format!("{name}: container {container} is not running"))?;
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let read = |file: &str| {
+        std::fs::read_to_string(proc.join(file)).map_err(|e| format!("{name}: {file}: {e}"))
+    };
+    let status = read("status")?;
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let expected = [
+        ("Uid", "65532 65532 65532 65532"),
+        ("Gid", "65532 65532 65532 65532"),
+        ("CapEff", "0000000000000000"),
+        ("CapBnd", "0000000000000000"),
+        ("NoNewPrivs", "1"),
+        ("Seccomp", "2"),
+    ];
+    for (key, want) in expected {
+        let got = field(key);
+        if got != want {
+            return Err(format!(
+                "{name}/{container}: {key} is {got:?}, want {want:?}"
+            ));
+        }
+    }
+    let mountinfo = read("mountinfo")?;
+    let root_read_only = mountinfo.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(4) == Some(&"/")
+            && fields
+                .get(5)
+                .is_some_and(|o| o.split(',').any(|x| x == "ro"))
+    });
+    if !root_read_only {
+        return Err(format!(
+            "{name}/{container}: the root file system is writable"
+        ));
+    }
+    if let Some(want) = memory_limit {
+        // The container's own view of its cgroup, as cache-node reads it.
+        let got = read("root/sys/fs/cgroup/memory.max")
+            .or_else(|_| read("root/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+        if got.trim() != want.to_string() {
+            return Err(format!(
+                "{name}/{container}: cgroup memory limit {}, want {want}",
+                got.trim()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `kubectl apply --dry-run=server`: admission runs in full, nothing is stored.
