@@ -83,7 +83,9 @@ pub enum Renewal {
 
 /// The material to store at `now` for a Service reached as `dns_names`: `current` kept when
 /// nothing is due, otherwise renewed as the module documentation says. Material that cannot
-/// be read is replaced as a whole, which the API server trusts once the bundle is patched.
+/// be read is replaced as a whole, which the API server trusts once the bundle is patched;
+/// the old material's unexpired CAs stay in the bundle after the new one, so that a replica
+/// still serving the old certificate (until its next check) is not refused meanwhile.
 ///
 /// # Errors
 /// [`CertError::Issue`] when a key or certificate cannot be made.
@@ -95,9 +97,10 @@ pub fn renew(
     let Some(current) = current.filter(|material| usable(material, dns_names)) else {
         let (ca_cert, ca_key) = new_ca(now)?;
         let (cert, key) = serving(&ca_cert, &ca_key, dns_names, now)?;
+        let kept = current.map_or_else(String::new, |old| unexpired(&old.ca_bundle, now));
         return Ok((
             Material {
-                ca_bundle: ca_cert,
+                ca_bundle: ca_cert + &kept,
                 ca_key,
                 cert,
                 key,
@@ -109,12 +112,7 @@ pub fn renew(
     let newest_ca_expiry = bundle.first().and_then(|der| not_after(der).ok());
     if newest_ca_expiry.is_none_or(|expiry| expiry < now + CA_RENEW_BEFORE) {
         let (ca_cert, ca_key) = new_ca(now)?;
-        let kept: Vec<String> = bundle
-            .iter()
-            .filter(|der| not_after(der).is_ok_and(|expiry| expiry > now))
-            .map(|der| pem(der))
-            .collect();
-        let ca_bundle = std::iter::once(ca_cert).chain(kept).collect::<String>();
+        let ca_bundle = ca_cert + &unexpired(&current.ca_bundle, now);
         return Ok((
             Material {
                 ca_bundle,
@@ -132,11 +130,7 @@ pub fn renew(
         let newest = bundle.first().map(pem).unwrap_or_default();
         let (cert, key) = serving(&newest, &current.ca_key, dns_names, now)?;
         // Expired CAs leave the bundle here too.
-        let ca_bundle = bundle
-            .iter()
-            .filter(|der| not_after(der).is_ok_and(|expiry| expiry > now))
-            .map(|der| pem(der))
-            .collect();
+        let ca_bundle = unexpired(&current.ca_bundle, now);
         return Ok((
             Material {
                 ca_bundle,
@@ -268,6 +262,15 @@ fn unix(time: SystemTime) -> i64 {
 }
 
 /// The certificates in a PEM text, in order; what does not parse is skipped.
+/// The certificates of `bundle` still valid at `now`, as PEM, in order.
+fn unexpired(bundle: &str, now: SystemTime) -> String {
+    certificates(bundle)
+        .iter()
+        .filter(|der| not_after(der).is_ok_and(|expiry| expiry > now))
+        .map(|der| pem(der))
+        .collect()
+}
+
 fn certificates(pem_text: &str) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem_text.as_bytes())
         .filter_map(Result::ok)
@@ -405,7 +408,10 @@ mod tests {
         assert_eq!(renewal, Renewal::Issued);
         assert_ne!(fresh.ca_bundle, material.ca_bundle);
         let other_names = vec!["tidecache-operator-webhook.elsewhere.svc".to_string()];
-        let (_, renewal) = renew(Some(&material), &other_names, start()).expect("reissued");
+        let (moved, renewal) = renew(Some(&material), &other_names, start()).expect("reissued");
         assert_eq!(renewal, Renewal::Issued);
+        // A replica still serving the old certificate stays trusted until it reloads.
+        assert!(trusted(&moved.ca_bundle, &material.cert, start()));
+        assert_eq!(certificates(&moved.ca_bundle).len(), 2);
     }
 }
