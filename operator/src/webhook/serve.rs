@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
 use super::admit;
@@ -112,6 +113,12 @@ fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        // The head has IO_TIMEOUT (hyper); this bounds the rest, so a client that sends its
+        // body slowly cannot hold one of the MAX_CONNECTIONS slots for long.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            IO_TIMEOUT,
+        ))
         .with_state(AppState { metrics })
 }
 
