@@ -9,4 +9,5 @@ pub mod control_plane;
 pub mod hosts;
 pub mod http;
 pub mod kubelet;
+pub mod prometheus;
 pub mod real_kubelet;

@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{Store, store::Writer};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 
 use super::apply::child_kinds;
 
@@ -55,7 +55,37 @@ pub struct ChildCaches {
     /// For each child whose status the operator does not read and whose kind has a
     /// generation: a hash of what any change but one of its status changes (generation,
     /// labels, annotations, ownerReferences, deletion), as last seen.
-    shapes: Mutex<HashMap<ChildKey, u64>>,
+    shapes: Mutex<HashMap<ChildKey, (u64, Option<String>)>>,
+    /// For each child the apply engine last found matching what it built, or wrote: the
+    /// child's resourceVersion then and the applied hash it was built with. While the cached
+    /// child still has that resourceVersion nobody has changed it since, so the apply engine
+    /// need not read it again (7 of the 12 reads of a reconcile with 1000 CacheClusters).
+    /// For a child whose stored object the status step reads, the object as read then (as
+    /// JSON), so that it need not be read again while unchanged.
+    verified: Mutex<HashMap<ChildKey, Verified>>,
+}
+
+/// A child as the apply engine last found it matching what it built.
+struct Verified {
+    /// The child's resourceVersion then.
+    version: String,
+    /// The applied hash of the build it matched.
+    hash: String,
+    /// The stored object then, as JSON, when the apply engine had to return it.
+    object: Option<Arc<[u8]>>,
+}
+
+/// What the children's caches say of one built child before the apply engine reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Cached {
+    /// Cached at the resourceVersion at which it last matched the same build: unchanged.
+    /// With the stored object as it was read then, if it was kept.
+    Verified(Option<Arc<[u8]>>),
+    /// Not cached, and not written by this operator since its last deletion: it does not
+    /// exist, or was created a moment ago by someone else (applying is right either way).
+    Absent,
+    /// Anything else: it must be read.
+    Unknown,
 }
 
 impl ChildCaches {
@@ -76,7 +106,75 @@ impl ChildCaches {
             writers: Mutex::new(writers),
             own_writes: Mutex::new(HashMap::new()),
             shapes: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What the cache of `kind` says of the child `namespace`/`name` built with `hash`
+    /// ([`Cached`]); waits for the cache's first complete list.
+    pub(super) async fn lookup(
+        &self,
+        kind: &ApiResource,
+        namespace: &str,
+        name: &str,
+        hash: &str,
+    ) -> Cached {
+        let Some((_, store)) = self.stores.iter().find(|(cached, _)| cached == kind) else {
+            return Cached::Unknown;
+        };
+        if store.wait_until_ready().await.is_err() {
+            return Cached::Unknown;
+        }
+        let key = (kind.plural.clone(), namespace.to_string(), name.to_string());
+        let verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .map(|verified| {
+                (
+                    verified.version.clone(),
+                    verified.hash == hash,
+                    verified.object.clone(),
+                )
+            });
+        let cached = store.get(&ObjectRef::new_with(name, kind.clone()).within(namespace));
+        match (cached, verified) {
+            (Some(child), Some((version, true, object)))
+                if child.resource_version().as_deref() == Some(version.as_str()) =>
+            {
+                Cached::Verified(object)
+            }
+            // Its write's watch event may not have come yet.
+            (None, None) if !self.own_writes().contains_key(&key) => Cached::Absent,
+            _ => Cached::Unknown,
+        }
+    }
+
+    /// Records that the child, at `version`, matches what was built with `hash` (or forgets
+    /// it when the version is unknown), with the stored `object` (JSON) if it is to be kept.
+    pub(super) fn verified(
+        &self,
+        kind: &ApiResource,
+        namespace: &str,
+        name: &str,
+        version: Option<String>,
+        hash: &str,
+        object: Option<Vec<u8>>,
+    ) {
+        let key = (kind.plural.clone(), namespace.to_string(), name.to_string());
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        match version {
+            Some(version) => verified.insert(
+                key,
+                Verified {
+                    version,
+                    hash: hash.to_string(),
+                    object: object.map(Arc::from),
+                },
+            ),
+            None => verified.remove(&key),
+        };
     }
 
     /// The writers of the stores, for the watches that fill them; empty after the first call.
@@ -143,14 +241,33 @@ impl ChildCaches {
             .shapes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, shape);
-        !echo && previous != Some(shape)
+            .insert(key.clone(), (shape, child.resource_version()));
+        let Some((previous, previous_version)) = previous else {
+            return !echo;
+        };
+        if previous == shape {
+            // Only its status changed, which the operator neither builds nor reads: if it
+            // matched the build before, it still does.
+            let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if let (Some(verified), Some(version)) =
+                (verified.get_mut(&key), child.resource_version())
+                && verified.object.is_none()
+                && Some(&verified.version) == previous_version.as_ref()
+            {
+                verified.version = version;
+            }
+        }
+        !echo && previous != shape
     }
 
     /// Forgets a deleted child (whose deletion always starts a reconcile).
     pub(super) fn deleted(&self, kind: &ApiResource, child: &ChildMeta) {
         let key = child_key(kind, child);
         self.own_writes().remove(&key);
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
         self.shapes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -333,6 +333,7 @@ fn answer(
                 object["status"] = status.clone();
             }
             object["metadata"]["generation"] = json!(1);
+            object["metadata"]["resourceVersion"] = json!(state.requests.to_string());
             state.objects.insert(path.to_string(), object.clone());
             (StatusCode::OK, object)
         }
@@ -433,15 +434,17 @@ async fn create_applies_every_child_then_status() {
     expected.extend(CHILD_PATHS.iter().map(|p| format!("PATCH {p}")));
     expected.push(format!("PATCH {CLUSTER_PATH}/status"));
     assert_eq!(writes, expected);
-    assert_eq!(events.len(), CHILD_PATHS.len() + 1);
+    assert_eq!(events.len(), 2, "{events:?}");
     assert!(
         events[0].starts_with("Normal PeerTokenCreated: "),
         "{events:?}"
     );
-    assert!(
-        events[1..]
-            .iter()
-            .all(|e| e.starts_with("Normal Created: created "))
+    assert_eq!(
+        events[1],
+        "Normal Created: created ServiceAccount demo-cache, created RoleBinding demo-cache, \
+         created PersistentVolumeClaim demo-data, created Service demo-peers, created Service \
+         demo, created StatefulSet demo, created CronJob demo-janitor, created \
+         PodDisruptionBudget demo, created NetworkPolicy demo"
     );
     let cluster = api.cluster();
     let status = cluster.status.clone().expect("status");
@@ -525,6 +528,33 @@ async fn unchanged_cluster_makes_no_writes() {
     api.put_cluster(&fixtures::minimal());
     api.reconcile().await;
     api.take();
+    api.lock().requests = 0;
+    api.reconcile().await;
+    assert_eq!(api.take(), (vec![], vec![]));
+    // The Secret, the StatefulSet, pods and Jobs: the caches show the other children
+    // unchanged since they were written (the CronJob, whose status is read, as it was then).
+    assert_eq!(api.lock().requests, 4);
+}
+
+/// The reads a reconcile skips are of children the caches show unchanged: one changed by
+/// someone else has a new resourceVersion, and is read and put back.
+#[tokio::test]
+async fn a_child_changed_by_someone_else_is_read_and_put_back() {
+    let api = FakeApi::start();
+    api.put_cluster(&fixtures::minimal());
+    api.reconcile().await;
+    api.take();
+    let client_service = CHILD_PATHS[4];
+    {
+        let mut state = api.lock();
+        let service = state.objects.get_mut(client_service).expect("service");
+        service["spec"]["ports"] = json!([]);
+        service["metadata"]["resourceVersion"] = json!("someone-else");
+    }
+    api.reconcile().await;
+    let (writes, events) = api.take();
+    assert_eq!(writes, [format!("PATCH {client_service}")]);
+    assert_eq!(events, ["Normal Updated: updated Service demo"]);
     api.reconcile().await;
     assert_eq!(api.take(), (vec![], vec![]));
 }
@@ -535,7 +565,12 @@ async fn drift_is_undone_with_one_write() {
     api.put_cluster(&fixtures::minimal());
     api.reconcile().await;
     api.take();
-    api.lock().objects.get_mut(STS_PATH).expect("sts")["spec"]["replicas"] = json!(1);
+    {
+        let mut state = api.lock();
+        let sts = state.objects.get_mut(STS_PATH).expect("sts");
+        sts["spec"]["replicas"] = json!(1);
+        sts["metadata"]["resourceVersion"] = json!("someone-else");
+    }
     api.lock().objects.remove(CRON_PATH);
     api.reconcile().await;
     let (writes, events) = api.take();
@@ -900,6 +935,8 @@ fn roll_out(api: &FakeApi, replicas: i32) {
     sts["status"] = json!({"observedGeneration": 1, "replicas": replicas,
                            "readyReplicas": replicas, "updatedReplicas": replicas,
                            "currentRevision": "r1", "updateRevision": "r1"});
+    // As the API server does for every write.
+    sts["metadata"]["resourceVersion"] = json!(format!("rolled-out-{replicas}"));
 }
 
 /// A bitmap of 1024 partitions holding the first `n`.
