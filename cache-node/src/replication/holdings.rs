@@ -391,7 +391,10 @@ impl Moves {
         let owned = (0..PARTITIONS)
             .filter(|&p| topology.owns_partition(p))
             .count();
-        let complete = self.complete.len();
+        // Counted against `topology`, which may be a round's copy older than this state.
+        let complete = (0..PARTITIONS)
+            .filter(|&p| topology.owns_partition(p) && self.complete.contains(p))
+            .count();
         (owned, complete, owned - complete, self.kept.len())
     }
 

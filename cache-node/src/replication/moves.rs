@@ -151,10 +151,7 @@ impl Mover {
                 }
             }
         }
-        let durations = self
-            .placement
-            .moves_mut()
-            .pulled(topology, &plan, &failed, Instant::now());
+        let durations = self.placement.record_pulls(&plan, &failed, Instant::now());
         if !durations.is_empty() {
             tracing::info!(
                 partitions = durations.len(),

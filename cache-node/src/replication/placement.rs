@@ -5,11 +5,11 @@
 //! this module and nothing else.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tidecache_contract::placement::{self, Assignment, Member};
 
-use super::holdings::{Holdings, Moves};
+use super::holdings::{Holdings, Moves, Plan};
 use super::membership::Peer;
 use crate::base::digest::KeyRanges;
 
@@ -211,6 +211,23 @@ impl Placement {
         self.moves
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a round of partition pulls ([`Moves::pulled`]) against the topology as it is
+    /// now, holding its lock meanwhile: a membership change during the pulls makes the
+    /// round count for nothing, instead of marking complete partitions the new membership
+    /// no longer gives this node.
+    pub(super) fn record_pulls(
+        &self,
+        plan: &Plan,
+        failed: &[String],
+        now: Instant,
+    ) -> Vec<Duration> {
+        let topology = self
+            .topology
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.moves_mut().pulled(&topology, plan, failed, now)
     }
 
     /// Completes when the membership changed since the last call (or at once if it did
