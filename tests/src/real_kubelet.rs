@@ -640,39 +640,13 @@ fn node_kubeconfig(plane: &ControlPlane, dir: &Path) -> Result<PathBuf> {
         &format!("system:node:{NODE_NAME}"),
         &["system:nodes"],
     )?;
-    let (cert_path, key_path) = (client.cert, client.key);
-    let ca = &plane.pki().ca;
-    let quote = |s: &str| serde_json::Value::from(s).to_string();
-    let path = dir.join("kubelet.kubeconfig");
-    write(
-        &path,
-        &format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: tidecache-e2e
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: {NODE_NAME}
-  user:
-    client-certificate: {cert}
-    client-key: {key}
-contexts:
-- name: {NODE_NAME}@tidecache-e2e
-  context:
-    cluster: tidecache-e2e
-    user: {NODE_NAME}
-current-context: {NODE_NAME}@tidecache-e2e
-",
-            server = quote(plane.server()),
-            ca = quote(&ca.cert.to_string_lossy()),
-            cert = quote(&cert_path.to_string_lossy()),
-            key = quote(&key_path.to_string_lossy()),
-        ),
-    )?;
-    Ok(path)
+    crate::control_plane::kubeconfig::write(
+        &dir.join("kubelet.kubeconfig"),
+        plane.server(),
+        &plane.pki().ca.cert,
+        NODE_NAME,
+        crate::control_plane::kubeconfig::Credentials::Certificate(&client),
+    )
 }
 
 /// containerd with everything under `dir`. `restrict_oom_score_adj`: this machine lacks

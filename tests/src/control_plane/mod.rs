@@ -13,7 +13,7 @@ pub mod audit;
 mod binaries;
 mod certs;
 mod error;
-mod kubeconfig;
+pub(crate) mod kubeconfig;
 mod nodes;
 pub(crate) mod process;
 pub mod proxy;
