@@ -372,16 +372,7 @@ pub fn memory_bytes(q: &Quantity) -> Option<u64> {
         .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|n| (n, *factor)))
         .unwrap_or((text, 1.0));
     let value: f64 = number.parse().ok()?;
-    let bytes = (value * factor).ceil();
-    (0.0..1.8e19).contains(&bytes).then(|| {
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "checked to be a non-negative integer below u64::MAX"
-        )]
-        let bytes = bytes as u64;
-        bytes
-    })
+    whole((value * factor).ceil(), 1.8e19)
 }
 
 /// A CPU quantity in millicores (`500m`, `2`, `0.5`), rounded up.
@@ -392,14 +383,19 @@ fn cpu_millis(q: &Quantity) -> Option<u64> {
         None => text.parse::<f64>().ok()? * 1000.0,
     }
     .ceil();
-    (0.0..1e15).contains(&millis).then(|| {
+    whole(millis, 1e15)
+}
+
+/// A rounded-up quantity as an integer, if it is in `0..below` (`below` at most 2^64).
+fn whole(value: f64, below: f64) -> Option<u64> {
+    (0.0..below).contains(&value).then(|| {
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
-            reason = "checked to be a non-negative integer in range"
+            reason = "checked to be non-negative and below the limit, which fits u64"
         )]
-        let millis = millis as u64;
-        millis
+        let whole = value as u64;
+        whole
     })
 }
 
